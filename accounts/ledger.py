@@ -1,0 +1,106 @@
+"""Posting to the double-entry ledger: the only way a stored balance changes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.money import ZERO, money
+
+Pocket = LedgerEntry.Pocket
+_CLASSROOM_POCKETS = (Pocket.HOUSE, Pocket.INSURANCE, Pocket.FEES)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """A signed amount into one pocket (positive: the pocket receives it)."""
+
+    pocket: str
+    amount: Decimal
+    account_id: int | None = None
+    position_id: int | None = None
+
+
+CollateralUpdater = Callable[[int, Decimal], None]
+
+
+def ledger_post(
+    *,
+    classroom_id: int,
+    kind: str,
+    legs: Iterable[Leg],
+    memo: str = "",
+    position_id: int | None = None,
+    created_by_id: int | None = None,
+    collateral_updater: CollateralUpdater | None = None,
+) -> LedgerTransaction:
+    """Record one balanced transaction and move the stored balances by its legs.
+
+    The caller holds the row locks of the accounts and collateral it moves and has
+    checked that no pocket but the house goes negative; the CHECK constraints are the
+    last line of defence. Collateral lives in the positions app, so legs on it are
+    applied through ``collateral_updater``.
+    """
+    kept = [leg for leg in legs if leg.amount != 0]
+    for leg in kept:
+        if leg.amount != money(leg.amount):
+            raise ValueError(f"ledger leg {leg} is not quantised to money places")
+    if sum((leg.amount for leg in kept), ZERO) != 0:
+        raise ValueError(f"ledger transaction {kind} does not balance: {kept}")
+    if any(leg.pocket == Pocket.COLLATERAL for leg in kept) and collateral_updater is None:
+        raise ValueError("collateral legs need the positions app's collateral updater")
+
+    with transaction.atomic():
+        txn = LedgerTransaction.objects.create(
+            classroom_id=classroom_id,
+            kind=kind,
+            memo=memo[:255],
+            position_id=position_id,
+            created_by_id=created_by_id,
+        )
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                transaction=txn,
+                classroom_id=classroom_id,
+                pocket=leg.pocket,
+                account_id=leg.account_id,
+                position_id=leg.position_id,
+                amount=leg.amount,
+            )
+            for leg in kept
+        )
+        accounts: dict[int, Decimal] = defaultdict(Decimal)
+        collateral: dict[int, Decimal] = defaultdict(Decimal)
+        pockets: dict[str, Decimal] = defaultdict(Decimal)
+        for leg in kept:
+            if leg.pocket == Pocket.ACCOUNT:
+                assert leg.account_id is not None
+                accounts[leg.account_id] += leg.amount
+            elif leg.pocket == Pocket.COLLATERAL:
+                assert leg.position_id is not None
+                collateral[leg.position_id] += leg.amount
+            else:
+                pockets[leg.pocket] += leg.amount
+        # A fixed order (accounts, collateral, then house/insurance/fees) keeps two
+        # transactions from waiting on each other's rows in opposite orders.
+        for account_id in sorted(accounts):
+            TradingAccount.objects.filter(pk=account_id).update(
+                balance=F("balance") + accounts[account_id]
+            )
+        for pos_id in sorted(collateral):
+            assert collateral_updater is not None
+            collateral_updater(pos_id, collateral[pos_id])
+        for kind_ in _CLASSROOM_POCKETS:
+            if pockets.get(kind_):
+                updated = ClassroomPocket.objects.filter(
+                    classroom_id=classroom_id, kind=kind_
+                ).update(balance=F("balance") + pockets[kind_])
+                if updated != 1:
+                    raise ValueError(f"classroom {classroom_id} has no {kind_} pocket")
+    return txn

@@ -1,0 +1,93 @@
+"""The one place where Ringfence rounds money, prices, quantities and rates.
+
+Every amount is a ``Decimal`` and every column ``NUMERIC``; floats never touch money.
+The rules, applied by the services (never by views, serializers or templates):
+
+- **Money** (balances, collateral, fees, PnL, ledger amounts) is kept to 8 decimal places.
+  Amounts charged to a trader round *against the trader* so the house never pays a
+  rounding difference: fees and initial margin round **up**, realised PnL rounds **down**
+  (towards minus infinity). Amounts that are only shown or split pro rata round half-even.
+  A ledger transaction quantises each leg first and derives the last leg from the others,
+  so every transaction sums to exactly zero.
+- **Prices** are kept to 10 decimal places. Fill prices land on the instrument's tick:
+  a buy fills at ``mark + spread/2`` rounded **up** to the tick, a sell at
+  ``mark - spread/2`` rounded **down**. A stored liquidation price rounds towards the
+  mark (a long's **up**, a short's **down**) so the engine's range search can never miss
+  a breached position; the exact margin test is re-checked before any liquidation.
+- **Quantities** are kept to 8 places and must be whole multiples of the lot size; they
+  are validated, never rounded.
+- **Rates** (fees, maintenance rates, spreads as a share) are kept to 8 places.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import TypedDict
+
+MONEY_PLACES = 8
+PRICE_PLACES = 10
+QUANTITY_PLACES = 8
+RATE_PLACES = 8
+
+MONEY_STEP = Decimal(1).scaleb(-MONEY_PLACES)
+PRICE_STEP = Decimal(1).scaleb(-PRICE_PLACES)
+QUANTITY_STEP = Decimal(1).scaleb(-QUANTITY_PLACES)
+RATE_STEP = Decimal(1).scaleb(-RATE_PLACES)
+
+
+
+class Digits(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
+# Column shapes, shared by every model that stores one of these.
+MONEY_DIGITS = Digits(max_digits=24, decimal_places=MONEY_PLACES)
+PRICE_DIGITS = Digits(max_digits=28, decimal_places=PRICE_PLACES)
+QUANTITY_DIGITS = Digits(max_digits=24, decimal_places=QUANTITY_PLACES)
+RATE_DIGITS = Digits(max_digits=12, decimal_places=RATE_PLACES)
+
+ZERO = Decimal(0)
+
+
+def money(value: Decimal | int | str) -> Decimal:
+    """Money shown or split pro rata: half-even to 8 places."""
+    return Decimal(value).quantize(MONEY_STEP, rounding=ROUND_HALF_EVEN)
+
+
+def money_charged(value: Decimal) -> Decimal:
+    """Money a trader pays (fees, initial margin): rounded up."""
+    return value.quantize(MONEY_STEP, rounding=ROUND_CEILING)
+
+
+def money_pnl(value: Decimal) -> Decimal:
+    """Realised PnL: rounded towards minus infinity, against the trader."""
+    return value.quantize(MONEY_STEP, rounding=ROUND_FLOOR)
+
+
+def price(value: Decimal) -> Decimal:
+    return value.quantize(PRICE_STEP, rounding=ROUND_HALF_EVEN)
+
+
+def price_up(value: Decimal) -> Decimal:
+    return value.quantize(PRICE_STEP, rounding=ROUND_CEILING)
+
+
+def price_down(value: Decimal) -> Decimal:
+    return value.quantize(PRICE_STEP, rounding=ROUND_FLOOR)
+
+
+def to_tick(value: Decimal, tick: Decimal, *, up: bool) -> Decimal:
+    """Round a price onto the tick grid, up for buys and down for sells."""
+    steps = (value / tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
+    return price(steps * tick)
+
+
+def is_multiple(value: Decimal, step: Decimal) -> bool:
+    return step > 0 and (value % step) == 0
+
+
+def places(value: Decimal) -> int:
+    """Number of decimal places written in ``value`` (``Decimal('0.010')`` has 3)."""
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -int(exponent))

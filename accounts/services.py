@@ -1,0 +1,161 @@
+"""Services that change classrooms and their money: create, join, grant, deduct."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError, transaction
+
+from accounts import errors
+from accounts.ledger import Leg, ledger_post
+from accounts.models import (
+    Classroom,
+    ClassroomPocket,
+    LedgerEntry,
+    LedgerTransaction,
+    Membership,
+    TradingAccount,
+)
+from accounts.money import MONEY_PLACES, ZERO, money, places
+
+Pocket = LedgerEntry.Pocket
+
+
+def clean_amount(
+    value: object, *, field: str = "amount", allow_zero: bool = False, allow_negative: bool = False
+) -> Decimal:
+    """A money amount from user input: a finite number with at most 8 decimal places."""
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise errors.InvalidAmount("Enter a number.", field=field) from None
+    if not amount.is_finite():
+        raise errors.InvalidAmount("Enter a finite number.", field=field)
+    if places(amount) > MONEY_PLACES:
+        raise errors.InvalidAmount(f"Use at most {MONEY_PLACES} decimal places.", field=field)
+    if amount < 0 and not allow_negative:
+        raise errors.InvalidAmount("The amount must be positive.", field=field)
+    if amount == 0 and not allow_zero:
+        raise errors.InvalidAmount("The amount must not be zero.", field=field)
+    if abs(amount) >= Decimal(10) ** 15:
+        raise errors.InvalidAmount("The amount is too large.", field=field)
+    return money(amount)
+
+
+@transaction.atomic
+def classroom_create(
+    *,
+    instructor_id: int,
+    name: str,
+    starting_balance: Decimal = Decimal("10000"),
+    currency: str = "USDT",
+    max_leverage: int = 20,
+    liquidation_fee_rate: Decimal = Decimal("0.005"),
+    leftover_policy: str = Classroom.LeftoverPolicy.INSURANCE_FUND,
+    insurance_fund_seed: Decimal = ZERO,
+    trading_opens_at: datetime | None = None,
+    trading_closes_at: datetime | None = None,
+) -> Classroom:
+    """Create a classroom with its house, insurance fund and fee pockets."""
+    name = name.strip()
+    if not name:
+        raise errors.DomainError("Give the classroom a name.", field="name")
+    starting_balance = clean_amount(starting_balance, field="starting_balance")
+    insurance_fund_seed = clean_amount(
+        insurance_fund_seed, field="insurance_fund_seed", allow_zero=True
+    )
+    if not 1 <= int(max_leverage) <= 125:
+        raise errors.InvalidLeverage(
+            "Maximum leverage must be between 1 and 125.", field="max_leverage"
+        )
+    if not ZERO <= liquidation_fee_rate <= Decimal("0.1"):
+        raise errors.DomainError(
+            "The liquidation fee must be between 0 and 10%.", field="liquidation_fee_rate"
+        )
+    if trading_opens_at and trading_closes_at and trading_closes_at <= trading_opens_at:
+        raise errors.DomainError("Trading must close after it opens.", field="trading_closes_at")
+    classroom = Classroom.objects.create(
+        instructor_id=instructor_id,
+        name=name,
+        starting_balance=starting_balance,
+        currency=currency,
+        max_leverage=max_leverage,
+        liquidation_fee_rate=liquidation_fee_rate,
+        leftover_policy=leftover_policy,
+        trading_opens_at=trading_opens_at,
+        trading_closes_at=trading_closes_at,
+    )
+    ClassroomPocket.objects.bulk_create(
+        ClassroomPocket(classroom=classroom, kind=kind) for kind in ClassroomPocket.Kind.values
+    )
+    Membership.objects.create(
+        user_id=instructor_id, classroom=classroom, role=Membership.Role.INSTRUCTOR
+    )
+    if insurance_fund_seed:
+        ledger_post(
+            classroom_id=classroom.pk,
+            kind=LedgerTransaction.Kind.INSURANCE_SEED,
+            memo="Insurance fund seeded by the instructor",
+            created_by_id=instructor_id,
+            legs=[
+                Leg(Pocket.HOUSE, -insurance_fund_seed),
+                Leg(Pocket.INSURANCE, insurance_fund_seed),
+            ],
+        )
+    return classroom
+
+
+def classroom_join(*, user_id: int, join_code: str) -> TradingAccount:
+    """Join a classroom by its code as a student; the house funds the new account."""
+    code = (join_code or "").strip().upper()
+    classroom = Classroom.objects.filter(join_code=code).first() if code else None
+    if classroom is None:
+        raise errors.InvalidJoinCode("No classroom has this join code.", field="join_code")
+    try:
+        with transaction.atomic():
+            Membership.objects.create(
+                user_id=user_id, classroom=classroom, role=Membership.Role.STUDENT
+            )
+            account = TradingAccount.objects.create(user_id=user_id, classroom=classroom)
+            ledger_post(
+                classroom_id=classroom.pk,
+                kind=LedgerTransaction.Kind.DEPOSIT,
+                memo="Starting balance",
+                legs=[
+                    Leg(Pocket.HOUSE, -classroom.starting_balance),
+                    Leg(Pocket.ACCOUNT, classroom.starting_balance, account_id=account.pk),
+                ],
+            )
+    except IntegrityError:
+        # The unique (user, classroom) membership: already in, or a simultaneous join won.
+        raise errors.AlreadyJoined(
+            "You are already a member of this classroom.", field="join_code"
+        ) from None
+    account.refresh_from_db()
+    return account
+
+
+@transaction.atomic
+def account_adjust(
+    *, account_id: int, amount: Decimal, reason: str, actor_id: int | None = None
+) -> TradingAccount:
+    """Grant (positive) or deduct (negative) paper money, with a reason, against the house."""
+    amount = clean_amount(amount, allow_negative=True)
+    reason = reason.strip()
+    if not reason:
+        raise errors.DomainError("Say why the balance changes.", field="reason")
+    account = TradingAccount.objects.select_for_update(of=("self",)).get(pk=account_id)
+    if account.balance + amount < 0:
+        raise errors.InsufficientBalance(
+            f"The free balance is {account.balance}; it cannot go below zero.", field="amount"
+        )
+    ledger_post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.GRANT if amount > 0 else LedgerTransaction.Kind.DEDUCT,
+        memo=reason,
+        created_by_id=actor_id,
+        legs=[Leg(Pocket.HOUSE, -amount), Leg(Pocket.ACCOUNT, amount, account_id=account.pk)],
+    )
+    account.refresh_from_db()
+    return account

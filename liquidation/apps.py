@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LiquidationConfig(AppConfig):
+    name = "liquidation"
+    verbose_name = "Engine and liquidations"

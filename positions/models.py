@@ -1,0 +1,289 @@
+"""Instruments with their margin tiers, isolated positions, their collateral, orders and fills."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Classroom, TradingAccount
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from positions import margin
+
+
+class Side(models.TextChoices):
+    LONG = "long", "Long"
+    SHORT = "short", "Short"
+
+
+class Instrument(models.Model):
+    """A perpetual-style contract traded in one classroom's market, with its own mark price."""
+
+    classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="instruments")
+    symbol = models.CharField(max_length=20)
+    name = models.CharField(max_length=80, blank=True)
+    tick_size = models.DecimalField(**PRICE_DIGITS, default=Decimal("0.1"))
+    lot_size = models.DecimalField(**QUANTITY_DIGITS, default=Decimal("0.001"))
+    min_notional = models.DecimalField(**MONEY_DIGITS, default=Decimal("5"))
+    max_leverage = models.PositiveSmallIntegerField(
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(125)]
+    )
+    taker_fee_rate = models.DecimalField(**RATE_DIGITS, default=Decimal("0.0005"))
+    spread = models.DecimalField(
+        **PRICE_DIGITS, default=Decimal(0), help_text="Bid-ask spread in price units."
+    )
+    is_tradable = models.BooleanField(
+        default=True, help_text="Allowed for trading in its classroom."
+    )
+    mark_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    mark_updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["classroom_id", "symbol"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["classroom", "symbol"], name="instrument_symbol_per_classroom"
+            ),
+            models.CheckConstraint(condition=Q(tick_size__gt=0), name="instrument_tick_positive"),
+            models.CheckConstraint(condition=Q(lot_size__gt=0), name="instrument_lot_positive"),
+            models.CheckConstraint(
+                condition=Q(spread__gte=0), name="instrument_spread_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(mark_price__isnull=True) | Q(mark_price__gt=0),
+                name="instrument_mark_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+    def margin_tiers(self) -> list[margin.Tier]:
+        """The maintenance brackets, from the prefetched or stored tier rows."""
+        rows = sorted(self.tiers.all(), key=lambda t: t.notional_floor)
+        return [t.as_tier() for t in rows]
+
+
+class MarginTier(models.Model):
+    """One maintenance bracket of an instrument; ``cum`` is derived so MM stays continuous."""
+
+    instrument = models.ForeignKey(Instrument, on_delete=models.CASCADE, related_name="tiers")
+    notional_floor = models.DecimalField(**MONEY_DIGITS)
+    notional_cap = models.DecimalField(**MONEY_DIGITS, null=True, blank=True)
+    mmr = models.DecimalField(**RATE_DIGITS, verbose_name="maintenance margin rate")
+    max_leverage = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    cum = models.DecimalField(
+        **MONEY_DIGITS, default=Decimal(0), editable=False, verbose_name="maintenance amount"
+    )
+
+    class Meta:
+        ordering = ["instrument_id", "notional_floor"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["instrument", "notional_floor"], name="tier_floor_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instrument} from {self.notional_floor}"
+
+    def as_tier(self) -> margin.Tier:
+        return margin.Tier(
+            self.notional_floor, self.notional_cap, self.mmr, self.cum, self.max_leverage
+        )
+
+
+class Position(models.Model):
+    """One isolated trade: it owns its collateral and can lose nothing beyond it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+        LIQUIDATED = "liquidated", "Liquidated"
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    side = models.CharField(max_length=5, choices=Side.choices)
+    quantity = models.DecimalField(**QUANTITY_DIGITS, help_text="Quantity still open.")
+    opened_quantity = models.DecimalField(**QUANTITY_DIGITS)
+    entry_price = models.DecimalField(**PRICE_DIGITS)
+    leverage = models.PositiveSmallIntegerField(validators=[MinValueValidator(1)])
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # Stored so the engine finds breached positions with an indexed range query.
+    # NULL: a long that can never be liquidated (its LP would be <= 0).
+    liquidation_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    bankruptcy_price = models.DecimalField(**PRICE_DIGITS)
+    exit_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    realized_pnl = models.DecimalField(
+        **MONEY_DIGITS, default=Decimal(0), help_text="Price PnL settled so far, before fees."
+    )
+    fees_paid = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    take_profit = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    # Set while the margin ratio is at or above the warning level, so a margin call is
+    # recorded once per crossing.
+    margin_call_active = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["instrument", "liquidation_price"],
+                condition=Q(status="open", side="long"),
+                name="pos_open_long_lp",
+            ),
+            models.Index(
+                fields=["instrument", "liquidation_price"],
+                condition=Q(status="open", side="short"),
+                name="pos_open_short_lp",
+            ),
+            models.Index(
+                fields=["instrument", "take_profit"],
+                condition=Q(status="open", take_profit__isnull=False),
+                name="pos_open_tp",
+            ),
+            models.Index(
+                fields=["instrument", "stop_loss"],
+                condition=Q(status="open", stop_loss__isnull=False),
+                name="pos_open_sl",
+            ),
+            models.Index(fields=["account", "status"], name="pos_account_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0), name="position_quantity_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="open") | Q(quantity__gt=0), name="position_open_has_quantity"
+            ),
+            models.CheckConstraint(condition=Q(entry_price__gt=0), name="position_entry_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.quantity} {self.instrument}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == self.Status.OPEN
+
+
+class Collateral(models.Model):
+    """The isolated margin a position owns: initial margin plus added minus removed."""
+
+    position = models.OneToOneField(
+        Position, on_delete=models.PROTECT, primary_key=True, related_name="collateral"
+    )
+    amount = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    initial_margin = models.DecimalField(
+        **MONEY_DIGITS, help_text="Initial margin of the quantity still open, at entry."
+    )
+
+    class Meta:
+        verbose_name_plural = "collateral"
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="collateral_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} for position #{self.position_id}"
+
+
+class Order(models.Model):
+    """An instruction to open or reduce a position: filled at once (market) or resting."""
+
+    class Type(models.TextChoices):
+        MARKET = "market", "Market"
+        LIMIT = "limit", "Limit"
+        STOP = "stop", "Stop market"
+
+    class Status(models.TextChoices):
+        RESTING = "resting", "Resting"
+        FILLED = "filled", "Filled"
+        CANCELLED = "cancelled", "Cancelled"
+        REJECTED = "rejected", "Rejected"
+
+    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    position = models.ForeignKey(
+        Position,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="orders",
+        help_text="The position this order opened, or the one it reduces.",
+    )
+    side = models.CharField(max_length=5, choices=Side.choices)
+    type = models.CharField(max_length=8, choices=Type.choices, default=Type.MARKET)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RESTING)
+    quantity = models.DecimalField(**QUANTITY_DIGITS)
+    leverage = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True, help_text="Limit price.")
+    stop_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    extra_collateral = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    take_profit = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    reduce_only = models.BooleanField(default=False)
+    client_order_id = models.CharField(max_length=64, blank=True)
+    reject_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    filled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["instrument", "type", "side", "price"],
+                condition=Q(status="resting", type="limit"),
+                name="order_resting_limit",
+            ),
+            models.Index(
+                fields=["instrument", "type", "side", "stop_price"],
+                condition=Q(status="resting", type="stop"),
+                name="order_resting_stop",
+            ),
+            models.Index(fields=["account", "status"], name="order_account_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"],
+                condition=~Q(client_order_id=""),
+                name="order_client_id_unique_per_account",
+            ),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type} {self.side} {self.quantity} {self.instrument}"
+
+
+class Fill(models.Model):
+    """An execution: a quantity at a price, opening, reducing or liquidating a position."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSE = "close", "Close"
+        LIQUIDATION = "liquidation", "Liquidation"
+        ADL = "adl", "Auto-deleveraging"
+
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="fills"
+    )
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="fills")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    quantity = models.DecimalField(**QUANTITY_DIGITS)
+    price = models.DecimalField(**PRICE_DIGITS)
+    fee = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    realized_pnl = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.quantity} @ {self.price}"

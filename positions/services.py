@@ -1,0 +1,910 @@
+"""Services that open, change and close isolated positions: the only code moving their money.
+
+Each service is one transaction. Rows are locked in a fixed order (trading account,
+then position, then order, then the classroom's pockets), state is re-read under the
+locks, and every movement of money is one balanced ledger transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from accounts import errors
+from accounts.ledger import Leg, ledger_post
+from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.money import (
+    PRICE_PLACES,
+    QUANTITY_PLACES,
+    ZERO,
+    is_multiple,
+    money,
+    money_charged,
+    money_pnl,
+    places,
+    price,
+    price_down,
+    price_up,
+    to_tick,
+)
+from accounts.services import clean_amount
+from positions import margin
+from positions.models import Collateral, Fill, Instrument, Order, Position, Side
+
+Pocket = LedgerEntry.Pocket
+
+
+# --- input cleaning -------------------------------------------------------------------
+
+
+def clean_quantity(value: object, *, instrument: Instrument, field: str = "quantity") -> Decimal:
+    try:
+        quantity = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise errors.InvalidQuantity("Enter a quantity as a number.", field=field) from None
+    if not quantity.is_finite() or quantity <= 0:
+        raise errors.InvalidQuantity("The quantity must be a positive number.", field=field)
+    if places(quantity) > QUANTITY_PLACES or not is_multiple(quantity, instrument.lot_size):
+        raise errors.InvalidQuantity(
+            f"The quantity must be a multiple of the lot size {instrument.lot_size.normalize()}.",
+            field=field,
+        )
+    if quantity >= Decimal(10) ** 14:
+        raise errors.InvalidQuantity("The quantity is too large.", field=field)
+    return quantity
+
+
+def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise errors.InvalidPrice("Enter a price as a number.", field=field) from None
+    if not result.is_finite() or result <= 0:
+        raise errors.InvalidPrice("The price must be a positive number.", field=field)
+    if places(result) > PRICE_PLACES or not is_multiple(result, instrument.tick_size):
+        raise errors.InvalidPrice(
+            f"The price must be a multiple of the tick size {instrument.tick_size.normalize()}.",
+            field=field,
+        )
+    if result >= Decimal(10) ** 17:
+        raise errors.InvalidPrice("The price is too large.", field=field)
+    return result
+
+
+def clean_side(value: object) -> str:
+    side = str(value or "").strip().lower()
+    side = {"buy": Side.LONG, "sell": Side.SHORT}.get(side, side)
+    if side not in Side.values:
+        raise errors.DomainError("The side must be long or short.", field="side")
+    return side
+
+
+def clean_leverage(value: object) -> int:
+    try:
+        leverage = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise errors.InvalidLeverage("Leverage must be a whole number.", field="leverage") from None
+    if leverage < 1:
+        raise errors.InvalidLeverage("Leverage must be at least 1x.", field="leverage")
+    return leverage
+
+
+# --- prices and quotes ----------------------------------------------------------------
+
+
+def fill_price(*, instrument: Instrument, buying: bool, mark: Decimal) -> Decimal:
+    """Where a market order fills: the mark plus or minus half the spread, on the tick grid."""
+    half = instrument.spread / 2
+    if buying:
+        return to_tick(mark + half, instrument.tick_size, up=True)
+    return max(to_tick(mark - half, instrument.tick_size, up=False), instrument.tick_size)
+
+
+def current_mark(instrument: Instrument) -> Decimal:
+    if instrument.mark_price is None:
+        raise errors.NoMarkPrice(f"{instrument.symbol} has no price yet; try again in a moment.")
+    return instrument.mark_price
+
+
+def stored_prices(
+    *,
+    side: str,
+    entry_price: Decimal,
+    quantity: Decimal,
+    collateral: Decimal,
+    tiers: list[margin.Tier],
+) -> tuple[Decimal | None, Decimal]:
+    """(liquidation price, bankruptcy price) as stored: the LP rounded towards the mark."""
+    lp = margin.liquidation_price(
+        side=side, entry_price=entry_price, quantity=quantity, collateral=collateral, tiers=tiers
+    )
+    bp = margin.bankruptcy_price(
+        side=side, entry_price=entry_price, quantity=quantity, collateral=collateral
+    )
+    if lp is not None:
+        lp = price_up(lp) if side == Side.LONG else price_down(lp)
+    return lp, max(price(bp), ZERO)
+
+
+@dataclass(frozen=True)
+class OpenQuote:
+    """What opening a position would cost and risk: the pre-trade preview."""
+
+    entry_price: Decimal
+    quantity: Decimal
+    leverage: int
+    notional: Decimal
+    initial_margin: Decimal
+    extra_collateral: Decimal
+    collateral: Decimal
+    fee: Decimal
+    total_cost: Decimal
+    liquidation_price: Decimal | None
+    bankruptcy_price: Decimal
+    max_loss: Decimal
+    mark_price: Decimal
+    distance_to_liquidation: Decimal | None
+    distance_to_liquidation_pct: Decimal | None
+    max_leverage: int
+
+
+def max_leverage_for(*, account: TradingAccount, instrument: Instrument, notional: Decimal) -> int:
+    tiers = instrument.margin_tiers()
+    caps = [account.classroom.max_leverage, instrument.max_leverage]
+    if tiers:
+        caps.append(margin.max_leverage_for_notional(notional=notional, tiers=tiers))
+    return min(caps)
+
+
+def _check_can_trade(account: TradingAccount, instrument: Instrument) -> None:
+    if instrument.classroom_id != account.classroom_id:
+        raise errors.InstrumentNotAllowed(
+            "This instrument is not traded in your classroom.", field="instrument"
+        )
+    if not instrument.is_tradable:
+        raise errors.InstrumentNotAllowed(
+            f"{instrument.symbol} is not open for trading.", field="instrument"
+        )
+    if account.trading_frozen:
+        raise errors.AccountFrozen("Your instructor has frozen trading on this account.")
+    if not account.classroom.is_trading_open():
+        raise errors.TradingClosed("Trading is closed in this classroom right now.")
+
+
+def quote_open(
+    *,
+    account: TradingAccount,
+    instrument: Instrument,
+    side: str,
+    quantity: object,
+    leverage: object,
+    extra_collateral: object = ZERO,
+    entry_price: Decimal | None = None,
+    check_balance: bool = True,
+) -> OpenQuote:
+    """Validate an opening order and work out its margin, fee, LP, BP and maximum loss."""
+    _check_can_trade(account, instrument)
+    side = clean_side(side)
+    qty = clean_quantity(quantity, instrument=instrument)
+    lev = clean_leverage(leverage)
+    extra = clean_amount(extra_collateral or ZERO, field="extra_collateral", allow_zero=True)
+    mark = current_mark(instrument)
+    entry = (
+        entry_price
+        if entry_price is not None
+        else fill_price(instrument=instrument, buying=side == Side.LONG, mark=mark)
+    )
+    notional = qty * entry
+    if notional < instrument.min_notional:
+        raise errors.BelowMinNotional(
+            f"The order is worth {money(notional)}; the minimum is {instrument.min_notional.normalize()}.",
+            field="quantity",
+        )
+    cap = max_leverage_for(account=account, instrument=instrument, notional=notional)
+    if lev > cap:
+        raise errors.LeverageTooHigh(
+            f"Leverage is capped at {cap}x for this order.", field="leverage"
+        )
+    tiers = instrument.margin_tiers()
+    if not tiers:
+        raise errors.InstrumentNotAllowed(
+            f"{instrument.symbol} has no margin tiers yet.", field="instrument"
+        )
+    im = money_charged(margin.initial_margin(entry_price=entry, quantity=qty, leverage=lev))
+    fee = money_charged(notional * instrument.taker_fee_rate)
+    collateral = im + extra
+    total = collateral + fee
+    if check_balance and total > account.balance:
+        raise errors.InsufficientBalance(
+            f"This needs {total} (margin {collateral} + fee {fee}); your free balance is {account.balance}.",
+            field="quantity",
+        )
+    lp, bp = stored_prices(
+        side=side, entry_price=entry, quantity=qty, collateral=collateral, tiers=tiers
+    )
+    distance = None if lp is None else abs(mark - lp)
+    distance_pct = None if lp is None else money(distance / mark * 100)  # type: ignore[operator]
+    return OpenQuote(
+        entry_price=entry,
+        quantity=qty,
+        leverage=lev,
+        notional=money(notional),
+        initial_margin=im,
+        extra_collateral=extra,
+        collateral=collateral,
+        fee=fee,
+        total_cost=total,
+        liquidation_price=lp,
+        bankruptcy_price=bp,
+        max_loss=collateral,
+        mark_price=mark,
+        distance_to_liquidation=distance,
+        distance_to_liquidation_pct=distance_pct,
+        max_leverage=cap,
+    )
+
+
+def _validate_tpsl(
+    *,
+    side: str,
+    reference: Decimal,
+    liquidation_price: Decimal | None,
+    take_profit: Decimal | None,
+    stop_loss: Decimal | None,
+) -> None:
+    s = margin.side_sign(side)
+    if take_profit is not None and s * (take_profit - reference) <= 0:
+        word = "above" if s > 0 else "below"
+        raise errors.InvalidPrice(
+            f"A take-profit must be {word} {reference.normalize()}.", field="take_profit"
+        )
+    if stop_loss is not None:
+        if s * (reference - stop_loss) <= 0:
+            word = "below" if s > 0 else "above"
+            raise errors.InvalidPrice(
+                f"A stop-loss must be {word} {reference.normalize()}.", field="stop_loss"
+            )
+        if liquidation_price is not None and s * (stop_loss - liquidation_price) <= 0:
+            raise errors.InvalidPrice(
+                f"This stop-loss lies beyond the liquidation price {liquidation_price.normalize()} "
+                "and would never trigger.",
+                field="stop_loss",
+            )
+
+
+# --- locking --------------------------------------------------------------------------
+
+
+def _lock_account(account_id: int) -> TradingAccount:
+    try:
+        return (
+            TradingAccount.objects.select_for_update(of=("self",))
+            .select_related("classroom")
+            .get(pk=account_id)
+        )
+    except TradingAccount.DoesNotExist:
+        raise errors.NotFound("No such trading account.") from None
+
+
+def _lock_position(position_id: int) -> tuple[TradingAccount, Position, Collateral]:
+    """Lock a position's account, then the position, then its collateral."""
+    account_id = (
+        Position.objects.filter(pk=position_id).values_list("account_id", flat=True).first()
+    )
+    if account_id is None:
+        raise errors.NotFound("No such position.")
+    account = _lock_account(account_id)
+    position = (
+        Position.objects.select_for_update(of=("self",))
+        .select_related("instrument")
+        .get(pk=position_id)
+    )
+    position.account = account
+    collateral = Collateral.objects.select_for_update().get(pk=position_id)
+    return account, position, collateral
+
+
+def _instrument(instrument_id: int) -> Instrument:
+    try:
+        return Instrument.objects.prefetch_related("tiers").get(pk=instrument_id)
+    except Instrument.DoesNotExist:
+        raise errors.NotFound("No such instrument.", field="instrument") from None
+
+
+def _fresh(position_id: int) -> Position:
+    """The position as stored now, with its collateral and instrument."""
+    return Position.objects.select_related("collateral", "instrument", "account").get(pk=position_id)
+
+
+def _update_collateral(position_id: int, delta: Decimal) -> None:
+    Collateral.objects.filter(pk=position_id).update(amount=F("amount") + delta)
+
+
+def _post(**kwargs: object) -> LedgerTransaction:
+    return ledger_post(collateral_updater=_update_collateral, **kwargs)  # type: ignore[arg-type]
+
+
+def _restore_prices(position: Position, collateral_amount: Decimal) -> None:
+    lp, bp = stored_prices(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=collateral_amount,
+        tiers=position.instrument.margin_tiers(),
+    )
+    position.liquidation_price, position.bankruptcy_price = lp, bp
+
+
+# --- opening --------------------------------------------------------------------------
+
+
+def _open(
+    *,
+    account: TradingAccount,
+    instrument: Instrument,
+    side: str,
+    quantity: object,
+    leverage: object,
+    extra_collateral: object,
+    take_profit: object,
+    stop_loss: object,
+    order: Order | None,
+    client_order_id: str = "",
+) -> tuple[Order, Position]:
+    quote = quote_open(
+        account=account,
+        instrument=instrument,
+        side=side,
+        quantity=quantity,
+        leverage=leverage,
+        extra_collateral=extra_collateral,
+    )
+    side = clean_side(side)
+    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    _validate_tpsl(
+        side=side,
+        reference=quote.entry_price,
+        liquidation_price=quote.liquidation_price,
+        take_profit=tp,
+        stop_loss=sl,
+    )
+    now = timezone.now()
+    position = Position.objects.create(
+        account=account,
+        instrument=instrument,
+        side=side,
+        quantity=quote.quantity,
+        opened_quantity=quote.quantity,
+        entry_price=quote.entry_price,
+        leverage=quote.leverage,
+        opened_at=now,
+        liquidation_price=quote.liquidation_price,
+        bankruptcy_price=quote.bankruptcy_price,
+        fees_paid=quote.fee,
+        take_profit=tp,
+        stop_loss=sl,
+    )
+    Collateral.objects.create(position=position, amount=ZERO, initial_margin=quote.initial_margin)
+    if order is None:
+        order = Order(
+            account=account,
+            instrument=instrument,
+            side=side,
+            type=Order.Type.MARKET,
+            quantity=quote.quantity,
+            leverage=quote.leverage,
+            extra_collateral=quote.extra_collateral,
+            take_profit=tp,
+            stop_loss=sl,
+            client_order_id=client_order_id,
+            created_at=now,
+        )
+    order.position = position
+    order.status = Order.Status.FILLED
+    order.filled_at = order.updated_at = now
+    order.save()
+    Fill.objects.create(
+        order=order,
+        position=position,
+        kind=Fill.Kind.OPEN,
+        quantity=quote.quantity,
+        price=quote.entry_price,
+        fee=quote.fee,
+        created_at=now,
+    )
+    _post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.OPEN,
+        position_id=position.pk,
+        memo=f"Open {side} {quote.quantity.normalize()} {instrument.symbol} at "
+        f"{quote.entry_price.normalize()}, {quote.leverage}x",
+        legs=[
+            Leg(Pocket.ACCOUNT, -quote.total_cost, account_id=account.pk),
+            Leg(
+                Pocket.COLLATERAL, quote.collateral, account_id=account.pk, position_id=position.pk
+            ),
+            Leg(Pocket.FEES, quote.fee),
+        ],
+    )
+    return order, position
+
+
+@transaction.atomic
+def position_open(
+    *,
+    account_id: int,
+    instrument_id: int,
+    side: str,
+    quantity: object,
+    leverage: object,
+    extra_collateral: object = ZERO,
+    take_profit: object = None,
+    stop_loss: object = None,
+) -> Position:
+    """Open one isolated position at market: its own collateral, its own liquidation price."""
+    account = _lock_account(account_id)
+    instrument = _instrument(instrument_id)
+    _, position = _open(
+        account=account,
+        instrument=instrument,
+        side=side,
+        quantity=quantity,
+        leverage=leverage,
+        extra_collateral=extra_collateral,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
+        order=None,
+    )
+    return _fresh(position.pk)
+
+
+# --- closing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloseSettlement:
+    released: Decimal
+    pnl: Decimal
+    fee: Decimal
+    to_trader: Decimal
+    insurance_paid: Decimal
+
+
+def _close(
+    *,
+    account: TradingAccount,
+    position: Position,
+    collateral: Collateral,
+    quantity: object,
+    order: Order | None,
+    kind: str = Fill.Kind.CLOSE,
+) -> tuple[Order, CloseSettlement]:
+    if not position.is_open:
+        raise errors.PositionNotOpen("This position is no longer open.")
+    instrument = position.instrument
+    qty = (
+        position.quantity
+        if quantity in (None, "")
+        else clean_quantity(quantity, instrument=instrument)
+    )
+    if qty > position.quantity:
+        raise errors.InvalidQuantity(
+            f"Only {position.quantity.normalize()} is open.", field="quantity"
+        )
+    mark = current_mark(instrument)
+    s = margin.side_sign(position.side)
+    exit_price = fill_price(instrument=instrument, buying=s < 0, mark=mark)
+    full = qty == position.quantity
+    released = collateral.amount if full else money(collateral.amount * qty / position.quantity)
+    pnl = money_pnl(s * qty * (exit_price - position.entry_price))
+    fee = money_charged(qty * exit_price * instrument.taker_fee_rate)
+    legs = [Leg(Pocket.COLLATERAL, -released, account_id=account.pk, position_id=position.pk)]
+    insurance_paid = ZERO
+    if pnl >= 0:
+        fee = min(fee, released + pnl)
+        to_trader = released + pnl - fee
+        legs.append(Leg(Pocket.HOUSE, -pnl))
+        applied_pnl = pnl
+    else:
+        # Isolation: the trader never loses more than the collateral released here.
+        covered = min(-pnl, released)
+        shortfall = -pnl - covered
+        fee = min(fee, released - covered)
+        to_trader = released - covered - fee
+        if shortfall:
+            fund = ClassroomPocket.objects.select_for_update().get(
+                classroom_id=account.classroom_id, kind=ClassroomPocket.Kind.INSURANCE
+            )
+            insurance_paid = min(shortfall, fund.balance)
+        legs += [
+            Leg(Pocket.HOUSE, covered + insurance_paid),
+            Leg(Pocket.INSURANCE, -insurance_paid),
+        ]
+        applied_pnl = -covered
+    legs += [Leg(Pocket.ACCOUNT, to_trader, account_id=account.pk), Leg(Pocket.FEES, fee)]
+
+    now = timezone.now()
+    if order is None:
+        order = Order(
+            account=account,
+            instrument=instrument,
+            position=position,
+            side=Side.SHORT if s > 0 else Side.LONG,
+            type=Order.Type.MARKET,
+            quantity=qty,
+            leverage=position.leverage,
+            reduce_only=True,
+            created_at=now,
+        )
+    order.status = Order.Status.FILLED
+    order.filled_at = order.updated_at = now
+    order.save()
+    Fill.objects.create(
+        order=order,
+        position=position,
+        kind=kind,
+        quantity=qty,
+        price=exit_price,
+        fee=fee,
+        realized_pnl=applied_pnl,
+        created_at=now,
+    )
+    _post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.CLOSE,
+        position_id=position.pk,
+        memo=f"Close {qty.normalize()} of position #{position.pk} at {exit_price.normalize()}",
+        legs=legs,
+    )
+    position.quantity -= qty
+    position.realized_pnl += applied_pnl
+    position.fees_paid += fee
+    if full:
+        position.status = Position.Status.CLOSED
+        position.closed_at = now
+        position.exit_price = exit_price
+        position.take_profit = position.stop_loss = None
+        Order.objects.filter(position=position, status=Order.Status.RESTING).update(
+            status=Order.Status.CANCELLED, reject_reason="Position closed", updated_at=now
+        )
+    else:
+        remaining_im = money(
+            collateral.initial_margin * position.quantity / (position.quantity + qty)
+        )
+        Collateral.objects.filter(pk=position.pk).update(initial_margin=remaining_im)
+        _restore_prices(position, collateral.amount - released)
+    position.save()
+    return order, CloseSettlement(released, applied_pnl, fee, to_trader, insurance_paid)
+
+
+@transaction.atomic
+def position_close(*, position_id: int, quantity: object = None) -> Position:
+    """Close all of a position, or part of it (releasing its collateral pro rata), at market."""
+    account, position, collateral = _lock_position(position_id)
+    _close(account=account, position=position, collateral=collateral, quantity=quantity, order=None)
+    return _fresh(position.pk)
+
+
+# --- margin and TP/SL -----------------------------------------------------------------
+
+
+@transaction.atomic
+def position_add_margin(*, position_id: int, amount: object) -> Position:
+    """Move free balance into a position's collateral: its liquidation price moves away."""
+    value = clean_amount(amount)
+    account, position, _ = _lock_position(position_id)
+    if not position.is_open:
+        raise errors.PositionNotOpen("This position is no longer open.")
+    if value > account.balance:
+        raise errors.InsufficientBalance(f"Your free balance is {account.balance}.", field="amount")
+    _post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.ADD_MARGIN,
+        position_id=position.pk,
+        memo=f"Add {value} margin to position #{position.pk}",
+        legs=[
+            Leg(Pocket.ACCOUNT, -value, account_id=account.pk),
+            Leg(Pocket.COLLATERAL, value, account_id=account.pk, position_id=position.pk),
+        ],
+    )
+    _restore_prices(position, Collateral.objects.get(pk=position.pk).amount)
+    position.save(update_fields=["liquidation_price", "bankruptcy_price"])
+    return _fresh(position.pk)
+
+
+def removable_margin(*, position: Position, collateral: Decimal) -> Decimal:
+    """The most that can leave the collateral: never below IM at the mark, never to maintenance."""
+    mark = current_mark(position.instrument)
+    tiers = position.instrument.margin_tiers()
+    im_at_mark = money_charged(
+        margin.initial_margin(
+            entry_price=mark, quantity=position.quantity, leverage=position.leverage
+        )
+    )
+    upnl = margin.unrealized_pnl(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        mark_price=mark,
+    )
+    mm = margin.maintenance_margin(notional=position.quantity * mark, tiers=tiers)
+    by_im = collateral - im_at_mark
+    # MB after removal must stay strictly above MM.
+    by_mm = money_pnl(collateral + upnl - mm) - Decimal("0.00000001")
+    return max(ZERO, min(by_im, by_mm, collateral))
+
+
+@transaction.atomic
+def position_remove_margin(*, position_id: int, amount: object) -> Position:
+    """Move collateral back to the free balance, within what keeps the position safe."""
+    value = clean_amount(amount)
+    account, position, collateral = _lock_position(position_id)
+    if not position.is_open:
+        raise errors.PositionNotOpen("This position is no longer open.")
+    limit = removable_margin(position=position, collateral=collateral.amount)
+    if value > limit:
+        raise errors.MarginRemovalTooLarge(
+            f"At most {limit} can be removed: the collateral may not fall below the initial "
+            "margin at the mark, nor the margin balance to maintenance.",
+            field="amount",
+        )
+    _post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.REMOVE_MARGIN,
+        position_id=position.pk,
+        memo=f"Remove {value} margin from position #{position.pk}",
+        legs=[
+            Leg(Pocket.COLLATERAL, -value, account_id=account.pk, position_id=position.pk),
+            Leg(Pocket.ACCOUNT, value, account_id=account.pk),
+        ],
+    )
+    _restore_prices(position, collateral.amount - value)
+    position.save(update_fields=["liquidation_price", "bankruptcy_price"])
+    return _fresh(position.pk)
+
+
+@transaction.atomic
+def position_set_tpsl(
+    *, position_id: int, take_profit: object = None, stop_loss: object = None
+) -> Position:
+    """Attach (or clear, with None) a take-profit and a stop-loss to a position."""
+    _, position, _ = _lock_position(position_id)
+    if not position.is_open:
+        raise errors.PositionNotOpen("This position is no longer open.")
+    instrument = position.instrument
+    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    _validate_tpsl(
+        side=position.side,
+        reference=current_mark(instrument),
+        liquidation_price=position.liquidation_price,
+        take_profit=tp,
+        stop_loss=sl,
+    )
+    position.take_profit, position.stop_loss = tp, sl
+    position.save(update_fields=["take_profit", "stop_loss"])
+    return _fresh(position.pk)
+
+
+# --- orders ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def order_place(
+    *,
+    account_id: int,
+    instrument_id: int,
+    side: str,
+    type: str = Order.Type.MARKET,
+    quantity: object,
+    leverage: object = 1,
+    price: object = None,
+    stop_price: object = None,
+    extra_collateral: object = ZERO,
+    take_profit: object = None,
+    stop_loss: object = None,
+    reduce_only: bool = False,
+    position_id: int | None = None,
+    client_order_id: str = "",
+) -> Order:
+    """Place an order: a market order fills now, a limit or stop order rests until triggered.
+
+    A repeated ``client_order_id`` on the same account returns the first order unchanged.
+    A reduce-only order names the position it reduces and takes the opposite side.
+    """
+    account = _lock_account(account_id)
+    client_order_id = (client_order_id or "").strip()
+    if len(client_order_id) > 64:
+        raise errors.InvalidOrder(
+            "client_order_id is at most 64 characters.", field="client_order_id"
+        )
+    if client_order_id:
+        existing = Order.objects.filter(account=account, client_order_id=client_order_id).first()
+        if existing is not None:
+            return existing
+    instrument = _instrument(instrument_id)
+    side = clean_side(side)
+    if type not in Order.Type.values:
+        raise errors.InvalidOrder("The order type must be market, limit or stop.", field="type")
+    limit_price = clean_price(price, instrument=instrument, field="price")
+    trigger = clean_price(stop_price, instrument=instrument, field="stop_price")
+    if type == Order.Type.LIMIT and limit_price is None:
+        raise errors.InvalidPrice("A limit order needs a price.", field="price")
+    if type == Order.Type.STOP and trigger is None:
+        raise errors.InvalidPrice("A stop order needs a stop price.", field="stop_price")
+
+    target: Position | None = None
+    if reduce_only:
+        if position_id is None:
+            raise errors.InvalidOrder(
+                "A reduce-only order names the position it reduces.", field="position"
+            )
+        target = (
+            Position.objects.select_for_update(of=("self",))
+            .filter(pk=position_id, account=account)
+            .first()
+        )
+        if target is None:
+            raise errors.NotFound("No such position.", field="position")
+        if not target.is_open:
+            raise errors.PositionNotOpen("This position is no longer open.")
+        if side == target.side:
+            raise errors.InvalidOrder(
+                "A reduce-only order takes the side opposite to its position.", field="side"
+            )
+        qty = clean_quantity(quantity, instrument=instrument)
+        if qty > target.quantity or instrument.pk != target.instrument_id:
+            raise errors.InvalidQuantity(
+                f"Only {target.quantity.normalize()} is open.", field="quantity"
+            )
+    elif type == Order.Type.MARKET:
+        order, _ = _open(
+            account=account,
+            instrument=instrument,
+            side=side,
+            quantity=quantity,
+            leverage=leverage,
+            extra_collateral=extra_collateral,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
+            order=None,
+            client_order_id=client_order_id,
+        )
+        return order
+    else:
+        reference = limit_price if type == Order.Type.LIMIT else trigger
+        assert reference is not None
+        quote = quote_open(
+            account=account,
+            instrument=instrument,
+            side=side,
+            quantity=quantity,
+            leverage=leverage,
+            extra_collateral=extra_collateral,
+            entry_price=reference,
+        )
+        tp = clean_price(take_profit, instrument=instrument, field="take_profit")
+        sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+        _validate_tpsl(
+            side=side,
+            reference=reference,
+            liquidation_price=quote.liquidation_price,
+            take_profit=tp,
+            stop_loss=sl,
+        )
+        qty = quote.quantity
+
+    now = timezone.now()
+    order = Order(
+        account=account,
+        instrument=instrument,
+        position=target,
+        side=side,
+        type=type,
+        quantity=qty,
+        leverage=target.leverage if target else clean_leverage(leverage),
+        price=limit_price,
+        stop_price=trigger,
+        extra_collateral=ZERO
+        if target
+        else clean_amount(extra_collateral or ZERO, field="extra_collateral", allow_zero=True),
+        take_profit=None
+        if target
+        else clean_price(take_profit, instrument=instrument, field="take_profit"),
+        stop_loss=None
+        if target
+        else clean_price(stop_loss, instrument=instrument, field="stop_loss"),
+        reduce_only=reduce_only,
+        client_order_id=client_order_id,
+        created_at=now,
+        updated_at=now,
+    )
+    if target is not None and type == Order.Type.MARKET:
+        collateral = Collateral.objects.select_for_update().get(pk=target.pk)
+        target.account = account
+        order, _ = _close(
+            account=account, position=target, collateral=collateral, quantity=qty, order=order
+        )
+        return order
+    order.status = Order.Status.RESTING
+    order.save()
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, order_id: int) -> Order:
+    account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise errors.NotFound("No such order.")
+    _lock_account(account_id)
+    order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+    if order.status != Order.Status.RESTING:
+        raise errors.OrderNotCancellable(
+            f"The order is {order.get_status_display().lower()}; only resting orders can be cancelled."
+        )
+    order.status = Order.Status.CANCELLED
+    order.updated_at = timezone.now()
+    order.save(update_fields=["status", "updated_at"])
+    return order
+
+
+def order_execute(*, order_id: int) -> Order:
+    """Fill a triggered resting order at market; a rule that now refuses it rejects the order."""
+    try:
+        with transaction.atomic():
+            account_id = (
+                Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
+            )
+            if account_id is None:
+                raise errors.NotFound("No such order.")
+            account = _lock_account(account_id)
+            order = (
+                Order.objects.select_for_update(of=("self",))
+                .select_related("instrument")
+                .get(pk=order_id)
+            )
+            if order.status != Order.Status.RESTING:
+                return order
+            if order.reduce_only:
+                assert order.position_id is not None
+                position = (
+                    Position.objects.select_for_update(of=("self",))
+                    .select_related("instrument")
+                    .get(pk=order.position_id)
+                )
+                position.account = account
+                collateral = Collateral.objects.select_for_update().get(pk=position.pk)
+                qty = min(order.quantity, position.quantity) if position.is_open else order.quantity
+                order, _ = _close(
+                    account=account,
+                    position=position,
+                    collateral=collateral,
+                    quantity=qty,
+                    order=order,
+                )
+            else:
+                instrument = _instrument(order.instrument_id)
+                order, _ = _open(
+                    account=account,
+                    instrument=instrument,
+                    side=order.side,
+                    quantity=order.quantity,
+                    leverage=order.leverage,
+                    extra_collateral=order.extra_collateral,
+                    take_profit=order.take_profit,
+                    stop_loss=order.stop_loss,
+                    order=order,
+                )
+            return order
+    except errors.DomainError as exc:
+        Order.objects.filter(pk=order_id, status=Order.Status.RESTING).update(
+            status=Order.Status.REJECTED, reject_reason=exc.message[:255], updated_at=timezone.now()
+        )
+        return Order.objects.get(pk=order_id)

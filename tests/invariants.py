@@ -1,0 +1,91 @@
+"""The ledger invariants of ARCHITECTURE.md §4, checked against the database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
+from positions.models import Collateral, Position
+
+
+def assert_ledger_invariants(classroom_id: int | None = None) -> None:
+    """Every transaction sums to zero; stored balances equal their entries; totals are conserved."""
+    txns = LedgerTransaction.objects.all()
+    entries = LedgerEntry.objects.all()
+    accounts = TradingAccount.objects.all()
+    pockets = ClassroomPocket.objects.all()
+    collateral = Collateral.objects.all()
+    if classroom_id is not None:
+        txns = txns.filter(classroom_id=classroom_id)
+        entries = entries.filter(classroom_id=classroom_id)
+        accounts = accounts.filter(classroom_id=classroom_id)
+        pockets = pockets.filter(classroom_id=classroom_id)
+        collateral = collateral.filter(position__account__classroom_id=classroom_id)
+
+    unbalanced = (
+        txns.annotate(total=Sum("entries__amount")).exclude(total=0).exclude(total__isnull=True)
+    )
+    assert not unbalanced.exists(), f"unbalanced transactions: {list(unbalanced.values('id', 'total'))}"
+
+    by_account = dict(
+        entries.filter(pocket="account").values_list("account_id").annotate(s=Sum("amount"))
+    )
+    for account in accounts:
+        assert account.balance >= 0, f"account {account.pk} negative"
+        assert account.balance == by_account.get(account.pk, Decimal(0)), (
+            f"account {account.pk}: stored {account.balance} != ledger {by_account.get(account.pk)}"
+        )
+
+    by_position = dict(
+        entries.filter(pocket="collateral").values_list("position_id").annotate(s=Sum("amount"))
+    )
+    for row in collateral:
+        assert row.amount >= 0, f"collateral of {row.position_id} negative"
+        assert row.amount == by_position.get(row.position_id, Decimal(0)), (
+            f"collateral {row.position_id}: stored {row.amount} != ledger {by_position.get(row.position_id)}"
+        )
+
+    for pocket in pockets:
+        expected = entries.filter(classroom_id=pocket.classroom_id, pocket=pocket.kind).aggregate(
+            s=Sum("amount")
+        )["s"] or Decimal(0)
+        assert pocket.balance == expected, f"{pocket}: stored {pocket.balance} != ledger {expected}"
+        if pocket.kind != ClassroomPocket.Kind.HOUSE:
+            assert pocket.balance >= 0, f"{pocket} negative"
+
+    # Conservation: every pocket of a classroom together holds exactly zero (the house
+    # is the counterparty of all funding and trading).
+    classroom_ids = set(pockets.values_list("classroom_id", flat=True))
+    for cid in classroom_ids:
+        total = (
+            (TradingAccount.objects.filter(classroom_id=cid).aggregate(s=Sum("balance"))["s"] or 0)
+            + (
+                Collateral.objects.filter(position__account__classroom_id=cid).aggregate(
+                    s=Sum("amount")
+                )["s"]
+                or 0
+            )
+            + (ClassroomPocket.objects.filter(classroom_id=cid).aggregate(s=Sum("balance"))["s"] or 0)
+        )
+        assert total == 0, f"classroom {cid} total {total} is not conserved"
+
+    # Closed and liquidated positions hold no collateral; no position lost more than it locked.
+    for position in Position.objects.exclude(status=Position.Status.OPEN).select_related("collateral"):
+        assert position.collateral.amount == 0, f"closed position {position.pk} still holds collateral"
+    # Isolation: a position debits the free balance only to lock collateral and pay fees,
+    # so what the account paid into a position never exceeds that.
+    account_flows = dict(
+        entries.filter(pocket="account", transaction__position_id__isnull=False)
+        .values_list("transaction__position_id")
+        .annotate(s=Sum("amount"))
+    )
+    locked = dict(
+        entries.filter(pocket="collateral", amount__gt=0).values_list("position_id").annotate(s=Sum("amount"))
+    )
+    fees = dict(Position.objects.filter(pk__in=account_flows).values_list("pk", "fees_paid"))
+    for position_id, flow in account_flows.items():
+        assert flow + locked.get(position_id, Decimal(0)) + fees.get(position_id, Decimal(0)) >= 0, (
+            f"position {position_id} took more from the free balance than its collateral and fees"
+        )
