@@ -35,7 +35,6 @@ QUANTITY_STEP = Decimal(1).scaleb(-QUANTITY_PLACES)
 RATE_STEP = Decimal(1).scaleb(-RATE_PLACES)
 
 
-
 class Digits(TypedDict):
     max_digits: int
     decimal_places: int

@@ -281,7 +281,7 @@ def _validate_tpsl(
 # --- locking --------------------------------------------------------------------------
 
 
-def _lock_account(account_id: int) -> TradingAccount:
+def lock_account(account_id: int) -> TradingAccount:
     try:
         return (
             TradingAccount.objects.select_for_update(of=("self",))
@@ -292,14 +292,14 @@ def _lock_account(account_id: int) -> TradingAccount:
         raise errors.NotFound("No such trading account.") from None
 
 
-def _lock_position(position_id: int) -> tuple[TradingAccount, Position, Collateral]:
+def lock_position(position_id: int) -> tuple[TradingAccount, Position, Collateral]:
     """Lock a position's account, then the position, then its collateral."""
     account_id = (
         Position.objects.filter(pk=position_id).values_list("account_id", flat=True).first()
     )
     if account_id is None:
         raise errors.NotFound("No such position.")
-    account = _lock_account(account_id)
+    account = lock_account(account_id)
     position = (
         Position.objects.select_for_update(of=("self",))
         .select_related("instrument")
@@ -319,15 +319,17 @@ def _instrument(instrument_id: int) -> Instrument:
 
 def _fresh(position_id: int) -> Position:
     """The position as stored now, with its collateral and instrument."""
-    return Position.objects.select_related("collateral", "instrument", "account").get(pk=position_id)
+    return Position.objects.select_related("collateral", "instrument", "account").get(
+        pk=position_id
+    )
 
 
-def _update_collateral(position_id: int, delta: Decimal) -> None:
+def collateral_apply_delta(position_id: int, delta: Decimal) -> None:
     Collateral.objects.filter(pk=position_id).update(amount=F("amount") + delta)
 
 
-def _post(**kwargs: object) -> LedgerTransaction:
-    return ledger_post(collateral_updater=_update_collateral, **kwargs)  # type: ignore[arg-type]
+def position_ledger_post(**kwargs: object) -> LedgerTransaction:
+    return ledger_post(collateral_updater=collateral_apply_delta, **kwargs)  # type: ignore[arg-type]
 
 
 def _restore_prices(position: Position, collateral_amount: Decimal) -> None:
@@ -419,7 +421,7 @@ def _open(
         fee=quote.fee,
         created_at=now,
     )
-    _post(
+    position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.OPEN,
         position_id=position.pk,
@@ -449,7 +451,7 @@ def position_open(
     stop_loss: object = None,
 ) -> Position:
     """Open one isolated position at market: its own collateral, its own liquidation price."""
-    account = _lock_account(account_id)
+    account = lock_account(account_id)
     instrument = _instrument(instrument_id)
     _, position = _open(
         account=account,
@@ -556,7 +558,7 @@ def _close(
         realized_pnl=applied_pnl,
         created_at=now,
     )
-    _post(
+    position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
@@ -587,7 +589,7 @@ def _close(
 @transaction.atomic
 def position_close(*, position_id: int, quantity: object = None) -> Position:
     """Close all of a position, or part of it (releasing its collateral pro rata), at market."""
-    account, position, collateral = _lock_position(position_id)
+    account, position, collateral = lock_position(position_id)
     _close(account=account, position=position, collateral=collateral, quantity=quantity, order=None)
     return _fresh(position.pk)
 
@@ -599,12 +601,12 @@ def position_close(*, position_id: int, quantity: object = None) -> Position:
 def position_add_margin(*, position_id: int, amount: object) -> Position:
     """Move free balance into a position's collateral: its liquidation price moves away."""
     value = clean_amount(amount)
-    account, position, _ = _lock_position(position_id)
+    account, position, _ = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     if value > account.balance:
         raise errors.InsufficientBalance(f"Your free balance is {account.balance}.", field="amount")
-    _post(
+    position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.ADD_MARGIN,
         position_id=position.pk,
@@ -645,7 +647,7 @@ def removable_margin(*, position: Position, collateral: Decimal) -> Decimal:
 def position_remove_margin(*, position_id: int, amount: object) -> Position:
     """Move collateral back to the free balance, within what keeps the position safe."""
     value = clean_amount(amount)
-    account, position, collateral = _lock_position(position_id)
+    account, position, collateral = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     limit = removable_margin(position=position, collateral=collateral.amount)
@@ -655,7 +657,7 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
             "margin at the mark, nor the margin balance to maintenance.",
             field="amount",
         )
-    _post(
+    position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.REMOVE_MARGIN,
         position_id=position.pk,
@@ -675,7 +677,7 @@ def position_set_tpsl(
     *, position_id: int, take_profit: object = None, stop_loss: object = None
 ) -> Position:
     """Attach (or clear, with None) a take-profit and a stop-loss to a position."""
-    _, position, _ = _lock_position(position_id)
+    _, position, _ = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     instrument = position.instrument
@@ -719,7 +721,7 @@ def order_place(
     A repeated ``client_order_id`` on the same account returns the first order unchanged.
     A reduce-only order names the position it reduces and takes the opposite side.
     """
-    account = _lock_account(account_id)
+    account = lock_account(account_id)
     client_order_id = (client_order_id or "").strip()
     if len(client_order_id) > 64:
         raise errors.InvalidOrder(
@@ -843,7 +845,7 @@ def order_cancel(*, order_id: int) -> Order:
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
-    _lock_account(account_id)
+    lock_account(account_id)
     order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
     if order.status != Order.Status.RESTING:
         raise errors.OrderNotCancellable(
@@ -864,7 +866,7 @@ def order_execute(*, order_id: int) -> Order:
             )
             if account_id is None:
                 raise errors.NotFound("No such order.")
-            account = _lock_account(account_id)
+            account = lock_account(account_id)
             order = (
                 Order.objects.select_for_update(of=("self",))
                 .select_related("instrument")

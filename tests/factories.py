@@ -29,7 +29,11 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
 
 
 def make_classroom(
-    *, instructor: User | None = None, name: str = "Class", insurance_fund_seed: Decimal = Decimal(0), **kwargs
+    *,
+    instructor: User | None = None,
+    name: str = "Class",
+    insurance_fund_seed: Decimal = Decimal(0),
+    **kwargs,
 ) -> Classroom:
     owner: User = instructor or UserFactory.create(is_staff=True)
     return classroom_create(

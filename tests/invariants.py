@@ -27,7 +27,9 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
     unbalanced = (
         txns.annotate(total=Sum("entries__amount")).exclude(total=0).exclude(total__isnull=True)
     )
-    assert not unbalanced.exists(), f"unbalanced transactions: {list(unbalanced.values('id', 'total'))}"
+    assert not unbalanced.exists(), (
+        f"unbalanced transactions: {list(unbalanced.values('id', 'total'))}"
+    )
 
     by_account = dict(
         entries.filter(pocket="account").values_list("account_id").annotate(s=Sum("amount"))
@@ -67,13 +69,20 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
                 )["s"]
                 or 0
             )
-            + (ClassroomPocket.objects.filter(classroom_id=cid).aggregate(s=Sum("balance"))["s"] or 0)
+            + (
+                ClassroomPocket.objects.filter(classroom_id=cid).aggregate(s=Sum("balance"))["s"]
+                or 0
+            )
         )
         assert total == 0, f"classroom {cid} total {total} is not conserved"
 
     # Closed and liquidated positions hold no collateral; no position lost more than it locked.
-    for position in Position.objects.exclude(status=Position.Status.OPEN).select_related("collateral"):
-        assert position.collateral.amount == 0, f"closed position {position.pk} still holds collateral"
+    for position in Position.objects.exclude(status=Position.Status.OPEN).select_related(
+        "collateral"
+    ):
+        assert position.collateral.amount == 0, (
+            f"closed position {position.pk} still holds collateral"
+        )
     # Isolation: a position debits the free balance only to lock collateral and pay fees,
     # so what the account paid into a position never exceeds that.
     account_flows = dict(
@@ -82,10 +91,12 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
         .annotate(s=Sum("amount"))
     )
     locked = dict(
-        entries.filter(pocket="collateral", amount__gt=0).values_list("position_id").annotate(s=Sum("amount"))
+        entries.filter(pocket="collateral", amount__gt=0)
+        .values_list("position_id")
+        .annotate(s=Sum("amount"))
     )
     fees = dict(Position.objects.filter(pk__in=account_flows).values_list("pk", "fees_paid"))
     for position_id, flow in account_flows.items():
-        assert flow + locked.get(position_id, Decimal(0)) + fees.get(position_id, Decimal(0)) >= 0, (
-            f"position {position_id} took more from the free balance than its collateral and fees"
-        )
+        assert (
+            flow + locked.get(position_id, Decimal(0)) + fees.get(position_id, Decimal(0)) >= 0
+        ), f"position {position_id} took more from the free balance than its collateral and fees"

@@ -20,3 +20,18 @@ def test_open_and_close_round_trip_keeps_the_ledger_balanced(account, btc):
     position.refresh_from_db()
     assert position.status == Position.Status.CLOSED
     assert_ledger_invariants()
+
+
+def test_account_overview_counts_collateral_and_caps_losses(account, btc):
+    from positions.selectors import account_overview
+
+    position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    )
+    btc.mark_price = Decimal("30000")  # far past the liquidation price: loss capped at collateral
+    btc.save()
+    account.refresh_from_db()
+    overview = account_overview(account)
+    assert overview.collateral_locked == Decimal("600")
+    assert overview.unrealized_pnl == Decimal("-600")
+    assert overview.equity == account.balance

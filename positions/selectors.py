@@ -1,0 +1,183 @@
+"""Reads that decide who sees what, and valuations derived from a position and its mark.
+
+Valuations are never stored: uPnL, margin ratio and equity come from the position, its
+collateral and the instrument's current mark whenever they are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Prefetch, QuerySet, Sum
+
+from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
+from accounts.money import ZERO, money
+from positions import margin
+from positions.models import Instrument, MarginTier, Order, Position
+
+WARNING_RATIO = Decimal("0.8")
+FUNDING_KINDS = (
+    LedgerTransaction.Kind.DEPOSIT,
+    LedgerTransaction.Kind.GRANT,
+    LedgerTransaction.Kind.DEDUCT,
+    LedgerTransaction.Kind.RESET,
+)
+
+
+# --- who may see what -------------------------------------------------------------------
+
+
+def accounts_for_user(user: User) -> QuerySet[TradingAccount]:
+    return TradingAccount.objects.filter(user_id=user.pk).select_related("classroom")
+
+
+def positions_for_user(user: User) -> QuerySet[Position]:
+    return with_valuation_data(Position.objects.filter(account__user_id=user.pk))
+
+
+def orders_for_user(user: User) -> QuerySet[Order]:
+    return Order.objects.filter(account__user_id=user.pk).select_related("instrument", "position")
+
+
+def instruments_for_user(user: User) -> QuerySet[Instrument]:
+    classrooms = Classroom.objects.filter(accounts__user_id=user.pk)
+    return Instrument.objects.filter(classroom__in=classrooms).prefetch_related(
+        Prefetch("tiers", queryset=MarginTier.objects.order_by("notional_floor"))
+    )
+
+
+def with_valuation_data(positions: QuerySet[Position]) -> QuerySet[Position]:
+    """Everything a valuation reads, in a constant number of queries."""
+    return positions.select_related("instrument", "collateral", "account").prefetch_related(
+        Prefetch("instrument__tiers", queryset=MarginTier.objects.order_by("notional_floor"))
+    )
+
+
+# --- valuations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Valuation:
+    """A position marked to the instrument's current price."""
+
+    mark_price: Decimal | None
+    collateral: Decimal
+    notional: Decimal | None
+    unrealized_pnl: Decimal | None
+    margin_balance: Decimal | None
+    maintenance_margin: Decimal | None
+    margin_ratio: Decimal | None  # a share: 1 means liquidation, 0.8 a margin call
+    roe_pct: Decimal | None
+    distance_to_liquidation: Decimal | None
+    distance_to_liquidation_pct: Decimal | None
+    value: Decimal  # what the position is worth to the account: its margin balance, never below 0
+
+    @property
+    def at_risk(self) -> bool:
+        return self.margin_ratio is None or self.margin_ratio >= WARNING_RATIO
+
+
+def position_valuation(
+    position: Position, *, tiers: Sequence[margin.Tier] | None = None
+) -> Valuation:
+    collateral = position.collateral.amount if position.is_open else ZERO
+    mark = position.instrument.mark_price
+    if not position.is_open or mark is None:
+        return Valuation(
+            mark, collateral, None, None, None, None, None, None, None, None, collateral
+        )
+    tiers = tiers if tiers is not None else position.instrument.margin_tiers()
+    kwargs = {
+        "side": position.side,
+        "entry_price": position.entry_price,
+        "quantity": position.quantity,
+    }
+    upnl = margin.unrealized_pnl(mark_price=mark, **kwargs)
+    balance = collateral + upnl
+    mm = margin.maintenance_margin(notional=position.quantity * mark, tiers=tiers)
+    ratio = margin.margin_ratio(
+        side=side,
+        entry_price=entry,
+        quantity=quantity,
+        collateral=collateral,
+        mark_price=mark,
+        tiers=tiers,
+    )
+    lp = position.liquidation_price
+    distance = None if lp is None else abs(mark - lp)
+    return Valuation(
+        mark_price=mark,
+        collateral=collateral,
+        notional=money(position.quantity * mark),
+        unrealized_pnl=money(upnl),
+        margin_balance=money(balance),
+        maintenance_margin=money(mm),
+        margin_ratio=None if ratio is None else ratio.quantize(Decimal("0.00000001")),
+        roe_pct=money(upnl / collateral * 100) if collateral else None,
+        distance_to_liquidation=distance,
+        distance_to_liquidation_pct=None if distance is None else money(distance / mark * 100),
+        value=money(max(balance, ZERO)),
+    )
+
+
+@dataclass
+class AccountOverview:
+    """A trading account's money at the current marks."""
+
+    account: TradingAccount
+    balance: Decimal
+    collateral_locked: Decimal
+    unrealized_pnl: Decimal
+    equity: Decimal
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    funded: Decimal
+    return_pct: Decimal | None
+    open_positions: list[tuple[Position, Valuation]] = field(default_factory=list)
+
+
+def account_overview(account: TradingAccount) -> AccountOverview:
+    """Balance, collateral, equity and PnL of one account, in a constant number of queries.
+
+    Equity counts each open position at its margin balance floored at zero: under isolated
+    margin a position can never take more than its collateral from the account.
+    """
+    open_positions = list(
+        with_valuation_data(
+            Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
+        )
+    )
+    valued = [(p, position_valuation(p)) for p in open_positions]
+    collateral = sum((v.collateral for _, v in valued), ZERO)
+    # Unrealised PnL as the account feels it: each position's loss stops at its collateral.
+    unrealized = sum(
+        (max(v.unrealized_pnl, -v.collateral) for _, v in valued if v.unrealized_pnl is not None),
+        ZERO,
+    )
+    value = sum((v.value for _, v in valued), ZERO)
+    totals = Position.objects.filter(account_id=account.pk).aggregate(
+        realized=Sum("realized_pnl"), fees=Sum("fees_paid")
+    )
+    funded = (
+        LedgerEntry.objects.filter(
+            account_id=account.pk,
+            pocket=LedgerEntry.Pocket.ACCOUNT,
+            transaction__kind__in=FUNDING_KINDS,
+        ).aggregate(s=Sum("amount"))["s"]
+        or ZERO
+    )
+    equity = account.balance + value
+    return AccountOverview(
+        account=account,
+        balance=account.balance,
+        collateral_locked=collateral,
+        unrealized_pnl=money(unrealized),
+        equity=money(equity),
+        realized_pnl=totals["realized"] or ZERO,
+        fees_paid=totals["fees"] or ZERO,
+        funded=funded,
+        return_pct=money((equity - funded) / funded * 100) if funded > 0 else None,
+        open_positions=valued,
+    )
