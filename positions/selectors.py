@@ -89,12 +89,8 @@ def position_valuation(
             mark, collateral, None, None, None, None, None, None, None, None, collateral
         )
     tiers = tiers if tiers is not None else position.instrument.margin_tiers()
-    kwargs = {
-        "side": position.side,
-        "entry_price": position.entry_price,
-        "quantity": position.quantity,
-    }
-    upnl = margin.unrealized_pnl(mark_price=mark, **kwargs)
+    side, entry, quantity = position.side, position.entry_price, position.quantity
+    upnl = margin.unrealized_pnl(side=side, entry_price=entry, quantity=quantity, mark_price=mark)
     balance = collateral + upnl
     mm = margin.maintenance_margin(notional=position.quantity * mark, tiers=tiers)
     ratio = margin.margin_ratio(
