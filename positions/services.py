@@ -1,8 +1,10 @@
 """Services that open, change and close isolated positions: the only code moving their money.
 
-Each service is one transaction. Rows are locked in a fixed order (trading account,
-then position, then order, then the classroom's pockets), state is re-read under the
-locks, and every movement of money is one balanced ledger transaction.
+Each service is one transaction. Rows are locked in a fixed order: the trading account
+first, then the position and its collateral or the order, then the classroom's pockets in
+``accounts.ledger.POCKET_LOCK_ORDER`` (insurance fund, house, fees). State is re-read under
+the locks, and every movement of money is one balanced ledger transaction. Calls on one
+account queue on that account's row, so they never deadlock and need no retry.
 """
 
 from __future__ import annotations
@@ -541,7 +543,7 @@ def _close(
         to_trader = released - covered - fee
         if shortfall:
             fund = lock_classroom_pockets(
-                classroom_id=account.classroom_id, kinds=[Pocket.HOUSE, Pocket.INSURANCE]
+                classroom_id=account.classroom_id, kinds=[Pocket.INSURANCE, Pocket.HOUSE]
             )[Pocket.INSURANCE]
             insurance_paid = min(shortfall, fund.balance)
         legs += [

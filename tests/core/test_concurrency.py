@@ -2,8 +2,8 @@
 
 Why no deadlock can happen: every service locks the trading account row first, so calls
 on one account queue up behind that lock and re-read everything under it; the classroom's
-pockets come last, always house, then insurance fund, then fees (``ledger_post`` and
-``lock_classroom_pockets``). No service retries: lock ordering makes deadlocks impossible,
+pockets come last, always insurance fund, then house, then fees (``POCKET_LOCK_ORDER``,
+followed by ``ledger_post``, ``lock_classroom_pockets`` and the engine's liquidations). No service retries: lock ordering makes deadlocks impossible,
 and each test below fails on any error that is not a domain refusal (a deadlock or
 serialisation failure would surface as one).
 """
@@ -223,12 +223,13 @@ def test_simultaneous_joins_by_one_student_fund_one_account(market):
     assert_ledger_invariants()
 
 
-def test_a_shortfall_close_and_a_house_then_fund_posting_never_deadlock(market):
-    """The engine posts house before insurance fund; a close paying a shortfall must too.
+def test_a_shortfall_close_and_a_liquidation_never_deadlock(market):
+    """Both take the insurance fund before the house, so neither waits while holding the other.
 
-    One transaction holds the house and, once the close is waiting on a lock, moves money
-    into the insurance fund. Were the close holding the fund while waiting for the house,
-    PostgreSQL would abort one of them with "deadlock detected".
+    The poster does what ``liquidate_batch`` does: lock the fund, then post legs that move the
+    house and the fund. Once the close is waiting on a pocket lock, the poster moves the
+    house. Were the close holding the house while waiting for the fund, PostgreSQL would
+    abort one of them with "deadlock detected".
     """
     classroom, btc, account = market
     position = position_open(
@@ -236,16 +237,16 @@ def test_a_shortfall_close_and_a_house_then_fund_posting_never_deadlock(market):
     )
     btc.mark_price = D(56000)  # past the bankruptcy price of 57,000: a 500 shortfall
     btc.save(update_fields=["mark_price"])
-    house_held = threading.Event()
+    fund_held = threading.Event()
     close_waiting = threading.Event()
     close_pid: list[int] = []
     errors: list[BaseException] = []
 
-    def hold_house_then_fund() -> None:
+    def hold_fund_then_post() -> None:
         try:
             with transaction.atomic():
-                lock_classroom_pockets(classroom_id=classroom.pk, kinds=["house"])
-                house_held.set()
+                lock_classroom_pockets(classroom_id=classroom.pk, kinds=["insurance"])
+                fund_held.set()
                 assert close_waiting.wait(timeout=30)
                 ledger_post(
                     classroom_id=classroom.pk,
@@ -265,14 +266,14 @@ def test_a_shortfall_close_and_a_house_then_fund_posting_never_deadlock(market):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_backend_pid()")
                 close_pid.append(cursor.fetchone()[0])
-            assert house_held.wait(timeout=30)
+            assert fund_held.wait(timeout=30)
             position_close(position_id=position.pk)
         except BaseException as exc:
             errors.append(exc)
         finally:
             connections.close_all()
 
-    poster = threading.Thread(target=hold_house_then_fund)
+    poster = threading.Thread(target=hold_fund_then_post)
     closer = threading.Thread(target=close)
     poster.start()
     closer.start()

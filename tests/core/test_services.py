@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.errors import DomainError
+from accounts.ledger import POCKET_LOCK_ORDER, Leg, ledger_post
 from accounts.models import (
     Classroom,
     ClassroomPocket,
@@ -646,18 +647,41 @@ def test_closing_a_position_cancels_its_resting_orders(account, btc):
     assert order.status == "cancelled"
 
 
-def test_closing_locks_the_house_before_the_insurance_fund(account, btc, classroom):
-    """The ledger moves the house before the fund; a shortfall close locks them the same way."""
+def _pocket_order(queries) -> list[str]:
+    """The pocket kinds in the order the captured SQL first touches them."""
+    seen: list[str] = []
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        if "accounts_classroompocket" not in sql:
+            continue
+        for kind in ("insurance", "house", "fees"):
+            if f"'{kind}'" in sql and kind not in seen:
+                seen.append(kind)
+    return seen
+
+
+def test_a_shortfall_close_takes_the_insurance_fund_before_the_house(account, btc):
+    """The engine locks the fund before it moves the house; a close paying a shortfall too."""
     position = open_position(account, btc)
     set_mark(btc, "56000")
     with CaptureQueriesContext(connection) as queries:
         position_close(position_id=position.pk)
-    pocket_sql = [
-        q["sql"] for q in queries.captured_queries if "accounts_classroompocket" in q["sql"]
-    ]
-    first_house = next(i for i, sql in enumerate(pocket_sql) if "'house'" in sql)
-    first_fund = next(i for i, sql in enumerate(pocket_sql) if "'insurance'" in sql)
-    assert first_house < first_fund, pocket_sql
+    assert _pocket_order(queries) == ["insurance", "house"]  # nothing is left for a fee
+
+
+def test_the_ledger_moves_pockets_fund_first(classroom):
+    with CaptureQueriesContext(connection) as queries:
+        ledger_post(
+            classroom_id=classroom.pk,
+            kind=LedgerTransaction.Kind.INSURANCE_SEED,
+            legs=[
+                Leg(LedgerEntry.Pocket.FEES, D(1)),
+                Leg(LedgerEntry.Pocket.HOUSE, D(-51)),
+                Leg(LedgerEntry.Pocket.INSURANCE, D(50)),
+            ],
+        )
+    assert _pocket_order(queries) == ["insurance", "house", "fees"]
+    assert POCKET_LOCK_ORDER == ("insurance", "house", "fees")
 
 
 def test_closing_a_closed_position_is_refused(account, btc):
