@@ -227,6 +227,21 @@ def quote_open(
             f"This needs {total} (margin {collateral} + fee {fee}); your free balance is {account.balance}.",
             field="quantity",
         )
+    if entry_price is None and margin.is_liquidatable(
+        side=side,
+        entry_price=entry,
+        quantity=qty,
+        collateral=collateral,
+        mark_price=mark,
+        tiers=tiers,
+    ):
+        # A market order fills half a spread away from the mark; at this leverage that
+        # alone would eat the margin down to maintenance, and the next tick would liquidate.
+        raise errors.LeverageTooHigh(
+            "At this leverage the spread alone would liquidate the position; lower the "
+            "leverage or add collateral.",
+            field="leverage",
+        )
     lp, bp = stored_prices(
         side=side, entry_price=entry, quantity=qty, collateral=collateral, tiers=tiers
     )
@@ -743,7 +758,7 @@ def order_place(
     A reduce-only order names the position it reduces and takes the opposite side.
     """
     account = lock_account(account_id)
-    client_order_id = (client_order_id or "").strip()
+    client_order_id = str(client_order_id or "").strip()
     if len(client_order_id) > 64:
         raise errors.InvalidOrder(
             "client_order_id is at most 64 characters.", field="client_order_id"
@@ -782,8 +797,12 @@ def order_place(
             raise errors.InvalidOrder(
                 "A reduce-only order takes the side opposite to its position.", field="side"
             )
+        if instrument.pk != target.instrument_id:
+            raise errors.InvalidOrder(
+                "A reduce-only order trades its position's instrument.", field="instrument"
+            )
         qty = clean_quantity(quantity, instrument=instrument)
-        if qty > target.quantity or instrument.pk != target.instrument_id:
+        if qty > target.quantity:
             raise errors.InvalidQuantity(
                 f"Only {target.quantity.normalize()} is open.", field="quantity"
             )

@@ -116,6 +116,12 @@ def test_classroom_create_makes_pockets_membership_and_seeds_the_fund(db):
         ({"max_leverage": 126}, "invalid_leverage"),
         ({"liquidation_fee_rate": D("0.2")}, "invalid_request"),
         ({"liquidation_fee_rate": D("-0.01")}, "invalid_request"),
+        ({"liquidation_fee_rate": "a lot"}, "invalid_amount"),
+        ({"max_leverage": "abc"}, "invalid_leverage"),
+        ({"name": "x" * 121}, "invalid_request"),
+        ({"currency": ""}, "invalid_request"),
+        ({"currency": "DOLLARS-OF-PAPER"}, "invalid_request"),
+        ({"leftover_policy": "keep_it"}, "invalid_request"),
         (
             {
                 "trading_opens_at": timezone.now(),
@@ -379,6 +385,24 @@ def test_position_open_on_a_missing_instrument_is_not_found(account, btc):
 def test_position_open_with_a_bad_quantity_is_refused(account, btc, quantity):
     with refused("invalid_quantity"):
         open_position(account, btc, quantity=quantity)
+
+
+def test_a_huge_order_on_a_dear_instrument_is_refused_for_its_cost(account):
+    dear = make_instrument(account.classroom, symbol="IDX", mark="10000000", tick_size=D(1))
+    with refused("insufficient_balance"):
+        open_position(account, dear, quantity="99999999999999", leverage=1)
+
+
+def test_position_open_that_the_spread_alone_would_liquidate_is_refused(account, btc):
+    # At 125x the margin is 0.8% of the notional and maintenance 0.4%: a half spread of
+    # 300 on 60,000 (0.5%) leaves the margin balance below maintenance at the mark.
+    btc.spread = D(600)
+    btc.save()
+    with refused("leverage_too_high"):
+        open_position(account, btc, quantity="0.01", leverage=125)
+    position = open_position(account, btc, quantity="0.01", leverage=50)
+    assert position.liquidation_price is not None
+    assert position.liquidation_price < btc.mark_price
 
 
 def test_position_open_below_min_notional_is_refused(account, btc):
@@ -905,6 +929,12 @@ def test_a_repeated_client_order_id_returns_the_first_order(account, btc):
     assert place(other, btc, client_order_id="bot-1").pk != first.pk
 
 
+def test_a_numeric_client_order_id_is_kept_as_text(account, btc):
+    order = place(account, btc, client_order_id=42)
+    assert order.client_order_id == "42"
+    assert place(account, btc, client_order_id="42").pk == order.pk
+
+
 def test_a_too_long_client_order_id_is_refused(account, btc):
     with refused("invalid_order"):
         place(account, btc, client_order_id="x" * 65)
@@ -982,6 +1012,7 @@ def test_a_reduce_only_limit_order_rests(account, btc):
 
 
 def test_reduce_only_refusals_write_nothing(account, other_account, btc):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000")
     position = open_position(account, btc)
     theirs = open_position(other_account, btc)
     cases = [
@@ -989,10 +1020,12 @@ def test_reduce_only_refusals_write_nothing(account, other_account, btc):
         ({"side": "short", "position_id": position.pk, "quantity": "0.6"}, "invalid_quantity"),
         ({"side": "short", "position_id": theirs.pk}, "not_found"),
         ({"side": "short", "position_id": 999999}, "not_found"),
+        ({"side": "short", "position_id": position.pk, "instrument": eth}, "invalid_order"),
     ]
     for kwargs, code in cases:
+        instrument = kwargs.pop("instrument", btc)
         with refused(code):
-            place(account, btc, reduce_only=True, **kwargs)
+            place(account, instrument, reduce_only=True, **kwargs)
     position_close(position_id=position.pk)
     with refused("position_not_open"):
         place(account, btc, side="short", reduce_only=True, position_id=position.pk)
