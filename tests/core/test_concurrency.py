@@ -299,3 +299,35 @@ def test_a_shortfall_close_and_a_liquidation_never_deadlock(market):
     fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance
     assert fund == D(1000) + D(50) - D(500)
     assert_ledger_invariants()
+
+
+def test_simultaneous_shortfalls_never_overdraw_the_insurance_fund(market):
+    """Three students' positions gapped past bankruptcy close at once; the fund holds 1,000."""
+    classroom, btc, first = market
+    accounts = [first, make_student(classroom), make_student(classroom)]
+    positions = [
+        position_open(
+            account_id=a.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+        )
+        for a in accounts
+    ]
+    house_before = ClassroomPocket.objects.get(classroom=classroom, kind="house").balance
+    btc.mark_price = D(56000)  # each loses 2,000 on 1,500 collateral: 500 short each
+    btc.save(update_fields=["mark_price"])
+    outcomes = simultaneously(
+        *[partial(position_close, position_id=p.pk) for p in positions],
+        *[partial(position_add_margin, position_id=p.pk, amount="10") for p in positions],
+    )
+    assert codes(outcomes[:3]) == ["ok"] * 3
+    assert set(codes(outcomes[3:])) <= {"ok", "position_not_open"}
+    added = {value.account_id: D(10) for kind, value in outcomes[3:] if kind == "ok"}  # type: ignore[attr-defined]
+    # The shortfalls (1,500 less whatever margin got in before its close) exceed the fund:
+    # it pays out exactly what it holds, never more, and the house keeps every collateral.
+    fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance
+    house = ClassroomPocket.objects.get(classroom=classroom, kind="house").balance
+    assert fund == 0
+    assert house == house_before + 3 * D(1500) + sum(added.values(), D(0)) + D(1000)
+    for account in accounts:
+        # Nothing comes back from a position past bankruptcy; nothing more is taken.
+        assert balance(account) == D(10000) - D(1515) - added.get(account.pk, D(0))
+    assert_ledger_invariants()
