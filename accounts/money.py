@@ -62,6 +62,9 @@ RATE_DIGITS = Digits(max_digits=12, decimal_places=RATE_PLACES)
 
 ZERO = Decimal(0)
 
+# The largest amount a single input or a free balance may reach: well inside the columns.
+MAX_AMOUNT = Decimal(10) ** 15
+
 # Wide enough to quantise any finite amount a calculation can produce from valid inputs.
 _WIDE = Context(prec=80)
 

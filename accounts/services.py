@@ -17,7 +17,7 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
-from accounts.money import MONEY_PLACES, ZERO, money, places
+from accounts.money import MAX_AMOUNT, MONEY_PLACES, ZERO, money, places
 
 Pocket = LedgerEntry.Pocket
 
@@ -38,7 +38,7 @@ def clean_amount(
         raise errors.InvalidAmount("The amount must be positive.", field=field)
     if amount == 0 and not allow_zero:
         raise errors.InvalidAmount("The amount must not be zero.", field=field)
-    if abs(amount) >= Decimal(10) ** 15:
+    if abs(amount) >= MAX_AMOUNT:
         raise errors.InvalidAmount("The amount is too large.", field=field)
     return money(amount)
 
@@ -169,6 +169,8 @@ def account_adjust(
         raise errors.InsufficientBalance(
             f"The free balance is {account.balance}; it cannot go below zero.", field="amount"
         )
+    if account.balance + amount >= MAX_AMOUNT:
+        raise errors.InvalidAmount("The free balance would grow too large.", field="amount")
     ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.GRANT if amount > 0 else LedgerTransaction.Kind.DEDUCT,

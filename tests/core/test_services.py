@@ -206,6 +206,12 @@ def test_account_adjust_refusals_write_nothing(account, amount, reason, code):
         account_adjust(account_id=account.pk, amount=amount, reason=reason)
 
 
+def test_account_adjust_never_grows_a_balance_past_the_limit(account):
+    account_adjust(account_id=account.pk, amount=D("999999999980000"), reason="Jackpot")
+    with refused("invalid_amount"):
+        account_adjust(account_id=account.pk, amount=D("10000"), reason="Again")
+
+
 def test_account_adjust_of_a_missing_account_is_not_found(db):
     with refused("not_found"):
         account_adjust(account_id=987654, amount=D(5), reason="Ghost")
@@ -894,6 +900,14 @@ def test_set_tpsl_checks_against_the_mark_not_the_entry(account, btc):
     assert changed.stop_loss == D(60500)
 
 
+def test_set_tpsl_without_a_mark_price_is_refused(account, btc):
+    position = open_position(account, btc)
+    btc.mark_price = None
+    btc.save()
+    with refused("no_mark_price"):
+        position_set_tpsl(position_id=position.pk, take_profit="62000")
+
+
 def test_set_tpsl_on_a_closed_position_is_refused(account, btc):
     position = open_position(account, btc)
     position_close(position_id=position.pk)
@@ -975,6 +989,18 @@ def test_a_stop_order_rests(account, btc):
 def test_order_place_refusals_write_nothing(account, btc, kwargs, code):
     with refused(code):
         place(account, btc, **kwargs)
+
+
+def test_order_place_follows_the_trading_rules(classroom, account, btc):
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
+    with refused("account_frozen"):
+        place(account, btc, type="limit", price="59000")
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=False)
+    _disabled(classroom)
+    with refused("trading_closed"):
+        place(account, btc, type="limit", price="59000")
+    with refused("trading_closed"):
+        place(account, btc)
 
 
 def test_order_place_refuses_a_missing_account_or_instrument(account, btc):
