@@ -33,12 +33,18 @@ from positions.services import (
     position_open,
     position_remove_margin,
     removable_margin,
+    stored_prices,
 )
 from tests.core.profiles import STATEFUL
 from tests.factories import UserFactory, make_classroom, make_instrument
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
 D = Decimal
+ETH_BRACKETS = [
+    (D(0), D(10_000), D("0.005"), 75),
+    (D(10_000), D(100_000), D("0.0065"), 50),
+    (D(100_000), None, D("0.01"), 20),
+]
 
 
 class TradingMachine(RuleBasedStateMachine):
@@ -67,7 +73,19 @@ class TradingMachine(RuleBasedStateMachine):
     )
     def setup(self, spread, fee_rate, seed):
         self.classroom = make_classroom(max_leverage=125, insurance_fund_seed=seed)
-        self.instrument = make_instrument(self.classroom, spread=spread, taker_fee_rate=fee_rate)
+        self.instruments = [
+            make_instrument(self.classroom, spread=spread, taker_fee_rate=fee_rate),
+            make_instrument(
+                self.classroom,
+                symbol="ETHUSDT",
+                mark="3000",
+                tick_size=D("0.01"),
+                lot_size=D("0.01"),
+                spread=spread / 10,
+                taker_fee_rate=fee_rate,
+                brackets=ETH_BRACKETS,
+            ),
+        ]
         return self._join()
 
     def _join(self) -> int:
@@ -103,18 +121,20 @@ class TradingMachine(RuleBasedStateMachine):
 
     @rule(
         account=accounts,
+        which=st.sampled_from([0, 1]),
         side=st.sampled_from(["long", "short"]),
         lots=st.one_of(st.integers(1, 50), st.integers(1, 3000)),
         leverage=st.one_of(st.integers(1, 25), st.integers(1, 130)),
         extra=st.one_of(st.just(D(0)), st.integers(1, 2000).map(D)),
     )
-    def open(self, account, side, lots, leverage, extra):
+    def open(self, account, which, side, lots, leverage, extra):
+        instrument = self.instruments[which]
         position = self._refused(
             position_open,
             account_id=account,
-            instrument_id=self.instrument.pk,
+            instrument_id=instrument.pk,
             side=side,
-            quantity=D(lots) * self.instrument.lot_size,
+            quantity=D(lots) * instrument.lot_size,
             leverage=leverage,
             extra_collateral=extra,
         )
@@ -125,10 +145,11 @@ class TradingMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def close(self, data):
         position_id = data.draw(st.sampled_from(self.open_ids))
-        position = Position.objects.select_related("collateral").get(pk=position_id)
-        lots = int(position.quantity / self.instrument.lot_size)
+        position = Position.objects.select_related("collateral", "instrument").get(pk=position_id)
+        lot = position.instrument.lot_size
+        lots = int(position.quantity / lot)
         part = data.draw(st.one_of(st.none(), st.integers(1, lots)))
-        quantity = None if part is None else D(part) * self.instrument.lot_size
+        quantity = None if part is None else D(part) * lot
         accounts, collateral = self._balances()
         closed = self._refused(position_close, position_id=position_id, quantity=quantity)
         if closed is None:
@@ -170,12 +191,15 @@ class TradingMachine(RuleBasedStateMachine):
         else:
             assert removed is None, f"removing {amount} beyond the limit {limit} was accepted"
 
-    @rule(move=st.one_of(st.integers(-8, 8), st.sampled_from([-60, -35, 35, 80])))
-    def move_price(self, move):
-        instrument = Instrument.objects.get(pk=self.instrument.pk)
+    @rule(
+        which=st.sampled_from([0, 1]),
+        move=st.one_of(st.integers(-8, 8), st.sampled_from([-60, -35, 35, 80])),
+    )
+    def move_price(self, which, move):
+        instrument = Instrument.objects.get(pk=self.instruments[which].pk)
         assert instrument.mark_price is not None
         target = instrument.mark_price * (100 + move) / 100
-        mark = max(to_tick(target, instrument.tick_size, up=False), D(100))
+        mark = max(to_tick(target, instrument.tick_size, up=False), D(10))
         Instrument.objects.filter(pk=instrument.pk).update(mark_price=mark)
 
     # --- after every step -------------------------------------------------------------
@@ -200,6 +224,17 @@ class TradingMachine(RuleBasedStateMachine):
             "pk", "realized_pnl"
         ):
             assert realized >= -locked[pk]
+        # Every open position stores the LP and BP of its current quantity and collateral.
+        for position in Position.objects.filter(
+            account__classroom=self.classroom, status=Position.Status.OPEN
+        ).select_related("collateral", "instrument"):
+            assert (position.liquidation_price, position.bankruptcy_price) == stored_prices(
+                side=position.side,
+                entry_price=position.entry_price,
+                quantity=position.quantity,
+                collateral=position.collateral.amount,
+                tiers=position.instrument.margin_tiers(),
+            )
 
 
 @pytest.mark.django_db
