@@ -111,6 +111,14 @@ class TimelineEvent:
     amount: Decimal | None = None
 
 
+def _plain(value: Decimal | None) -> str:
+    """A stored number without trailing zeros and never in exponent notation."""
+    if value is None:
+        return "—"
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def position_window(position: Position) -> tuple[datetime, datetime]:
     end = position.closed_at or timezone.now()
     return position.opened_at, end
@@ -143,8 +151,18 @@ def position_timeline(
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
             continue  # told with the liquidation's own numbers below
+        if tx.kind == tx.Kind.OPEN:
+            detail = (
+                f"{position.get_side_display()} {_plain(position.opened_quantity)} "
+                f"{position.instrument.symbol} at {_plain(position.entry_price)}, "
+                f"{position.leverage}x; collateral"
+            )
+        elif tx.kind in (tx.Kind.ADD_MARGIN, tx.Kind.REMOVE_MARGIN):
+            detail = "collateral"
+        else:
+            detail = tx.memo
         events.append(
-            TimelineEvent(tx.created_at, tx.kind, tx.get_kind_display(), tx.memo, entry.amount)
+            TimelineEvent(tx.created_at, tx.kind, tx.get_kind_display(), detail, entry.amount)
         )
     for call in margin_calls:
         events.append(
@@ -152,7 +170,7 @@ def position_timeline(
                 call.created_at,
                 "margin_call",
                 "Margin call",
-                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {call.mark_price.normalize()}"
+                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {_plain(call.mark_price)}"
                 f" — {call.get_outcome_display().lower()}",
             )
         )
@@ -162,10 +180,10 @@ def position_timeline(
                 liquidation.created_at,
                 "liquidation",
                 "Liquidated",
-                f"Closed {liquidation.quantity.normalize()} at mark "
-                f"{liquidation.mark_price.normalize()}; collateral lost {liquidation.collateral_lost}, "
-                f"liquidation fee {liquidation.liquidation_fee}, returned to you "
-                f"{liquidation.returned_to_trader}",
+                f"Closed {_plain(liquidation.quantity)} at mark {_plain(liquidation.mark_price)}; "
+                f"collateral lost {_plain(liquidation.collateral_lost)}, liquidation fee "
+                f"{_plain(liquidation.liquidation_fee)}, returned to you "
+                f"{_plain(liquidation.returned_to_trader)}; free balance untouched",
                 -liquidation.collateral_lost,
             )
         )
@@ -175,8 +193,8 @@ def position_timeline(
                 position.closed_at,
                 "closed",
                 "Closed",
-                f"Exit at {position.exit_price.normalize() if position.exit_price else '—'}; "
-                f"realised PnL {position.realized_pnl}",
+                f"Exit at {_plain(position.exit_price)}; realised PnL "
+                f"{_plain(position.realized_pnl)}",
                 position.realized_pnl,
             )
         )

@@ -421,9 +421,13 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         liquidation.quantity if liquidation else (position.quantity or position.opened_quantity)
     )
     sign = 1 if position.side == "long" else -1
+    # The path starts at the entry and, while open, ends at the current mark, even between ticks.
+    path = [(position.opened_at, position.entry_price), *ticks]
+    if position.is_open and position.instrument.mark_price is not None:
+        path.append((timezone.now(), position.instrument.mark_price))
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
-    for at, price in ticks:
+    for at, price in path:
         second = _chart_time(at)
         mark[second] = str(price)
         pnl[second] = str(sign * quantity * (price - position.entry_price))

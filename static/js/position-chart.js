@@ -65,6 +65,7 @@
         };
       }));
       markEl.dataset.points = String(data.mark.length);
+      markEl.dataset.status = data.status;
       markEl.dataset.ready = "true";
     }
 
