@@ -18,6 +18,22 @@
     return chart;
   }
 
+  // Keep the price lines (entry, LP, BP, the loss floor) inside the visible range.
+  function includeLevels(levels) {
+    return function (original) {
+      var result = original();
+      var values = levels().filter(function (v) { return v !== null && !isNaN(v); });
+      if (!values.length) return result;
+      var low = Math.min.apply(null, values), high = Math.max.apply(null, values);
+      if (result && result.priceRange) {
+        low = Math.min(low, result.priceRange.minValue);
+        high = Math.max(high, result.priceRange.maxValue);
+      }
+      var pad = (high - low) * 0.05 || Math.abs(high) * 0.01 || 1;
+      return { priceRange: { minValue: low - pad, maxValue: high + pad } };
+    };
+  }
+
   function start() {
     var markEl = document.getElementById("mark-chart");
     var pnlEl = document.getElementById("pnl-chart");
@@ -25,14 +41,24 @@
     var LC = window.LightweightCharts;
     var url = markEl.dataset.url;
     var markChart, pnlChart, markSeries, pnlSeries, markers, lines = [], floorLine = null;
+    var latest = null;
+    function markLevels() {
+      if (!latest) return [];
+      return [num(latest.lines.entry), num(latest.lines.liquidation), num(latest.lines.bankruptcy)];
+    }
+    function pnlLevels() { return latest ? [0, num(latest.floor)] : []; }
 
     function draw(data) {
+      latest = data;
       if (!markChart) {
         markChart = makeChart(markEl, data.price_places);
         pnlChart = makeChart(pnlEl, 2);
-        markSeries = markChart.addSeries(LC.LineSeries, { color: "#f0b90b", lineWidth: 2 });
+        markSeries = markChart.addSeries(LC.LineSeries, {
+          color: "#f0b90b", lineWidth: 2, autoscaleInfoProvider: includeLevels(markLevels),
+        });
         pnlSeries = pnlChart.addSeries(LC.BaselineSeries, {
           baseValue: { type: "price", price: 0 },
+          autoscaleInfoProvider: includeLevels(pnlLevels),
           topLineColor: "#0ecb81", bottomLineColor: "#f6465d",
           topFillColor1: "rgba(14,203,129,0.25)", topFillColor2: "rgba(14,203,129,0.02)",
           bottomFillColor1: "rgba(246,70,93,0.02)", bottomFillColor2: "rgba(246,70,93,0.25)",

@@ -97,6 +97,7 @@ def test_a_price_shock_liquidates_only_the_collateral(live_server, browser, scre
         page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
         page.goto(f"{live_server.url}/positions/{position.pk}/")
 
+        assert csp_violations(console) == []
         if "price_shock" not in get_commands():
             pytest.skip("the engine's price_shock command is not merged yet")
 
