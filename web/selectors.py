@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from positions import margin
 from positions.models import Instrument, MarginTier, Order, Position
 from positions.selectors import (
     FUNDING_KINDS,
+    Valuation,
     accounts_for_user,
     orders_for_user,
     position_valuation,
@@ -53,8 +54,6 @@ def tradable_instruments(account: TradingAccount) -> QuerySet[Instrument]:
 
 
 def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:
-    from django.db.models import Prefetch
-
     return Instrument.objects.filter(classroom_id=classroom_id).prefetch_related(
         Prefetch("tiers", queryset=MarginTier.objects.order_by("notional_floor"))
     )
@@ -76,8 +75,13 @@ def recent_margin_calls(account: TradingAccount, limit: int = 5) -> list[MarginC
 
 def recent_liquidations(account: TradingAccount, limit: int = 5) -> list[LiquidationEvent]:
     return list(
-        LiquidationEvent.objects.filter(position__account_id=account.pk).select_related(
-            "position__instrument", "position__collateral"
+        LiquidationEvent.objects.filter(position__account_id=account.pk)
+        .select_related("position__instrument", "position__collateral", "position__account")
+        .prefetch_related(
+            Prefetch(
+                "position__instrument__tiers",
+                queryset=MarginTier.objects.order_by("notional_floor"),
+            )
         )[:limit]
     )
 
@@ -276,6 +280,24 @@ def lesson_for(
         worst_after_liquidation=after
         if after is not None
         else (liquidation.mark_price if liquidation else None),
+    )
+
+
+def lesson_at_mark(
+    position: Position, valuation: Valuation, *, free_balance: Decimal
+) -> lesson.IsolationLesson | None:
+    """The lesson of an open position if the mark stays where it is: no query."""
+    tiers = position.instrument.margin_tiers()
+    if not tiers or valuation.mark_price is None:
+        return None
+    return lesson.isolation_lesson(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=valuation.collateral,
+        free_balance=free_balance,
+        worst_price=valuation.mark_price,
+        tiers=tiers,
     )
 
 

@@ -21,6 +21,7 @@ urlpatterns = [
     path("accounts/<int:account_id>/trade/preview/", views.trade_preview, name="trade-preview"),
     path("accounts/<int:account_id>/history/", views.history, name="history"),
     path("accounts/<int:account_id>/statement.csv", views.statement_csv, name="statement-csv"),
+    path("accounts/<int:account_id>/positions.csv", views.positions_csv, name="positions-csv"),
     path("accounts/<int:account_id>/leaderboard/", views.leaderboard, name="leaderboard"),
     path("positions/<int:position_id>/", views.position_detail, name="position"),
     path("positions/<int:position_id>/live/", views.position_live, name="position-live"),

@@ -105,6 +105,16 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
         )
         if result is not None:
             lessons.append((event.position, result))
+    losing = [
+        (p, v)
+        for p, v in overview.open_positions
+        if v.unrealized_pnl is not None and v.unrealized_pnl < 0
+    ]
+    losing.sort(key=lambda pv: pv[1].unrealized_pnl or ZERO)
+    for position, valuation in losing[:DASHBOARD_LESSONS]:
+        result = selectors.lesson_at_mark(position, valuation, free_balance=account.balance)
+        if result is not None:
+            lessons.append((position, result))
     return {
         "account": account,
         "classroom": account.classroom,
@@ -540,6 +550,26 @@ def statement_csv(request: HttpRequest, account_id: int) -> HttpResponse:
                 account.classroom.currency,
             ]
         )
+    return response
+
+
+@login_required
+@require_GET
+def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="positions-{account.pk}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        ["position", "instrument", "side", "leverage", "quantity", "entry_price", "exit_price",
+         "status", "realized_pnl", "fees_paid", "opened_at", "closed_at", "currency"]
+    )  # fmt: skip
+    for p in selectors.closed_positions(account, limit=10_000):
+        writer.writerow(
+            [p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
+             p.exit_price or "", p.status, p.realized_pnl, p.fees_paid, p.opened_at.isoformat(),
+             p.closed_at.isoformat() if p.closed_at else "", account.classroom.currency]
+        )  # fmt: skip
     return response
 
 

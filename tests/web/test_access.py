@@ -26,6 +26,7 @@ ACCOUNT_PAGES = [
     ),
     ("get", "history", {}),
     ("get", "statement-csv", {}),
+    ("get", "positions-csv", {}),
     ("get", "leaderboard", {}),
 ]
 POSITION_PAGES = [

@@ -276,6 +276,14 @@ def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
     ]
     account.refresh_from_db()
     assert Decimal(rows[-1]["balance"]) == account.balance
+    positions = list(
+        csv.DictReader(
+            io.StringIO(
+                alice_client.get(reverse("positions-csv", args=[account.pk])).content.decode()
+            )
+        )
+    )
+    assert [(r["position"], r["status"]) for r in positions] == [(str(position.pk), "closed")]
 
 
 def test_leaderboard_ranks_by_the_instructors_choice(alice_client, account, other_account, btc):
@@ -324,3 +332,26 @@ def test_dashboard_and_position_list_queries_do_not_grow_with_positions(
     with django_assert_max_num_queries(len(few)):
         response = client.get(reverse(page, args=[accounts[20].pk]))
     assert response.content.decode().count('href="/positions/') >= 20
+
+
+def test_a_losing_open_position_gets_its_lesson_on_the_dashboard(
+    alice_client, account, position, btc
+):
+    btc.mark_price = Decimal("58000")
+    btc.save()
+    content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert content.count('data-testid="lesson"') == 1
+    assert '<dd class="loss" data-testid="isolated-loss">1,000.00</dd>' in content
+    assert "Isolated margin (so far)" in content
+
+
+def test_the_api_keys_link_appears_only_when_that_page_exists(alice_client, account):
+    from django.urls import NoReverseMatch
+
+    content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    try:
+        url = reverse("api-keys")
+    except NoReverseMatch:
+        assert "API keys" not in content
+    else:
+        assert f'href="{url}">API keys' in content
