@@ -313,19 +313,28 @@ def _position(request: HttpRequest, position_id: int) -> Position:
     return position
 
 
+def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
+    """The position page's three action forms, with the submitted one kept bound."""
+    forms = {
+        "margin_form": MarginForm(prefix="margin"),
+        "close_form": CloseForm(prefix="close"),
+        "tpsl_form": TpSlForm(
+            prefix="tpsl",
+            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
+        ),
+    }
+    for name, form in forms.items():
+        if bound is not None and type(form) is type(bound):
+            forms[name] = bound
+    return forms
+
+
 @login_required
 @require_GET
 def position_detail(request: HttpRequest, position_id: int) -> HttpResponse:
     position = _position(request, position_id)
     context = _position_context(request, position)
-    context.update(
-        margin_form=MarginForm(prefix="margin"),
-        close_form=CloseForm(prefix="close"),
-        tpsl_form=TpSlForm(
-            prefix="tpsl",
-            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
-        ),
-    )
+    context.update(_action_forms(position))
     return render(request, "web/position.html", context)
 
 
@@ -352,17 +361,7 @@ def _position_action(
             messages.success(request, done)
             return redirect("position", position_id=position.pk)
     context = _position_context(request, position)
-    context.update(
-        margin_form=MarginForm(prefix="margin"),
-        close_form=CloseForm(prefix="close"),
-        tpsl_form=TpSlForm(
-            prefix="tpsl",
-            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
-        ),
-    )
-    context[
-        {MarginForm: "margin_form", CloseForm: "close_form", TpSlForm: "tpsl_form"}[type(form)]
-    ] = form
+    context.update(_action_forms(position, bound=form))
     return render(request, "web/position.html", context, status=400)
 
 
