@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -227,10 +228,23 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
                     return redirect("position", position_id=order.position_id)
                 messages.success(request, f"Order #{order.pk} is resting until it triggers.")
                 return redirect("dashboard", account_id=account.pk)
+    # Each instrument's cap for the slider: classroom, instrument and first-tier limits.
+    caps = {
+        str(i.pk): min(
+            [account.classroom.max_leverage, i.max_leverage]
+            + [t.max_leverage for t in i.margin_tiers()[:1]]
+        )
+        for i in form.fields["instrument"].queryset  # type: ignore[attr-defined]
+    }
     return render(
         request,
         "web/trade.html",
-        {"account": account, "classroom": account.classroom, "form": form},
+        {
+            "account": account,
+            "classroom": account.classroom,
+            "form": form,
+            "leverage_caps": json.dumps(caps),
+        },
         status=400 if form.errors else 200,
     )
 

@@ -355,3 +355,19 @@ def test_the_api_keys_link_appears_only_when_that_page_exists(alice_client, acco
         assert "API keys" not in content
     else:
         assert f'href="{url}">API keys' in content
+
+
+def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
+    alice_client, account, btc
+):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000", max_leverage=10)
+    content = alice_client.get(reverse("trade", args=[account.pk])).content.decode()
+    assert 'type="range"' in content and 'max="20"' in content
+    assert f"&quot;{btc.pk}&quot;: 20" in content and f"&quot;{eth.pk}&quot;: 10" in content
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {"instrument": eth.pk, "side": "long", "type": "market", "quantity": "1", "leverage": "15"},
+    )
+    assert response.status_code == 400
+    assert "Leverage is capped at 10x" in response.content.decode()
+    assert not Position.objects.exists()
