@@ -95,6 +95,13 @@ def test_a_price_shock_liquidates_only_the_collateral(live_server, browser, scre
         page.goto(f"{live_server.url}/accounts/{account.pk}/")
         expect(page.get_by_test_id("equity")).to_have_text("9,985.00")
         page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+        # Every page fits a phone's width (wide tables scroll inside their own box).
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path in (f"/accounts/{account.pk}/", f"/accounts/{account.pk}/trade/",
+                     f"/positions/{position.pk}/", f"/accounts/{account.pk}/history/"):  # fmt: skip
+            page.goto(f"{live_server.url}{path}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        page.set_viewport_size({"width": 1280, "height": 900})
         page.goto(f"{live_server.url}/positions/{position.pk}/")
 
         assert csp_violations(console) == []
