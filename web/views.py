@@ -448,12 +448,6 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
     path = [(position.opened_at, position.entry_price), *ticks]
     if position.is_open and position.instrument.mark_price is not None:
         path.append((timezone.now(), position.instrument.mark_price))
-    mark: dict[int, str] = {}
-    pnl: dict[int, str] = {}
-    for at, price in path:
-        second = _chart_time(at)
-        mark[second] = str(price)
-        pnl[second] = str(sign * quantity * (price - position.entry_price))
     movements = selectors.collateral_movements(position)
     collateral = (
         liquidation.collateral_lost
@@ -462,6 +456,22 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         if position.is_open
         else selectors.peak_collateral(movements)
     )
+    mark: dict[int, str] = {}
+    pnl: dict[int, str] = {}
+    unfenced: dict[int, str] = {}
+    previous: tuple[int, str] | None = None
+    for at, price in path:
+        second = _chart_time(at)
+        raw = sign * quantity * (price - position.entry_price)
+        mark[second] = str(price)
+        # The ring-fence: the trader's loss stops at the collateral (a gap past the
+        # bankruptcy price is the insurance fund's), while the same path without it goes on.
+        pnl[second] = str(max(raw, -collateral))
+        if raw < -collateral or (liquidation is not None and at >= liquidation.created_at):
+            if not unfenced and previous is not None:
+                unfenced[previous[0]] = previous[1]  # start the line where the paths part
+            unfenced[second] = str(raw)
+        previous = (second, str(raw))
     markers = [
         {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
         for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
@@ -481,6 +491,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
             "status": position.status,
             "mark": [{"time": t, "value": v} for t, v in sorted(mark.items())],
             "pnl": [{"time": t, "value": v} for t, v in sorted(pnl.items())],
+            "pnl_unfenced": [{"time": t, "value": v} for t, v in sorted(unfenced.items())],
             "lines": {
                 "entry": str(position.entry_price),
                 "liquidation": None if lp is None else str(lp),

@@ -40,7 +40,7 @@
     if (!markEl || !pnlEl || !window.LightweightCharts) return;
     var LC = window.LightweightCharts;
     var url = markEl.dataset.url;
-    var markChart, pnlChart, markSeries, pnlSeries, markers, lines = [], floorLine = null;
+    var markChart, pnlChart, markSeries, pnlSeries, unfencedSeries, markers, lines = [], floorLine = null;
     var latest = null;
     function markLevels() {
       if (!latest) return [];
@@ -63,8 +63,13 @@
           topFillColor1: "rgba(14,203,129,0.25)", topFillColor2: "rgba(14,203,129,0.02)",
           bottomFillColor1: "rgba(246,70,93,0.02)", bottomFillColor2: "rgba(246,70,93,0.25)",
         });
+        unfencedSeries = pnlChart.addSeries(LC.LineSeries, {
+          color: "#8a94a6", lineWidth: 1, lineStyle: 2, title: "without the ring-fence",
+          lastValueVisible: false, priceLineVisible: false,
+        });
         markers = LC.createSeriesMarkers(markSeries, []);
       }
+      unfencedSeries.setData(series(data.pnl_unfenced || []));
       markSeries.setData(series(data.mark));
       pnlSeries.setData(series(data.pnl));
       lines.forEach(function (l) { markSeries.removePriceLine(l); });
@@ -86,7 +91,7 @@
       });
       markers.setMarkers(data.markers.map(function (m) {
         return {
-          time: m.time, text: m.text, position: "aboveBar", shape: m.kind === "liquidation" ? "arrowDown" : "circle",
+          time: m.time, text: m.text, position: m.kind === "liquidation" ? "belowBar" : "aboveBar", shape: m.kind === "liquidation" ? "arrowUp" : "circle",
           color: m.kind === "liquidation" ? "#f6465d" : "#f0b90b",
         };
       }));

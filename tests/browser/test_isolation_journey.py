@@ -112,6 +112,7 @@ def test_a_price_shock_liquidates_only_the_collateral(live_server, browser, scre
         _shock("BTCUSDT", "-30", classroom.pk)
         expect(page.get_by_test_id("position-status")).to_contain_text("Liquidated", timeout=20_000)
         expect(page.get_by_test_id("loss")).to_have_text("-1,500.00")
+        expect(page.locator("#position-actions form")).to_have_count(0)  # no reload needed
         expect(page.get_by_test_id("free-balance")).to_have_text(f"{free_balance:,.2f}")
         cross = page.get_by_test_id("cross-margin")
         expect(cross).to_contain_text("Cross margin (whole account as collateral)")

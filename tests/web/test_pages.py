@@ -223,7 +223,13 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     for price in ("59900", "59500", "59000"):
         PriceTick.objects.create(instrument=btc, price=Decimal(price))
     simulate_liquidation(position, Decimal("57000"))
+    PriceTick.objects.create(instrument=btc, price=Decimal("50000"))
     data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    # After the liquidation the PnL stays at minus the collateral; without the ring-fence
+    # the same path would have kept losing.
+    assert Decimal(data["pnl"][-1]["value"]) == Decimal("-1500")
+    assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal("-5000")
+    assert all(Decimal(p["value"]) >= Decimal("-1500") for p in data["pnl"])
     assert data["status"] == "liquidated"
     assert data["lines"] == {
         "entry": "60000.0",
