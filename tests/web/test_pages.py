@@ -12,12 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import LedgerTransaction, TradingAccount, User
-from liquidation.models import PriceTick
+from liquidation.models import LiquidationEvent
 from positions.models import Order, Position
 from positions.services import order_place
+from tests.engine.helpers import set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
-from tests.web.conftest import simulate_liquidation
 
 pytestmark = pytest.mark.django_db
 
@@ -220,10 +220,10 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
 
 
 def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_client, position, btc):
-    for price in ("59900", "59500", "59000"):
-        PriceTick.objects.create(instrument=btc, price=Decimal(price))
-    simulate_liquidation(position, Decimal("57000"))
-    PriceTick.objects.create(instrument=btc, price=Decimal("50000"))
+    # The engine ticks: a margin call at 57,260 (ratio above 80%), the liquidation at 57,000.
+    for price in ("59500", "57260", "57000", "50000"):
+        set_price(btc, price)
+    assert LiquidationEvent.objects.filter(position=position).exists()
     data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
     # After the liquidation the PnL stays at minus the collateral; without the ring-fence
     # the same path would have kept losing.
@@ -249,19 +249,18 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
 
 def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
     balance_before = TradingAccount.objects.get(pk=account.pk).balance
-    PriceTick.objects.create(instrument=btc, price=Decimal("59000"))
-    simulate_liquidation(position, Decimal("57100"))
-    btc.mark_price = Decimal("42000")
-    btc.save()
-    PriceTick.objects.create(instrument=btc, price=Decimal("42000"))
+    set_price(btc, "59000")
+    set_price(btc, "57000")  # the engine liquidates the position
+    set_price(btc, "42000")  # and the market keeps falling
     content = alice_client.get(reverse("position", args=[position.pk])).content.decode()
-    assert "Liquidated at 57,100.0" in content
+    assert "Liquidated at 57,000.0" in content
     assert '<span class="value loss" data-testid="loss">-1,500.00</span>' in content
     assert f'data-testid="free-balance">{balance_before:,.2f}<' in content
     assert "Cross margin (whole account as collateral)" in content
     assert '<dd data-testid="cross-survived">Yes</dd>' in content
     assert "7,584.00" in content  # the smallest extra collateral that survives 42,000
-    assert "26.44%" in content  # how far the mark went after the liquidation at 57,100
+    assert "26.32%" in content  # how far the mark went after the liquidation at 57,000
+    assert_ledger_invariants()
     dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
     assert 'data-testid="lesson"' in dashboard
 
@@ -297,7 +296,8 @@ def test_leaderboard_ranks_by_the_instructors_choice(alice_client, account, othe
         account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
     ).position
     assert position is not None
-    simulate_liquidation(position, Decimal("57000"))
+    set_price(btc, "57000")
+    assert LiquidationEvent.objects.filter(position=position).exists()
     page = alice_client.get(reverse("leaderboard", args=[account.pk])).content.decode()
     assert page.index("alice") < page.index("bob")
     assert "15.15%" in page  # bob's drawdown: 1,515 of 10,000 (fee + collateral)
