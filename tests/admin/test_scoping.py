@@ -135,7 +135,7 @@ def test_autocomplete_never_offers_bravos_rows(world, alpha_client):
         for field in source_model._meta.get_fields():
             if not (field.is_relation and field.many_to_one and field.concrete):
                 continue
-            remote = field.remote_field.model
+            remote = field.related_model
             remote_admin = admin.site._registry.get(remote)
             if remote_admin is None or not remote_admin.search_fields:
                 continue
