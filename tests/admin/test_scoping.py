@@ -7,6 +7,7 @@ without touching this file (and fails until the fixture gives Bravo a row of it)
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.contrib import admin
@@ -135,7 +136,7 @@ def test_autocomplete_never_offers_bravos_rows(world, alpha_client):
         for field in source_model._meta.get_fields():
             if not (field.is_relation and field.many_to_one and field.concrete):
                 continue
-            remote = field.related_model
+            remote: Any = field.related_model
             remote_admin = admin.site._registry.get(remote)
             if remote_admin is None or not remote_admin.search_fields:
                 continue
