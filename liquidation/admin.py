@@ -311,7 +311,7 @@ class ClassroomAdmin(InstructorActionsMixin):
         with transaction.atomic():
             for classroom in queryset:
                 classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
-                self.log_change(request, classroom, f"{verb}ed trading now.")
+                self.log_change(request, classroom, f"{verb.rstrip('e')}ed trading now.")
         self.message_user(
             request, f"Trading {'opened' if enabled else 'closed'} in {len(queryset)} classroom(s)."
         )
