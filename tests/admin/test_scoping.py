@@ -177,3 +177,16 @@ def test_add_forms_offer_only_alphas_choices(world, alpha_client):
         assert_no_bravo(response)
         checked += 1
     assert checked >= 3  # classrooms, instruments, price feeds
+
+
+def test_alphas_own_change_and_history_pages_open(world, alpha_client):
+    checked = 0
+    for model, _ in scoped_admins():
+        pks = set(model._default_manager.values_list("pk", flat=True)) - world.bravo_rows[model]
+        for pk in sorted(pks)[:3]:
+            for view in ("change", "history"):
+                response = alpha_client.get(url(model, view, quote(pk)))
+                assert response.status_code == 200, (model, pk, view, response.status_code)
+                assert_no_bravo(response)
+                checked += 1
+    assert checked > 30
