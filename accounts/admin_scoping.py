@@ -39,6 +39,14 @@ def scope_to_instructor(qs: QuerySet[Any], *, path: str | None, user: Any) -> Qu
     return qs.filter(**{key: user.pk})
 
 
+def scoped_choices(site: admin.AdminSite, db_field: Any, request: HttpRequest) -> Any:
+    """The choices of a foreign key, narrowed like the admin pages of the model it points to."""
+    related_admin = site._registry.get(db_field.related_model)
+    if isinstance(related_admin, ClassroomScopedAdmin):
+        return related_admin.scope(db_field.related_model._default_manager.all(), request)
+    return None  # the field's own default
+
+
 class ClassroomScopedAdmin(admin.ModelAdmin):
     """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
 
@@ -60,11 +68,9 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
         return self.scope(self.model._default_manager.filter(pk=obj.pk), request).exists()
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        related_admin = self.admin_site._registry.get(db_field.related_model)
-        if "queryset" not in kwargs and isinstance(related_admin, ClassroomScopedAdmin):
-            kwargs["queryset"] = related_admin.scope(
-                db_field.related_model._default_manager.all(), request
-            )
+        choices = scoped_choices(self.admin_site, db_field, request)
+        if choices is not None:
+            kwargs.setdefault("queryset", choices)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     # --- permissions ------------------------------------------------------------------
@@ -79,19 +85,14 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
             return False
         return super().has_view_permission(request, obj)
 
+    def _may_write(self, request: HttpRequest, obj: Any) -> bool:
+        return not self.read_only_records and (obj is None or self.in_scope(request, obj))
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.read_only_records:
-            return False
-        if obj is not None and not self.in_scope(request, obj):
-            return False
-        return super().has_change_permission(request, obj)
+        return self._may_write(request, obj) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.read_only_records:
-            return False
-        if obj is not None and not self.in_scope(request, obj):
-            return False
-        return super().has_delete_permission(request, obj)
+        return self._may_write(request, obj) and super().has_delete_permission(request, obj)
 
     # --- views: someone else's object is not found -------------------------------------
 
@@ -150,11 +151,9 @@ class ScopedInline(admin.TabularInline):
     extra = 0
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        related_admin = self.admin_site._registry.get(db_field.related_model)
-        if "queryset" not in kwargs and isinstance(related_admin, ClassroomScopedAdmin):
-            kwargs["queryset"] = related_admin.scope(
-                db_field.related_model._default_manager.all(), request
-            )
+        choices = scoped_choices(self.admin_site, db_field, request)
+        if choices is not None:
+            kwargs.setdefault("queryset", choices)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
