@@ -145,11 +145,15 @@ class RosterInline(ScopedInline):
         )
 
     def _account(self, membership: Membership) -> TradingAccount | None:
-        return (
-            TradingAccount.objects.select_related("classroom")
-            .filter(user_id=membership.user_id, classroom_id=membership.classroom_id)
-            .first()
-        )
+        # Inline instances live for one request: read each member's account once.
+        cache: dict[int, TradingAccount | None] = self.__dict__.setdefault("_accounts", {})
+        if membership.pk not in cache:
+            cache[membership.pk] = (
+                TradingAccount.objects.select_related("classroom")
+                .filter(user_id=membership.user_id, classroom_id=membership.classroom_id)
+                .first()
+            )
+        return cache[membership.pk]
 
     @admin.display(description="free balance")
     def balance(self, membership: Membership) -> Any:
