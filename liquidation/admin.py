@@ -45,6 +45,7 @@ from liquidation.models import (
     ReplayPoint,
     Scenario,
 )
+from liquidation.services import replay_upload, scenario_start, scenario_stop
 from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
 from positions.models import Instrument
@@ -560,11 +561,113 @@ class ScenarioInline(ReadOnlyInline):
 admin.site.unregister(Instrument)
 
 
+class ScenarioForm(forms.Form):
+    kind = forms.ChoiceField(choices=Scenario.Kind.choices)
+    percent = forms.DecimalField(
+        required=False, max_digits=9, decimal_places=4, help_text="For a move: e.g. -30."
+    )
+    target_price = forms.DecimalField(
+        required=False, max_digits=28, decimal_places=10, help_text="For setting the price."
+    )
+    duration_seconds = forms.DecimalField(
+        required=False,
+        initial=Decimal(0),
+        max_digits=10,
+        decimal_places=3,
+        help_text="How long a move takes; 0 moves on the next tick.",
+    )
+
+
+class ReplayForm(forms.Form):
+    csv_file = forms.FileField(
+        label="CSV file", help_text="Rows of time (seconds or ISO timestamp) and price."
+    )
+    speed = forms.DecimalField(initial=Decimal(1), max_digits=10, decimal_places=4)
+
+
+MAX_REPLAY_BYTES = 5 * 1024 * 1024
+
+
 @admin.register(Instrument)
-class InstrumentAdmin(BaseInstrumentAdmin):
+class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
     """An instrument with its margin tiers, its price feed and its scenarios."""
 
     inlines = (MarginTierInline, PriceFeedInline, ScenarioInline)  # type: ignore[assignment]
+    actions = ["start_scenario", "replay_csv"]
+
+    @admin.action(description="Start a scenario (set the price or move it)", permissions=["change"])
+    def start_scenario(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        form = ScenarioForm(request.POST if self.confirmed(request) else None)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                with transaction.atomic():
+                    for instrument in queryset:
+                        scenario = scenario_start(
+                            instrument_id=instrument.pk,
+                            kind=data["kind"],
+                            percent=data["percent"],
+                            target_price=data["target_price"],
+                            duration_seconds=data["duration_seconds"] or 0,
+                            created_by_id=request.user.pk,
+                        )
+                        self.log_addition(request, scenario, f"Started: {scenario}.")
+                        self.log_change(request, instrument, f"Started scenario #{scenario.pk}.")
+            except errors.DomainError as exc:
+                field = exc.field if exc.field in form.fields else None
+                form.add_error(field, f"Nothing was started. {exc.message}")
+            else:
+                self.message_user(request, f"Started a scenario on {len(queryset)} instrument(s).")
+                return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="start_scenario",
+            title="Start a scenario",
+            question="Move the market of these instruments?",
+            consequence="An active scenario on the same instrument is cancelled first.",
+            form=form,
+            confirm_label="Start",
+        )
+
+    @admin.action(description="Replay an uploaded CSV", permissions=["change"])
+    def replay_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        confirmed = self.confirmed(request)
+        form = ReplayForm(request.POST if confirmed else None, request.FILES if confirmed else None)
+        if form.is_valid():
+            upload = form.cleaned_data["csv_file"]
+            if upload.size > MAX_REPLAY_BYTES:
+                form.add_error("csv_file", "The file is larger than 5 MB.")
+            else:
+                content = upload.read()
+                try:
+                    with transaction.atomic():
+                        for instrument in queryset:
+                            feed = replay_upload(
+                                instrument_id=instrument.pk,
+                                csv_text=content,
+                                speed=form.cleaned_data["speed"],
+                            )
+                            self.log_change(
+                                request,
+                                instrument,
+                                f"Replaying {feed.replay_points.count()} prices from "
+                                f"{upload.name}.",
+                            )
+                except errors.DomainError as exc:
+                    form.add_error("csv_file", f"Nothing was changed. {exc.message}")
+                else:
+                    self.message_user(request, f"Replay started on {len(queryset)} instrument(s).")
+                    return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="replay_csv",
+            title="Replay an uploaded CSV",
+            question="Replace the price feed of these instruments with a replay?",
+            form=form,
+            confirm_label="Upload and start",
+        )
 
 
 class ReplayPointInline(ReadOnlyInline):
@@ -612,7 +715,7 @@ class PriceTickAdmin(ClassroomScopedAdmin):
 
 
 @admin.register(Scenario)
-class ScenarioAdmin(ClassroomScopedAdmin):
+class ScenarioAdmin(InstructorActionsMixin):
     """An instructor's move of the market."""
 
     classroom_path = "instrument__classroom"
@@ -629,8 +732,45 @@ class ScenarioAdmin(ClassroomScopedAdmin):
     list_filter = ("status", "kind", ("instrument", related_only))
     search_fields = ("instrument__symbol",)
     list_select_related = ("instrument", "created_by")
-    autocomplete_fields = ("instrument",)
-    read_only_records = True
+    readonly_fields = (
+        "instrument",
+        "kind",
+        "status",
+        "target_price",
+        "percent",
+        "duration_seconds",
+        "start_price",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    actions = ["stop_scenarios"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # started from the instruments list, through the engine's service
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Stop the selected scenarios", permissions=["change"])
+    def stop_scenarios(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        if not self.confirmed(request):
+            return self.confirmation(
+                request,
+                queryset,
+                action="stop_scenarios",
+                title="Stop scenarios",
+                question="Stop these scenarios?",
+                consequence="The mark stays where it is and the feed resumes from it.",
+                confirm_label="Stop",
+            )
+        with transaction.atomic():
+            for scenario in queryset:
+                stopped = scenario_stop(scenario_id=scenario.pk)
+                self.log_change(request, stopped, "Stopped.")
+        self.message_user(request, f"Stopped {len(queryset)} scenario(s).")
+        return None
 
 
 @admin.register(LiquidationEvent)

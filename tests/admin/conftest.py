@@ -10,8 +10,10 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.db.models import Model
+from django.utils import timezone
 
 from accounts.models import Classroom, User
+from liquidation import engine
 from liquidation.models import (
     EngineHeartbeat,
     MarginCall,
@@ -20,6 +22,8 @@ from liquidation.models import (
     ReplayPoint,
     Scenario,
 )
+from liquidation.services import scenario_start
+from positions.models import Instrument
 from positions.services import order_place, position_close, position_open
 from tests.factories import UserFactory, make_classroom, make_instrument, make_student
 
@@ -30,11 +34,35 @@ def make_instructor(username: str) -> User:
     return user
 
 
-def build_class(instructor: User, *, prefix: str) -> Classroom:
-    """A classroom with a market, two students, open, closed and resting trades, engine rows."""
+def engine_set_price(instrument: Instrument, price: str) -> None:
+    """Move the mark through a scenario and let the engine tick once, as beat would."""
+    scenario_start(instrument_id=instrument.pk, kind=Scenario.Kind.SET_PRICE, target_price=price)
+    PriceFeed.objects.filter(instrument=instrument).update(last_tick_at=None)
+    assert engine.tick_instrument(instrument.pk, timezone.now()).status == "ticked"
+
+
+def crash(classroom: Classroom, instrument: Instrument, *, prefix: str) -> None:
+    """A 50x long gaps past its bankruptcy price with an empty insurance fund: the engine
+    liquidates it and auto-deleverages a profitable short."""
+    victim = make_student(classroom, username=f"{prefix}-crashed")
+    winner = make_student(classroom, username=f"{prefix}-winner")
+    position_open(
+        account_id=victim.pk, instrument_id=instrument.pk, side="long", quantity="0.1", leverage=50
+    )
+    position_open(
+        account_id=winner.pk, instrument_id=instrument.pk, side="short", quantity="0.1", leverage=10
+    )
+    engine_set_price(instrument, "58000")
+    engine_set_price(instrument, "60000")
+
+
+def build_class(
+    instructor: User, *, prefix: str, insurance_fund_seed: str = "1000", with_crash: bool = False
+) -> Classroom:
+    """A classroom with a market, students, open, closed and resting trades, engine rows."""
     classroom = make_classroom(
         instructor=instructor, name=f"{prefix} class", max_leverage=100,
-        insurance_fund_seed=Decimal("1000"),
+        insurance_fund_seed=Decimal(insurance_fund_seed),
     )  # fmt: skip
     btc = make_instrument(classroom, symbol=f"{prefix[:3].upper()}USDT")
     feed = PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.REPLAY)
@@ -62,6 +90,8 @@ def build_class(instructor: User, *, prefix: str) -> Classroom:
         position=held, classroom=classroom, mark_price=Decimal("57500"),
         margin_ratio=Decimal("0.85"),
     )  # fmt: skip
+    if with_crash:
+        crash(classroom, btc, prefix=prefix)
     return classroom
 
 
@@ -86,7 +116,7 @@ class World:
 @pytest.fixture
 def world(db) -> World:
     bravo = make_instructor("bravo")
-    bravo_class = build_class(bravo, prefix="bravo")
+    bravo_class = build_class(bravo, prefix="bravo", insurance_fund_seed="0", with_crash=True)
     bravo_rows = snapshot()
     alpha = make_instructor("alpha")
     alpha_class = build_class(alpha, prefix="alpha")

@@ -7,10 +7,13 @@ import io
 from decimal import Decimal
 
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.money import money
+from liquidation import engine
 from liquidation.instructor import GRADE_COLUMNS
 from liquidation.models import MarginCall
+from liquidation.services import scenario_start
 from positions.models import Instrument, Position
 from positions.services import position_close, position_open
 from tests.admin.conftest import make_instructor
@@ -43,6 +46,18 @@ def test_grade_export_checks_every_column(db, client):
     ann = make_student(classroom, username="ann")
     ben = make_student(classroom, username="ben")
     make_student(classroom, username="cid")  # never trades
+    dan = make_student(classroom, username="dan")
+
+    # Dan: a 50x long that the engine liquidates when the mark drops to 58800.
+    doomed = position_open(
+        account_id=dan.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=50
+    )
+    scenario_start(instrument_id=btc.pk, kind="set_price", target_price="58800")
+    assert engine.tick_instrument(btc.pk, timezone.now()).status == "ticked"
+    doomed.refresh_from_db()
+    assert doomed.status == Position.Status.LIQUIDATED
+    btc.refresh_from_db()
+    set_mark(btc, "60000")
 
     # Ann: a long with a stop-loss closed at a profit, then a short still open.
     first = position_open(
@@ -75,7 +90,7 @@ def test_grade_export_checks_every_column(db, client):
 
     client.force_login(teacher)
     rows = {row["username"]: row for row in export(client, classroom)}
-    assert list(rows) == ["ann", "ben", "cid"]
+    assert list(rows) == ["ann", "ben", "cid", "dan"]
 
     # Ann, by hand: open 0.1 @ 60000 (fee 3) -> close @ 63000 (+300, fee 3.15)
     # -> open short 0.1 @ 63000 (fee 3.15) -> marked at 64000 (-100 on 315 collateral).
@@ -124,6 +139,29 @@ def test_grade_export_checks_every_column(db, client):
         "margin_calls_pending": "1",
         "margin_calls_margin_added": "0",
         "margin_calls_reduced": "1",
+        "margin_calls_recovered": "0",
+        "margin_calls_liquidated": "0",
+    }
+    # Dan: open 0.1 @ 60000 at 50x (margin 120, fee 3), liquidated: the collateral is lost,
+    # the free balance untouched.
+    assert rows["dan"] == {
+        "classroom": "Grades 101",
+        "username": "dan",
+        "name": "",
+        "equity": "9877",
+        "funded": "10000",
+        "return_pct": "-1.23",
+        "max_drawdown": "123",
+        "max_drawdown_pct": "1.23",
+        "trades": "1",
+        "liquidations": "1",
+        "average_leverage": "50",
+        "max_leverage": "50",
+        "stop_loss_pct": "0",
+        "margin_calls": "0",
+        "margin_calls_pending": "0",
+        "margin_calls_margin_added": "0",
+        "margin_calls_reduced": "0",
         "margin_calls_recovered": "0",
         "margin_calls_liquidated": "0",
     }

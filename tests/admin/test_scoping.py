@@ -16,10 +16,7 @@ from django.urls import reverse
 
 from accounts.admin_scoping import ClassroomScopedAdmin
 from accounts.models import LedgerTransaction
-from liquidation.models import AdlFill, LiquidationEvent
 
-# Rows only the engine's liquidation service can write (ledger flows are never faked).
-ENGINE_ONLY = {LiquidationEvent, AdlFill}
 BRAVO_MARKERS = (b"bravo", b"BRAUSDT")
 
 
@@ -43,11 +40,7 @@ def assert_no_bravo(response):
 
 
 def test_every_model_has_bravo_rows(world):
-    missing = [
-        model.__name__
-        for model, _ in scoped_admins()
-        if not world.bravo_rows[model] and model not in ENGINE_ONLY
-    ]
+    missing = [model.__name__ for model, _ in scoped_admins() if not world.bravo_rows[model]]
     assert missing == []
 
 

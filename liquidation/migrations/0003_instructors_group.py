@@ -70,7 +70,7 @@ class Migration(migrations.Migration):
         ("contenttypes", "0002_remove_content_type_name"),
         ("accounts", "0001_initial"),
         ("positions", "0001_initial"),
-        ("liquidation", "0001_initial"),
+        ("liquidation", "0002_engine_claims_and_margin_calls"),
     ]
 
     operations = [migrations.RunPython(create_group, remove_group)]
