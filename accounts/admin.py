@@ -35,6 +35,7 @@ class MembershipAdmin(ClassroomScopedAdmin):
     """Who is in which classroom as what; members join with the classroom's code."""
 
     classroom_path = "classroom"
+    ordering = ("classroom_id", "role", "user__username")
     list_display = ("user", "classroom", "role", "joined_at")
     list_filter = ("role", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")

@@ -682,6 +682,7 @@ class PriceFeedAdmin(ClassroomScopedAdmin):
     """Where each instrument's next mark comes from."""
 
     classroom_path = "instrument__classroom"
+    ordering = ("instrument__classroom_id", "instrument__symbol")
     list_display = ("instrument", "kind", "is_active", "volatility", "step")
     list_filter = ("kind", "is_active", ("instrument__classroom", related_only))
     search_fields = ("instrument__symbol", "instrument__classroom__name")

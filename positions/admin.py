@@ -152,6 +152,7 @@ class CollateralAdmin(ClassroomScopedAdmin):
 
     classroom_path = "position__account__classroom"
     read_only_records = True
+    ordering = ("-position_id",)
     list_display = ("position", "amount", "initial_margin")
     search_fields = ("=position__id", "position__account__user__username")
     list_select_related = ("position__instrument",)
