@@ -8,6 +8,7 @@ through a service, asks for confirmation first and writes to the admin log.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -91,6 +92,29 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
     @staticmethod
     def confirmed(request: HttpRequest) -> bool:
         return request.POST.get("confirm") == "yes"
+
+    def confirm_then_each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        *,
+        apply: Callable[[Any], str],
+        done: str,
+        **page: Any,
+    ) -> TemplateResponse | None:
+        """Ask first; then run ``apply`` (a service call returning the log message) on every
+        selected row in one transaction, so a refusal of one leaves all of them unchanged."""
+        if not self.confirmed(request):
+            return self.confirmation(request, queryset, **page)
+        try:
+            with transaction.atomic():
+                for obj in queryset:
+                    self.log_change(request, obj, apply(obj))
+        except errors.DomainError as exc:
+            self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
+            return None
+        self.message_user(request, done.format(count=len(queryset)))
+        return None
 
     def grades_response(self, request: HttpRequest, rows: list[Any], filename: str) -> HttpResponse:
         response = HttpResponse(grades_csv(rows), content_type="text/csv; charset=utf-8")
@@ -304,23 +328,21 @@ class ClassroomAdmin(InstructorActionsMixin):
     def _switch_trading(self, request: HttpRequest, queryset: QuerySet[Any], enabled: bool) -> Any:
         action = "open_trading" if enabled else "close_trading"
         verb = "Open" if enabled else "Close"
-        if not self.confirmed(request):
-            return self.confirmation(
-                request,
-                queryset,
-                action=action,
-                title=f"{verb} trading now",
-                question=f"{verb} trading now in these classrooms, whatever their window says?",
-                confirm_label=f"Yes, {verb.lower()} trading",
-            )
-        with transaction.atomic():
-            for classroom in queryset:
-                classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
-                self.log_change(request, classroom, f"{verb.rstrip('e')}ed trading now.")
-        self.message_user(
-            request, f"Trading {'opened' if enabled else 'closed'} in {len(queryset)} classroom(s)."
+
+        def apply(classroom: Classroom) -> str:
+            classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+            return f"{verb.rstrip('e')}ed trading now."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done=f"Trading {'opened' if enabled else 'closed'} in {{count}} classroom(s).",
+            action=action,
+            title=f"{verb} trading now",
+            question=f"{verb} trading now in these classrooms, whatever their window says?",
+            confirm_label=f"Yes, {verb.lower()} trading",
         )
-        return None
 
     @admin.action(description="Open trading now", permissions=["change"])
     def open_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
@@ -332,21 +354,22 @@ class ClassroomAdmin(InstructorActionsMixin):
 
     @admin.action(description="Regenerate the join code", permissions=["change"])
     def regenerate_join_code(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        if not self.confirmed(request):
-            return self.confirmation(
-                request,
-                queryset,
-                action="regenerate_join_code",
-                title="Regenerate the join code",
-                question="Give these classrooms new join codes?",
-                consequence="The old codes stop working at once; members stay members.",
-            )
-        with transaction.atomic():
-            for classroom in queryset:
-                fresh = classroom_regenerate_join_code(classroom_id=classroom.pk)
-                self.log_change(request, classroom, "Regenerated the join code.")
-                self.message_user(request, f"{fresh.name}: the new join code is {fresh.join_code}.")
-        return None
+
+        def apply(classroom: Classroom) -> str:
+            fresh = classroom_regenerate_join_code(classroom_id=classroom.pk)
+            self.message_user(request, f"{fresh.name}: the new join code is {fresh.join_code}.")
+            return "Regenerated the join code."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="New join codes for {count} classroom(s).",
+            action="regenerate_join_code",
+            title="Regenerate the join code",
+            question="Give these classrooms new join codes?",
+            consequence="The old codes stop working at once; members stay members.",
+        )
 
     @admin.action(description="Export grades (CSV)", permissions=["view"])
     def export_grades(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
@@ -449,53 +472,49 @@ class TradingAccountAdmin(InstructorActionsMixin):
 
     @admin.action(description="Reset to the starting balance", permissions=["change"])
     def reset_to_starting_balance(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        if not self.confirmed(request):
-            return self.confirmation(
-                request,
-                queryset,
-                action="reset_to_starting_balance",
-                title="Reset to the starting balance",
-                question="Reset these accounts to their classroom's starting balance?",
-                consequence=(
-                    "Their open positions are closed at the current mark, resting orders are "
-                    "cancelled, and the house tops up or takes back the difference."
-                ),
-                confirm_label="Yes, reset",
-            )
-        try:
-            with transaction.atomic():
-                for account in queryset:
-                    account_reset(account_id=account.pk, actor_id=request.user.pk)
-                    self.log_change(request, account, "Reset to the starting balance.")
-        except errors.DomainError as exc:
-            self.message_user(request, f"Nothing was reset. {exc.message}", messages.ERROR)
-            return None
-        self.message_user(request, f"Reset {len(queryset)} account(s).")
-        return None
+
+        def apply(account: TradingAccount) -> str:
+            account_reset(account_id=account.pk, actor_id=request.user.pk)
+            return "Reset to the starting balance."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="Reset {count} account(s).",
+            action="reset_to_starting_balance",
+            title="Reset to the starting balance",
+            question="Reset these accounts to their classroom's starting balance?",
+            consequence=(
+                "Their open positions are closed at the current mark, resting orders are "
+                "cancelled, and the house tops up or takes back the difference."
+            ),
+            confirm_label="Yes, reset",
+        )
 
     def _freeze(self, request: HttpRequest, queryset: QuerySet[Any], frozen: bool) -> Any:
         verb = "Freeze" if frozen else "Unfreeze"
         action = "freeze_trading" if frozen else "unfreeze_trading"
-        if not self.confirmed(request):
-            return self.confirmation(
-                request,
-                queryset,
-                action=action,
-                title=f"{verb} trading",
-                question=f"{verb} trading on these accounts?",
-                consequence=(
-                    "Frozen accounts cannot open positions or place orders; open positions "
-                    "stay open and can still be liquidated or closed."
-                    if frozen
-                    else ""
-                ),
-            )
-        with transaction.atomic():
-            for account in queryset:
-                account_set_frozen(account_id=account.pk, frozen=frozen)
-                self.log_change(request, account, f"{verb} trading.")
-        self.message_user(request, f"{verb} trading on {len(queryset)} account(s): done.")
-        return None
+
+        def apply(account: TradingAccount) -> str:
+            account_set_frozen(account_id=account.pk, frozen=frozen)
+            return f"{verb} trading."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done=f"{verb} trading on {{count}} account(s): done.",
+            action=action,
+            title=f"{verb} trading",
+            question=f"{verb} trading on these accounts?",
+            consequence=(
+                "Frozen accounts cannot open positions or place orders; open positions "
+                "stay open and can still be liquidated or closed."
+                if frozen
+                else ""
+            ),
+        )
 
     @admin.action(description="Freeze trading", permissions=["change"])
     def freeze_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
@@ -756,22 +775,22 @@ class ScenarioAdmin(InstructorActionsMixin):
 
     @admin.action(description="Stop the selected scenarios", permissions=["change"])
     def stop_scenarios(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        if not self.confirmed(request):
-            return self.confirmation(
-                request,
-                queryset,
-                action="stop_scenarios",
-                title="Stop scenarios",
-                question="Stop these scenarios?",
-                consequence="The mark stays where it is and the feed resumes from it.",
-                confirm_label="Stop",
-            )
-        with transaction.atomic():
-            for scenario in queryset:
-                stopped = scenario_stop(scenario_id=scenario.pk)
-                self.log_change(request, stopped, "Stopped.")
-        self.message_user(request, f"Stopped {len(queryset)} scenario(s).")
-        return None
+
+        def apply(scenario: Scenario) -> str:
+            scenario_stop(scenario_id=scenario.pk)
+            return "Stopped."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="Stopped {count} scenario(s).",
+            action="stop_scenarios",
+            title="Stop scenarios",
+            question="Stop these scenarios?",
+            consequence="The mark stays where it is and the feed resumes from it.",
+            confirm_label="Stop",
+        )
 
 
 @admin.register(LiquidationEvent)
