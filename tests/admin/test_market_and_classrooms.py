@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.urls import reverse
 
-from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, Membership
+from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, Membership, User
 from positions.margin import tiers_from_table
 from positions.models import Instrument, MarginTier
 from tests.admin.conftest import make_instructor
@@ -210,3 +211,13 @@ def test_money_records_are_read_only_even_for_superusers(world, client):
         world.alpha_class.pk,
         world.bravo_class.pk,
     }
+
+
+def test_the_demo_teacher_runs_the_demo_class_from_the_admin(db, client):
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=io.StringIO())
+    client.force_login(User.objects.get(username="teacher"))
+    listing = client.get(reverse("admin:accounts_classroom_changelist"))
+    assert listing.status_code == 200
+    assert [c.join_code for c in listing.context["cl"].result_list] == ["DEMO2026"]
