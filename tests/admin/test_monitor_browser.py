@@ -125,6 +125,10 @@ def test_monitor_shows_liquidations_as_the_price_shock_lands(live_server, monkey
             expect(page.locator("#monitor-positions")).not_to_contain_text("ada")
             expect(page.locator("#monitor-positions")).to_contain_text("dee")
             assert navigations == [], "the page reloaded instead of refreshing its panel"
+            shots = Path(settings.BASE_DIR) / "var" / "screenshots"
+            shots.mkdir(parents=True, exist_ok=True)
+            page.set_viewport_size({"width": 1600, "height": 1000})
+            page.screenshot(path=str(shots / "admin-live-monitor.png"), full_page=True)
             assert not [m for m in console if "Content Security Policy" in m or "Refused" in m]
         finally:
             browser.close()
