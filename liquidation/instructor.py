@@ -47,12 +47,13 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
     house and the account in one ``reset`` transaction (none if there is no difference).
     """
     account = lock_account(account_id)
-    resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
-    for order_id in resting.order_by("pk").values_list("pk", flat=True):
-        order_cancel(order_id=order_id)
+    # The documented lock order: account, then positions, then orders.
     open_positions = Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
     for position_id in open_positions.order_by("pk").values_list("pk", flat=True):
         position_close(position_id=position_id)
+    resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
+    for order_id in resting.order_by("pk").values_list("pk", flat=True):
+        order_cancel(order_id=order_id)
     account.refresh_from_db(fields=["balance"])
     delta = account.classroom.starting_balance - account.balance
     if not delta:
