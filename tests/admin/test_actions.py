@@ -218,6 +218,7 @@ def test_regenerate_join_code(world, alpha_client):
     assert not Classroom.objects.filter(join_code=old).exists()
     assert logged(classroom, "Regenerated the join code")
     assert last_txn_id() == before
+    assert_ledger_invariants()
 
 
 def test_export_grades_downloads_csv_and_posts_nothing(world, alpha_client):
@@ -230,3 +231,4 @@ def test_export_grades_downloads_csv_and_posts_nothing(world, alpha_client):
     assert "alpha-student-1" in body and "bravo" not in body
     assert logged(world.alpha_class, "Exported the grades")
     assert last_txn_id() == before
+    assert_ledger_invariants()

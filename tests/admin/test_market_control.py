@@ -8,8 +8,10 @@ from django.contrib.admin.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from accounts.models import LedgerTransaction
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
+from tests.invariants import assert_ledger_invariants
 
 INSTRUMENTS = reverse("admin:positions_instrument_changelist")
 SCENARIOS = reverse("admin:liquidation_scenario_changelist")
@@ -29,6 +31,7 @@ def act(client, changelist, action, objects, **data):
 
 def test_start_a_move_then_stop_it(world, alpha_client):
     btc = alpha_btc(world)
+    ledger_before = LedgerTransaction.objects.count()
     response = act(
         alpha_client, INSTRUMENTS, "start_scenario", [btc],
         kind="move", percent="-30", duration_seconds="60",
@@ -48,6 +51,8 @@ def test_start_a_move_then_stop_it(world, alpha_client):
     assert LogEntry.objects.filter(
         object_id=str(scenario.pk), change_message__contains="Stopped"
     ).exists()
+    assert LedgerTransaction.objects.count() == ledger_before  # moving the market moves no money
+    assert_ledger_invariants()
 
 
 def test_setting_the_price_cancels_the_active_scenario(world, alpha_client):
@@ -79,6 +84,7 @@ def test_a_refused_scenario_is_a_form_error_and_starts_nothing(world, alpha_clie
 
 def test_replay_an_uploaded_csv(world, alpha_client):
     btc = alpha_btc(world)
+    ledger_before = LedgerTransaction.objects.count()
     upload = SimpleUploadedFile("crash.csv", b"seconds,price\n0,60000\n1,59000\n2,45000\n")
     response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="2")
     assert response.status_code == 302
@@ -89,6 +95,11 @@ def test_replay_an_uploaded_csv(world, alpha_client):
         (D(1), D(59000)),
         (D(2), D(45000)),
     ]
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk), change_message__contains="Replaying"
+    ).exists()
+    assert LedgerTransaction.objects.count() == ledger_before
+    assert_ledger_invariants()
 
 
 def test_a_broken_csv_changes_nothing(world, alpha_client):
