@@ -116,3 +116,8 @@ def places(value: Decimal) -> int:
     """Number of decimal places written in ``value`` (``Decimal('0.010')`` has 3)."""
     exponent = value.normalize().as_tuple().exponent
     return max(0, -int(exponent))
+
+
+def plain(value: Decimal) -> str:
+    """A number as people write it in messages: no exponent, no trailing zeros (60000, 0.5)."""
+    return f"{value.normalize():f}"

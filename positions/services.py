@@ -28,6 +28,7 @@ from accounts.money import (
     money_charged,
     money_pnl,
     places,
+    plain,
     price,
     price_down,
     price_up,
@@ -54,7 +55,7 @@ def clean_quantity(value: object, *, instrument: Instrument, field: str = "quant
         raise errors.InvalidQuantity("The quantity is too large.", field=field)
     if places(quantity) > QUANTITY_PLACES or not is_multiple(quantity, instrument.lot_size):
         raise errors.InvalidQuantity(
-            f"The quantity must be a multiple of the lot size {instrument.lot_size.normalize()}.",
+            f"The quantity must be a multiple of the lot size {plain(instrument.lot_size)}.",
             field=field,
         )
     return quantity
@@ -73,7 +74,7 @@ def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal
         raise errors.InvalidPrice("The price is too large.", field=field)
     if places(result) > PRICE_PLACES or not is_multiple(result, instrument.tick_size):
         raise errors.InvalidPrice(
-            f"The price must be a multiple of the tick size {instrument.tick_size.normalize()}.",
+            f"The price must be a multiple of the tick size {plain(instrument.tick_size)}.",
             field=field,
         )
     return result
@@ -205,7 +206,7 @@ def quote_open(
     notional = qty * entry
     if notional < instrument.min_notional:
         raise errors.BelowMinNotional(
-            f"The order is worth {money(notional)}; the minimum is {instrument.min_notional.normalize()}.",
+            f"The order is worth {money(notional)}; the minimum is {plain(instrument.min_notional)}.",
             field="quantity",
         )
     cap = max_leverage_for(account=account, instrument=instrument, notional=notional)
@@ -289,18 +290,18 @@ def _validate_tpsl(
         if s * (take_profit - reference) <= 0:
             word = "above" if s > 0 else "below"
             raise errors.InvalidPrice(
-                f"A take-profit must be {word} {reference.normalize()}.", field="take_profit"
+                f"A take-profit must be {word} {plain(reference)}.", field="take_profit"
             )
     reference = min(references, key=lambda r: s * r)
     if stop_loss is not None:
         if s * (reference - stop_loss) <= 0:
             word = "below" if s > 0 else "above"
             raise errors.InvalidPrice(
-                f"A stop-loss must be {word} {reference.normalize()}.", field="stop_loss"
+                f"A stop-loss must be {word} {plain(reference)}.", field="stop_loss"
             )
         if liquidation_price is not None and s * (stop_loss - liquidation_price) <= 0:
             raise errors.InvalidPrice(
-                f"This stop-loss lies beyond the liquidation price {liquidation_price.normalize()} "
+                f"This stop-loss lies beyond the liquidation price {plain(liquidation_price)} "
                 "and would never trigger.",
                 field="stop_loss",
             )
@@ -461,8 +462,8 @@ def _open(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.OPEN,
         position_id=position.pk,
-        memo=f"Open {side} {quote.quantity.normalize()} {instrument.symbol} at "
-        f"{quote.entry_price.normalize()}, {quote.leverage}x",
+        memo=f"Open {side} {plain(quote.quantity)} {instrument.symbol} at "
+        f"{plain(quote.entry_price)}, {quote.leverage}x",
         legs=[
             Leg(Pocket.ACCOUNT, -quote.total_cost, account_id=account.pk),
             Leg(
@@ -533,9 +534,7 @@ def _close(
         else clean_quantity(quantity, instrument=instrument)
     )
     if qty > position.quantity:
-        raise errors.InvalidQuantity(
-            f"Only {position.quantity.normalize()} is open.", field="quantity"
-        )
+        raise errors.InvalidQuantity(f"Only {plain(position.quantity)} is open.", field="quantity")
     mark = current_mark(instrument)
     s = margin.side_sign(position.side)
     exit_price = fill_price(instrument=instrument, buying=s < 0, mark=mark)
@@ -598,7 +597,7 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {qty.normalize()} of position #{position.pk} at {exit_price.normalize()}",
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}",
         legs=legs,
     )
     position.quantity -= qty
@@ -804,7 +803,7 @@ def order_place(
         qty = clean_quantity(quantity, instrument=instrument)
         if qty > target.quantity:
             raise errors.InvalidQuantity(
-                f"Only {target.quantity.normalize()} is open.", field="quantity"
+                f"Only {plain(target.quantity)} is open.", field="quantity"
             )
     elif type == Order.Type.MARKET:
         order, _ = _open(

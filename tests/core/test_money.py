@@ -96,3 +96,11 @@ def test_money_columns_are_numeric_with_the_shared_shapes(label, fields, digits)
             digits["max_digits"],
             digits["decimal_places"],
         ), name
+
+
+def test_plain_writes_numbers_without_exponent_or_trailing_zeros():
+    from accounts.money import plain
+
+    assert plain(Decimal("60000.0000000000")) == "60000"
+    assert plain(Decimal("0.50000000")) == "0.5"
+    assert plain(Decimal("1E+5")) == "100000"
