@@ -155,6 +155,8 @@ class OpenQuote:
     distance_to_liquidation: Decimal | None
     distance_to_liquidation_pct: Decimal | None
     max_leverage: int
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
 
 
 def max_leverage_for(*, account: TradingAccount, instrument: Instrument, notional: Decimal) -> int:
@@ -190,8 +192,15 @@ def quote_open(
     extra_collateral: object = ZERO,
     entry_price: Decimal | None = None,
     check_balance: bool = True,
+    take_profit: object = None,
+    stop_loss: object = None,
 ) -> OpenQuote:
-    """Validate an opening order and work out its margin, fee, LP, BP and maximum loss."""
+    """Validate an opening order and work out its margin, fee, LP, BP and maximum loss.
+
+    ``entry_price`` prices a resting order at its limit or stop price; without it the
+    order fills at market. A take-profit and stop-loss, if given, are checked against
+    the entry (and, at market, the mark) and the liquidation price.
+    """
     _check_can_trade(account, instrument)
     side = clean_side(side)
     qty = clean_quantity(quantity, instrument=instrument)
@@ -246,9 +255,21 @@ def quote_open(
     lp, bp = stored_prices(
         side=side, entry_price=entry, quantity=qty, collateral=collateral, tiers=tiers
     )
+    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    _validate_tpsl(
+        side=side,
+        reference=entry,
+        mark=mark if entry_price is None else None,
+        liquidation_price=lp,
+        take_profit=tp,
+        stop_loss=sl,
+    )
     distance = None if lp is None else abs(mark - lp)
     distance_pct = None if lp is None else money(distance / mark * 100)  # type: ignore[operator]
     return OpenQuote(
+        take_profit=tp,
+        stop_loss=sl,
         entry_price=entry,
         quantity=qty,
         leverage=lev,
@@ -402,18 +423,11 @@ def _open(
         quantity=quantity,
         leverage=leverage,
         extra_collateral=extra_collateral,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
     )
     side = clean_side(side)
-    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
-    _validate_tpsl(
-        side=side,
-        reference=quote.entry_price,
-        mark=quote.mark_price,
-        liquidation_price=quote.liquidation_price,
-        take_profit=tp,
-        stop_loss=sl,
-    )
+    tp, sl = quote.take_profit, quote.stop_loss
     now = timezone.now()
     position = Position.objects.create(
         account=account,
@@ -830,15 +844,8 @@ def order_place(
             leverage=leverage,
             extra_collateral=extra_collateral,
             entry_price=reference,
-        )
-        tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-        sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
-        _validate_tpsl(
-            side=side,
-            reference=reference,
-            liquidation_price=quote.liquidation_price,
-            take_profit=tp,
-            stop_loss=sl,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
         )
         qty = quote.quantity
 

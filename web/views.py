@@ -269,6 +269,8 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
                     leverage=data["leverage"],
                     extra_collateral=data.get("extra_collateral") or ZERO,
                     entry_price=_entry_reference(data),
+                    take_profit=data.get("take_profit"),
+                    stop_loss=data.get("stop_loss"),
                 )
             except DomainError as exc:
                 add_domain_error(form, exc)

@@ -133,6 +133,24 @@ def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client,
     assert not Position.objects.exists()
 
 
+def test_the_preview_refuses_a_stop_loss_beyond_the_liquidation_price(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.5",
+            "leverage": "20",
+            "stop_loss": "57000",
+        },
+    )
+    content = response.content.decode()
+    assert "beyond the liquidation price" in content
+    assert 'data-testid="preview-lp"' not in content
+    assert not Position.objects.exists()
+
+
 def test_the_preview_converts_a_notional_into_whole_lots(alice_client, account, btc):
     response = alice_client.post(
         reverse("trade-preview", args=[account.pk]),
