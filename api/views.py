@@ -107,7 +107,7 @@ class ApiView(generics.GenericAPIView):
         raw = self.request.query_params.get("account")
         if raw in (None, ""):
             return queryset
-        return queryset.filter(**{lookup: _id(raw, field="account", what="trading account")})
+        return queryset.filter(**{lookup: self.account_for(raw).pk})
 
 
 ACCOUNT_PARAM = OpenApiParameter(
@@ -168,7 +168,7 @@ class AccountListView(ApiView):
     pagination_class = OldestFirst
 
     @extend_schema(
-        responses={200: s.AccountSerializer(many=True), **_errors(400, 401, 429)}, tags=["accounts"]
+        responses={200: s.AccountSerializer(many=True), **READ_ERRORS}, tags=["accounts"]
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(selectors.accounts_for_user(self.user))
@@ -205,7 +205,7 @@ class InstrumentListView(ApiView):
 
     @extend_schema(
         parameters=[CLASSROOM_PARAM],
-        responses={200: s.InstrumentSerializer(many=True), **_errors(400, 401, 429)},
+        responses={200: s.InstrumentSerializer(many=True), **READ_ERRORS},
         tags=["market"],
     )
     def get(self, request: Request) -> Response:
@@ -334,7 +334,7 @@ class OrderListView(ApiView):
 
     @extend_schema(
         parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM],
-        responses={200: s.OrderSerializer(many=True), **_errors(400, 401, 429)},
+        responses={200: s.OrderSerializer(many=True), **READ_ERRORS},
         tags=["orders"],
     )
     def get(self, request: Request) -> Response:
@@ -438,7 +438,7 @@ class PositionListView(ApiView):
 
     @extend_schema(
         parameters=[POSITION_STATUS_PARAM, ACCOUNT_PARAM],
-        responses={200: s.PositionSerializer(many=True), **_errors(400, 401, 429)},
+        responses={200: s.PositionSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
@@ -528,7 +528,7 @@ class LiquidationListView(ApiView):
 
     @extend_schema(
         parameters=[ACCOUNT_PARAM],
-        responses={200: s.LiquidationSerializer(many=True), **_errors(400, 401, 429)},
+        responses={200: s.LiquidationSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
@@ -548,7 +548,7 @@ class MarginCallListView(ApiView):
 
     @extend_schema(
         parameters=[ACCOUNT_PARAM],
-        responses={200: s.MarginCallSerializer(many=True), **_errors(400, 401, 429)},
+        responses={200: s.MarginCallSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
