@@ -72,7 +72,7 @@ class SideField(serializers.ChoiceField):
         return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
 
 
-class OrderRequestSerializer(serializers.Serializer):
+class PlaceOrderSerializer(serializers.Serializer):
     account = serializers.IntegerField(
         min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
     )
@@ -104,13 +104,13 @@ class OrderRequestSerializer(serializers.Serializer):
     )
 
 
-class ClosePositionRequestSerializer(serializers.Serializer):
+class ClosePositionSerializer(serializers.Serializer):
     quantity = DecimalInput(
         required=False, allow_null=True, help_text="Part of the position to close; all if absent."
     )
 
 
-class MarginRequestSerializer(serializers.Serializer):
+class MarginChangeSerializer(serializers.Serializer):
     amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
 
 

@@ -280,12 +280,12 @@ class OrderPreviewView(ApiView):
     writes = False
 
     @extend_schema(
-        request=s.OrderRequestSerializer,
+        request=s.PlaceOrderSerializer,
         responses={200: s.PreviewSerializer, **_errors(400, 401, 404, 409, 429)},
         tags=["orders"],
     )
     def post(self, request: Request) -> Response:
-        body = s.OrderRequestSerializer(data=request.data)
+        body = s.PlaceOrderSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         if data["reduce_only"]:
@@ -350,7 +350,7 @@ class OrderListView(ApiView):
         return self.get_paginated_response(s.OrderSerializer(page, many=True).data)
 
     @extend_schema(
-        request=s.OrderRequestSerializer,
+        request=s.PlaceOrderSerializer,
         responses={
             201: s.OrderSerializer,
             200: OpenApiResponse(
@@ -361,7 +361,7 @@ class OrderListView(ApiView):
         tags=["orders"],
     )
     def post(self, request: Request) -> Response:
-        body = s.OrderRequestSerializer(data=request.data)
+        body = s.PlaceOrderSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         account = self.account_for(data["account"])
@@ -482,13 +482,13 @@ class PositionCloseView(PositionWriteView):
 
     @extend_schema(
         parameters=[ID_PARAM],
-        request=s.ClosePositionRequestSerializer,
+        request=s.ClosePositionSerializer,
         responses={200: s.PositionSerializer, **WRITE_ERRORS},
         tags=["positions"],
     )
     def post(self, request: Request, pk: str) -> Response:
         position_id = self.owned_position_id(pk)
-        body = s.ClosePositionRequestSerializer(data=request.data)
+        body = s.ClosePositionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         services.position_close(
             position_id=position_id, quantity=body.validated_data.get("quantity")
@@ -501,13 +501,13 @@ class PositionMarginView(PositionWriteView):
 
     @extend_schema(
         parameters=[ID_PARAM],
-        request=s.MarginRequestSerializer,
+        request=s.MarginChangeSerializer,
         responses={200: s.PositionSerializer, **WRITE_ERRORS},
         tags=["positions"],
     )
     def post(self, request: Request, pk: str) -> Response:
         position_id = self.owned_position_id(pk)
-        body = s.MarginRequestSerializer(data=request.data)
+        body = s.MarginChangeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         amount: Decimal = clean_amount(body.validated_data["amount"], allow_negative=True)
         if amount > 0:
