@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 deps: $(VENV)/.installed
 
 run: deps
-	mkdir -p var
+	mkdir -p $${RINGFENCE_VAR_DIR:-var}
 	$(PY) manage.py migrate --noinput
 	@if $(PY) manage.py help seed_demo >/dev/null 2>&1; then $(PY) manage.py seed_demo; fi
 	PORT=$(PORT) bin/run

@@ -125,6 +125,8 @@ MEDIA_URL = "media/"
 # Cache: Redis when REDIS_URL is set (shared API throttling), else a file cache that the
 # web process and the worker of the embedded default share.
 REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} is not a redis:// URL")
 if REDIS_URL:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -158,12 +160,15 @@ CONTENT_SECURITY_POLICY = (
 
 # Celery: JSON only, bounded tasks. The worker loads this same module.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if "://" not in CELERY_BROKER_URL:
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} is not a URL (redis://host:port/db)")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _BROKER_DIR = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
         "processed_folder": str(_BROKER_DIR / "processed"),
+        "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
