@@ -110,6 +110,11 @@ class ClosePositionSerializer(serializers.Serializer):
     )
 
 
+class TpslChangeSerializer(serializers.Serializer):
+    take_profit = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+    stop_loss = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+
+
 class MarginChangeSerializer(serializers.Serializer):
     amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
 

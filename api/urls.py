@@ -1,6 +1,6 @@
 """URLs of the REST API (``/api/v1/``), its OpenAPI schema and its docs."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from api import docs, views
@@ -23,6 +23,7 @@ v1 = [
     path("positions/<int:pk>/", views.PositionDetailView.as_view(), name="position-detail"),
     path("positions/<int:pk>/close", views.PositionCloseView.as_view(), name="position-close"),
     path("positions/<int:pk>/margin", views.PositionMarginView.as_view(), name="position-margin"),
+    path("positions/<int:pk>/tpsl", views.PositionTpslView.as_view(), name="position-tpsl"),
     path("liquidations/", views.LiquidationListView.as_view(), name="liquidation-list"),
     path("margin-calls/", views.MarginCallListView.as_view(), name="margin-call-list"),
     path(
@@ -34,6 +35,7 @@ v1 = [
 
 urlpatterns = [
     path("v1/", include((v1, "api"), namespace="api")),
+    re_path(r"^v1/", views.unknown_endpoint),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", docs.SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -25,6 +26,7 @@ from accounts.models import Classroom, Membership, TradingAccount, User
 from accounts.money import ZERO
 from accounts.services import clean_amount
 from api import serializers as s
+from api.exceptions import error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
@@ -533,6 +535,34 @@ class PositionMarginView(PositionWriteView):
         else:
             services.position_remove_margin(position_id=position_id, amount=-amount)
         return self.respond(position_id)
+
+
+class PositionTpslView(PositionWriteView):
+    """Attach a take-profit and a stop-loss to an open position (null clears one)."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=s.TpslChangeSerializer,
+        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        tags=["positions"],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        position_id = self.owned_position_id(pk)
+        body = s.TpslChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.position_set_tpsl(
+            position_id=position_id,
+            take_profit=body.validated_data.get("take_profit"),
+            stop_loss=body.validated_data.get("stop_loss"),
+        )
+        return self.respond(position_id)
+
+
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any other path under /api/v1/: a JSON 404 in the API's error shape."""
+    return JsonResponse(
+        error_body("not_found", "No such API endpoint; see /api/docs/."), status=404
+    )
 
 
 # --- liquidations, margin calls, leaderboard --------------------------------------------------

@@ -285,3 +285,42 @@ def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, ot
         "message": "No such trading account.",
         "fields": {"account": ["No such trading account."]},
     }
+
+
+def test_take_profit_stop_loss_and_reduce_only_orders(api, account, btc):
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/tpsl"
+    set_ = api.post(url, {"take_profit": "70000", "stop_loss": "56000"}, format="json")
+    assert set_.status_code == 200, set_.json()
+    assert (set_.json()["take_profit"], set_.json()["stop_loss"]) == ("70000", "56000")
+    wrong = api.post(url, {"take_profit": "50000"}, format="json")
+    assert wrong.json()["error"]["code"] == "invalid_price"
+    assert Position.objects.get().take_profit == Decimal("70000")
+    cleared = api.post(url, {"take_profit": None, "stop_loss": None}, format="json").json()
+    assert (cleared["take_profit"], cleared["stop_loss"]) == (None, None)
+    reduce = api.post(
+        ORDERS,
+        order_body(
+            account, side="sell", quantity="0.01", reduce_only=True, position=order["position"]
+        ),
+        format="json",
+    )
+    assert reduce.status_code == 201, reduce.json()
+    assert reduce.json()["status"] == "filled" and reduce.json()["reduce_only"] is True
+    assert Position.objects.get().quantity == Decimal("0.01")
+    same_side = api.post(
+        ORDERS,
+        order_body(account, side="long", reduce_only=True, position=order["position"]),
+        format="json",
+    )
+    assert same_side.json()["error"]["code"] == "invalid_order"
+    assert_ledger_invariants()
+
+
+def test_unknown_api_paths_answer_in_the_error_shape(api):
+    response = api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert api.put("/api/v1/orders/", {}, format="json").json()["error"]["code"] == (
+        "method_not_allowed"
+    )

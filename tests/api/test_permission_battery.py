@@ -102,6 +102,7 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "position-detail": ({"pk": position.pk}, {}),
         "position-close": ({"pk": position.pk}, {"quantity": "0.005"}),
         "position-margin": ({"pk": position.pk}, {"amount": "5"}),
+        "position-tpsl": ({"pk": position.pk}, {"take_profit": "70000", "stop_loss": "55000"}),
         "liquidation-list": ({}, {}),
         "margin-call-list": ({}, {}),
         "classroom-leaderboard": ({"pk": account.classroom_id}, {}),
