@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
@@ -69,14 +68,6 @@ def _setup_django() -> None:
     import django
 
     django.setup()
-
-
-def _database_url(settings_dict: dict) -> str:
-    user = quote(settings_dict.get("USER") or "")
-    password = quote(settings_dict.get("PASSWORD") or "")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = settings_dict.get("HOST") or "127.0.0.1"
-    return f"postgres://{auth}{host}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
 
 
 def _seed() -> list[dict]:
@@ -181,6 +172,8 @@ def run() -> dict[str, float]:
     _setup_django()
     from django.db import connection
 
+    from tests.processes import database_url
+
     connection.settings_dict.setdefault("TEST", {})
     connection.settings_dict["TEST"]["NAME"] = f"{connection.settings_dict['NAME']}_bench_api"
     original = connection.settings_dict["NAME"]
@@ -193,7 +186,7 @@ def run() -> dict[str, float]:
         env = dict(os.environ)
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings",
-            DATABASE_URL=_database_url(connection.settings_dict),
+            DATABASE_URL=database_url(),
             DEBUG="0",
             SECRET_KEY=uuid.uuid4().hex * 2,
             ALLOWED_HOSTS="127.0.0.1",
