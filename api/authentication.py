@@ -35,9 +35,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("This API key is not valid.") from None
         prefix = split_key(raw)
-        api_key = (
-            ApiKey.objects.select_related("user").filter(prefix=prefix).first() if prefix else None
-        )
+        try:
+            api_key = ApiKey.objects.select_related("user").get(prefix=prefix) if prefix else None
+        except ApiKey.DoesNotExist:
+            api_key = None
         if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw)):
             raise exceptions.AuthenticationFailed("This API key is not valid.")
         now = timezone.now()
