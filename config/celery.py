@@ -17,10 +17,20 @@ def _install_beat_schedule(sender: Celery, **kwargs: object) -> None:
     from django.conf import settings
 
     tick = float(settings.TICK_SECONDS)
+    if str(sender.conf.broker_url or "").startswith("filesystem://"):
+        # The embedded broker polls a directory; its default second would let ticks expire.
+        options = dict(sender.conf.broker_transport_options or {})
+        options.setdefault("polling_interval", min(0.1, tick / 10))
+        sender.conf.broker_transport_options = options
     sender.conf.beat_schedule = {
         "engine-tick": {
             "task": "liquidation.tasks.engine_tick",
             "schedule": tick,
             "options": {"expires": tick * 0.9},
+        },
+        "history-prune": {
+            "task": "liquidation.tasks.history_prune",
+            "schedule": 60.0,
+            "options": {"expires": 54.0},
         },
     }

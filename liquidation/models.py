@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Classroom, User
@@ -38,6 +39,9 @@ class PriceFeed(models.Model):
     )
     replay_speed = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal(1))
     replay_started_at = models.DateTimeField(null=True, blank=True)
+    # The start of the last tick slot whose price step was applied: claiming a slot with a
+    # conditional UPDATE makes a redelivered or doubly scheduled tick move the price once.
+    last_tick_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} feed of {self.instrument}"
@@ -175,12 +179,20 @@ class MarginCall(models.Model):
     classroom = models.ForeignKey(Classroom, on_delete=models.PROTECT, related_name="margin_calls")
     mark_price = models.DecimalField(**PRICE_DIGITS)
     margin_ratio = models.DecimalField(max_digits=20, decimal_places=8)
+    # What the position held when the call was made, to tell how it was answered.
+    collateral_at_call = models.DecimalField(**MONEY_DIGITS, null=True, blank=True)
+    quantity_at_call = models.DecimalField(**QUANTITY_DIGITS, null=True, blank=True)
     outcome = models.CharField(max_length=14, choices=Outcome.choices, default=Outcome.PENDING)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["position"], condition=Q(outcome="pending"), name="margincall_pending"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Margin call on position #{self.position_id}"

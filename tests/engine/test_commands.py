@@ -1,0 +1,108 @@
+"""The engine's management commands and the services instructors call."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from accounts.errors import DomainError
+from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount, User
+from liquidation.models import PriceFeed, PriceTick, ReplayPoint, Scenario
+from liquidation.services import replay_upload, scenario_start, scenario_stop
+from positions.models import Instrument
+from tests.engine.helpers import tick
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_seed_demo_is_idempotent():
+    first = _run("seed_demo")
+    _run("seed_demo")
+    assert "DEMO2026" in first and "ringfence-demo" in first
+    classroom = Classroom.objects.get(join_code="DEMO2026")
+    assert classroom.name == "Demo class" and Classroom.objects.count() == 1
+    teacher = User.objects.get(username="teacher")
+    assert teacher.is_staff and teacher.check_password("ringfence-demo")
+    assert classroom.instructor == teacher
+    for name in ("alice", "bob"):
+        assert User.objects.get(username=name).check_password("ringfence-demo")
+        assert TradingAccount.objects.get(user__username=name, classroom=classroom).balance == 10000
+    assert Membership.objects.filter(classroom=classroom).count() == 3
+    symbols = set(Instrument.objects.filter(classroom=classroom).values_list("symbol", flat=True))
+    assert symbols == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    assert PriceFeed.objects.filter(kind="simulated", is_active=True).count() == 3
+    assert ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance > 0
+    assert all(i.tiers.count() >= 3 and i.mark_price for i in Instrument.objects.all())
+
+
+def test_price_shock_moves_the_mark_on_the_next_tick():
+    _run("seed_demo")
+    btc = Instrument.objects.get(symbol="BTCUSDT")
+    out = _run("price_shock", "BTCUSDT", "-30")
+    assert "Scenario" in out
+    result = tick(btc)
+    assert result.mark == Decimal("42000")
+    assert Scenario.objects.get().status == "finished"
+
+
+def test_price_shock_over_a_duration_moves_progressively(btc):
+    scenario = scenario_start(
+        instrument_id=btc.pk, kind="move", percent="-30", duration_seconds="60"
+    )
+    Scenario.objects.filter(pk=scenario.pk).update(
+        started_at=timezone.now() - timedelta(seconds=30)
+    )
+    result = tick(btc)
+    assert result.mark is not None and Decimal("50900") < result.mark <= Decimal("51000")
+    assert Scenario.objects.get().status == "active"
+    scenario_stop(scenario_id=scenario.pk)
+    assert Scenario.objects.get().status == "cancelled"
+
+
+def test_price_shock_refuses_unknown_symbols_and_bad_percentages(btc):
+    with pytest.raises(CommandError):
+        _run("price_shock", "NOPE", "-10")
+    with pytest.raises(CommandError):
+        _run("price_shock", "BTCUSDT", "abc")
+    with pytest.raises(CommandError):
+        _run("price_shock", "BTCUSDT", "-150")
+    assert not Scenario.objects.exists()
+
+
+def test_replay_upload_plays_the_csv(btc):
+    feed = replay_upload(
+        instrument_id=btc.pk, csv_text="offset,price\n0,100\n10,110\n20,120\n", speed=1
+    )
+    assert ReplayPoint.objects.filter(feed=feed).count() == 3
+    PriceFeed.objects.filter(pk=feed.pk).update(
+        replay_started_at=timezone.now() - timedelta(seconds=12)
+    )
+    assert tick(btc).mark == Decimal("110")
+
+
+def test_replay_upload_rejects_bad_csv_and_writes_nothing(btc):
+    with pytest.raises(DomainError) as exc:
+        replay_upload(instrument_id=btc.pk, csv_text="0,100\n5,abc\n")
+    assert exc.value.field == "csv"
+    with pytest.raises(DomainError):
+        replay_upload(instrument_id=btc.pk, csv_text="10,100\n5,101\n")
+    assert not PriceFeed.objects.exists() and not ReplayPoint.objects.exists()
+
+
+def test_engine_status_shows_lag_per_instrument():
+    _run("seed_demo")
+    tick(Instrument.objects.get(symbol="ETHUSDT"))
+    out = _run("engine_status")
+    assert "BTCUSDT" in out and "ETHUSDT" in out and "lag" in out
+    assert PriceTick.objects.count() == 4
