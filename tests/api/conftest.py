@@ -25,6 +25,19 @@ def client_for(key: str | None = None) -> APIClient:
     return client
 
 
+def order_body(account, **extra) -> dict[str, object]:
+    """A market order for 0.01 BTCUSDT at 10x on ``account``, with ``extra`` fields."""
+    body: dict[str, object] = {
+        "account": account.pk,
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "quantity": "0.01",
+        "leverage": 10,
+    }
+    body.update(extra)
+    return body
+
+
 @pytest.fixture
 def trade_key(account):
     return new_key(account, "trade")

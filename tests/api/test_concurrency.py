@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from positions.models import Order, Position
-from tests.api.conftest import new_key
+from tests.api.conftest import new_key, order_body
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
 
@@ -19,14 +19,7 @@ def test_parallel_retries_of_one_client_order_id_open_one_position(live_server):
     make_instrument(classroom)
     account = make_student(classroom, username="racer")
     key = new_key(account, "trade")
-    body = {
-        "account": account.pk,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "quantity": "0.01",
-        "leverage": 10,
-        "client_order_id": "retry-me",
-    }
+    body = order_body(account, client_order_id="retry-me")
 
     def place(_: int) -> requests.Response:
         return requests.post(

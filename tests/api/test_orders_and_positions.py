@@ -8,23 +8,12 @@ import pytest
 
 from accounts.models import LedgerTransaction, TradingAccount
 from positions.models import Order, Position
+from tests.api.conftest import order_body
 from tests.invariants import assert_ledger_invariants
 
 pytestmark = pytest.mark.django_db
 
 ORDERS = "/api/v1/orders/"
-
-
-def order_body(account, **extra):
-    body = {
-        "account": account.pk,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "quantity": "0.01",
-        "leverage": 10,
-    }
-    body.update(extra)
-    return body
 
 
 def test_market_order_opens_a_position_with_exact_decimal_strings(api, account, btc):

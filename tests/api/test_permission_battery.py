@@ -18,7 +18,7 @@ from api.urls import v1
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions.models import Collateral, Fill, Order, Position
 from positions.services import order_place, position_open
-from tests.api.conftest import client_for, new_key
+from tests.api.conftest import client_for, new_key, order_body
 
 pytestmark = pytest.mark.django_db
 
@@ -80,14 +80,7 @@ def victim(account, btc):
 def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict[str, object]]:
     """URL kwargs and a body that would succeed for the owner."""
     account, position, order = victim["account"], victim["position"], victim["order"]
-    order_body = {
-        "account": account.pk,
-        "symbol": "BTCUSDT",
-        "side": "long",
-        "quantity": "0.01",
-        "leverage": 10,
-        "client_order_id": "battery",
-    }
+    placing = order_body(account, client_order_id="battery")
     table: dict[str, tuple[dict[str, object], dict[str, object]]] = {
         "health": ({}, {}),
         "me": ({}, {}),
@@ -95,8 +88,8 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "account-detail": ({"pk": account.pk}, {}),
         "instrument-list": ({}, {}),
         "instrument-prices": ({"symbol": "BTCUSDT"}, {}),
-        "order-preview": ({}, order_body),
-        "order-list": ({}, order_body),
+        "order-preview": ({}, placing),
+        "order-list": ({}, placing),
         "order-detail": ({"pk": order.pk}, {}),
         "position-list": ({}, {}),
         "position-detail": ({"pk": position.pk}, {}),
