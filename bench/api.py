@@ -30,6 +30,7 @@ CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))  # per endpoint, all clients together
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 OPEN_POSITIONS = 10  # per student, listed by the position-listing benchmark
+ROUNDS = 3
 
 
 @dataclass
@@ -54,6 +55,16 @@ class Result:
             f"{self.name:<28} {self.throughput:8.1f} req/s  p50 {self.percentile(0.5):7.2f} ms  "
             f"p99 {self.percentile(0.99):7.2f} ms  errors {self.errors:<3} {ratio} of health"
         )
+
+
+def _combine(parts: list[Result]) -> Result:
+    return Result(
+        parts[0].name,
+        sum(p.requests for p in parts),
+        sum(p.seconds for p in parts),
+        [latency for p in parts for latency in p.latencies],
+        sum(p.errors for p in parts),
+    )
 
 
 def _free_port() -> int:
@@ -203,9 +214,18 @@ def run() -> dict[str, float]:
             cwd=BASE_DIR, env=env,
         )  # fmt: skip
         _wait_for(url, server)
-        health = _drive("GET /api/v1/health", url, students, _health, REQUESTS)
-        listing = _drive("GET /api/v1/positions/", url, students, _list_positions, REQUESTS)
-        placing = _drive("POST /api/v1/orders/", url, students, _place_order, REQUESTS)
+        # Interleaved rounds, so a change in the machine's load hits every endpoint alike.
+        rounds: dict[str, list[Result]] = {"health": [], "listing": [], "placing": []}
+        for _ in range(ROUNDS):
+            share = max(len(students), REQUESTS // ROUNDS)
+            rounds["health"].append(_drive("GET /api/v1/health", url, students, _health, share))
+            rounds["listing"].append(
+                _drive("GET /api/v1/positions/", url, students, _list_positions, share)
+            )
+            rounds["placing"].append(
+                _drive("POST /api/v1/orders/", url, students, _place_order, share)
+            )
+        health, listing, placing = (_combine(rounds[k]) for k in ("health", "listing", "placing"))
     finally:
         if server is not None:
             server.terminate()
