@@ -7,6 +7,7 @@ mapped to codes of the same family. Headers that DRF sets (``Retry-After``,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -82,5 +83,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     ):
         # No WWW-Authenticate challenge (session-only callers): still a 401 for bots.
         response.status_code = status.HTTP_401_UNAUTHORIZED
+    if isinstance(exc, exceptions.Throttled):
+        # Whole seconds, never 0: a client that waits Retry-After must then get through.
+        wait = getattr(exc, "wait", None) or 1
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     response.data = error_body(code, str(message), fields)
     return response

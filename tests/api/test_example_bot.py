@@ -77,7 +77,7 @@ def test_example_bot_places_lists_and_closes_orders(live_server):
 @pytest.mark.django_db(transaction=True)
 def test_example_bot_waits_out_throttling_and_reports_refusals(live_server, settings):
     seed_demo()
-    settings.API_THROTTLE_RATE = "3/s"
+    settings.API_THROTTLE_RATE = "2/s"
     result = run_bot(live_server.url, create_key("bob"), "--iterations", "2", "--leverage", "500")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
