@@ -29,7 +29,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))  # per endpoint, all clients together
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-OPEN_POSITIONS = 10  # per student, listed by the position-listing benchmark
+OPEN_POSITIONS = 10  # per student; the listing benchmark reads pages of this many
 ROUNDS = 3
 
 
@@ -151,7 +151,9 @@ def _health(session, url, student):  # type: ignore[no-untyped-def]
 
 
 def _list_positions(session, url, student):  # type: ignore[no-untyped-def]
-    return session.get(f"{url}/api/v1/positions/", params={"status": "open"}, timeout=30)
+    return session.get(
+        f"{url}/api/v1/positions/", params={"status": "open", "limit": OPEN_POSITIONS}, timeout=30
+    )
 
 
 def _place_order(session, url, student):  # type: ignore[no-untyped-def]
