@@ -290,12 +290,16 @@ class LeaderboardRowSerializer(serializers.Serializer):
     username = serializers.CharField(read_only=True)
     equity = money_out()
     return_pct = money_out(allow_null=True)
+    max_drawdown_pct = money_out()
+    liquidations = serializers.IntegerField(read_only=True)
+    score = money_out(help_text="What the ranking sorts by (see the classroom's ranking).")
     is_you = serializers.BooleanField(read_only=True)
 
 
 class LeaderboardSerializer(serializers.Serializer):
     classroom = serializers.IntegerField(read_only=True)
     classroom_name = serializers.CharField(read_only=True)
+    ranking = serializers.ChoiceField(choices=["raw", "risk_adjusted"], read_only=True)
     results = LeaderboardRowSerializer(many=True, read_only=True)
 
 

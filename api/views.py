@@ -32,6 +32,7 @@ from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
 from positions.models import Instrument, Order, Position
+from web import selectors as web_selectors
 
 MAX_ID = 2**63 - 1
 
@@ -609,7 +610,7 @@ class MarginCallListView(ApiView):
 
 
 class LeaderboardView(ApiView):
-    """Ranking of a classroom you belong to, by return."""
+    """Ranking of a classroom you belong to: by return, or return per drawdown as it is set."""
 
     @extend_schema(
         parameters=[ID_PARAM],
@@ -625,22 +626,23 @@ class LeaderboardView(ApiView):
         if not member:
             raise errors.NotFound("No such classroom.")
         classroom = Classroom.objects.get(pk=classroom_id)
-        accounts = TradingAccount.objects.filter(classroom_id=classroom_id).select_related(
-            "classroom", "user"
-        )
-        overviews = [selectors.account_overview(a) for a in accounts]
-        overviews.sort(
-            key=lambda o: (o.return_pct is None, -(o.return_pct or ZERO), -o.equity, o.account.pk)
-        )
         rows = [
             {
                 "rank": rank,
-                "username": o.account.user.get_username(),
-                "equity": o.equity,
-                "return_pct": o.return_pct,
-                "is_you": o.account.user_id == self.user.pk,
+                "username": row.account.user.get_username(),
+                "equity": row.equity,
+                "return_pct": row.return_pct,
+                "max_drawdown_pct": row.max_drawdown_pct,
+                "liquidations": row.liquidations,
+                "score": row.score,
+                "is_you": row.account.user_id == self.user.pk,
             }
-            for rank, o in enumerate(overviews, start=1)
+            for rank, row in enumerate(web_selectors.leaderboard(classroom), start=1)
         ]
-        data = {"classroom": classroom.pk, "classroom_name": classroom.name, "results": rows}
+        data = {
+            "classroom": classroom.pk,
+            "classroom_name": classroom.name,
+            "ranking": classroom.ranking,
+            "results": rows,
+        }
         return Response(s.LeaderboardSerializer(data).data)

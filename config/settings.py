@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "accounts",
     "positions",
     "liquidation",
+    "web",
     "api",
 ]
 
@@ -71,6 +72,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "web.context_processors.navigation",
             ],
         },
     },
