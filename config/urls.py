@@ -3,7 +3,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api import pages as api_pages
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
+    path("api-keys/", api_pages.api_keys, name="api-keys"),
+    path("api-keys/<int:pk>/revoke", api_pages.api_key_revoke_view, name="api-key-revoke"),
     path("", include("web.urls")),
 ]

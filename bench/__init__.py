@@ -1,0 +1,1 @@
+"""Benchmarks of Ringfence; each module exposes ``run()`` and runs alone with ``python -m``."""
