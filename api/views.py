@@ -338,6 +338,8 @@ class OrderPreviewView(ApiView):
             leverage=data["leverage"],
             extra_collateral=data.get("extra_collateral") or ZERO,
             entry_price=reference,
+            take_profit=data.get("take_profit"),
+            stop_loss=data.get("stop_loss"),
         )
         payload = {**quote.__dict__, "symbol": instrument.symbol, "side": data["side"]}
         return Response(s.PreviewSerializer(payload).data)
