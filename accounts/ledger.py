@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
@@ -53,6 +53,46 @@ def lock_classroom_pockets(
     return locked
 
 
+# Several pockets move in one statement: the materialised CTE takes their row locks in
+# POCKET_LOCK_ORDER (the lock node sits above the sort), and the UPDATE only touches rows
+# it has already locked, so the statement never takes a pocket lock out of that order.
+_MOVE_POCKETS_SQL = """
+WITH locked AS MATERIALIZED (
+    SELECT id, kind FROM accounts_classroompocket
+    WHERE classroom_id = %s AND kind = ANY(%s::varchar[])
+    ORDER BY array_position(%s::varchar[], kind::varchar)
+    FOR UPDATE
+)
+UPDATE accounts_classroompocket AS pocket
+SET balance = pocket.balance + moves.amount
+FROM locked, unnest(%s::varchar[], %s::numeric[]) AS moves(kind, amount)
+WHERE pocket.id = locked.id AND locked.kind = moves.kind
+"""
+
+
+def _move_pockets(classroom_id: int, moves: list[tuple[str, Decimal]]) -> None:
+    """Add each amount to the classroom's pocket of that kind; ``moves`` come in lock order,
+    and the rows are locked in the order of ``moves``."""
+    if not moves:
+        return
+    if len(moves) == 1:
+        kind, amount = moves[0]
+        updated = ClassroomPocket.objects.filter(classroom_id=classroom_id, kind=kind).update(
+            balance=F("balance") + amount
+        )
+    else:
+        kinds = [kind for kind, _ in moves]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MOVE_POCKETS_SQL,
+                [classroom_id, kinds, kinds, kinds, [a for _, a in moves]],
+            )
+            updated = cursor.rowcount
+    if updated != len(moves):
+        missing = ", ".join(kind for kind, _ in moves)
+        raise ValueError(f"classroom {classroom_id} lacks one of the pockets {missing}")
+
+
 def ledger_post(
     *,
     classroom_id: int,
@@ -79,7 +119,9 @@ def ledger_post(
     if any(leg.pocket == Pocket.COLLATERAL for leg in kept) and collateral_updater is None:
         raise ValueError("collateral legs need the positions app's collateral updater")
 
-    with transaction.atomic():
+    # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
+    # caller catches an error of ledger_post inside its own atomic block.
+    with transaction.atomic(savepoint=False):
         txn = LedgerTransaction.objects.create(
             classroom_id=classroom_id,
             kind=kind,
@@ -119,11 +161,5 @@ def ledger_post(
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
             collateral_updater(pos_id, collateral[pos_id])
-        for kind_ in POCKET_LOCK_ORDER:
-            if pockets.get(kind_):
-                updated = ClassroomPocket.objects.filter(
-                    classroom_id=classroom_id, kind=kind_
-                ).update(balance=F("balance") + pockets[kind_])
-                if updated != 1:
-                    raise ValueError(f"classroom {classroom_id} has no {kind_} pocket")
+        _move_pockets(classroom_id, [(k, pockets[k]) for k in POCKET_LOCK_ORDER if pockets.get(k)])
     return txn

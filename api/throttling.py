@@ -1,14 +1,23 @@
-"""Per-key request throttling, counted in the Django cache (Redis when REDIS_URL is set)."""
+"""Per-key request throttling, counted in Redis (the Django cache when REDIS_URL is unset)."""
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from typing import Any
 
+import redis
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from api.models import ApiKey
+
+
+@lru_cache(maxsize=4)
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -16,6 +25,12 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
     The rate is read from ``settings.API_THROTTLE_RATE`` on every request so that every
     web process shares one setting and one counter.
+
+    With Redis the budget is a fixed window per key, as in GitHub's API: a counter that
+    expires with its window. Counting and arming its expiry is one round trip; a
+    refused request is taken back off the counter, so it costs no budget, and Retry-After is
+    the time left in the window. Without Redis (a development set-up) DRF's timestamp
+    history in the cache is used.
     """
 
     scope = "api"
@@ -32,3 +47,31 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         else:
             ident = f"ip_{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not settings.REDIS_URL:
+            return super().allow_request(request, view)
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        window: int = self.duration  # type: ignore[attr-defined]
+        now = time.time()
+        number = int(now // window)
+        counter = cache.make_key(f"{self.key}:{number}")
+        client = _redis(settings.REDIS_URL)
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(counter)
+        pipe.expire(counter, window, nx=True)
+        count, _ = pipe.execute()
+        if count <= self.num_requests:  # type: ignore[attr-defined]
+            return True
+        client.decr(counter)
+        self._wait = max((number + 1) * window - now, 1.0)
+        return False
+
+    def wait(self) -> float | None:
+        if settings.REDIS_URL:
+            return getattr(self, "_wait", None)
+        return super().wait()

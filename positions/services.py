@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.utils import timezone
 
 from accounts import errors
@@ -367,6 +367,37 @@ def _instrument(instrument_id: int) -> Instrument:
         raise errors.NotFound("No such instrument.", field="instrument") from None
 
 
+def _instrument_and_repeat(
+    instrument_id: int, *, account_id: int, client_order_id: str
+) -> tuple[Instrument | None, int | None]:
+    """The instrument (with its tiers) and the id of the account's order that already carries
+    ``client_order_id``, if any, in one query. Run it under the account's lock: it is a
+    statement of its own, so it sees every order committed before the lock was granted.
+    """
+    instrument = (
+        Instrument.objects.prefetch_related("tiers")
+        .annotate(
+            repeated_order_id=Subquery(
+                Order.objects.filter(account_id=account_id, client_order_id=client_order_id).values(
+                    "pk"
+                )[:1]
+            )
+        )
+        .filter(pk=instrument_id)
+        .first()
+    )
+    if instrument is None:
+        repeated = (
+            Order.objects.filter(account_id=account_id, client_order_id=client_order_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if repeated is not None:
+            return None, repeated
+        raise errors.NotFound("No such instrument.", field="instrument")
+    return instrument, instrument.repeated_order_id  # type: ignore[attr-defined]
+
+
 def _fresh(position_id: int) -> Position:
     """The position as stored now, with its collateral and instrument."""
     return Position.objects.select_related("collateral", "instrument", "account").get(
@@ -444,7 +475,9 @@ def _open(
         take_profit=tp,
         stop_loss=sl,
     )
-    Collateral.objects.create(position=position, amount=ZERO, initial_margin=quote.initial_margin)
+    collateral = Collateral.objects.create(
+        position=position, amount=ZERO, initial_margin=quote.initial_margin
+    )
     if order is None:
         order = Order(
             account=account,
@@ -486,6 +519,10 @@ def _open(
             Leg(Pocket.FEES, quote.fee),
         ],
     )
+    # What the ledger just stored, so callers may hand these objects out without a re-read
+    # (the account is locked, so its stored balance is the one read under the lock).
+    account.balance -= quote.total_cost
+    collateral.amount = quote.collateral
     return order, position
 
 
@@ -777,10 +814,14 @@ def order_place(
             "client_order_id is at most 64 characters.", field="client_order_id"
         )
     if client_order_id:
-        existing = Order.objects.filter(account=account, client_order_id=client_order_id).first()
-        if existing is not None:
-            return fresh_order(existing.pk)
-    instrument = _instrument(instrument_id)
+        instrument, repeated = _instrument_and_repeat(
+            instrument_id, account_id=account.pk, client_order_id=client_order_id
+        )
+        if repeated is not None:
+            return fresh_order(repeated)
+        assert instrument is not None  # found, or NotFound was raised
+    else:
+        instrument = _instrument(instrument_id)
     side = clean_side(side)
     if type not in Order.Type.values:
         raise errors.InvalidOrder("The order type must be market, limit or stop.", field="type")
@@ -832,7 +873,7 @@ def order_place(
             order=None,
             client_order_id=client_order_id,
         )
-        return fresh_order(order.pk)
+        return order  # as stored: _open keeps the objects it wrote up to date
     else:
         reference = limit_price if type == Order.Type.LIMIT else trigger
         assert reference is not None
@@ -883,7 +924,7 @@ def order_place(
         return fresh_order(order.pk)
     order.status = Order.Status.RESTING
     order.save()
-    return fresh_order(order.pk)
+    return order  # every field was set above; nothing else writes it in this transaction
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ every balance and every position and order before and after.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -684,8 +685,9 @@ def _pocket_order(queries) -> list[str]:
         sql = query["sql"]
         if "accounts_classroompocket" not in sql:
             continue
-        for kind in ("insurance", "house", "fees"):
-            if f"'{kind}'" in sql and kind not in seen:
+        # A quoted kind ('fees') or one in an array literal ('{insurance,house}').
+        for kind in re.findall(r"['{,](insurance|house|fees)\b", sql):
+            if kind not in seen:
                 seen.append(kind)
     return seen
 
