@@ -6,9 +6,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import ZERO, money
@@ -70,24 +72,64 @@ WHERE pocket.id = locked.id AND locked.kind = moves.kind
 """
 
 
+# One statement records a transaction and its entries (in the order of its legs); data-
+# modifying CTEs always run to completion, referenced or not.
+_RECORD_SQL = """
+WITH txn AS (
+    INSERT INTO accounts_ledgertransaction
+        (classroom_id, kind, memo, position_id, created_by_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    RETURNING id
+), entries AS (
+    INSERT INTO accounts_ledgerentry
+        (transaction_id, classroom_id, pocket, account_id, position_id, amount)
+    SELECT txn.id, %s, leg.pocket, leg.account_id, leg.position_id, leg.amount
+    FROM txn, unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::numeric[])
+        WITH ORDINALITY AS leg(pocket, account_id, position_id, amount, n)
+    ORDER BY leg.n
+)
+SELECT id FROM txn
+"""
+# The same, also moving the balance of the one trading account the legs touch. The caller
+# holds that account's row lock already, so this takes no lock out of order.
+_RECORD_AND_MOVE_SQL = """
+WITH txn AS (
+    INSERT INTO accounts_ledgertransaction
+        (classroom_id, kind, memo, position_id, created_by_id, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    RETURNING id
+), entries AS (
+    INSERT INTO accounts_ledgerentry
+        (transaction_id, classroom_id, pocket, account_id, position_id, amount)
+    SELECT txn.id, %s, leg.pocket, leg.account_id, leg.position_id, leg.amount
+    FROM txn, unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::numeric[])
+        WITH ORDINALITY AS leg(pocket, account_id, position_id, amount, n)
+    ORDER BY leg.n
+), moved AS (
+    UPDATE accounts_tradingaccount SET balance = balance + %s WHERE id = %s
+)
+SELECT id FROM txn
+"""
+_MOVE_POCKET_SQL = """
+UPDATE accounts_classroompocket SET balance = balance + %s WHERE classroom_id = %s AND kind = %s
+"""
+
+
 def _move_pockets(classroom_id: int, moves: list[tuple[str, Decimal]]) -> None:
     """Add each amount to the classroom's pocket of that kind; ``moves`` come in lock order,
     and the rows are locked in the order of ``moves``."""
     if not moves:
         return
+    params: list[Any]
     if len(moves) == 1:
         kind, amount = moves[0]
-        updated = ClassroomPocket.objects.filter(classroom_id=classroom_id, kind=kind).update(
-            balance=F("balance") + amount
-        )
+        sql, params = _MOVE_POCKET_SQL, [amount, classroom_id, kind]
     else:
         kinds = [kind for kind, _ in moves]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _MOVE_POCKETS_SQL,
-                [classroom_id, kinds, kinds, kinds, [a for _, a in moves]],
-            )
-            updated = cursor.rowcount
+        sql, params = _MOVE_POCKETS_SQL, [classroom_id, kinds, kinds, kinds, [a for _, a in moves]]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        updated = cursor.rowcount
     if updated != len(moves):
         missing = ", ".join(kind for kind, _ in moves)
         raise ValueError(f"classroom {classroom_id} lacks one of the pockets {missing}")
@@ -121,43 +163,59 @@ def ledger_post(
 
     # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
     # caller catches an error of ledger_post inside its own atomic block.
+    accounts: dict[int, Decimal] = defaultdict(Decimal)
+    collateral: dict[int, Decimal] = defaultdict(Decimal)
+    pockets: dict[str, Decimal] = defaultdict(Decimal)
+    for leg in kept:
+        if leg.pocket == Pocket.ACCOUNT:
+            assert leg.account_id is not None
+            accounts[leg.account_id] += leg.amount
+        elif leg.pocket == Pocket.COLLATERAL:
+            assert leg.position_id is not None
+            collateral[leg.position_id] += leg.amount
+        else:
+            pockets[leg.pocket] += leg.amount
+    txn = LedgerTransaction(
+        classroom_id=classroom_id,
+        kind=kind,
+        memo=memo[:255],
+        position_id=position_id,
+        created_by_id=created_by_id,
+        created_at=timezone.now(),
+    )
+    # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
+    # two transactions from waiting on each other's rows in opposite orders.
+    account_ids = sorted(accounts)
+    # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
+    # caller catches an error of ledger_post inside its own atomic block.
     with transaction.atomic(savepoint=False):
-        txn = LedgerTransaction.objects.create(
-            classroom_id=classroom_id,
-            kind=kind,
-            memo=memo[:255],
-            position_id=position_id,
-            created_by_id=created_by_id,
-        )
-        LedgerEntry.objects.bulk_create(
-            LedgerEntry(
-                transaction=txn,
-                classroom_id=classroom_id,
-                pocket=leg.pocket,
-                account_id=leg.account_id,
-                position_id=leg.position_id,
-                amount=leg.amount,
-            )
-            for leg in kept
-        )
-        accounts: dict[int, Decimal] = defaultdict(Decimal)
-        collateral: dict[int, Decimal] = defaultdict(Decimal)
-        pockets: dict[str, Decimal] = defaultdict(Decimal)
-        for leg in kept:
-            if leg.pocket == Pocket.ACCOUNT:
-                assert leg.account_id is not None
-                accounts[leg.account_id] += leg.amount
-            elif leg.pocket == Pocket.COLLATERAL:
-                assert leg.position_id is not None
-                collateral[leg.position_id] += leg.amount
-            else:
-                pockets[leg.pocket] += leg.amount
-        # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
-        # two transactions from waiting on each other's rows in opposite orders.
-        for account_id in sorted(accounts):
-            TradingAccount.objects.filter(pk=account_id).update(
-                balance=F("balance") + accounts[account_id]
-            )
+        # The transaction, its entries and (the usual case) its one account move together.
+        sql = _RECORD_SQL if len(account_ids) != 1 else _RECORD_AND_MOVE_SQL
+        params: list[Any] = [
+            txn.classroom_id,
+            txn.kind,
+            txn.memo,
+            txn.position_id,
+            txn.created_by_id,
+            txn.created_at,
+            classroom_id,
+            [leg.pocket for leg in kept],
+            [leg.account_id for leg in kept],
+            [leg.position_id for leg in kept],
+            [leg.amount for leg in kept],
+        ]
+        if len(account_ids) == 1:
+            params += [accounts[account_ids[0]], account_ids[0]]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            txn.pk = cursor.fetchone()[0]
+        txn._state.adding = False
+        txn._state.db = connection.alias
+        if len(account_ids) > 1:
+            for account_id in account_ids:
+                TradingAccount.objects.filter(pk=account_id).update(
+                    balance=F("balance") + accounts[account_id]
+                )
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
             collateral_updater(pos_id, collateral[pos_id])

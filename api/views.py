@@ -109,10 +109,9 @@ class ApiView(generics.GenericAPIView):
     def order_target(self, account_id: Any, symbol: str) -> tuple[int, int]:
         """(account id, instrument id) for an order, in one query when both are the caller's."""
         account_pk = _id(account_id, field="account", what="trading account")
+        # The account is the caller's, so its classroom is one of the caller's classrooms.
         instrument_pk = (
-            selectors.instruments_for_user(self.user)
-            .prefetch_related(None)
-            .filter(
+            Instrument.objects.filter(
                 classroom__accounts__pk=account_pk,
                 classroom__accounts__user_id=self.user.pk,
                 symbol__iexact=symbol.strip(),
