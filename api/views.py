@@ -106,24 +106,6 @@ class ApiView(generics.GenericAPIView):
             )
         return instrument
 
-    def order_target(self, account_id: Any, symbol: str) -> tuple[int, int]:
-        """(account id, instrument id) for an order, in one query when both are the caller's."""
-        account_pk = _id(account_id, field="account", what="trading account")
-        # The account is the caller's, so its classroom is one of the caller's classrooms.
-        instrument_pk = (
-            Instrument.objects.filter(
-                classroom__accounts__pk=account_pk,
-                classroom__accounts__user_id=self.user.pk,
-                symbol__iexact=symbol.strip(),
-            )
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if instrument_pk is None:
-            self.instrument_for(self.account_for(account_pk), symbol)  # raises the right 404
-        assert instrument_pk is not None
-        return account_pk, instrument_pk
-
     def filter_account(self, queryset: QuerySet[Any], lookup: str = "account_id") -> QuerySet[Any]:
         raw = self.request.query_params.get("account")
         if raw in (None, ""):
@@ -387,12 +369,14 @@ class OrderListView(ApiView):
         body = s.PlaceOrderSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        account_id, instrument_id = self.order_target(data["account"], data["symbol"])
         position_id = data.get("position")
         started = timezone.now()
+        # The service checks that the account is the caller's and finds the symbol in its
+        # classroom, under the account's lock (404s as account_for/instrument_for give).
         order = services.order_place(
-            account_id=account_id,
-            instrument_id=instrument_id,
+            account_id=_id(data["account"], field="account", what="trading account"),
+            owner_id=self.user.pk,
+            symbol=data["symbol"],
             side=data["side"],
             type=data["type"],
             quantity=data["quantity"],

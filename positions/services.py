@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
-from django.db.models import F, Subquery
+from django.db.models import BigIntegerField, F, Q, Subquery, Value
 from django.utils import timezone
 
 from accounts import errors
@@ -36,7 +36,7 @@ from accounts.money import (
 )
 from accounts.services import clean_amount
 from positions import margin
-from positions.models import Collateral, Fill, Instrument, Order, Position, Side
+from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, Side
 
 Pocket = LedgerEntry.Pocket
 
@@ -331,15 +331,16 @@ def _validate_tpsl(
 # --- locking --------------------------------------------------------------------------
 
 
-def lock_account(account_id: int) -> TradingAccount:
+def lock_account(account_id: int, *, owner_id: int | None = None) -> TradingAccount:
+    """Lock a trading account (with its classroom); with ``owner_id``, only that user's."""
+    accounts = TradingAccount.objects.select_for_update(of=("self",)).select_related("classroom")
+    if owner_id is not None:
+        accounts = accounts.filter(user_id=owner_id)
     try:
-        return (
-            TradingAccount.objects.select_for_update(of=("self",))
-            .select_related("classroom")
-            .get(pk=account_id)
-        )
+        return accounts.get(pk=account_id)
     except TradingAccount.DoesNotExist:
-        raise errors.NotFound("No such trading account.") from None
+        field = None if owner_id is None else "account"
+        raise errors.NotFound("No such trading account.", field=field) from None
 
 
 def lock_position(position_id: int) -> tuple[TradingAccount, Position, Collateral]:
@@ -367,35 +368,56 @@ def _instrument(instrument_id: int) -> Instrument:
         raise errors.NotFound("No such instrument.", field="instrument") from None
 
 
-def _instrument_and_repeat(
-    instrument_id: int, *, account_id: int, client_order_id: str
+def _order_instrument(
+    account: TradingAccount, *, instrument_id: int | None, symbol: str, client_order_id: str
 ) -> tuple[Instrument | None, int | None]:
-    """The instrument (with its tiers) and the id of the account's order that already carries
-    ``client_order_id``, if any, in one query. Run it under the account's lock: it is a
-    statement of its own, so it sees every order committed before the lock was granted.
+    """The instrument an order trades (by id, or by symbol in the account's classroom), with
+    its tiers, and the id of the account's order that already carries ``client_order_id``, if
+    any: one query, the tier rows joined to their instrument. (None, id) for a repeat.
+
+    Run it under the account's lock: it is a statement of its own, so it sees every order
+    committed before the lock was granted.
     """
-    instrument = (
-        Instrument.objects.prefetch_related("tiers")
+    repeats = Order.objects.filter(account_id=account.pk, client_order_id=client_order_id)
+    if instrument_id is not None:
+        wanted = Q(instrument_id=instrument_id)
+    else:
+        wanted = Q(instrument__classroom_id=account.classroom_id, instrument__symbol__iexact=symbol)
+    tiers = list(
+        MarginTier.objects.select_related("instrument")
         .annotate(
-            repeated_order_id=Subquery(
-                Order.objects.filter(account_id=account_id, client_order_id=client_order_id).values(
-                    "pk"
-                )[:1]
-            )
+            repeated_order_id=Subquery(repeats.values("pk")[:1])
+            if client_order_id
+            else Value(None, output_field=BigIntegerField())
         )
-        .filter(pk=instrument_id)
-        .first()
+        .filter(wanted)
+        .order_by("notional_floor")
     )
-    if instrument is None:
-        repeated = (
-            Order.objects.filter(account_id=account_id, client_order_id=client_order_id)
-            .values_list("pk", flat=True)
-            .first()
-        )
+    if not tiers:  # no such instrument, or one without tiers yet (which cannot trade)
+        repeated = repeats.values_list("pk", flat=True).first() if client_order_id else None
         if repeated is not None:
             return None, repeated
-        raise errors.NotFound("No such instrument.", field="instrument")
-    return instrument, instrument.repeated_order_id  # type: ignore[attr-defined]
+        if instrument_id is not None:
+            return _instrument(instrument_id), None
+        instrument = (
+            Instrument.objects.prefetch_related("tiers")
+            .filter(classroom_id=account.classroom_id, symbol__iexact=symbol)
+            .first()
+        )
+        if instrument is None:
+            raise errors.NotFound(
+                f"No instrument {symbol!r} in this account's classroom.", field="symbol"
+            )
+        return instrument, None
+    instrument = tiers[0].instrument
+    for tier in tiers:
+        tier.instrument = instrument
+    # What prefetch_related("tiers") would have left: margin_tiers() reads these rows.
+    cached = instrument.tiers.all()
+    cached._result_cache = tiers  # type: ignore[assignment]
+    cached._prefetch_done = True  # type: ignore[attr-defined]
+    instrument._prefetched_objects_cache = {"tiers": cached}  # type: ignore[attr-defined]
+    return instrument, tiers[0].repeated_order_id  # type: ignore[attr-defined]
 
 
 def _fresh(position_id: int) -> Position:
@@ -788,7 +810,9 @@ def position_set_tpsl(
 def order_place(
     *,
     account_id: int,
-    instrument_id: int,
+    instrument_id: int | None = None,
+    symbol: str = "",
+    owner_id: int | None = None,
     side: str,
     type: str = Order.Type.MARKET,
     quantity: object,
@@ -806,22 +830,23 @@ def order_place(
 
     A repeated ``client_order_id`` on the same account returns the first order unchanged.
     A reduce-only order names the position it reduces and takes the opposite side.
+    The instrument is named by ``instrument_id``, or by ``symbol`` in the account's
+    classroom; with ``owner_id`` the account must be that user's (else NotFound).
     """
-    account = lock_account(account_id)
+    if instrument_id is None and not symbol.strip():
+        raise errors.NotFound("No such instrument.", field="instrument")
+    account = lock_account(account_id, owner_id=owner_id)
     client_order_id = str(client_order_id or "").strip()
     if len(client_order_id) > 64:
         raise errors.InvalidOrder(
             "client_order_id is at most 64 characters.", field="client_order_id"
         )
-    if client_order_id:
-        instrument, repeated = _instrument_and_repeat(
-            instrument_id, account_id=account.pk, client_order_id=client_order_id
-        )
-        if repeated is not None:
-            return fresh_order(repeated)
-        assert instrument is not None  # found, or NotFound was raised
-    else:
-        instrument = _instrument(instrument_id)
+    instrument, repeated = _order_instrument(
+        account, instrument_id=instrument_id, symbol=symbol.strip(), client_order_id=client_order_id
+    )
+    if repeated is not None:
+        return fresh_order(repeated)
+    assert instrument is not None  # found, or NotFound was raised
     side = clean_side(side)
     if type not in Order.Type.values:
         raise errors.InvalidOrder("The order type must be market, limit or stop.", field="type")
