@@ -3,6 +3,8 @@ answers with (built in memory, not re-read) is exactly the order that was stored
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -86,7 +88,10 @@ def test_a_multi_pocket_posting_needs_every_pocket(classroom):
         ledger_post(
             classroom_id=classroom.pk,
             kind=LedgerTransaction.Kind.INSURANCE_SEED,
-            legs=[Leg(LedgerEntry.Pocket.HOUSE, -1), Leg(LedgerEntry.Pocket.FEES, 1)],
+            legs=[
+                Leg(LedgerEntry.Pocket.HOUSE, Decimal(-1)),
+                Leg(LedgerEntry.Pocket.FEES, Decimal(1)),
+            ],
         )
     assert list(ClassroomPocket.objects.values_list("kind", "balance")) == before
     assert not LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.INSURANCE_SEED).exists()
