@@ -9,6 +9,15 @@ bounded number of requests, then stops the server and drops the database.
     DATABASE_URL=postgres://... REDIS_URL=redis://... python -m bench.api
 
 Goal: order placement at least half the trivial endpoint's throughput.
+
+What "trivial" means here, so the ratio compares like with like: every request, health
+included, carries the same bearer key and goes through the same middleware, the same key
+authentication (one indexed query) and the same per-key throttle (one Redis round trip);
+the health view then answers a constant. The ratio therefore measures what an endpoint adds
+on top of the fixed cost of an authenticated, throttled API call, not the cost of the
+authentication itself. (An unauthenticated health check would be cheaper and would make
+every ratio look worse; one that skipped nothing but its body would make the goal
+meaningless.)
 """
 
 from __future__ import annotations

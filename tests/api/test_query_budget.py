@@ -95,3 +95,17 @@ def test_a_multi_pocket_posting_needs_every_pocket(classroom):
         )
     assert list(ClassroomPocket.objects.values_list("kind", "balance")) == before
     assert not LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.INSURANCE_SEED).exists()
+
+
+def test_the_benchmarks_baseline_authenticates_and_throttles_like_any_call(
+    account, revoked_key, settings
+):
+    """GET /api/v1/health is the benchmark's "trivial endpoint": same key check, same throttle."""
+    api = client_for(new_key(account))
+    api.get("/api/v1/health")  # last_used_at
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/v1/health").status_code == 200
+    assert [q["sql"].split('"')[1] for q in queries] == ["api_apikey"]
+    assert client_for(revoked_key).get("/api/v1/health").status_code == 401
+    settings.API_THROTTLE_RATE = "1/min"
+    assert api.get("/api/v1/health").status_code == 429
