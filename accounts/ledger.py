@@ -72,8 +72,10 @@ WHERE pocket.id = locked.id AND locked.kind = moves.kind
 """
 
 
-# One statement records a transaction and its entries (in the order of its legs); data-
-# modifying CTEs always run to completion, referenced or not.
+# One statement records a transaction and its entries (in the order of its legs) and moves
+# the balance of the one trading account the legs touch, if there is exactly one (else the
+# last part matches no row). The caller holds that account's row lock already, so this
+# takes no lock out of order. Data-modifying CTEs always run to completion, referenced or not.
 _RECORD_SQL = """
 WITH txn AS (
     INSERT INTO accounts_ledgertransaction
@@ -87,26 +89,8 @@ WITH txn AS (
     FROM txn, unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::numeric[])
         WITH ORDINALITY AS leg(pocket, account_id, position_id, amount, n)
     ORDER BY leg.n
-)
-SELECT id FROM txn
-"""
-# The same, also moving the balance of the one trading account the legs touch. The caller
-# holds that account's row lock already, so this takes no lock out of order.
-_RECORD_AND_MOVE_SQL = """
-WITH txn AS (
-    INSERT INTO accounts_ledgertransaction
-        (classroom_id, kind, memo, position_id, created_by_id, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s)
-    RETURNING id
-), entries AS (
-    INSERT INTO accounts_ledgerentry
-        (transaction_id, classroom_id, pocket, account_id, position_id, amount)
-    SELECT txn.id, %s, leg.pocket, leg.account_id, leg.position_id, leg.amount
-    FROM txn, unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::numeric[])
-        WITH ORDINALITY AS leg(pocket, account_id, position_id, amount, n)
-    ORDER BY leg.n
 ), moved AS (
-    UPDATE accounts_tradingaccount SET balance = balance + %s WHERE id = %s
+    UPDATE accounts_tradingaccount SET balance = balance + %s::numeric WHERE id = %s::bigint
 )
 SELECT id FROM txn
 """
@@ -190,7 +174,7 @@ def ledger_post(
     # caller catches an error of ledger_post inside its own atomic block.
     with transaction.atomic(savepoint=False):
         # The transaction, its entries and (the usual case) its one account move together.
-        sql = _RECORD_SQL if len(account_ids) != 1 else _RECORD_AND_MOVE_SQL
+        single = account_ids[0] if len(account_ids) == 1 else None
         params: list[Any] = [
             txn.classroom_id,
             txn.kind,
@@ -203,11 +187,11 @@ def ledger_post(
             [leg.account_id for leg in kept],
             [leg.position_id for leg in kept],
             [leg.amount for leg in kept],
+            ZERO if single is None else accounts[single],
+            single,
         ]
-        if len(account_ids) == 1:
-            params += [accounts[account_ids[0]], account_ids[0]]
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_RECORD_SQL, params)
             txn.pk = cursor.fetchone()[0]
         txn._state.adding = False
         txn._state.db = connection.alias
