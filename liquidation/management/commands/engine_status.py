@@ -52,7 +52,9 @@ class Command(BaseCommand):
                 notes.append(f"scenario #{scenario.pk} {scenario.kind}")
             if beat is not None and beat.errors:
                 notes.append(beat.errors.splitlines()[0][:60])
-            mark = "-" if instrument.mark_price is None else f"{instrument.mark_price.normalize():f}"
+            mark = (
+                "-" if instrument.mark_price is None else f"{instrument.mark_price.normalize():f}"
+            )
             self.stdout.write(
                 f"{instrument.pk:>5} {instrument.classroom.name[:20]:<20} {instrument.symbol:<10} "
                 f"{kind:<10} {mark:>16} {lag:>9} {took:>10} {beat.liquidated if beat else 0:>5} {'; '.join(notes)}"
