@@ -30,6 +30,25 @@ class Leg:
 CollateralUpdater = Callable[[int, Decimal], None]
 
 
+def lock_classroom_pockets(
+    *, classroom_id: int, kinds: Iterable[str]
+) -> dict[str, ClassroomPocket]:
+    """Lock some of a classroom's pockets in the order ``ledger_post`` moves them.
+
+    Every transaction that touches several pockets takes them house, insurance fund, fees:
+    a service that must read a pocket's balance before posting (the insurance fund paying a
+    shortfall) locks through here so it never holds the fund while waiting for the house.
+    """
+    wanted = set(kinds)
+    locked: dict[str, ClassroomPocket] = {}
+    for kind in _CLASSROOM_POCKETS:
+        if kind in wanted:
+            locked[kind] = ClassroomPocket.objects.select_for_update().get(
+                classroom_id=classroom_id, kind=kind
+            )
+    return locked
+
+
 def ledger_post(
     *,
     classroom_id: int,

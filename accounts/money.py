@@ -21,7 +21,7 @@ The rules, applied by the services (never by views, serializers or templates):
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TypedDict
 
 MONEY_PLACES = 8
@@ -83,7 +83,13 @@ def to_tick(value: Decimal, tick: Decimal, *, up: bool) -> Decimal:
 
 
 def is_multiple(value: Decimal, step: Decimal) -> bool:
-    return step > 0 and (value % step) == 0
+    """Whether ``value`` lies on the grid of ``step``; False for values too large to tell."""
+    if step <= 0:
+        return False
+    try:
+        return (value % step) == 0
+    except InvalidOperation:  # the quotient has more digits than the context holds
+        return False
 
 
 def places(value: Decimal) -> int:

@@ -145,7 +145,10 @@ def account_adjust(
     reason = reason.strip()
     if not reason:
         raise errors.DomainError("Say why the balance changes.", field="reason")
-    account = TradingAccount.objects.select_for_update(of=("self",)).get(pk=account_id)
+    try:
+        account = TradingAccount.objects.select_for_update(of=("self",)).get(pk=account_id)
+    except TradingAccount.DoesNotExist:
+        raise errors.NotFound("No such trading account.") from None
     if account.balance + amount < 0:
         raise errors.InsufficientBalance(
             f"The free balance is {account.balance}; it cannot go below zero.", field="amount"

@@ -160,7 +160,9 @@ CONTENT_SECURITY_POLICY = (
 # Celery: JSON only, bounded tasks. The worker loads this same module.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if "://" not in CELERY_BROKER_URL:
-    raise ImproperlyConfigured(f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} is not a URL (redis://host:port/db)")
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL={CELERY_BROKER_URL!r} is not a URL (redis://host:port/db)"
+    )
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _BROKER_DIR = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {

@@ -63,8 +63,11 @@ class Tier:
         )
 
 
+TableNumber = Decimal | int | str
+
+
 def tiers_from_table(
-    rows: Iterable[tuple[Decimal, Decimal | None, Decimal, int]],
+    rows: Iterable[tuple[TableNumber, TableNumber | None, TableNumber, int]],
 ) -> list[Tier]:
     """Build tiers from (floor, cap, mmr, max_leverage) rows, deriving each maintenance amount.
 
@@ -193,7 +196,9 @@ def is_liquidatable(
         collateral=collateral,
         mark_price=mark_price,
     )
-    return balance <= maintenance_margin(notional=quantity * mark_price, tiers=tiers)
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return balance <= maintenance_margin(notional=quantity * mark_price, tiers=tiers)
 
 
 def liquidation_price(
@@ -204,26 +209,40 @@ def liquidation_price(
     collateral: Decimal,
     tiers: Sequence[Tier],
 ) -> Decimal | None:
-    """The mark at which MB = MM, or None when the position can never be liquidated."""
+    """The mark at which MB = MM, or None when the position can never be liquidated.
+
+    Each bracket k gives a candidate from the formula; the answer is the candidate whose
+    notional lies in bracket k itself. The brackets cover every notional: the first one
+    extends below its floor (a long's negative candidate: never liquidated) and the last
+    one beyond its cap, as in ``tier_for_notional``. MB - MM is strictly monotonic in the
+    price and MM is continuous, so exactly one bracket is self-consistent, or two equal
+    ones at an edge.
+    """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
+    if not tiers:
+        raise ValueError("a liquidation price needs at least one margin tier")
     s = side_sign(side)
+    last = len(tiers) - 1
     best: tuple[Decimal, Decimal] | None = None  # (distance of N(LP) from the tier, LP)
     with localcontext() as ctx:
         ctx.prec = _PRECISION
-        for tier in tiers:
+        for index, tier in enumerate(tiers):
             denominator = quantity * tier.mmr - s * quantity
             candidate = (collateral + tier.cum - s * quantity * entry_price) / denominator
             notional = quantity * candidate
-            if tier.contains(notional):
+            above_floor = index == 0 or notional >= tier.notional_floor
+            below_cap = index == last or tier.notional_cap is None or notional < tier.notional_cap
+            if above_floor and below_cap:
                 best = (_ZERO, candidate)
                 break
-            # Rounding at a bracket edge can leave no tier exactly self-consistent; MM is
-            # continuous there, so the candidate of the nearest bracket is the answer.
-            if notional < tier.notional_floor:
+            # Rounding at a bracket edge can leave no bracket exactly self-consistent; MM is
+            # continuous there, so the candidate nearest its own bracket is the answer.
+            if not above_floor:
                 distance = tier.notional_floor - notional
             else:
-                distance = notional - (tier.notional_cap or notional)
+                assert tier.notional_cap is not None
+                distance = notional - tier.notional_cap
             if best is None or distance < best[0]:
                 best = (distance, candidate)
     assert best is not None

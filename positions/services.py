@@ -15,8 +15,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts import errors
-from accounts.ledger import Leg, ledger_post
-from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.ledger import Leg, ledger_post, lock_classroom_pockets
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import (
     PRICE_PLACES,
     QUANTITY_PLACES,
@@ -48,13 +48,13 @@ def clean_quantity(value: object, *, instrument: Instrument, field: str = "quant
         raise errors.InvalidQuantity("Enter a quantity as a number.", field=field) from None
     if not quantity.is_finite() or quantity <= 0:
         raise errors.InvalidQuantity("The quantity must be a positive number.", field=field)
+    if quantity >= Decimal(10) ** 14:
+        raise errors.InvalidQuantity("The quantity is too large.", field=field)
     if places(quantity) > QUANTITY_PLACES or not is_multiple(quantity, instrument.lot_size):
         raise errors.InvalidQuantity(
             f"The quantity must be a multiple of the lot size {instrument.lot_size.normalize()}.",
             field=field,
         )
-    if quantity >= Decimal(10) ** 14:
-        raise errors.InvalidQuantity("The quantity is too large.", field=field)
     return quantity
 
 
@@ -67,13 +67,13 @@ def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal
         raise errors.InvalidPrice("Enter a price as a number.", field=field) from None
     if not result.is_finite() or result <= 0:
         raise errors.InvalidPrice("The price must be a positive number.", field=field)
+    if result >= Decimal(10) ** 17:
+        raise errors.InvalidPrice("The price is too large.", field=field)
     if places(result) > PRICE_PLACES or not is_multiple(result, instrument.tick_size):
         raise errors.InvalidPrice(
             f"The price must be a multiple of the tick size {instrument.tick_size.normalize()}.",
             field=field,
         )
-    if result >= Decimal(10) ** 17:
-        raise errors.InvalidPrice("The price is too large.", field=field)
     return result
 
 
@@ -257,13 +257,24 @@ def _validate_tpsl(
     liquidation_price: Decimal | None,
     take_profit: Decimal | None,
     stop_loss: Decimal | None,
+    mark: Decimal | None = None,
 ) -> None:
+    """A take-profit lies on the winning side, a stop-loss on the losing side before the LP.
+
+    TP/SL trigger on the mark, so a market order that fills away from the mark (the spread)
+    checks against both its fill price and the mark: a stop between the two would fire on
+    the next tick.
+    """
     s = margin.side_sign(side)
-    if take_profit is not None and s * (take_profit - reference) <= 0:
-        word = "above" if s > 0 else "below"
-        raise errors.InvalidPrice(
-            f"A take-profit must be {word} {reference.normalize()}.", field="take_profit"
-        )
+    references = [reference] if mark is None else [reference, mark]
+    if take_profit is not None:
+        reference = max(references, key=lambda r: s * r)
+        if s * (take_profit - reference) <= 0:
+            word = "above" if s > 0 else "below"
+            raise errors.InvalidPrice(
+                f"A take-profit must be {word} {reference.normalize()}.", field="take_profit"
+            )
+    reference = min(references, key=lambda r: s * r)
     if stop_loss is not None:
         if s * (reference - stop_loss) <= 0:
             word = "below" if s > 0 else "above"
@@ -324,6 +335,13 @@ def _fresh(position_id: int) -> Position:
     )
 
 
+def fresh_order(order_id: int) -> Order:
+    """The order as stored now, with its instrument and position (and that one's collateral)."""
+    return Order.objects.select_related(
+        "instrument", "position", "position__collateral", "position__instrument"
+    ).get(pk=order_id)
+
+
 def collateral_apply_delta(position_id: int, delta: Decimal) -> None:
     Collateral.objects.filter(pk=position_id).update(amount=F("amount") + delta)
 
@@ -373,6 +391,7 @@ def _open(
     _validate_tpsl(
         side=side,
         reference=quote.entry_price,
+        mark=quote.mark_price,
         liquidation_price=quote.liquidation_price,
         take_profit=tp,
         stop_loss=sl,
@@ -521,9 +540,9 @@ def _close(
         fee = min(fee, released - covered)
         to_trader = released - covered - fee
         if shortfall:
-            fund = ClassroomPocket.objects.select_for_update().get(
-                classroom_id=account.classroom_id, kind=ClassroomPocket.Kind.INSURANCE
-            )
+            fund = lock_classroom_pockets(
+                classroom_id=account.classroom_id, kinds=[Pocket.HOUSE, Pocket.INSURANCE]
+            )[Pocket.INSURANCE]
             insurance_paid = min(shortfall, fund.balance)
         legs += [
             Leg(Pocket.HOUSE, covered + insurance_paid),
@@ -730,7 +749,7 @@ def order_place(
     if client_order_id:
         existing = Order.objects.filter(account=account, client_order_id=client_order_id).first()
         if existing is not None:
-            return existing
+            return fresh_order(existing.pk)
     instrument = _instrument(instrument_id)
     side = clean_side(side)
     if type not in Order.Type.values:
@@ -779,7 +798,7 @@ def order_place(
             order=None,
             client_order_id=client_order_id,
         )
-        return order
+        return fresh_order(order.pk)
     else:
         reference = limit_price if type == Order.Type.LIMIT else trigger
         assert reference is not None
@@ -834,10 +853,10 @@ def order_place(
         order, _ = _close(
             account=account, position=target, collateral=collateral, quantity=qty, order=order
         )
-        return order
+        return fresh_order(order.pk)
     order.status = Order.Status.RESTING
     order.save()
-    return order
+    return fresh_order(order.pk)
 
 
 @transaction.atomic
@@ -859,21 +878,15 @@ def order_cancel(*, order_id: int) -> Order:
 
 def order_execute(*, order_id: int) -> Order:
     """Fill a triggered resting order at market; a rule that now refuses it rejects the order."""
+    account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise errors.NotFound("No such order.")
     try:
         with transaction.atomic():
-            account_id = (
-                Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
-            )
-            if account_id is None:
-                raise errors.NotFound("No such order.")
             account = lock_account(account_id)
-            order = (
-                Order.objects.select_for_update(of=("self",))
-                .select_related("instrument")
-                .get(pk=order_id)
-            )
+            order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
             if order.status != Order.Status.RESTING:
-                return order
+                return fresh_order(order.pk)
             if order.reduce_only:
                 assert order.position_id is not None
                 position = (
@@ -884,7 +897,7 @@ def order_execute(*, order_id: int) -> Order:
                 position.account = account
                 collateral = Collateral.objects.select_for_update().get(pk=position.pk)
                 qty = min(order.quantity, position.quantity) if position.is_open else order.quantity
-                order, _ = _close(
+                _close(
                     account=account,
                     position=position,
                     collateral=collateral,
@@ -893,7 +906,7 @@ def order_execute(*, order_id: int) -> Order:
                 )
             else:
                 instrument = _instrument(order.instrument_id)
-                order, _ = _open(
+                _open(
                     account=account,
                     instrument=instrument,
                     side=order.side,
@@ -904,9 +917,8 @@ def order_execute(*, order_id: int) -> Order:
                     stop_loss=order.stop_loss,
                     order=order,
                 )
-            return order
     except errors.DomainError as exc:
         Order.objects.filter(pk=order_id, status=Order.Status.RESTING).update(
             status=Order.Status.REJECTED, reject_reason=exc.message[:255], updated_at=timezone.now()
         )
-        return Order.objects.get(pk=order_id)
+    return fresh_order(order_id)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import F, Sum
 
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
-from positions.models import Collateral, Position
+from positions.models import Collateral, Fill, Order, Position
 
 
 def assert_ledger_invariants(classroom_id: int | None = None) -> None:
@@ -100,3 +101,90 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
         assert (
             flow + locked.get(position_id, Decimal(0)) + fees.get(position_id, Decimal(0)) >= 0
         ), f"position {position_id} took more from the free balance than its collateral and fees"
+
+    _assert_isolation(entries, locked)
+
+
+def _assert_isolation(entries, locked: dict[int, Decimal]) -> None:  # type: ignore[no-untyped-def]
+    """Each position's money stays in its own pocket; its loss stops at its collateral.
+
+    - a transaction moves only the collateral of the position it belongs to;
+    - it takes from the free balance only what it locks as collateral or pays as fees,
+      so closing, liquidating or deleveraging never debits the free balance;
+    - no position's realised loss exceeds the collateral it ever locked.
+    """
+    stray = entries.filter(pocket="collateral").exclude(transaction__position_id=F("position_id"))
+    assert not stray.exists(), (
+        f"collateral moved by another position's transaction: {list(stray.values('id'))}"
+    )
+    per_txn: dict[int, dict[str, Decimal]] = {}
+    rows = entries.filter(transaction__position_id__isnull=False).values_list(
+        "transaction_id", "pocket", "amount"
+    )
+    for txn_id, pocket, amount in rows:
+        sums = per_txn.setdefault(txn_id, {"debit": Decimal(0), "locked": Decimal(0)})
+        if pocket == "account" and amount < 0:
+            sums["debit"] -= amount
+        elif (pocket == "collateral" or pocket == "fees") and amount > 0:
+            sums["locked"] += amount
+    for txn_id, sums in per_txn.items():
+        assert sums["debit"] <= sums["locked"], (
+            f"transaction {txn_id} debits the free balance by {sums['debit']} but locks or "
+            f"pays only {sums['locked']}"
+        )
+    position_ids = set(entries.values_list("position_id", flat=True)) - {None}
+    for position_id, realized in Position.objects.filter(pk__in=position_ids).values_list(
+        "pk", "realized_pnl"
+    ):
+        assert -realized <= locked.get(position_id, Decimal(0)), (
+            f"position {position_id} lost {-realized}, more than the "
+            f"{locked.get(position_id, Decimal(0))} it locked"
+        )
+
+
+@dataclass(frozen=True)
+class MoneySnapshot:
+    """Row counts and every stored balance, to show that a refused call wrote nothing."""
+
+    counts: dict[str, int]
+    accounts: dict[int, Decimal]
+    collateral: dict[int, tuple[Decimal, Decimal]]
+    pockets: dict[tuple[int, str], Decimal]
+    positions: dict[int, tuple[object, ...]]
+    orders: dict[int, tuple[object, ...]]
+
+
+def money_snapshot() -> MoneySnapshot:
+    models = (Position, Collateral, Order, Fill, LedgerTransaction, LedgerEntry, TradingAccount)
+    return MoneySnapshot(
+        counts={m.__name__: m.objects.count() for m in models},
+        accounts=dict(TradingAccount.objects.values_list("pk", "balance")),
+        collateral={
+            pk: (amount, im)
+            for pk, amount, im in Collateral.objects.values_list("pk", "amount", "initial_margin")
+        },
+        pockets={
+            (cid, kind): balance
+            for cid, kind, balance in ClassroomPocket.objects.values_list(
+                "classroom_id", "kind", "balance"
+            )
+        },
+        positions={
+            row[0]: row[1:]
+            for row in Position.objects.values_list(
+                "pk",
+                "status",
+                "quantity",
+                "liquidation_price",
+                "bankruptcy_price",
+                "realized_pnl",
+                "fees_paid",
+                "take_profit",
+                "stop_loss",
+            )
+        },
+        orders={
+            row[0]: row[1:]
+            for row in Order.objects.values_list("pk", "status", "reject_reason", "position_id")
+        },
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -51,6 +52,8 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         teacher = _user("teacher", staff=True)
+        # The "Instructors" group (a migration creates it) lets the teacher use the admin.
+        teacher.groups.add(*Group.objects.filter(name="Instructors"))
         classroom = Classroom.objects.filter(join_code=JOIN_CODE).first()
         if classroom is None:
             classroom = classroom_create(

@@ -1,0 +1,182 @@
+"""Admin scoping: an instructor sees and changes only their own classrooms and what is in them.
+
+Every admin class of Ringfence declares ``classroom_path``, the ORM path from its model
+to the classroom it belongs to (``""`` for the classroom itself). The mixin narrows the
+querysets of lists, change pages, search, filters, autocomplete and actions to that
+path; superusers see everything. Objects outside the scope answer 404, never a redirect
+that would confirm they exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import ValidationError
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+
+from accounts.models import User
+
+
+def _sees_everything(user: Any) -> bool:
+    return bool(user.is_active and user.is_superuser)
+
+
+def scope_to_instructor(qs: QuerySet[Any], *, path: str | None, user: Any) -> QuerySet[Any]:
+    """``qs`` narrowed to the rows under classrooms ``user`` teaches (all rows for superusers).
+
+    ``path`` leads from the model to its classroom; ``None`` means the model belongs to no
+    classroom, so only superusers see it.
+    """
+    if _sees_everything(user):
+        return qs
+    if path is None or not user.is_authenticated:
+        return qs.none()
+    key = f"{path}__instructor_id" if path else "instructor_id"
+    return qs.filter(**{key: user.pk})
+
+
+def scoped_choices(site: admin.AdminSite, db_field: Any, request: HttpRequest) -> Any:
+    """The choices of a foreign key, narrowed like the admin pages of the model it points to."""
+    related_admin = site._registry.get(db_field.related_model)
+    if isinstance(related_admin, ClassroomScopedAdmin):
+        return related_admin.scope(db_field.related_model._default_manager.all(), request)
+    return None  # the field's own default
+
+
+class ClassroomScopedAdmin(admin.ModelAdmin):
+    """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
+
+    classroom_path: str | None = None
+    # Money and ledger records: nobody adds, changes or deletes them here; services do.
+    read_only_records = False
+
+    # --- querysets ------------------------------------------------------------------
+
+    def scope(self, qs: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
+        return scope_to_instructor(qs, path=self.classroom_path, user=request.user)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return self.scope(super().get_queryset(request), request)
+
+    def in_scope(self, request: HttpRequest, obj: Model) -> bool:
+        if _sees_everything(request.user):
+            return True
+        return self.scope(self.model._default_manager.filter(pk=obj.pk), request).exists()
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        choices = scoped_choices(self.admin_site, db_field, request)
+        if choices is not None:
+            kwargs.setdefault("queryset", choices)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    # --- permissions ------------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        if self.read_only_records:
+            return False
+        return super().has_add_permission(request, *args)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and not self.in_scope(request, obj):
+            return False
+        return super().has_view_permission(request, obj)
+
+    def _may_write(self, request: HttpRequest, obj: Any) -> bool:
+        return not self.read_only_records and (obj is None or self.in_scope(request, obj))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may_write(request, obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may_write(request, obj) and super().has_delete_permission(request, obj)
+
+    # --- views: someone else's object is not found -------------------------------------
+
+    def _require_in_scope(self, request: HttpRequest, object_id: str | None) -> None:
+        if object_id is None:
+            return
+        try:
+            exists = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+        except (ValueError, TypeError, ValidationError):  # a malformed id for the key type
+            exists = False
+        if not exists:
+            raise Http404("No such object.")
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        self._require_in_scope(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        self._require_in_scope(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        self._require_in_scope(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # An action naming rows outside the scope is refused as a whole, rather than
+        # silently running on the rows that remain.
+        if request.method == "POST" and "action" in request.POST:
+            selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
+            if selected:
+                try:
+                    found = self.get_queryset(request).filter(pk__in=selected).count()
+                except (ValueError, TypeError, ValidationError):
+                    found = -1
+                if found != len(set(selected)):
+                    raise Http404("No such object.")
+        return super().changelist_view(request, extra_context)
+
+
+class ScopedInline(admin.TabularInline):
+    """An inline whose foreign-key choices follow the same scoping as the admin pages."""
+
+    extra = 0
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        choices = scoped_choices(self.admin_site, db_field, request)
+        if choices is not None:
+            kwargs.setdefault("queryset", choices)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ReadOnlyInline(ScopedInline):
+    """A list of records shown under their parent that nobody edits here."""
+
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def users_in_scope(user: Any) -> QuerySet[User]:
+    """The users an instructor may see: members of their classrooms, and themselves."""
+    qs = User.objects.all()
+    if _sees_everything(user):
+        return qs
+    if not user.is_authenticated:
+        return qs.none()
+    return qs.filter(Q(memberships__classroom__instructor_id=user.pk) | Q(pk=user.pk)).distinct()

@@ -1,0 +1,859 @@
+"""The instructor's tools in the admin: classrooms, accounts, the market, the engine's records.
+
+Classrooms and trading accounts are registered here rather than in ``accounts.admin``
+because their actions (reset, grades, the live monitor) reach into the positions and the
+engine, and dependencies point from this app down to the others. Every action goes
+through a service, asks for confirmation first and writes to the admin log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from accounts import errors
+from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
+from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
+from accounts.services import account_adjust, classroom_create
+from liquidation import admin_views
+from liquidation.instructor import (
+    account_reset,
+    account_set_frozen,
+    classroom_grades,
+    classroom_regenerate_join_code,
+    classroom_set_trading,
+    grades_csv,
+)
+from liquidation.models import (
+    AdlFill,
+    EngineHeartbeat,
+    LiquidationEvent,
+    MarginCall,
+    PriceFeed,
+    PriceTick,
+    ReplayPoint,
+    Scenario,
+)
+from liquidation.services import replay_upload, scenario_start, scenario_stop
+from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
+from positions.admin import MarginTierInline
+from positions.models import Instrument
+from positions.selectors import account_overview
+
+related_only = admin.RelatedOnlyFieldListFilter
+
+
+# --- confirmation pages ---------------------------------------------------------------
+
+
+class InstructorActionsMixin(ClassroomScopedAdmin):
+    """Actions that ask first, on an intermediate page listing what they will touch."""
+
+    def confirmation(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        *,
+        action: str,
+        title: str,
+        question: str,
+        consequence: str = "",
+        form: forms.Form | None = None,
+        confirm_label: str = "Yes, do it",
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "question": question,
+            "consequence": consequence,
+            "queryset": queryset,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "confirm_label": confirm_label,
+            "media": self.media + (form.media if form else forms.Media()),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/ringfence/confirm_action.html", context)
+
+    @staticmethod
+    def confirmed(request: HttpRequest) -> bool:
+        return request.POST.get("confirm") == "yes"
+
+    def confirm_then_each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Any],
+        *,
+        apply: Callable[[Any], str],
+        done: str,
+        **page: Any,
+    ) -> TemplateResponse | None:
+        """Ask first; then run ``apply`` (a service call returning the log message) on every
+        selected row in one transaction, so a refusal of one leaves all of them unchanged."""
+        if not self.confirmed(request):
+            return self.confirmation(request, queryset, **page)
+        try:
+            with transaction.atomic():
+                for obj in queryset:
+                    self.log_change(request, obj, apply(obj))
+        except errors.DomainError as exc:
+            self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
+            return None
+        self.message_user(request, done.format(count=len(queryset)))
+        return None
+
+    def grades_response(self, request: HttpRequest, rows: list[Any], filename: str) -> HttpResponse:
+        response = HttpResponse(grades_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
+# --- classrooms -----------------------------------------------------------------------
+
+
+class ClassroomForm(forms.ModelForm):
+    insurance_fund_seed = forms.DecimalField(
+        required=False,
+        min_value=Decimal(0),
+        decimal_places=8,
+        max_digits=24,
+        initial=Decimal(0),
+        help_text="Paper money the house puts into the insurance fund when the class is created.",
+    )
+
+    class Meta:
+        model = Classroom
+        fields = (
+            "name",
+            "instructor",
+            "starting_balance",
+            "currency",
+            "max_leverage",
+            "trading_enabled",
+            "trading_opens_at",
+            "trading_closes_at",
+            "liquidation_fee_rate",
+            "leftover_policy",
+            "ranking",
+        )
+
+
+class RosterInline(ScopedInline):
+    """The classroom's members: role, free balance and equity at the current marks."""
+
+    model = Membership
+    fields = ("user", "role", "joined_at", "balance", "equity", "trading_frozen")
+    readonly_fields = ("user", "joined_at", "balance", "equity", "trading_frozen")
+    can_delete = False
+    verbose_name_plural = "roster"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # students join with the join code, which funds their account
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return (
+            super().get_queryset(request).select_related("user").order_by("role", "user__username")
+        )
+
+    def _account(self, membership: Membership) -> TradingAccount | None:
+        # Inline instances live for one request: read each member's account once.
+        cache: dict[int, TradingAccount | None] = self.__dict__.setdefault("_accounts", {})
+        if membership.pk not in cache:
+            cache[membership.pk] = (
+                TradingAccount.objects.select_related("classroom")
+                .filter(user_id=membership.user_id, classroom_id=membership.classroom_id)
+                .first()
+            )
+        return cache[membership.pk]
+
+    @admin.display(description="free balance")
+    def balance(self, membership: Membership) -> Any:
+        account = self._account(membership)
+        return "-" if account is None else account.balance
+
+    @admin.display(description="equity")
+    def equity(self, membership: Membership) -> Any:
+        account = self._account(membership)
+        return "-" if account is None else account_overview(account).equity
+
+    @admin.display(description="frozen", boolean=True)
+    def trading_frozen(self, membership: Membership) -> bool | None:
+        account = self._account(membership)
+        return None if account is None else account.trading_frozen
+
+
+class PocketInline(ReadOnlyInline):
+    model = ClassroomPocket
+    fields = ("kind", "balance")
+    readonly_fields = fields
+
+
+@admin.register(Classroom)
+class ClassroomAdmin(InstructorActionsMixin):
+    """A class: its rules, roster, money pockets, trading switch and live monitor."""
+
+    classroom_path = ""
+    form = ClassroomForm
+    list_display = (
+        "name",
+        "instructor",
+        "join_code",
+        "trading_enabled",
+        "trading_open_now",
+        "starting_balance",
+        "max_leverage",
+        "monitor_link",
+    )
+    list_filter = ("trading_enabled", "leftover_policy")
+    search_fields = ("name", "join_code")
+    list_select_related = ("instructor",)
+    readonly_fields = ("join_code", "created_at", "monitor_link")
+    inlines = [RosterInline, PocketInline]
+    actions = [
+        "open_trading",
+        "close_trading",
+        "regenerate_join_code",
+        "export_grades",
+    ]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = [
+            "name",
+            "instructor",
+            "join_code",
+            "starting_balance",
+            "currency",
+            "max_leverage",
+            "trading_enabled",
+            "trading_opens_at",
+            "trading_closes_at",
+            "liquidation_fee_rate",
+            "leftover_policy",
+            "ranking",
+            "created_at",
+            "monitor_link",
+        ]
+        if obj is None:
+            fields = [f for f in fields if f not in ("join_code", "created_at", "monitor_link")]
+            fields.append("insurance_fund_seed")
+        if not request.user.is_superuser:
+            fields.remove("instructor")  # an instructor creates classrooms for themselves
+        return fields
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "instructor":
+            kwargs["queryset"] = db_field.related_model.objects.filter(is_staff=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        data = form.cleaned_data
+        owner = obj.instructor_id if request.user.is_superuser else request.user.pk
+        assert owner is not None
+        created = classroom_create(
+            instructor_id=owner,
+            name=data["name"],
+            starting_balance=data["starting_balance"],
+            currency=data["currency"],
+            max_leverage=data["max_leverage"],
+            liquidation_fee_rate=data["liquidation_fee_rate"],
+            leftover_policy=data["leftover_policy"],
+            insurance_fund_seed=data.get("insurance_fund_seed") or Decimal(0),
+            trading_opens_at=data.get("trading_opens_at"),
+            trading_closes_at=data.get("trading_closes_at"),
+        )
+        Classroom.objects.filter(pk=created.pk).update(
+            trading_enabled=data["trading_enabled"], ranking=data["ranking"]
+        )
+        created.refresh_from_db()
+        for f in Classroom._meta.concrete_fields:
+            setattr(obj, f.attname, getattr(created, f.attname))
+        obj._state = created._state
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        with transaction.atomic():  # the classroom, its pockets and the log entry together
+            return super().add_view(request, form_url, extra_context)
+
+    @admin.display(description="trading open now", boolean=True)
+    def trading_open_now(self, obj: Classroom) -> bool:
+        return obj.is_trading_open()
+
+    @admin.display(description="live monitor")
+    def monitor_link(self, obj: Classroom) -> str:
+        if obj.pk is None:
+            return "-"
+        url = reverse(f"{self.admin_site.name}:accounts_classroom_monitor", args=[obj.pk])
+        return format_html('<a href="{}">Open the live monitor</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        custom = [
+            path(
+                "<int:classroom_id>/monitor/",
+                self.admin_site.admin_view(self.monitor_view),
+                name="accounts_classroom_monitor",
+            ),
+        ]
+        return custom + super().get_urls()
+
+    def monitor_view(self, request: HttpRequest, classroom_id: int) -> HttpResponse:
+        self._require_in_scope(request, str(classroom_id))
+        classroom = self.get_queryset(request).get(pk=classroom_id)
+        if not self.has_view_permission(request, classroom):
+            raise admin_views.PermissionDenied
+        return admin_views.classroom_monitor(request, classroom=classroom, model_admin=self)
+
+    # --- actions ------------------------------------------------------------------
+
+    def _switch_trading(self, request: HttpRequest, queryset: QuerySet[Any], enabled: bool) -> Any:
+        action = "open_trading" if enabled else "close_trading"
+        verb = "Open" if enabled else "Close"
+
+        def apply(classroom: Classroom) -> str:
+            classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+            return f"{verb.rstrip('e')}ed trading now."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done=f"Trading {'opened' if enabled else 'closed'} in {{count}} classroom(s).",
+            action=action,
+            title=f"{verb} trading now",
+            question=f"{verb} trading now in these classrooms, whatever their window says?",
+            confirm_label=f"Yes, {verb.lower()} trading",
+        )
+
+    @admin.action(description="Open trading now", permissions=["change"])
+    def open_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return self._switch_trading(request, queryset, True)
+
+    @admin.action(description="Close trading now", permissions=["change"])
+    def close_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return self._switch_trading(request, queryset, False)
+
+    @admin.action(description="Regenerate the join code", permissions=["change"])
+    def regenerate_join_code(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+
+        def apply(classroom: Classroom) -> str:
+            fresh = classroom_regenerate_join_code(classroom_id=classroom.pk)
+            self.message_user(request, f"{fresh.name}: the new join code is {fresh.join_code}.")
+            return "Regenerated the join code."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="New join codes for {count} classroom(s).",
+            action="regenerate_join_code",
+            title="Regenerate the join code",
+            question="Give these classrooms new join codes?",
+            consequence="The old codes stop working at once; members stay members.",
+        )
+
+    @admin.action(description="Export grades (CSV)", permissions=["view"])
+    def export_grades(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        if not self.confirmed(request):
+            return self.confirmation(
+                request,
+                queryset,
+                action="export_grades",
+                title="Export grades",
+                question="Download the grade book of these classrooms as CSV?",
+                consequence="Equity and return are taken at the current mark prices.",
+                confirm_label="Download",
+            )
+        rows = []
+        for classroom in queryset:
+            rows += [(classroom, g) for g in classroom_grades(classroom_id=classroom.pk)]
+            self.log_change(request, classroom, "Exported the grades.")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M")
+        return self.grades_response(request, rows, f"grades-{stamp}.csv")
+
+
+# --- trading accounts -----------------------------------------------------------------
+
+
+class AdjustForm(forms.Form):
+    direction = forms.ChoiceField(
+        choices=[("grant", "Grant (add paper money)"), ("deduct", "Deduct (take paper money)")]
+    )
+    amount = forms.DecimalField(min_value=Decimal("0.00000001"), max_digits=24, decimal_places=8)
+    reason = forms.CharField(max_length=200, help_text="Shown in the student's ledger statement.")
+
+    def signed_amount(self) -> Decimal:
+        amount: Decimal = self.cleaned_data["amount"]
+        return amount if self.cleaned_data["direction"] == "grant" else -amount
+
+
+@admin.register(TradingAccount)
+class TradingAccountAdmin(InstructorActionsMixin):
+    """A student's paper money in one classroom; corrections go through the actions."""
+
+    classroom_path = "classroom"
+    list_display = ("user", "classroom", "balance", "equity", "trading_frozen", "created_at")
+    list_filter = ("trading_frozen", ("classroom", related_only))
+    search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
+    list_select_related = ("user", "classroom")
+    readonly_fields = ("user", "classroom", "balance", "equity", "trading_frozen", "created_at")
+    fields = readonly_fields
+    actions = [
+        "grant_or_deduct",
+        "reset_to_starting_balance",
+        "freeze_trading",
+        "unfreeze_trading",
+        "export_grades",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # accounts are opened by joining a classroom
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the ledger refers to them
+
+    @admin.display(description="equity")
+    def equity(self, account: TradingAccount) -> Decimal:
+        return account_overview(account).equity
+
+    @admin.action(description="Grant or deduct paper money", permissions=["change"])
+    def grant_or_deduct(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        form = AdjustForm(request.POST if self.confirmed(request) else None)
+        if form.is_valid():
+            amount = form.signed_amount()
+            try:
+                with transaction.atomic():
+                    for account in queryset:
+                        account_adjust(
+                            account_id=account.pk,
+                            amount=amount,
+                            reason=form.cleaned_data["reason"],
+                            actor_id=request.user.pk,
+                        )
+                        self.log_change(
+                            request,
+                            account,
+                            f"{'Granted' if amount > 0 else 'Deducted'} {abs(amount)}: "
+                            f"{form.cleaned_data['reason']}",
+                        )
+            except errors.DomainError as exc:
+                form.add_error(None, f"Nothing was changed. {exc.message}")
+            else:
+                self.message_user(request, f"Adjusted {len(queryset)} account(s) by {amount}.")
+                return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="grant_or_deduct",
+            title="Grant or deduct paper money",
+            question="Move paper money between the house and these accounts?",
+            consequence="Each account gets its own ledger transaction with your reason.",
+            form=form,
+        )
+
+    @admin.action(description="Reset to the starting balance", permissions=["change"])
+    def reset_to_starting_balance(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+
+        def apply(account: TradingAccount) -> str:
+            account_reset(account_id=account.pk, actor_id=request.user.pk)
+            return "Reset to the starting balance."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="Reset {count} account(s).",
+            action="reset_to_starting_balance",
+            title="Reset to the starting balance",
+            question="Reset these accounts to their classroom's starting balance?",
+            consequence=(
+                "Their open positions are closed at the current mark, resting orders are "
+                "cancelled, and the house tops up or takes back the difference."
+            ),
+            confirm_label="Yes, reset",
+        )
+
+    def _freeze(self, request: HttpRequest, queryset: QuerySet[Any], frozen: bool) -> Any:
+        verb = "Freeze" if frozen else "Unfreeze"
+        action = "freeze_trading" if frozen else "unfreeze_trading"
+
+        def apply(account: TradingAccount) -> str:
+            account_set_frozen(account_id=account.pk, frozen=frozen)
+            return f"{verb} trading."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done=f"{verb} trading on {{count}} account(s): done.",
+            action=action,
+            title=f"{verb} trading",
+            question=f"{verb} trading on these accounts?",
+            consequence=(
+                "Frozen accounts cannot open positions or place orders; open positions "
+                "stay open and can still be liquidated or closed."
+                if frozen
+                else ""
+            ),
+        )
+
+    @admin.action(description="Freeze trading", permissions=["change"])
+    def freeze_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return self._freeze(request, queryset, True)
+
+    @admin.action(description="Unfreeze trading", permissions=["change"])
+    def unfreeze_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return self._freeze(request, queryset, False)
+
+    @admin.action(description="Export grades (CSV)", permissions=["view"])
+    def export_grades(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        if not self.confirmed(request):
+            return self.confirmation(
+                request,
+                queryset,
+                action="export_grades",
+                title="Export grades",
+                question="Download the grades of these students as CSV?",
+                confirm_label="Download",
+            )
+        rows = []
+        by_classroom: dict[int, list[int]] = {}
+        for account in queryset:
+            by_classroom.setdefault(account.classroom_id, []).append(account.pk)
+            self.log_change(request, account, "Exported the grade.")
+        for classroom in Classroom.objects.filter(pk__in=by_classroom).order_by("name", "pk"):
+            grades = classroom_grades(
+                classroom_id=classroom.pk, account_ids=by_classroom[classroom.pk]
+            )
+            rows += [(classroom, g) for g in grades]
+        stamp = timezone.now().strftime("%Y%m%d-%H%M")
+        return self.grades_response(request, rows, f"grades-{stamp}.csv")
+
+
+# --- the market -----------------------------------------------------------------------
+
+
+class PriceFeedInline(admin.StackedInline):
+    model = PriceFeed
+    extra = 0
+    max_num = 1
+    fields = (
+        "kind",
+        "is_active",
+        "seed",
+        "volatility",
+        "jump_probability",
+        "jump_size",
+        "replay_speed",
+        "step",
+        "replay_started_at",
+    )
+    readonly_fields = ("step", "replay_started_at")
+
+
+class ScenarioInline(ReadOnlyInline):
+    model = Scenario
+    fields = ("kind", "status", "target_price", "percent", "duration_seconds", "created_at")
+    readonly_fields = fields
+    show_change_link = True
+
+
+admin.site.unregister(Instrument)
+
+
+class ScenarioForm(forms.Form):
+    kind = forms.ChoiceField(choices=Scenario.Kind.choices)
+    percent = forms.DecimalField(
+        required=False, max_digits=9, decimal_places=4, help_text="For a move: e.g. -30."
+    )
+    target_price = forms.DecimalField(
+        required=False, max_digits=28, decimal_places=10, help_text="For setting the price."
+    )
+    duration_seconds = forms.DecimalField(
+        required=False,
+        initial=Decimal(0),
+        max_digits=10,
+        decimal_places=3,
+        help_text="How long a move takes; 0 moves on the next tick.",
+    )
+
+
+class ReplayForm(forms.Form):
+    csv_file = forms.FileField(
+        label="CSV file", help_text="Rows of time (seconds or ISO timestamp) and price."
+    )
+    speed = forms.DecimalField(initial=Decimal(1), max_digits=10, decimal_places=4)
+
+
+MAX_REPLAY_BYTES = 5 * 1024 * 1024
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
+    """An instrument with its margin tiers, its price feed and its scenarios."""
+
+    inlines = (MarginTierInline, PriceFeedInline, ScenarioInline)  # type: ignore[assignment]
+    actions = ["start_scenario", "replay_csv"]
+
+    @admin.action(description="Start a scenario (set the price or move it)", permissions=["change"])
+    def start_scenario(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        form = ScenarioForm(request.POST if self.confirmed(request) else None)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                with transaction.atomic():
+                    for instrument in queryset:
+                        scenario = scenario_start(
+                            instrument_id=instrument.pk,
+                            kind=data["kind"],
+                            percent=data["percent"],
+                            target_price=data["target_price"],
+                            duration_seconds=data["duration_seconds"] or 0,
+                            created_by_id=request.user.pk,
+                        )
+                        self.log_addition(request, scenario, f"Started: {scenario}.")
+                        self.log_change(request, instrument, f"Started scenario #{scenario.pk}.")
+            except errors.DomainError as exc:
+                field = exc.field if exc.field in form.fields else None
+                form.add_error(field, f"Nothing was started. {exc.message}")
+            else:
+                self.message_user(request, f"Started a scenario on {len(queryset)} instrument(s).")
+                return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="start_scenario",
+            title="Start a scenario",
+            question="Move the market of these instruments?",
+            consequence="An active scenario on the same instrument is cancelled first.",
+            form=form,
+            confirm_label="Start",
+        )
+
+    @admin.action(description="Replay an uploaded CSV", permissions=["change"])
+    def replay_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        confirmed = self.confirmed(request)
+        form = ReplayForm(request.POST if confirmed else None, request.FILES if confirmed else None)
+        if form.is_valid():
+            upload = form.cleaned_data["csv_file"]
+            if upload.size > MAX_REPLAY_BYTES:
+                form.add_error("csv_file", "The file is larger than 5 MB.")
+            else:
+                content = upload.read()
+                try:
+                    with transaction.atomic():
+                        for instrument in queryset:
+                            feed = replay_upload(
+                                instrument_id=instrument.pk,
+                                csv_text=content,
+                                speed=form.cleaned_data["speed"],
+                            )
+                            self.log_change(
+                                request,
+                                instrument,
+                                f"Replaying {feed.replay_points.count()} prices from "
+                                f"{upload.name}.",
+                            )
+                except errors.DomainError as exc:
+                    form.add_error("csv_file", f"Nothing was changed. {exc.message}")
+                else:
+                    self.message_user(request, f"Replay started on {len(queryset)} instrument(s).")
+                    return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="replay_csv",
+            title="Replay an uploaded CSV",
+            question="Replace the price feed of these instruments with a replay?",
+            form=form,
+            confirm_label="Upload and start",
+        )
+
+
+class ReplayPointInline(ReadOnlyInline):
+    model = ReplayPoint
+    fields = ("offset_seconds", "price")
+    readonly_fields = fields
+    max_num = 0
+
+
+@admin.register(PriceFeed)
+class PriceFeedAdmin(ClassroomScopedAdmin):
+    """Where each instrument's next mark comes from."""
+
+    classroom_path = "instrument__classroom"
+    ordering = ("instrument__classroom_id", "instrument__symbol")
+    list_display = ("instrument", "kind", "is_active", "volatility", "step")
+    list_filter = ("kind", "is_active", ("instrument__classroom", related_only))
+    search_fields = ("instrument__symbol", "instrument__classroom__name")
+    list_select_related = ("instrument__classroom",)
+    autocomplete_fields = ("instrument",)
+    readonly_fields = ("step", "replay_started_at")
+    inlines = [ReplayPointInline]
+
+
+@admin.register(ReplayPoint)
+class ReplayPointAdmin(ClassroomScopedAdmin):
+    """Rows of uploaded replay CSVs (read-only: upload a new file to change them)."""
+
+    classroom_path = "feed__instrument__classroom"
+    read_only_records = True
+    list_display = ("feed", "offset_seconds", "price")
+    list_filter = (("feed__instrument", related_only),)
+    list_select_related = ("feed__instrument",)
+
+
+@admin.register(PriceTick)
+class PriceTickAdmin(ClassroomScopedAdmin):
+    """The mark history (read-only)."""
+
+    classroom_path = "instrument__classroom"
+    read_only_records = True
+    list_display = ("instrument", "price", "created_at")
+    list_filter = (("instrument", related_only),)
+    list_select_related = ("instrument",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(Scenario)
+class ScenarioAdmin(InstructorActionsMixin):
+    """An instructor's move of the market."""
+
+    classroom_path = "instrument__classroom"
+    list_display = (
+        "instrument",
+        "kind",
+        "status",
+        "target_price",
+        "percent",
+        "duration_seconds",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("status", "kind", ("instrument", related_only))
+    search_fields = ("instrument__symbol",)
+    list_select_related = ("instrument", "created_by")
+    readonly_fields = (
+        "instrument",
+        "kind",
+        "status",
+        "target_price",
+        "percent",
+        "duration_seconds",
+        "start_price",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    actions = ["stop_scenarios"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # started from the instruments list, through the engine's service
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Stop the selected scenarios", permissions=["change"])
+    def stop_scenarios(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+
+        def apply(scenario: Scenario) -> str:
+            scenario_stop(scenario_id=scenario.pk)
+            return "Stopped."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="Stopped {count} scenario(s).",
+            action="stop_scenarios",
+            title="Stop scenarios",
+            question="Stop these scenarios?",
+            consequence="The mark stays where it is and the feed resumes from it.",
+            confirm_label="Stop",
+        )
+
+
+@admin.register(LiquidationEvent)
+class LiquidationEventAdmin(ClassroomScopedAdmin):
+    """The liquidation log (read-only)."""
+
+    classroom_path = "classroom"
+    read_only_records = True
+    list_display = (
+        "created_at",
+        "position",
+        "classroom",
+        "mark_price",
+        "collateral_lost",
+        "liquidation_fee",
+        "shortfall",
+        "insurance_paid",
+        "adl_amount",
+    )
+    list_filter = (("classroom", related_only),)
+    search_fields = ("=position__id", "position__account__user__username")
+    list_select_related = ("position__instrument", "classroom")
+    date_hierarchy = "created_at"
+
+
+@admin.register(AdlFill)
+class AdlFillAdmin(ClassroomScopedAdmin):
+    """Positions closed by auto-deleveraging (read-only)."""
+
+    classroom_path = "liquidation__classroom"
+    read_only_records = True
+    list_display = ("created_at", "position", "liquidation", "quantity", "price", "realized_pnl")
+    list_filter = (("liquidation__classroom", related_only),)
+    list_select_related = ("position__instrument", "liquidation")
+
+
+@admin.register(MarginCall)
+class MarginCallAdmin(ClassroomScopedAdmin):
+    """Margin calls and how each was answered (read-only)."""
+
+    classroom_path = "classroom"
+    read_only_records = True
+    list_display = ("created_at", "position", "classroom", "margin_ratio", "outcome", "resolved_at")
+    list_filter = ("outcome", ("classroom", related_only))
+    search_fields = ("=position__id", "position__account__user__username")
+    list_select_related = ("position__instrument", "classroom")
+
+
+@admin.register(EngineHeartbeat)
+class EngineHeartbeatAdmin(ClassroomScopedAdmin):
+    """One row per engine tick (read-only)."""
+
+    classroom_path = "instrument__classroom"
+    read_only_records = True
+    list_display = (
+        "started_at",
+        "instrument",
+        "mark_price",
+        "positions_checked",
+        "liquidated",
+        "orders_triggered",
+        "margin_calls",
+    )
+    list_filter = (("instrument", related_only),)
+    list_select_related = ("instrument",)
+    date_hierarchy = "started_at"

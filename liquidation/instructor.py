@@ -1,0 +1,293 @@
+"""Instructor services that span the apps: resets, freezes, trading switches, join codes, grades.
+
+Like every service they take keyword-only ids, run in one transaction, lock the account
+before its positions and move money only through balanced ledger transactions.
+Grants and deductions are ``accounts.services.account_adjust``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from accounts import errors
+from accounts.ledger import Leg, ledger_post
+from accounts.models import (
+    Classroom,
+    LedgerEntry,
+    LedgerTransaction,
+    Membership,
+    TradingAccount,
+    new_join_code,
+)
+from accounts.money import ZERO, money
+from liquidation.models import LiquidationEvent, MarginCall
+from positions.models import Order, Position
+from positions.selectors import FUNDING_KINDS, account_overview
+from positions.services import lock_account, order_cancel, position_close
+
+Pocket = LedgerEntry.Pocket
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTransaction | None:
+    """Close every open position at market, cancel resting orders, and restore the starting balance.
+
+    The positions close through ``position_close`` (their own ledger transactions); the
+    difference between the free balance then and the starting balance moves between the
+    house and the account in one ``reset`` transaction (none if there is no difference).
+    """
+    account = lock_account(account_id)
+    # The documented lock order: account, then positions, then orders.
+    open_positions = Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
+    for position_id in open_positions.order_by("pk").values_list("pk", flat=True):
+        position_close(position_id=position_id)
+    resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
+    for order_id in resting.order_by("pk").values_list("pk", flat=True):
+        order_cancel(order_id=order_id)
+    account.refresh_from_db(fields=["balance"])
+    delta = account.classroom.starting_balance - account.balance
+    if not delta:
+        return None
+    return ledger_post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.RESET,
+        memo=f"Reset to the starting balance {account.classroom.starting_balance}",
+        created_by_id=actor_id,
+        legs=[Leg(Pocket.HOUSE, -delta), Leg(Pocket.ACCOUNT, delta, account_id=account.pk)],
+    )
+
+
+@transaction.atomic
+def account_set_frozen(*, account_id: int, frozen: bool) -> TradingAccount:
+    """Freeze (no new orders or positions) or unfreeze one trading account."""
+    account = lock_account(account_id)
+    account.trading_frozen = frozen
+    account.save(update_fields=["trading_frozen"])
+    return account
+
+
+# --- classrooms -----------------------------------------------------------------------
+
+
+def _lock_classroom(classroom_id: int) -> Classroom:
+    try:
+        return Classroom.objects.select_for_update().get(pk=classroom_id)
+    except Classroom.DoesNotExist:
+        raise errors.NotFound("No such classroom.") from None
+
+
+@transaction.atomic
+def classroom_set_trading(*, classroom_id: int, enabled: bool) -> Classroom:
+    """Open or close trading in a classroom now, whatever its trading window says."""
+    classroom = _lock_classroom(classroom_id)
+    classroom.trading_enabled = enabled
+    classroom.save(update_fields=["trading_enabled"])
+    return classroom
+
+
+def classroom_regenerate_join_code(*, classroom_id: int) -> Classroom:
+    """Give a classroom a fresh join code; the old one stops working at once."""
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                classroom = _lock_classroom(classroom_id)
+                old = classroom.join_code
+                classroom.join_code = new_join_code()
+                if classroom.join_code == old:
+                    continue
+                classroom.save(update_fields=["join_code"])
+                return classroom
+        except IntegrityError:
+            # Another classroom holds the new code already: draw again.
+            continue
+    raise errors.DomainError("Could not draw a free join code; try again.")
+
+
+# --- grades ---------------------------------------------------------------------------
+
+OUTCOMES = list(MarginCall.Outcome)
+
+
+@dataclass(frozen=True)
+class Grade:
+    """What a student did in a classroom, for the instructor's grade book."""
+
+    username: str
+    name: str
+    equity: Decimal
+    funded: Decimal
+    return_pct: Decimal | None
+    max_drawdown: Decimal
+    max_drawdown_pct: Decimal
+    trades: int
+    liquidations: int
+    average_leverage: Decimal | None
+    max_leverage: int | None
+    stop_loss_pct: Decimal | None
+    margin_calls: int
+    margin_call_outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def _max_drawdown(points: list[Decimal]) -> tuple[Decimal, Decimal]:
+    """The largest fall from a running peak, as an amount and in percent of that peak."""
+    peak: Decimal | None = None
+    worst, worst_pct = ZERO, ZERO
+    for value in points:
+        if peak is None or value > peak:
+            peak = value
+        fall = peak - value
+        if fall > worst:
+            worst = fall
+            worst_pct = fall / peak * 100 if peak > 0 else ZERO
+    return money(worst), money(worst_pct)
+
+
+def _performance_curve(account: TradingAccount, *, base: Decimal, final: Decimal) -> list[Decimal]:
+    """The account's equity at cost after each of its trading movements, funding left out.
+
+    Starts at ``base`` (the starting balance); each ledger transaction that moves this
+    account's free balance or collateral, other than funding (deposit, grant, deduct,
+    reset), adds its net amount: fees, realised PnL and lost collateral. The last point
+    is ``final``, the performance at the current marks.
+    """
+    flows = (
+        LedgerEntry.objects.filter(account_id=account.pk)
+        .filter(Q(pocket=Pocket.ACCOUNT) | Q(pocket=Pocket.COLLATERAL))
+        .exclude(transaction__kind__in=FUNDING_KINDS)
+        .order_by("transaction_id")
+        .values_list("transaction_id", "amount")
+    )
+    points = [base]
+    current_txn, running = None, base
+    for txn_id, amount in flows:
+        if current_txn is not None and txn_id != current_txn:
+            points.append(running)
+        current_txn = txn_id
+        running += amount
+    if current_txn is not None:
+        points.append(running)
+    points.append(final)
+    return points
+
+
+def account_grade(account: TradingAccount) -> Grade:
+    overview = account_overview(account)
+    positions = list(
+        Position.objects.filter(account_id=account.pk).values_list("pk", "leverage", "stop_loss")
+    )
+    protected_by_order = set(
+        Order.objects.filter(
+            position__account_id=account.pk, reduce_only=False, stop_loss__isnull=False
+        ).values_list("position_id", flat=True)
+    )
+    with_stop = sum(1 for pk, _, sl in positions if sl is not None or pk in protected_by_order)
+    leverages = [lev for _, lev, _ in positions]
+    calls = Counter(
+        MarginCall.objects.filter(position__account_id=account.pk).values_list("outcome", flat=True)
+    )
+    base = account.classroom.starting_balance
+    curve = _performance_curve(account, base=base, final=base + overview.equity - overview.funded)
+    drawdown, drawdown_pct = _max_drawdown(curve)
+    user = account.user
+    return Grade(
+        username=user.get_username(),
+        name=user.get_full_name(),
+        equity=overview.equity,
+        funded=overview.funded,
+        return_pct=overview.return_pct,
+        max_drawdown=drawdown,
+        max_drawdown_pct=drawdown_pct,
+        trades=len(positions),
+        liquidations=LiquidationEvent.objects.filter(position__account_id=account.pk).count(),
+        average_leverage=money(Decimal(sum(leverages)) / len(leverages)) if leverages else None,
+        max_leverage=max(leverages) if leverages else None,
+        stop_loss_pct=money(Decimal(with_stop) / len(positions) * 100) if positions else None,
+        margin_calls=sum(calls.values()),
+        margin_call_outcomes={outcome.value: calls.get(outcome.value, 0) for outcome in OUTCOMES},
+    )
+
+
+def classroom_grades(*, classroom_id: int, account_ids: list[int] | None = None) -> list[Grade]:
+    """One grade per student account of the classroom (or of the chosen accounts), by name."""
+    accounts = (
+        TradingAccount.objects.filter(
+            classroom_id=classroom_id,
+            user__memberships__classroom_id=classroom_id,
+            user__memberships__role=Membership.Role.STUDENT,
+        )
+        .select_related("user", "classroom")
+        .order_by("user__username", "pk")
+    )
+    if account_ids is not None:
+        accounts = accounts.filter(pk__in=account_ids)
+    return [account_grade(account) for account in accounts]
+
+
+GRADE_COLUMNS = [
+    "classroom",
+    "username",
+    "name",
+    "equity",
+    "funded",
+    "return_pct",
+    "max_drawdown",
+    "max_drawdown_pct",
+    "trades",
+    "liquidations",
+    "average_leverage",
+    "max_leverage",
+    "stop_loss_pct",
+    "margin_calls",
+    *(f"margin_calls_{outcome.value}" for outcome in OUTCOMES),
+]
+
+
+def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
+    """The grade book as CSV text, one row per student, amounts as plain decimals."""
+
+    def cell(value: object) -> object:
+        if value is None:
+            return ""
+        if isinstance(value, Decimal):
+            return format(value.normalize() if value else ZERO, "f")
+        if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            return "'" + value  # a spreadsheet must not run a student's name as a formula
+        return value
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(GRADE_COLUMNS)
+    for classroom, grade in rows:
+        writer.writerow(
+            [
+                cell(v)
+                for v in (
+                    classroom.name,
+                    grade.username,
+                    grade.name,
+                    grade.equity,
+                    grade.funded,
+                    grade.return_pct,
+                    grade.max_drawdown,
+                    grade.max_drawdown_pct,
+                    grade.trades,
+                    grade.liquidations,
+                    grade.average_leverage,
+                    grade.max_leverage,
+                    grade.stop_loss_pct,
+                    grade.margin_calls,
+                    *(grade.margin_call_outcomes[o.value] for o in OUTCOMES),
+                )
+            ]
+        )
+    return out.getvalue()

@@ -1,0 +1,195 @@
+"""Admin pages of the positions app: instruments with their margin tiers, positions, orders.
+
+Positions, collateral, orders and fills are records of money: read-only for everyone.
+Instruments are the instructor's market: editable, with tiers validated by the margin math.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
+from positions.margin import tiers_from_table
+from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position
+
+related_only = admin.RelatedOnlyFieldListFilter
+
+
+class MarginTierFormSet(forms.BaseInlineFormSet):
+    """The tiers must form a valid margin table; their maintenance amounts are derived."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        rows: list[tuple[Decimal, Decimal | None, Decimal, int]] = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE"):
+                continue
+            rows.append(
+                (data["notional_floor"], data["notional_cap"], data["mmr"], data["max_leverage"])
+            )
+        if not rows:
+            raise forms.ValidationError("An instrument needs at least one margin tier.")
+        try:
+            tiers_from_table(rows)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The margin tiers are not valid: {exc}.") from None
+        instrument = self.instance
+        if instrument.pk and self.has_changed():
+            open_count = instrument.positions.filter(status=Position.Status.OPEN).count()
+            if open_count:
+                # Stored liquidation prices were computed with the old tiers.
+                raise forms.ValidationError(
+                    f"{open_count} open position(s) use these tiers; change them when none is open."
+                )
+
+
+def derive_tier_amounts(instrument: Instrument) -> None:
+    """Store each tier's maintenance amount (cum) as the margin math derives it."""
+    rows = list(instrument.tiers.order_by("notional_floor"))
+    if not rows:
+        return
+    tiers = tiers_from_table(
+        (row.notional_floor, row.notional_cap, row.mmr, row.max_leverage) for row in rows
+    )
+    for row, tier in zip(rows, tiers, strict=True):
+        if row.cum != tier.cum:
+            row.cum = tier.cum
+            row.save(update_fields=["cum"])
+
+
+class MarginTierInline(ScopedInline):
+    model = MarginTier
+    formset = MarginTierFormSet
+    fields = ("notional_floor", "notional_cap", "mmr", "max_leverage", "cum")
+    readonly_fields = ("cum",)
+    extra = 1
+
+
+@admin.register(Instrument)
+class InstrumentAdmin(ClassroomScopedAdmin):
+    """A classroom's tradable contract: sizes, fees, leverage cap and margin tiers."""
+
+    classroom_path = "classroom"
+    list_display = (
+        "symbol",
+        "classroom",
+        "mark_price",
+        "mark_updated_at",
+        "max_leverage",
+        "is_tradable",
+    )
+    list_filter = ("is_tradable", ("classroom", related_only))
+    search_fields = ("symbol", "name", "classroom__name")
+    list_select_related = ("classroom",)
+    autocomplete_fields = ("classroom",)
+    inlines = (MarginTierInline,)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ("mark_updated_at",)
+        # The engine and the scenarios move the mark; the market it belongs to is fixed.
+        return ("classroom", "mark_price", "mark_updated_at")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        derive_tier_amounts(form.instance)
+
+
+class CollateralInline(ReadOnlyInline):
+    model = Collateral
+    fields = ("amount", "initial_margin")
+    readonly_fields = fields
+
+
+class FillInline(ReadOnlyInline):
+    model = Fill
+    fk_name = "position"
+    fields = ("created_at", "kind", "quantity", "price", "fee", "realized_pnl", "order")
+    readonly_fields = fields
+
+
+@admin.register(Position)
+class PositionAdmin(ClassroomScopedAdmin):
+    """One isolated trade with its collateral (read-only: services change positions)."""
+
+    classroom_path = "account__classroom"
+    read_only_records = True
+    list_display = (
+        "id",
+        "account",
+        "instrument",
+        "side",
+        "quantity",
+        "entry_price",
+        "leverage",
+        "liquidation_price",
+        "status",
+        "opened_at",
+    )
+    list_filter = (
+        "status",
+        "side",
+        ("instrument", related_only),
+        ("account__classroom", related_only),
+    )
+    search_fields = ("=id", "account__user__username", "instrument__symbol")
+    list_select_related = ("account__user", "account__classroom", "instrument")
+    date_hierarchy = "opened_at"
+    inlines = [CollateralInline, FillInline]
+
+
+@admin.register(Collateral)
+class CollateralAdmin(ClassroomScopedAdmin):
+    """The isolated margin of each position (read-only)."""
+
+    classroom_path = "position__account__classroom"
+    read_only_records = True
+    ordering = ("-position_id",)
+    list_display = ("position", "amount", "initial_margin")
+    search_fields = ("=position__id", "position__account__user__username")
+    list_select_related = ("position__instrument",)
+    list_filter = (("position__account__classroom", related_only),)
+
+
+@admin.register(Order)
+class OrderAdmin(ClassroomScopedAdmin):
+    """Orders as placed and filled (read-only)."""
+
+    classroom_path = "account__classroom"
+    read_only_records = True
+    list_display = (
+        "id",
+        "account",
+        "instrument",
+        "type",
+        "side",
+        "quantity",
+        "price",
+        "stop_price",
+        "status",
+        "created_at",
+    )
+    list_filter = ("status", "type", "side", ("instrument", related_only))
+    search_fields = ("=id", "account__user__username", "client_order_id", "instrument__symbol")
+    list_select_related = ("account__user", "account__classroom", "instrument")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Fill)
+class FillAdmin(ClassroomScopedAdmin):
+    """Executions: opening, closing, liquidation and ADL fills (read-only)."""
+
+    classroom_path = "position__account__classroom"
+    read_only_records = True
+    list_display = ("id", "position", "kind", "quantity", "price", "fee", "realized_pnl")
+    list_filter = ("kind", ("position__instrument", related_only))
+    search_fields = ("=position__id", "position__account__user__username")
+    list_select_related = ("position__instrument",)

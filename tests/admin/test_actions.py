@@ -1,0 +1,234 @@
+"""Each instructor action asks first, goes through a service, posts its ledger transactions
+and leaves the ledger balanced; a refused action writes nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.urls import reverse
+
+from accounts.models import Classroom, LedgerTransaction, TradingAccount
+from positions.models import Order, Position
+from tests.invariants import assert_ledger_invariants
+
+ACCOUNTS = reverse("admin:accounts_tradingaccount_changelist")
+CLASSROOMS = reverse("admin:accounts_classroom_changelist")
+Kind = LedgerTransaction.Kind
+
+
+def students(world) -> list[TradingAccount]:
+    return list(
+        TradingAccount.objects.filter(classroom=world.alpha_class).order_by("user__username")
+    )
+
+
+def run(client, changelist, action, objects, **data):
+    return client.post(
+        changelist,
+        {"action": action, "_selected_action": [o.pk for o in objects], "confirm": "yes", **data},
+    )
+
+
+def new_transactions(before: int):
+    return list(LedgerTransaction.objects.filter(pk__gt=before).prefetch_related("entries"))
+
+
+def last_txn_id() -> int:
+    return LedgerTransaction.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def logged(obj, text: str) -> bool:
+    return LogEntry.objects.filter(
+        object_id=str(obj.pk), action_flag=CHANGE, change_message__contains=text
+    ).exists()
+
+
+def test_every_action_first_shows_a_confirmation_page_and_does_nothing(world, alpha_client):
+    accounts = students(world)
+    before = last_txn_id()
+    for changelist, objects, action in [
+        (ACCOUNTS, accounts, "grant_or_deduct"),
+        (ACCOUNTS, accounts, "reset_to_starting_balance"),
+        (ACCOUNTS, accounts, "freeze_trading"),
+        (ACCOUNTS, accounts, "unfreeze_trading"),
+        (ACCOUNTS, accounts, "export_grades"),
+        (CLASSROOMS, [world.alpha_class], "open_trading"),
+        (CLASSROOMS, [world.alpha_class], "close_trading"),
+        (CLASSROOMS, [world.alpha_class], "regenerate_join_code"),
+        (CLASSROOMS, [world.alpha_class], "export_grades"),
+    ]:
+        response = alpha_client.post(
+            changelist, {"action": action, "_selected_action": [o.pk for o in objects]}
+        )
+        assert response.status_code == 200, action
+        assert b'name="confirm" value="yes"' in response.content, action
+        assert response["Content-Type"].startswith("text/html"), action
+    assert last_txn_id() == before
+    assert not TradingAccount.objects.filter(trading_frozen=True).exists()
+    assert not LogEntry.objects.exists()
+
+
+def test_grant_posts_one_transaction_per_account_from_the_house(world, alpha_client):
+    accounts = students(world)
+    balances = [a.balance for a in accounts]
+    before = last_txn_id()
+    response = run(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="grant", amount="250.5", reason="Won the quiz",
+    )  # fmt: skip
+    assert response.status_code == 302
+    txns = new_transactions(before)
+    assert [t.kind for t in txns] == [Kind.GRANT, Kind.GRANT]
+    for txn, account in zip(txns, accounts, strict=True):
+        assert txn.memo == "Won the quiz"
+        assert txn.created_by == world.alpha
+        legs = sorted((e.pocket, e.account_id, e.amount) for e in txn.entries.all())
+        assert legs == [
+            ("account", account.pk, Decimal("250.5")),
+            ("house", None, Decimal("-250.5")),
+        ]
+    for account, balance in zip(accounts, balances, strict=True):
+        account.refresh_from_db()
+        assert account.balance == balance + Decimal("250.5")
+        assert logged(account, "Granted 250.5")
+    assert_ledger_invariants()
+
+
+def test_deduct_posts_a_deduction_and_too_large_a_deduction_writes_nothing(world, alpha_client):
+    accounts = students(world)
+    rich, poor = accounts
+    poor_balance = poor.balance
+    before = last_txn_id()
+    refused = run(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="deduct", amount=str(poor_balance + 1), reason="Penalty",
+    )  # fmt: skip
+    assert refused.status_code == 200
+    assert b"Nothing was changed" in refused.content
+    assert last_txn_id() == before
+    assert not LogEntry.objects.exists()
+
+    response = run(
+        alpha_client, ACCOUNTS, "grant_or_deduct", [rich],
+        direction="deduct", amount="100", reason="Late homework",
+    )  # fmt: skip
+    assert response.status_code == 302
+    (txn,) = new_transactions(before)
+    assert txn.kind == Kind.DEDUCT
+    legs = sorted((e.pocket, e.amount) for e in txn.entries.all())
+    assert legs == [("account", Decimal("-100")), ("house", Decimal("100"))]
+    assert_ledger_invariants()
+
+
+def test_invalid_adjustment_input_is_a_form_error(world, alpha_client):
+    before = last_txn_id()
+    for data in (
+        {"direction": "grant", "amount": "abc", "reason": "x"},
+        {"direction": "grant", "amount": "-5", "reason": "x"},
+        {"direction": "grant", "amount": "1.123456789", "reason": "x"},
+        {"direction": "grant", "amount": "5", "reason": ""},
+        {"direction": "steal", "amount": "5", "reason": "x"},
+    ):
+        response = run(alpha_client, ACCOUNTS, "grant_or_deduct", students(world), **data)
+        assert response.status_code == 200, data
+        assert b"errorlist" in response.content, data
+    assert last_txn_id() == before
+
+
+def test_reset_closes_positions_cancels_orders_and_restores_the_starting_balance(
+    world, alpha_client
+):
+    accounts = students(world)
+    holder = accounts[0]  # alpha-student-1 holds an open long
+    open_before = list(Position.objects.filter(account=holder, status="open"))
+    assert open_before
+    btc = open_before[0].instrument
+    btc.mark_price = Decimal("61000")
+    btc.save()
+    before = last_txn_id()
+    response = run(alpha_client, ACCOUNTS, "reset_to_starting_balance", accounts)
+    assert response.status_code == 302
+    txns = new_transactions(before)
+    kinds = [t.kind for t in txns]
+    assert kinds.count(Kind.CLOSE) == len(open_before)
+    assert kinds.count(Kind.RESET) == 2  # both balances differ from the start after trading
+    assert not Position.objects.filter(account__in=accounts, status="open").exists()
+    assert not Order.objects.filter(account__in=accounts, status="resting").exists()
+    for account in accounts:
+        account.refresh_from_db()
+        assert account.balance == world.alpha_class.starting_balance
+        assert logged(account, "Reset to the starting balance")
+    for txn in txns:
+        if txn.kind == Kind.RESET:
+            assert txn.created_by == world.alpha
+            assert sum(e.amount for e in txn.entries.all()) == 0
+    assert_ledger_invariants()
+
+
+def test_reset_without_a_mark_price_resets_nobody(world, alpha_client):
+    accounts = students(world)
+    position = Position.objects.filter(account__in=accounts, status="open").first()
+    assert position is not None
+    position.instrument.mark_price = None
+    position.instrument.save()
+    balances = [a.balance for a in accounts]
+    before = last_txn_id()
+    response = run(alpha_client, ACCOUNTS, "reset_to_starting_balance", accounts)
+    assert response.status_code == 302
+    assert last_txn_id() == before
+    assert Position.objects.filter(pk=position.pk, status="open").exists()
+    assert [TradingAccount.objects.get(pk=a.pk).balance for a in accounts] == balances
+    assert not LogEntry.objects.exists()
+    assert_ledger_invariants()
+
+
+def test_freeze_and_unfreeze_move_no_money_and_are_logged(world, alpha_client):
+    accounts = students(world)
+    before = last_txn_id()
+    assert run(alpha_client, ACCOUNTS, "freeze_trading", accounts).status_code == 302
+    assert all(TradingAccount.objects.get(pk=a.pk).trading_frozen for a in accounts)
+    assert all(logged(a, "Freeze trading") for a in accounts)
+    assert run(alpha_client, ACCOUNTS, "unfreeze_trading", accounts[:1]).status_code == 302
+    assert not TradingAccount.objects.get(pk=accounts[0].pk).trading_frozen
+    assert TradingAccount.objects.get(pk=accounts[1].pk).trading_frozen
+    assert last_txn_id() == before
+    assert_ledger_invariants()
+
+
+def test_close_and_open_trading_now(world, alpha_client):
+    classroom = world.alpha_class
+    before = last_txn_id()
+    assert run(alpha_client, CLASSROOMS, "close_trading", [classroom]).status_code == 302
+    assert not Classroom.objects.get(pk=classroom.pk).is_trading_open()
+    assert run(alpha_client, CLASSROOMS, "open_trading", [classroom]).status_code == 302
+    assert Classroom.objects.get(pk=classroom.pk).is_trading_open()
+    assert logged(classroom, "Closed trading now") and logged(classroom, "Opened trading now")
+    assert last_txn_id() == before
+    assert_ledger_invariants()
+
+
+def test_regenerate_join_code(world, alpha_client):
+    classroom = world.alpha_class
+    old = classroom.join_code
+    before = last_txn_id()
+    assert run(alpha_client, CLASSROOMS, "regenerate_join_code", [classroom]).status_code == 302
+    classroom.refresh_from_db()
+    assert classroom.join_code != old
+    assert not Classroom.objects.filter(join_code=old).exists()
+    assert logged(classroom, "Regenerated the join code")
+    assert last_txn_id() == before
+    assert_ledger_invariants()
+
+
+def test_export_grades_downloads_csv_and_posts_nothing(world, alpha_client):
+    before = last_txn_id()
+    response = run(alpha_client, CLASSROOMS, "export_grades", [world.alpha_class])
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    body = response.content.decode()
+    assert "alpha-student-1" in body and "bravo" not in body
+    assert logged(world.alpha_class, "Exported the grades")
+    assert last_txn_id() == before
+    assert_ledger_invariants()

@@ -1,0 +1,223 @@
+"""Classrooms created through the service, rules edited, margin tiers validated, money read-only."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.urls import reverse
+
+from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, Membership, User
+from positions.margin import tiers_from_table
+from positions.models import Instrument, MarginTier
+from tests.admin.conftest import make_instructor
+from tests.admin.forms import admin_form_data
+from tests.factories import BTC_BRACKETS, UserFactory
+from tests.invariants import assert_ledger_invariants
+
+D = Decimal
+
+
+def classroom_post(**overrides):
+    data = {
+        "name": "Options 201",
+        "starting_balance": "5000",
+        "currency": "USDT",
+        "max_leverage": "25",
+        "trading_enabled": "on",
+        "trading_opens_at_0": "",
+        "trading_opens_at_1": "",
+        "trading_closes_at_0": "",
+        "trading_closes_at_1": "",
+        "liquidation_fee_rate": "0.005",
+        "leftover_policy": "insurance_fund",
+        "ranking": "raw",
+        "insurance_fund_seed": "250",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_instructor_creates_a_classroom_with_pockets_for_herself(db, client):
+    teacher = make_instructor("teacher")
+    someone = UserFactory.create(is_staff=True)
+    client.force_login(teacher)
+    response = client.post(
+        reverse("admin:accounts_classroom_add"), classroom_post(instructor=someone.pk)
+    )
+    assert response.status_code == 302, response.context and response.context["errors"]
+    classroom = Classroom.objects.get(name="Options 201")
+    assert classroom.instructor == teacher  # not the instructor named in the POST
+    assert classroom.starting_balance == D(5000) and classroom.max_leverage == 25
+    assert set(classroom.pockets.values_list("kind", flat=True)) == {"house", "insurance", "fees"}
+    assert Membership.objects.filter(
+        classroom=classroom, user=teacher, role=Membership.Role.INSTRUCTOR
+    ).exists()
+    (seed,) = LedgerTransaction.objects.filter(classroom=classroom)
+    assert seed.kind == LedgerTransaction.Kind.INSURANCE_SEED
+    assert ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance == D(250)
+    assert LogEntry.objects.filter(object_id=str(classroom.pk), action_flag=ADDITION).exists()
+    assert_ledger_invariants()
+
+
+def test_invalid_classroom_rules_are_form_errors_and_write_nothing(db, client):
+    client.force_login(make_instructor("teacher"))
+    for bad in (
+        {"starting_balance": "0"},
+        {"max_leverage": "500"},
+        {"liquidation_fee_rate": "0.5"},
+        {"name": ""},
+        {"insurance_fund_seed": "-1"},
+        {
+            "trading_opens_at_0": "2030-01-02", "trading_opens_at_1": "10:00",
+            "trading_closes_at_0": "2030-01-01", "trading_closes_at_1": "10:00",
+        },
+    ):  # fmt: skip
+        response = client.post(reverse("admin:accounts_classroom_add"), classroom_post(**bad))
+        assert response.status_code == 200, bad
+        assert response.context["errors"], bad
+    assert not Classroom.objects.exists()
+    assert not LedgerTransaction.objects.exists()
+
+
+def test_rules_are_editable_on_the_change_page(world, alpha_client):
+    page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    response = alpha_client.get(page)
+    assert b"alpha-student-1" in response.content  # the roster
+    data = admin_form_data(response)
+    data.update(max_leverage="7", leftover_policy="return_to_trader")
+    response = alpha_client.post(page, data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    world.alpha_class.refresh_from_db()
+    assert world.alpha_class.max_leverage == 7
+    assert world.alpha_class.leftover_policy == "return_to_trader"
+
+
+def tier_post(classroom, rows, **extra):
+    data = {
+        "classroom": classroom.pk,
+        "symbol": "ETHUSDT",
+        "name": "Ether",
+        "tick_size": "0.01",
+        "lot_size": "0.001",
+        "min_notional": "5",
+        "max_leverage": "100",
+        "taker_fee_rate": "0.0005",
+        "spread": "0",
+        "is_tradable": "on",
+        "mark_price": "3000",
+        "tiers-TOTAL_FORMS": str(len(rows)),
+        "tiers-INITIAL_FORMS": "0",
+        "tiers-MIN_NUM_FORMS": "0",
+        "tiers-MAX_NUM_FORMS": "1000",
+        "feed-TOTAL_FORMS": "0",
+        "feed-INITIAL_FORMS": "0",
+        "feed-MIN_NUM_FORMS": "0",
+        "feed-MAX_NUM_FORMS": "1",
+        "scenarios-TOTAL_FORMS": "0",
+        "scenarios-INITIAL_FORMS": "0",
+        "scenarios-MIN_NUM_FORMS": "0",
+        "scenarios-MAX_NUM_FORMS": "1000",
+    }
+    for i, (floor, cap, mmr, lev) in enumerate(rows):
+        data[f"tiers-{i}-notional_floor"] = str(floor)
+        data[f"tiers-{i}-notional_cap"] = "" if cap is None else str(cap)
+        data[f"tiers-{i}-mmr"] = str(mmr)
+        data[f"tiers-{i}-max_leverage"] = str(lev)
+    data.update(extra)
+    return data
+
+
+def test_instrument_with_valid_tiers_gets_derived_maintenance_amounts(world, alpha_client):
+    rows = [*BTC_BRACKETS[:-1], (D(12_000_000), None, D("0.02"), 25)]
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"), tier_post(world.alpha_class, rows)
+    )
+    assert response.status_code == 302, response.context and response.context["errors"]
+    eth = Instrument.objects.get(classroom=world.alpha_class, symbol="ETHUSDT")
+    stored = [t.as_tier() for t in MarginTier.objects.filter(instrument=eth)]
+    assert stored == tiers_from_table(rows)
+    assert stored[1].cum == D(50)  # 50,000 x (0.5% - 0.4%)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(D(10), None, D("0.01"), 50)],  # does not start at 0
+        [(D(0), D(100), D("0.01"), 50), (D(200), None, D("0.02"), 25)],  # gap between caps
+        [(D(0), D(100), D("0.02"), 50), (D(100), None, D("0.01"), 25)],  # rate decreases
+        [(D(0), D(100), D("0.01"), 25), (D(100), None, D("0.02"), 40)],  # leverage increases
+        [(D(0), D(100), D("0.01"), 50), (D(50), None, D("0.02"), 25)],  # overlapping
+        [],  # no tier
+    ],
+)
+def test_invalid_tiers_are_refused_and_nothing_is_written(world, alpha_client, rows):
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"), tier_post(world.alpha_class, rows)
+    )
+    assert response.status_code == 200
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+    assert not MarginTier.objects.filter(instrument__symbol="ETHUSDT").exists()
+
+
+def test_tiers_cannot_change_under_open_positions(world, alpha_client):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    page = reverse("admin:positions_instrument_change", args=[btc.pk])
+    data = admin_form_data(alpha_client.get(page))
+    data["tiers-0-mmr"] = "0.003"
+    response = alpha_client.post(page, data)
+    assert response.status_code == 200
+    assert b"open position" in response.content
+    assert btc.tiers.get(notional_floor=0).mmr == D("0.004")
+
+
+def test_money_records_are_read_only_even_for_superusers(world, client):
+    root = UserFactory.create(is_staff=True, is_superuser=True)
+    client.force_login(root)
+    account = world.alpha_class.accounts.first()
+    page = client.get(reverse("admin:accounts_tradingaccount_change", args=[account.pk]))
+    assert page.status_code == 200
+    assert b'name="balance"' not in page.content
+    position = account.positions.first()
+    page = client.get(reverse("admin:positions_position_change", args=[position.pk]))
+    assert b'name="quantity"' not in page.content and b'name="entry_price"' not in page.content
+    txn = LedgerTransaction.objects.order_by("pk")[0]
+    for name in (
+        "accounts_ledgertransaction",
+        "accounts_ledgerentry",
+        "accounts_classroompocket",
+        "positions_collateral",
+        "positions_position",
+        "liquidation_liquidationevent",
+    ):
+        assert client.get(reverse(f"admin:{name}_add")).status_code == 403, name
+    assert (
+        client.post(
+            reverse("admin:accounts_ledgertransaction_delete", args=[txn.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    response = client.post(
+        reverse("admin:accounts_ledgertransaction_change", args=[txn.pk]), {"memo": "edited"}
+    )
+    assert response.status_code == 403
+    txn.refresh_from_db()
+    assert txn.memo != "edited"
+    # The superuser sees both classrooms.
+    listing = client.get(reverse("admin:accounts_classroom_changelist"))
+    assert {c.pk for c in listing.context["cl"].result_list} == {
+        world.alpha_class.pk,
+        world.bravo_class.pk,
+    }
+
+
+def test_the_demo_teacher_runs_the_demo_class_from_the_admin(db, client):
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=io.StringIO())
+    client.force_login(User.objects.get(username="teacher"))
+    listing = client.get(reverse("admin:accounts_classroom_changelist"))
+    assert listing.status_code == 200
+    assert [c.join_code for c in listing.context["cl"].result_list] == ["DEMO2026"]

@@ -1,0 +1,113 @@
+"""Scenarios and replays started and stopped from the admin, through the engine's services."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.admin.models import LogEntry
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from accounts.models import LedgerTransaction
+from liquidation.models import PriceFeed, ReplayPoint, Scenario
+from positions.models import Instrument
+from tests.invariants import assert_ledger_invariants
+
+INSTRUMENTS = reverse("admin:positions_instrument_changelist")
+SCENARIOS = reverse("admin:liquidation_scenario_changelist")
+D = Decimal
+
+
+def alpha_btc(world) -> Instrument:
+    return Instrument.objects.get(classroom=world.alpha_class)
+
+
+def act(client, changelist, action, objects, **data):
+    return client.post(
+        changelist,
+        {"action": action, "_selected_action": [o.pk for o in objects], "confirm": "yes", **data},
+    )
+
+
+def test_start_a_move_then_stop_it(world, alpha_client):
+    btc = alpha_btc(world)
+    ledger_before = LedgerTransaction.objects.count()
+    response = act(
+        alpha_client, INSTRUMENTS, "start_scenario", [btc],
+        kind="move", percent="-30", duration_seconds="60",
+    )  # fmt: skip
+    assert response.status_code == 302
+    scenario = Scenario.objects.get(instrument=btc, status=Scenario.Status.ACTIVE)
+    assert (scenario.kind, scenario.percent, scenario.duration_seconds) == ("move", D(-30), D(60))
+    assert scenario.start_price == btc.mark_price and scenario.created_by == world.alpha
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk), change_message__contains="Started"
+    ).exists()
+
+    response = act(alpha_client, SCENARIOS, "stop_scenarios", [scenario])
+    assert response.status_code == 302
+    scenario.refresh_from_db()
+    assert scenario.status == Scenario.Status.CANCELLED
+    assert LogEntry.objects.filter(
+        object_id=str(scenario.pk), change_message__contains="Stopped"
+    ).exists()
+    assert LedgerTransaction.objects.count() == ledger_before  # moving the market moves no money
+    assert_ledger_invariants()
+
+
+def test_setting_the_price_cancels_the_active_scenario(world, alpha_client):
+    btc = alpha_btc(world)
+    act(alpha_client, INSTRUMENTS, "start_scenario", [btc], kind="move", percent="10")
+    act(alpha_client, INSTRUMENTS, "start_scenario", [btc], kind="set_price", target_price="42000")
+    active = Scenario.objects.get(instrument=btc, status=Scenario.Status.ACTIVE)
+    assert (active.kind, active.target_price) == ("set_price", D(42000))
+    assert Scenario.objects.filter(instrument=btc, status=Scenario.Status.CANCELLED).count() == 1
+
+
+def test_a_refused_scenario_is_a_form_error_and_starts_nothing(world, alpha_client):
+    btc = alpha_btc(world)
+    before = Scenario.objects.count()
+    for data in (
+        {"kind": "move", "percent": "0"},
+        {"kind": "move", "percent": "-150"},
+        {"kind": "move"},
+        {"kind": "set_price", "target_price": "-5"},
+        {"kind": "move", "percent": "-10", "duration_seconds": "-1"},
+        {"kind": "teleport", "percent": "5"},
+    ):
+        response = act(alpha_client, INSTRUMENTS, "start_scenario", [btc], **data)
+        assert response.status_code == 200, data
+        assert b"errorlist" in response.content, data
+    assert Scenario.objects.count() == before
+    assert not Scenario.objects.filter(status=Scenario.Status.ACTIVE).exists()
+
+
+def test_replay_an_uploaded_csv(world, alpha_client):
+    btc = alpha_btc(world)
+    ledger_before = LedgerTransaction.objects.count()
+    upload = SimpleUploadedFile("crash.csv", b"seconds,price\n0,60000\n1,59000\n2,45000\n")
+    response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="2")
+    assert response.status_code == 302
+    feed = PriceFeed.objects.get(instrument=btc)
+    assert feed.kind == PriceFeed.Kind.REPLAY and feed.replay_speed == D(2)
+    assert list(feed.replay_points.values_list("offset_seconds", "price")) == [
+        (D(0), D(60000)),
+        (D(1), D(59000)),
+        (D(2), D(45000)),
+    ]
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk), change_message__contains="Replaying"
+    ).exists()
+    assert LedgerTransaction.objects.count() == ledger_before
+    assert_ledger_invariants()
+
+
+def test_a_broken_csv_changes_nothing(world, alpha_client):
+    btc = alpha_btc(world)
+    before = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    upload = SimpleUploadedFile("bad.csv", b"0,60000\n1,not-a-price\n")
+    response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
+    assert response.status_code == 200
+    assert b"Nothing was changed" in response.content
+    after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    assert after == before

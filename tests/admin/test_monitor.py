@@ -1,0 +1,66 @@
+"""The live class monitor: what it shows, and that HTMX refreshes get only the panel."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.urls import reverse
+
+from liquidation.admin_views import monitor_snapshot
+from liquidation.models import EngineHeartbeat
+from positions.models import Instrument
+from positions.services import position_open
+from tests.factories import make_student
+
+
+def test_positions_are_sorted_by_distance_to_liquidation(world):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    risky = make_student(world.alpha_class, username="alpha-risky")
+    safe = make_student(world.alpha_class, username="alpha-safe")
+    near = position_open(
+        account_id=risky.pk, instrument_id=btc.pk, side="short", quantity="0.1", leverage=50
+    )
+    far = position_open(
+        account_id=safe.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=2
+    )
+    snapshot = monitor_snapshot(world.alpha_class)
+    order = [p.pk for p, _ in snapshot.positions]
+    assert order[0] == near.pk
+    assert order[-1] == far.pk
+    raw = [v.distance_to_liquidation_pct for _, v in snapshot.positions]
+    distances = [d for d in raw if d is not None]
+    assert len(distances) == len(raw)  # every position here has a liquidation price
+    assert distances == sorted(distances)
+    (row,) = snapshot.imbalances
+    assert (row.long_count, row.short_count) == (2, 1)  # alpha-student-1's long, safe, risky
+    assert row.long_quantity == Decimal("0.2") and row.short_quantity == Decimal("0.1")
+    assert snapshot.insurance_fund == Decimal(1000)
+    assert snapshot.heartbeat_age_seconds is not None and snapshot.heartbeat_age_seconds >= 0
+
+
+def test_heartbeat_age_is_of_this_classrooms_engine_only(world):
+    EngineHeartbeat.objects.filter(instrument__classroom=world.alpha_class).delete()
+    assert monitor_snapshot(world.alpha_class).heartbeat_age_seconds is None
+    assert monitor_snapshot(world.bravo_class).heartbeat_age_seconds is not None
+
+
+def test_page_polls_itself_and_htmx_gets_only_the_panel(world, alpha_client):
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    page = alpha_client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'hx-trigger="every 2s"' in html and f'hx-get="{url}"' in html
+    assert "django_htmx/htmx-2.min.js" in html
+    assert "<script>" not in html and " onclick=" not in html  # the CSP forbids inline code
+    assert "alpha-student-1" in html
+    panel = alpha_client.get(url, headers={"HX-Request": "true"})
+    assert panel.status_code == 200
+    body = panel.content.decode()
+    assert "<html" not in body and 'id="monitor-liquidations"' in body
+    assert "alpha-student-1" in body
+
+
+def test_classroom_list_links_to_the_monitor(world, alpha_client):
+    listing = alpha_client.get(reverse("admin:accounts_classroom_changelist"))
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    assert url.encode() in listing.content

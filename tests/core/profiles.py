@@ -1,0 +1,38 @@
+"""Hypothesis settings for the trading-core tests.
+
+``core`` keeps the suite inside its CI budget; set ``RINGFENCE_HYPOTHESIS=thorough`` for
+a longer local search. Used as decorators so other suites keep their own profiles.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "core",
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+PROFILE = os.environ.get("RINGFENCE_HYPOTHESIS", "core")
+PURE = settings(settings.get_profile(PROFILE))
+"""Settings for the pure margin-maths properties (cheap examples)."""
+
+STATEFUL = settings(
+    settings.get_profile(PROFILE),
+    max_examples=25 if PROFILE == "core" else 300,
+    stateful_step_count=30 if PROFILE == "core" else 60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+"""Settings for the database-backed state machine (each step hits PostgreSQL)."""
