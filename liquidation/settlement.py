@@ -55,7 +55,9 @@ from positions.models import Collateral, Fill, Instrument, Order, Position, Side
 from positions.services import position_ledger_post, stored_prices
 
 Pocket = LedgerEntry.Pocket
-BATCH_SIZE = 5000
+BATCH_SIZE = 2500
+# Batches of one tick run on this many threads (own connections) on PostgreSQL.
+BATCH_THREADS = 2
 
 
 def breached_position_ids(instrument_id: int, mark: Decimal) -> list[tuple[int, int]]:
@@ -285,8 +287,15 @@ def _update_positions(settled: list[_Settled], mark: Decimal, now: datetime) -> 
         )
 
 
-def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> None:
-    """One balanced ledger transaction per liquidation, written with a few bulk statements."""
+Deltas = tuple[dict[int, Decimal], dict[str, Decimal]]
+
+
+def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> Deltas:
+    """One balanced ledger transaction per liquidation, written with a few bulk statements.
+
+    Returns what the free balances and the classroom pockets receive; the caller applies
+    it last (see :func:`_apply_deltas`).
+    """
     at = f"{settled[0].event['mark_price']:f}".rstrip("0").rstrip(".")
     txn_ids = insert_rows(
         LedgerTransaction,
@@ -329,6 +338,20 @@ def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> Non
     with_ids(
         Collateral.objects.all(), "position_id", [item.position.pk for item in settled]
     ).update(amount=ZERO)
+    return accounts, pockets
+
+
+def _apply_deltas(classroom_id: int, deltas: Deltas) -> None:
+    """Move the stored balances of the batch's ledger entries, classroom pockets last.
+
+    Every liquidation of the classroom updates the same pocket rows, so they are written
+    at the very end, after the deferred foreign-key checks have run: concurrent batches
+    overlap everything else and queue only for these few rows and the commit.
+    """
+    accounts, pockets = deltas
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     for account_id in sorted(accounts):
         if accounts[account_id]:
             TradingAccount.objects.filter(pk=account_id).update(
@@ -384,41 +407,47 @@ def liquidate_batch(
                 Collateral.objects.all(), "position_id", [p.pk for p in positions]
             ).values_list("pk", "amount")
         )
-        available = (
-            ClassroomPocket.objects.select_for_update()
-            .filter(classroom_id=classroom.pk, kind=ClassroomPocket.Kind.INSURANCE)
-            .values_list("balance", flat=True)
-            .get()
-        )
-        settled: list[_Settled] = []
-        for position in positions:
-            result.checked += 1
-            wb = collateral[position.pk]
-            if not margin.is_liquidatable(
-                side=position.side,
-                entry_price=position.entry_price,
-                quantity=position.quantity,
-                collateral=wb,
-                mark_price=mark,
-                tiers=tiers,
-            ):
-                continue
-            item = _settle(
-                position=position,
-                collateral=wb,
-                mark=mark,
-                classroom=classroom,
-                free_balance=balances[position.account_id],
-                insurance_available=available,
-                now=now,
-            )
-            for leg in item.legs:
-                if leg.pocket == Pocket.INSURANCE:
-                    available += leg.amount
-            settled.append(item)
+        fund = ClassroomPocket.objects.filter(
+            classroom_id=classroom.pk, kind=ClassroomPocket.Kind.INSURANCE
+        ).values_list("balance", flat=True)
+
+        def settle_all(available: Decimal) -> list[_Settled]:
+            settled: list[_Settled] = []
+            for position in positions:
+                wb = collateral[position.pk]
+                if not margin.is_liquidatable(
+                    side=position.side,
+                    entry_price=position.entry_price,
+                    quantity=position.quantity,
+                    collateral=wb,
+                    mark_price=mark,
+                    tiers=tiers,
+                ):
+                    continue
+                item = _settle(
+                    position=position,
+                    collateral=wb,
+                    mark=mark,
+                    classroom=classroom,
+                    free_balance=balances[position.account_id],
+                    insurance_available=available,
+                    now=now,
+                )
+                for leg in item.legs:
+                    if leg.pocket == Pocket.INSURANCE:
+                        available += leg.amount
+                settled.append(item)
+            return settled
+
+        result.checked = len(positions)
+        # The fund's balance only matters when a position gapped past its bankruptcy price;
+        # only then is the fund locked (pockets last, as everywhere) and the batch re-settled.
+        settled = settle_all(fund.get())
+        if any(item.event["shortfall"] for item in settled):
+            settled = settle_all(fund.select_for_update().get())
         if not settled:
             return result
-        _post_bulk(classroom.pk, settled, now)
+        deltas = _post_bulk(classroom.pk, settled, now)
         _update_positions(settled, mark, now)
         event_ids = insert_rows(LiquidationEvent, [item.event for item in settled], with_ids=True)
         insert_rows(Fill, [item.fill for item in settled])
@@ -429,6 +458,7 @@ def liquidate_batch(
         with_ids(MarginCall.objects.all(), "position_id", ids).filter(
             outcome=MarginCall.Outcome.PENDING
         ).update(outcome=MarginCall.Outcome.LIQUIDATED, resolved_at=now)
+        _apply_deltas(classroom.pk, deltas)
         for event_id, item in zip(event_ids, settled, strict=True):
             if item.adl_needed > 0:
                 auto_deleverage(
