@@ -444,6 +444,11 @@ def liquidate_batch(
         # only then is the fund locked (pockets last, as everywhere) and the batch re-settled.
         settled = settle_all(fund.get())
         if any(item.event["shortfall"] for item in settled):
+            # Lock the pockets in the order every ledger posting updates them (house, then
+            # the insurance fund), or two batches could each hold the one the other needs.
+            ClassroomPocket.objects.select_for_update().filter(
+                classroom_id=classroom.pk, kind=ClassroomPocket.Kind.HOUSE
+            ).values_list("pk").get()
             settled = settle_all(fund.select_for_update().get())
         if not settled:
             return result
