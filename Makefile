@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# Front-end packages from the npm registry, copied where settings serve static files from.
+VENDOR := $(or $(RINGFENCE_VAR_DIR),var)/vendor
+CHARTS_JS := $(VENDOR)/lightweight-charts/lightweight-charts.standalone.production.js
 
 .PHONY: run test deps lint bench services chromium clean
 
@@ -13,7 +16,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.lock
 	touch $@
 
-deps: $(VENV)/.installed
+# npm ci installs exactly the versions pinned in package-lock.json (which records no URLs).
+$(CHARTS_JS): package.json package-lock.json
+	npm ci --omit-lockfile-registry-resolved --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js $@
+	cp node_modules/lightweight-charts/LICENSE $(dir $@) 2>/dev/null || true
+
+deps: $(VENV)/.installed $(CHARTS_JS)
 
 run: deps
 	mkdir -p $${RINGFENCE_VAR_DIR:-var}

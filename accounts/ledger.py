@@ -14,7 +14,10 @@ from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, Tra
 from accounts.money import ZERO, money
 
 Pocket = LedgerEntry.Pocket
-_CLASSROOM_POCKETS = (Pocket.HOUSE, Pocket.INSURANCE, Pocket.FEES)
+# The order in which a transaction takes a classroom's pocket rows. The insurance fund
+# comes first: a liquidation (and a close that must ask the fund for a shortfall) locks the
+# fund to read what it holds before it moves the house, so everything else must too.
+POCKET_LOCK_ORDER = (Pocket.INSURANCE, Pocket.HOUSE, Pocket.FEES)
 
 
 @dataclass(frozen=True)
@@ -33,15 +36,16 @@ CollateralUpdater = Callable[[int, Decimal], None]
 def lock_classroom_pockets(
     *, classroom_id: int, kinds: Iterable[str]
 ) -> dict[str, ClassroomPocket]:
-    """Lock some of a classroom's pockets in the order ``ledger_post`` moves them.
+    """Lock some of a classroom's pockets in ``POCKET_LOCK_ORDER``, the order ``ledger_post``
+    moves them in, and return them by kind.
 
-    Every transaction that touches several pockets takes them house, insurance fund, fees:
-    a service that must read a pocket's balance before posting (the insurance fund paying a
-    shortfall) locks through here so it never holds the fund while waiting for the house.
+    A service that must read a pocket's balance before posting (the insurance fund paying a
+    shortfall) locks through here, so no two transactions ever take the insurance fund and
+    the house in opposite orders.
     """
     wanted = set(kinds)
     locked: dict[str, ClassroomPocket] = {}
-    for kind in _CLASSROOM_POCKETS:
+    for kind in POCKET_LOCK_ORDER:
         if kind in wanted:
             locked[kind] = ClassroomPocket.objects.select_for_update().get(
                 classroom_id=classroom_id, kind=kind
@@ -106,8 +110,8 @@ def ledger_post(
                 collateral[leg.position_id] += leg.amount
             else:
                 pockets[leg.pocket] += leg.amount
-        # A fixed order (accounts, collateral, then house/insurance/fees) keeps two
-        # transactions from waiting on each other's rows in opposite orders.
+        # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
+        # two transactions from waiting on each other's rows in opposite orders.
         for account_id in sorted(accounts):
             TradingAccount.objects.filter(pk=account_id).update(
                 balance=F("balance") + accounts[account_id]
@@ -115,7 +119,7 @@ def ledger_post(
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
             collateral_updater(pos_id, collateral[pos_id])
-        for kind_ in _CLASSROOM_POCKETS:
+        for kind_ in POCKET_LOCK_ORDER:
             if pockets.get(kind_):
                 updated = ClassroomPocket.objects.filter(
                     classroom_id=classroom_id, kind=kind_

@@ -6,22 +6,36 @@ The rules, applied by the services (never by views, serializers or templates):
 - **Money** (balances, collateral, fees, PnL, ledger amounts) is kept to 8 decimal places.
   Amounts charged to a trader round *against the trader* so the house never pays a
   rounding difference: fees and initial margin round **up**, realised PnL rounds **down**
-  (towards minus infinity). Amounts that are only shown or split pro rata round half-even.
-  A ledger transaction quantises each leg first and derives the last leg from the others,
-  so every transaction sums to exactly zero.
+  (towards minus infinity). Amounts that are only shown or split pro rata (the collateral
+  released by a partial close) round half-even. Every ledger leg is quantised by one of
+  these rules before it is posted; ``ledger_post`` refuses a leg that is not, and a
+  transaction that does not sum to exactly zero.
 - **Prices** are kept to 10 decimal places. Fill prices land on the instrument's tick:
   a buy fills at ``mark + spread/2`` rounded **up** to the tick, a sell at
   ``mark - spread/2`` rounded **down**. A stored liquidation price rounds towards the
   mark (a long's **up**, a short's **down**) so the engine's range search can never miss
-  a breached position; the exact margin test is re-checked before any liquidation.
+  a breached position; the exact margin test is re-checked before any liquidation. A
+  stored bankruptcy price rounds half-even. Margin maths in between works on exact
+  values (40 significant digits, ``positions.margin``); only results are rounded here.
 - **Quantities** are kept to 8 places and must be whole multiples of the lot size; they
   are validated, never rounded.
 - **Rates** (fees, maintenance rates, spreads as a share) are kept to 8 places.
+
+Rounding never raises for a finite value, however large: quantising happens in a context
+wide enough for any column, and too-large values are refused by the input cleaners (and the
+column sizes) rather than by an arithmetic error.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    InvalidOperation,
+)
 from typing import TypedDict
 
 MONEY_PLACES = 8
@@ -48,32 +62,38 @@ RATE_DIGITS = Digits(max_digits=12, decimal_places=RATE_PLACES)
 
 ZERO = Decimal(0)
 
+# The largest amount a single input or a free balance may reach: well inside the columns.
+MAX_AMOUNT = Decimal(10) ** 15
+
+# Wide enough to quantise any finite amount a calculation can produce from valid inputs.
+_WIDE = Context(prec=80)
+
 
 def money(value: Decimal | int | str) -> Decimal:
     """Money shown or split pro rata: half-even to 8 places."""
-    return Decimal(value).quantize(MONEY_STEP, rounding=ROUND_HALF_EVEN)
+    return Decimal(value).quantize(MONEY_STEP, rounding=ROUND_HALF_EVEN, context=_WIDE)
 
 
 def money_charged(value: Decimal) -> Decimal:
     """Money a trader pays (fees, initial margin): rounded up."""
-    return value.quantize(MONEY_STEP, rounding=ROUND_CEILING)
+    return value.quantize(MONEY_STEP, rounding=ROUND_CEILING, context=_WIDE)
 
 
 def money_pnl(value: Decimal) -> Decimal:
     """Realised PnL: rounded towards minus infinity, against the trader."""
-    return value.quantize(MONEY_STEP, rounding=ROUND_FLOOR)
+    return value.quantize(MONEY_STEP, rounding=ROUND_FLOOR, context=_WIDE)
 
 
 def price(value: Decimal) -> Decimal:
-    return value.quantize(PRICE_STEP, rounding=ROUND_HALF_EVEN)
+    return value.quantize(PRICE_STEP, rounding=ROUND_HALF_EVEN, context=_WIDE)
 
 
 def price_up(value: Decimal) -> Decimal:
-    return value.quantize(PRICE_STEP, rounding=ROUND_CEILING)
+    return value.quantize(PRICE_STEP, rounding=ROUND_CEILING, context=_WIDE)
 
 
 def price_down(value: Decimal) -> Decimal:
-    return value.quantize(PRICE_STEP, rounding=ROUND_FLOOR)
+    return value.quantize(PRICE_STEP, rounding=ROUND_FLOOR, context=_WIDE)
 
 
 def to_tick(value: Decimal, tick: Decimal, *, up: bool) -> Decimal:
@@ -96,3 +116,8 @@ def places(value: Decimal) -> int:
     """Number of decimal places written in ``value`` (``Decimal('0.010')`` has 3)."""
     exponent = value.normalize().as_tuple().exponent
     return max(0, -int(exponent))
+
+
+def plain(value: Decimal) -> str:
+    """A number as people write it in messages: no exponent, no trailing zeros (60000, 0.5)."""
+    return f"{value.normalize():f}"

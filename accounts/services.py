@@ -17,7 +17,7 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
-from accounts.money import MONEY_PLACES, ZERO, money, places
+from accounts.money import MAX_AMOUNT, MONEY_PLACES, ZERO, money, places
 
 Pocket = LedgerEntry.Pocket
 
@@ -38,7 +38,7 @@ def clean_amount(
         raise errors.InvalidAmount("The amount must be positive.", field=field)
     if amount == 0 and not allow_zero:
         raise errors.InvalidAmount("The amount must not be zero.", field=field)
-    if abs(amount) >= Decimal(10) ** 15:
+    if abs(amount) >= MAX_AMOUNT:
         raise errors.InvalidAmount("The amount is too large.", field=field)
     return money(amount)
 
@@ -58,17 +58,33 @@ def classroom_create(
     trading_closes_at: datetime | None = None,
 ) -> Classroom:
     """Create a classroom with its house, insurance fund and fee pockets."""
-    name = name.strip()
+    name = str(name or "").strip()
     if not name:
         raise errors.DomainError("Give the classroom a name.", field="name")
+    if len(name) > Classroom._meta.get_field("name").max_length:  # type: ignore[operator]
+        raise errors.DomainError("The name is too long.", field="name")
+    currency = str(currency or "").strip()
+    if not 1 <= len(currency) <= Classroom._meta.get_field("currency").max_length:  # type: ignore[operator]
+        raise errors.DomainError("Give a currency label of up to 12 characters.", field="currency")
+    if leftover_policy not in Classroom.LeftoverPolicy.values:
+        raise errors.DomainError("Unknown leftover policy.", field="leftover_policy")
     starting_balance = clean_amount(starting_balance, field="starting_balance")
     insurance_fund_seed = clean_amount(
         insurance_fund_seed, field="insurance_fund_seed", allow_zero=True
     )
-    if not 1 <= int(max_leverage) <= 125:
+    try:
+        max_leverage = int(str(max_leverage).strip())
+    except (TypeError, ValueError):
+        raise errors.InvalidLeverage(
+            "Maximum leverage must be a whole number.", field="max_leverage"
+        ) from None
+    if not 1 <= max_leverage <= 125:
         raise errors.InvalidLeverage(
             "Maximum leverage must be between 1 and 125.", field="max_leverage"
         )
+    liquidation_fee_rate = clean_amount(
+        liquidation_fee_rate, field="liquidation_fee_rate", allow_zero=True, allow_negative=True
+    )
     if not ZERO <= liquidation_fee_rate <= Decimal("0.1"):
         raise errors.DomainError(
             "The liquidation fee must be between 0 and 10%.", field="liquidation_fee_rate"
@@ -142,7 +158,7 @@ def account_adjust(
 ) -> TradingAccount:
     """Grant (positive) or deduct (negative) paper money, with a reason, against the house."""
     amount = clean_amount(amount, allow_negative=True)
-    reason = reason.strip()
+    reason = str(reason or "").strip()
     if not reason:
         raise errors.DomainError("Say why the balance changes.", field="reason")
     try:
@@ -153,6 +169,8 @@ def account_adjust(
         raise errors.InsufficientBalance(
             f"The free balance is {account.balance}; it cannot go below zero.", field="amount"
         )
+    if account.balance + amount >= MAX_AMOUNT:
+        raise errors.InvalidAmount("The free balance would grow too large.", field="amount")
     ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.GRANT if amount > 0 else LedgerTransaction.Kind.DEDUCT,

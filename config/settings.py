@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "accounts",
     "positions",
     "liquidation",
+    "web",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -70,6 +72,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "web.context_processors.navigation",
             ],
         },
     },
@@ -190,9 +193,26 @@ TICK_SECONDS = env_decimal("TICK_SECONDS", "1", minimum=None)
 if TICK_SECONDS <= 0:
     raise ImproperlyConfigured(f"TICK_SECONDS={TICK_SECONDS} must be positive")
 
+# The REST API: bearer keys (or the browser session with CSRF), per-key throttling in the
+# cache above (Redis when REDIS_URL is set, so every web process shares one counter).
+API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
 REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "api.permissions.KeyScopePermission",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.NewestFirst",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "api.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ringfence API",
@@ -202,6 +222,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    "ENUM_NAME_OVERRIDES": {
+        "SideEnum": ["long", "short"],
+        "SideOrAliasEnum": ["long", "short", "buy", "sell"],
+        "OrderTypeEnum": ["market", "limit", "stop"],
+        "OrderStatusEnum": ["resting", "filled", "cancelled", "rejected"],
+        "PositionStatusEnum": ["open", "closed", "liquidated"],
+    },
 }
 
 LOGGING = {

@@ -1,8 +1,10 @@
 """Services that open, change and close isolated positions: the only code moving their money.
 
-Each service is one transaction. Rows are locked in a fixed order (trading account,
-then position, then order, then the classroom's pockets), state is re-read under the
-locks, and every movement of money is one balanced ledger transaction.
+Each service is one transaction. Rows are locked in a fixed order: the trading account
+first, then the position and its collateral or the order, then the classroom's pockets in
+``accounts.ledger.POCKET_LOCK_ORDER`` (insurance fund, house, fees). State is re-read under
+the locks, and every movement of money is one balanced ledger transaction. Calls on one
+account queue on that account's row, so they never deadlock and need no retry.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from accounts.money import (
     money_charged,
     money_pnl,
     places,
+    plain,
     price,
     price_down,
     price_up,
@@ -52,7 +55,7 @@ def clean_quantity(value: object, *, instrument: Instrument, field: str = "quant
         raise errors.InvalidQuantity("The quantity is too large.", field=field)
     if places(quantity) > QUANTITY_PLACES or not is_multiple(quantity, instrument.lot_size):
         raise errors.InvalidQuantity(
-            f"The quantity must be a multiple of the lot size {instrument.lot_size.normalize()}.",
+            f"The quantity must be a multiple of the lot size {plain(instrument.lot_size)}.",
             field=field,
         )
     return quantity
@@ -71,7 +74,7 @@ def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal
         raise errors.InvalidPrice("The price is too large.", field=field)
     if places(result) > PRICE_PLACES or not is_multiple(result, instrument.tick_size):
         raise errors.InvalidPrice(
-            f"The price must be a multiple of the tick size {instrument.tick_size.normalize()}.",
+            f"The price must be a multiple of the tick size {plain(instrument.tick_size)}.",
             field=field,
         )
     return result
@@ -152,6 +155,8 @@ class OpenQuote:
     distance_to_liquidation: Decimal | None
     distance_to_liquidation_pct: Decimal | None
     max_leverage: int
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
 
 
 def max_leverage_for(*, account: TradingAccount, instrument: Instrument, notional: Decimal) -> int:
@@ -187,8 +192,15 @@ def quote_open(
     extra_collateral: object = ZERO,
     entry_price: Decimal | None = None,
     check_balance: bool = True,
+    take_profit: object = None,
+    stop_loss: object = None,
 ) -> OpenQuote:
-    """Validate an opening order and work out its margin, fee, LP, BP and maximum loss."""
+    """Validate an opening order and work out its margin, fee, LP, BP and maximum loss.
+
+    ``entry_price`` prices a resting order at its limit or stop price; without it the
+    order fills at market. A take-profit and stop-loss, if given, are checked against
+    the entry (and, at market, the mark) and the liquidation price.
+    """
     _check_can_trade(account, instrument)
     side = clean_side(side)
     qty = clean_quantity(quantity, instrument=instrument)
@@ -203,7 +215,7 @@ def quote_open(
     notional = qty * entry
     if notional < instrument.min_notional:
         raise errors.BelowMinNotional(
-            f"The order is worth {money(notional)}; the minimum is {instrument.min_notional.normalize()}.",
+            f"The order is worth {money(notional)}; the minimum is {plain(instrument.min_notional)}.",
             field="quantity",
         )
     cap = max_leverage_for(account=account, instrument=instrument, notional=notional)
@@ -225,12 +237,39 @@ def quote_open(
             f"This needs {total} (margin {collateral} + fee {fee}); your free balance is {account.balance}.",
             field="quantity",
         )
+    if entry_price is None and margin.is_liquidatable(
+        side=side,
+        entry_price=entry,
+        quantity=qty,
+        collateral=collateral,
+        mark_price=mark,
+        tiers=tiers,
+    ):
+        # A market order fills half a spread away from the mark; at this leverage that
+        # alone would eat the margin down to maintenance, and the next tick would liquidate.
+        raise errors.LeverageTooHigh(
+            "At this leverage the spread alone would liquidate the position; lower the "
+            "leverage or add collateral.",
+            field="leverage",
+        )
     lp, bp = stored_prices(
         side=side, entry_price=entry, quantity=qty, collateral=collateral, tiers=tiers
+    )
+    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    _validate_tpsl(
+        side=side,
+        reference=entry,
+        mark=mark if entry_price is None else None,
+        liquidation_price=lp,
+        take_profit=tp,
+        stop_loss=sl,
     )
     distance = None if lp is None else abs(mark - lp)
     distance_pct = None if lp is None else money(distance / mark * 100)  # type: ignore[operator]
     return OpenQuote(
+        take_profit=tp,
+        stop_loss=sl,
         entry_price=entry,
         quantity=qty,
         leverage=lev,
@@ -272,18 +311,18 @@ def _validate_tpsl(
         if s * (take_profit - reference) <= 0:
             word = "above" if s > 0 else "below"
             raise errors.InvalidPrice(
-                f"A take-profit must be {word} {reference.normalize()}.", field="take_profit"
+                f"A take-profit must be {word} {plain(reference)}.", field="take_profit"
             )
     reference = min(references, key=lambda r: s * r)
     if stop_loss is not None:
         if s * (reference - stop_loss) <= 0:
             word = "below" if s > 0 else "above"
             raise errors.InvalidPrice(
-                f"A stop-loss must be {word} {reference.normalize()}.", field="stop_loss"
+                f"A stop-loss must be {word} {plain(reference)}.", field="stop_loss"
             )
         if liquidation_price is not None and s * (stop_loss - liquidation_price) <= 0:
             raise errors.InvalidPrice(
-                f"This stop-loss lies beyond the liquidation price {liquidation_price.normalize()} "
+                f"This stop-loss lies beyond the liquidation price {plain(liquidation_price)} "
                 "and would never trigger.",
                 field="stop_loss",
             )
@@ -384,18 +423,11 @@ def _open(
         quantity=quantity,
         leverage=leverage,
         extra_collateral=extra_collateral,
+        take_profit=take_profit,
+        stop_loss=stop_loss,
     )
     side = clean_side(side)
-    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
-    _validate_tpsl(
-        side=side,
-        reference=quote.entry_price,
-        mark=quote.mark_price,
-        liquidation_price=quote.liquidation_price,
-        take_profit=tp,
-        stop_loss=sl,
-    )
+    tp, sl = quote.take_profit, quote.stop_loss
     now = timezone.now()
     position = Position.objects.create(
         account=account,
@@ -444,8 +476,8 @@ def _open(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.OPEN,
         position_id=position.pk,
-        memo=f"Open {side} {quote.quantity.normalize()} {instrument.symbol} at "
-        f"{quote.entry_price.normalize()}, {quote.leverage}x",
+        memo=f"Open {side} {plain(quote.quantity)} {instrument.symbol} at "
+        f"{plain(quote.entry_price)}, {quote.leverage}x",
         legs=[
             Leg(Pocket.ACCOUNT, -quote.total_cost, account_id=account.pk),
             Leg(
@@ -516,9 +548,7 @@ def _close(
         else clean_quantity(quantity, instrument=instrument)
     )
     if qty > position.quantity:
-        raise errors.InvalidQuantity(
-            f"Only {position.quantity.normalize()} is open.", field="quantity"
-        )
+        raise errors.InvalidQuantity(f"Only {plain(position.quantity)} is open.", field="quantity")
     mark = current_mark(instrument)
     s = margin.side_sign(position.side)
     exit_price = fill_price(instrument=instrument, buying=s < 0, mark=mark)
@@ -541,7 +571,7 @@ def _close(
         to_trader = released - covered - fee
         if shortfall:
             fund = lock_classroom_pockets(
-                classroom_id=account.classroom_id, kinds=[Pocket.HOUSE, Pocket.INSURANCE]
+                classroom_id=account.classroom_id, kinds=[Pocket.INSURANCE, Pocket.HOUSE]
             )[Pocket.INSURANCE]
             insurance_paid = min(shortfall, fund.balance)
         legs += [
@@ -581,7 +611,7 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {qty.normalize()} of position #{position.pk} at {exit_price.normalize()}",
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}",
         legs=legs,
     )
     position.quantity -= qty
@@ -741,7 +771,7 @@ def order_place(
     A reduce-only order names the position it reduces and takes the opposite side.
     """
     account = lock_account(account_id)
-    client_order_id = (client_order_id or "").strip()
+    client_order_id = str(client_order_id or "").strip()
     if len(client_order_id) > 64:
         raise errors.InvalidOrder(
             "client_order_id is at most 64 characters.", field="client_order_id"
@@ -780,10 +810,14 @@ def order_place(
             raise errors.InvalidOrder(
                 "A reduce-only order takes the side opposite to its position.", field="side"
             )
+        if instrument.pk != target.instrument_id:
+            raise errors.InvalidOrder(
+                "A reduce-only order trades its position's instrument.", field="instrument"
+            )
         qty = clean_quantity(quantity, instrument=instrument)
-        if qty > target.quantity or instrument.pk != target.instrument_id:
+        if qty > target.quantity:
             raise errors.InvalidQuantity(
-                f"Only {target.quantity.normalize()} is open.", field="quantity"
+                f"Only {plain(target.quantity)} is open.", field="quantity"
             )
     elif type == Order.Type.MARKET:
         order, _ = _open(
@@ -810,15 +844,8 @@ def order_place(
             leverage=leverage,
             extra_collateral=extra_collateral,
             entry_price=reference,
-        )
-        tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-        sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
-        _validate_tpsl(
-            side=side,
-            reference=reference,
-            liquidation_price=quote.liquidation_price,
-            take_profit=tp,
-            stop_loss=sl,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
         )
         qty = quote.quantity
 

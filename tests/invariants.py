@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import F, Sum
+from django.db.models import F, QuerySet, Sum
 
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
 from positions.models import Collateral, Fill, Order, Position
@@ -105,7 +105,7 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
     _assert_isolation(entries, locked)
 
 
-def _assert_isolation(entries, locked: dict[int, Decimal]) -> None:  # type: ignore[no-untyped-def]
+def _assert_isolation(entries: QuerySet[LedgerEntry], locked: dict[int, Decimal]) -> None:
     """Each position's money stays in its own pocket; its loss stops at its collateral.
 
     - a transaction moves only the collateral of the position it belongs to;

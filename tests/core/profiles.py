@@ -31,8 +31,8 @@ PURE = settings(settings.get_profile(PROFILE))
 
 STATEFUL = settings(
     settings.get_profile(PROFILE),
-    max_examples=25 if PROFILE == "core" else 300,
-    stateful_step_count=30 if PROFILE == "core" else 60,
+    max_examples=30 if PROFILE == "core" else 400,
+    stateful_step_count=40 if PROFILE == "core" else 80,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 """Settings for the database-backed state machine (each step hits PostgreSQL)."""

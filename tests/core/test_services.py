@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.errors import DomainError
+from accounts.ledger import POCKET_LOCK_ORDER, Leg, ledger_post
 from accounts.models import (
     Classroom,
     ClassroomPocket,
@@ -115,6 +116,12 @@ def test_classroom_create_makes_pockets_membership_and_seeds_the_fund(db):
         ({"max_leverage": 126}, "invalid_leverage"),
         ({"liquidation_fee_rate": D("0.2")}, "invalid_request"),
         ({"liquidation_fee_rate": D("-0.01")}, "invalid_request"),
+        ({"liquidation_fee_rate": "a lot"}, "invalid_amount"),
+        ({"max_leverage": "abc"}, "invalid_leverage"),
+        ({"name": "x" * 121}, "invalid_request"),
+        ({"currency": ""}, "invalid_request"),
+        ({"currency": "DOLLARS-OF-PAPER"}, "invalid_request"),
+        ({"leftover_policy": "keep_it"}, "invalid_request"),
         (
             {
                 "trading_opens_at": timezone.now(),
@@ -197,6 +204,12 @@ def test_account_adjust_grants_and_deducts_against_the_house(classroom, account)
 def test_account_adjust_refusals_write_nothing(account, amount, reason, code):
     with refused(code):
         account_adjust(account_id=account.pk, amount=amount, reason=reason)
+
+
+def test_account_adjust_never_grows_a_balance_past_the_limit(account):
+    account_adjust(account_id=account.pk, amount=D("999999999980000"), reason="Jackpot")
+    with refused("invalid_amount"):
+        account_adjust(account_id=account.pk, amount=D("10000"), reason="Again")
 
 
 def test_account_adjust_of_a_missing_account_is_not_found(db):
@@ -378,6 +391,24 @@ def test_position_open_on_a_missing_instrument_is_not_found(account, btc):
 def test_position_open_with_a_bad_quantity_is_refused(account, btc, quantity):
     with refused("invalid_quantity"):
         open_position(account, btc, quantity=quantity)
+
+
+def test_a_huge_order_on_a_dear_instrument_is_refused_for_its_cost(account):
+    dear = make_instrument(account.classroom, symbol="IDX", mark="10000000", tick_size=D(1))
+    with refused("insufficient_balance"):
+        open_position(account, dear, quantity="99999999999999", leverage=1)
+
+
+def test_position_open_that_the_spread_alone_would_liquidate_is_refused(account, btc):
+    # At 125x the margin is 0.8% of the notional and maintenance 0.4%: a half spread of
+    # 300 on 60,000 (0.5%) leaves the margin balance below maintenance at the mark.
+    btc.spread = D(600)
+    btc.save()
+    with refused("leverage_too_high"):
+        open_position(account, btc, quantity="0.01", leverage=125)
+    position = open_position(account, btc, quantity="0.01", leverage=50)
+    assert position.liquidation_price is not None
+    assert position.liquidation_price < btc.mark_price
 
 
 def test_position_open_below_min_notional_is_refused(account, btc):
@@ -646,18 +677,41 @@ def test_closing_a_position_cancels_its_resting_orders(account, btc):
     assert order.status == "cancelled"
 
 
-def test_closing_locks_the_house_before_the_insurance_fund(account, btc, classroom):
-    """The ledger moves the house before the fund; a shortfall close locks them the same way."""
+def _pocket_order(queries) -> list[str]:
+    """The pocket kinds in the order the captured SQL first touches them."""
+    seen: list[str] = []
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        if "accounts_classroompocket" not in sql:
+            continue
+        for kind in ("insurance", "house", "fees"):
+            if f"'{kind}'" in sql and kind not in seen:
+                seen.append(kind)
+    return seen
+
+
+def test_a_shortfall_close_takes_the_insurance_fund_before_the_house(account, btc):
+    """The engine locks the fund before it moves the house; a close paying a shortfall too."""
     position = open_position(account, btc)
     set_mark(btc, "56000")
     with CaptureQueriesContext(connection) as queries:
         position_close(position_id=position.pk)
-    pocket_sql = [
-        q["sql"] for q in queries.captured_queries if "accounts_classroompocket" in q["sql"]
-    ]
-    first_house = next(i for i, sql in enumerate(pocket_sql) if "'house'" in sql)
-    first_fund = next(i for i, sql in enumerate(pocket_sql) if "'insurance'" in sql)
-    assert first_house < first_fund, pocket_sql
+    assert _pocket_order(queries) == ["insurance", "house"]  # nothing is left for a fee
+
+
+def test_the_ledger_moves_pockets_fund_first(classroom):
+    with CaptureQueriesContext(connection) as queries:
+        ledger_post(
+            classroom_id=classroom.pk,
+            kind=LedgerTransaction.Kind.INSURANCE_SEED,
+            legs=[
+                Leg(LedgerEntry.Pocket.FEES, D(1)),
+                Leg(LedgerEntry.Pocket.HOUSE, D(-51)),
+                Leg(LedgerEntry.Pocket.INSURANCE, D(50)),
+            ],
+        )
+    assert _pocket_order(queries) == ["insurance", "house", "fees"]
+    assert POCKET_LOCK_ORDER == ("insurance", "house", "fees")
 
 
 def test_closing_a_closed_position_is_refused(account, btc):
@@ -846,6 +900,14 @@ def test_set_tpsl_checks_against_the_mark_not_the_entry(account, btc):
     assert changed.stop_loss == D(60500)
 
 
+def test_set_tpsl_without_a_mark_price_is_refused(account, btc):
+    position = open_position(account, btc)
+    btc.mark_price = None
+    btc.save()
+    with refused("no_mark_price"):
+        position_set_tpsl(position_id=position.pk, take_profit="62000")
+
+
 def test_set_tpsl_on_a_closed_position_is_refused(account, btc):
     position = open_position(account, btc)
     position_close(position_id=position.pk)
@@ -879,6 +941,12 @@ def test_a_repeated_client_order_id_returns_the_first_order(account, btc):
     # Another account may reuse the same id.
     other = make_student(account.classroom)
     assert place(other, btc, client_order_id="bot-1").pk != first.pk
+
+
+def test_a_numeric_client_order_id_is_kept_as_text(account, btc):
+    order = place(account, btc, client_order_id=42)
+    assert order.client_order_id == "42"
+    assert place(account, btc, client_order_id="42").pk == order.pk
 
 
 def test_a_too_long_client_order_id_is_refused(account, btc):
@@ -923,6 +991,18 @@ def test_order_place_refusals_write_nothing(account, btc, kwargs, code):
         place(account, btc, **kwargs)
 
 
+def test_order_place_follows_the_trading_rules(classroom, account, btc):
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
+    with refused("account_frozen"):
+        place(account, btc, type="limit", price="59000")
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=False)
+    _disabled(classroom)
+    with refused("trading_closed"):
+        place(account, btc, type="limit", price="59000")
+    with refused("trading_closed"):
+        place(account, btc)
+
+
 def test_order_place_refuses_a_missing_account_or_instrument(account, btc):
     with refused("not_found"):
         order_place(account_id=999999, instrument_id=btc.pk, side="long", quantity="0.1")
@@ -958,6 +1038,7 @@ def test_a_reduce_only_limit_order_rests(account, btc):
 
 
 def test_reduce_only_refusals_write_nothing(account, other_account, btc):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000")
     position = open_position(account, btc)
     theirs = open_position(other_account, btc)
     cases = [
@@ -965,10 +1046,12 @@ def test_reduce_only_refusals_write_nothing(account, other_account, btc):
         ({"side": "short", "position_id": position.pk, "quantity": "0.6"}, "invalid_quantity"),
         ({"side": "short", "position_id": theirs.pk}, "not_found"),
         ({"side": "short", "position_id": 999999}, "not_found"),
+        ({"side": "short", "position_id": position.pk, "instrument": eth}, "invalid_order"),
     ]
     for kwargs, code in cases:
+        instrument = kwargs.pop("instrument", btc)
         with refused(code):
-            place(account, btc, reduce_only=True, **kwargs)
+            place(account, instrument, reduce_only=True, **kwargs)
     position_close(position_id=position.pk)
     with refused("position_not_open"):
         place(account, btc, side="short", reduce_only=True, position_id=position.pk)

@@ -1,0 +1,31 @@
+"""``manage.py create_api_key USERNAME [--scope trade] [--name NAME]``: print a new key once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts import errors
+from accounts.models import User
+from api.models import ApiKey
+from api.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a user and print it (it is stored hashed and shown only now)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.READ)
+        parser.add_argument("--name", default="command line")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        user = User.objects.filter(username=options["username"]).first()
+        if user is None:
+            raise CommandError(f"No user named {options['username']!r}.")
+        try:
+            created = api_key_create(user_id=user.pk, name=options["name"], scope=options["scope"])
+        except errors.DomainError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(created.raw)

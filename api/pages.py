@@ -1,0 +1,76 @@
+"""The API keys page: a student creates (and sees once), lists and revokes their keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import cast
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from accounts import errors
+from accounts.models import User
+from api.models import ApiKey
+from api.services import api_key_create, api_key_revoke
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=80, help_text="What the key is for, e.g. 'momentum bot'.")
+    scope = forms.ChoiceField(choices=ApiKey.Scope.choices, initial=ApiKey.Scope.READ)
+    expires_on = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Optional: the key stops working at the end of this day (UTC).",
+    )
+
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+@login_required
+def api_keys(request: HttpRequest) -> HttpResponse:
+    user = cast(User, request.user)
+    form = ApiKeyForm(request.POST or None)
+    new_key: str | None = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = api_key_create(
+                user_id=user.pk,
+                name=form.cleaned_data["name"],
+                scope=form.cleaned_data["scope"],
+                expires_at=form.expires_at(),
+            )
+        except errors.DomainError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            # Rendered once in this response and never stored: no redirect, no session.
+            new_key = created.raw
+            form = ApiKeyForm()
+    keys = ApiKey.objects.filter(user_id=user.pk)
+    response = render(
+        request,
+        "api/keys.html",
+        {"form": form, "new_key": new_key, "keys": keys, "now": timezone.now()},
+        status=400 if request.method == "POST" and new_key is None else 200,
+    )
+    if new_key:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_key_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    user = cast(User, request.user)
+    try:
+        api_key_revoke(user_id=user.pk, api_key_id=pk)
+    except errors.NotFound:
+        return HttpResponse("No such API key.", status=404)
+    return redirect("api-keys")

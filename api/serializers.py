@@ -1,0 +1,321 @@
+"""Shapes of the API: what a request may carry and what a response contains.
+
+Request serializers only check the shape; the rules (lot size, tick size, leverage caps,
+balances) belong to the services, which raise domain errors with stable codes. Numbers are
+strings with exact decimals. Response fields are all read-only, and request serializers
+declare only the fields a caller may set, so nothing else is ever taken from input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from api.models import ApiKey
+from positions.models import Order, Side
+
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+def _decimal(max_digits: int, decimal_places: int, **kwargs: Any) -> serializers.DecimalField:
+    # Output drops trailing zeros ("60000.1", not "60000.1000000000"); values stay exact.
+    return serializers.DecimalField(
+        max_digits=max_digits + 2,
+        decimal_places=decimal_places,
+        normalize_output=True,
+        read_only=True,
+        **kwargs,
+    )
+
+
+def money_out(**kwargs: Any) -> serializers.DecimalField:
+    return _decimal(MONEY_DIGITS["max_digits"], MONEY_DIGITS["decimal_places"], **kwargs)
+
+
+def price_out(**kwargs: Any) -> serializers.DecimalField:
+    return _decimal(PRICE_DIGITS["max_digits"], PRICE_DIGITS["decimal_places"], **kwargs)
+
+
+def quantity_out(**kwargs: Any) -> serializers.DecimalField:
+    return _decimal(QUANTITY_DIGITS["max_digits"], QUANTITY_DIGITS["decimal_places"], **kwargs)
+
+
+def rate_out(**kwargs: Any) -> serializers.DecimalField:
+    return _decimal(RATE_DIGITS["max_digits"], RATE_DIGITS["decimal_places"], **kwargs)
+
+
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": DECIMAL_PATTERN, "example": "0.01"}
+)
+class DecimalInput(serializers.CharField):
+    """A decimal sent as a string (a JSON number is accepted too); the service checks it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 40)
+        super().__init__(**kwargs)
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+class SideField(serializers.ChoiceField):
+    """``long`` or ``short``; ``buy`` and ``sell`` are accepted as aliases."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=[*Side.values, "buy", "sell"], **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data.lower() if isinstance(data, str) else data)
+        return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
+
+
+class PlaceOrderSerializer(serializers.Serializer):
+    account = serializers.IntegerField(
+        min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
+    )
+    symbol = serializers.CharField(max_length=20)
+    side = SideField()
+    type = serializers.ChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
+    quantity = DecimalInput()
+    leverage = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    price = DecimalInput(required=False, allow_null=True, help_text="Limit price.")
+    stop_price = DecimalInput(required=False, allow_null=True)
+    take_profit = DecimalInput(required=False, allow_null=True)
+    stop_loss = DecimalInput(required=False, allow_null=True)
+    extra_collateral = DecimalInput(
+        required=False, allow_null=True, help_text="Margin added on top of the initial margin."
+    )
+    reduce_only = serializers.BooleanField(default=False)
+    position = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="The position a reduce-only order reduces.",
+    )
+    client_order_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Your own id: repeating it on the same account returns the original order.",
+    )
+
+
+class ClosePositionSerializer(serializers.Serializer):
+    quantity = DecimalInput(
+        required=False, allow_null=True, help_text="Part of the position to close; all if absent."
+    )
+
+
+class TpslChangeSerializer(serializers.Serializer):
+    take_profit = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+    stop_loss = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+
+
+class MarginChangeSerializer(serializers.Serializer):
+    amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+class AccountSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    classroom = serializers.IntegerField(read_only=True)
+    classroom_name = serializers.CharField(read_only=True)
+    currency = serializers.CharField(read_only=True)
+    balance = money_out(help_text="Free balance, outside any position.")
+    collateral_locked = money_out()
+    equity = money_out()
+    unrealized_pnl = money_out()
+    realized_pnl = money_out()
+    fees_paid = money_out()
+    return_pct = money_out(allow_null=True)
+    trading_frozen = serializers.BooleanField(read_only=True)
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField(read_only=True)
+    accounts = AccountSerializer(many=True, read_only=True)
+    key_scope = serializers.ChoiceField(
+        choices=ApiKey.Scope.values, read_only=True, allow_null=True
+    )
+
+
+class TierSerializer(serializers.Serializer):
+    notional_floor = money_out()
+    notional_cap = money_out(allow_null=True)
+    mmr = rate_out()
+    cum = money_out()
+    max_leverage = serializers.IntegerField(read_only=True)
+
+
+class InstrumentSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    classroom = serializers.IntegerField(source="classroom_id", read_only=True)
+    symbol = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    tick_size = price_out()
+    lot_size = quantity_out()
+    min_notional = money_out()
+    max_leverage = serializers.IntegerField(read_only=True)
+    tiers = serializers.SerializerMethodField()
+    taker_fee = rate_out(source="taker_fee_rate")
+    spread = price_out()
+    is_tradable = serializers.BooleanField(read_only=True)
+    mark_price = price_out(allow_null=True)
+    mark_updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+    @extend_schema_field(TierSerializer(many=True))
+    def get_tiers(self, instrument: Any) -> list[dict[str, Any]]:
+        return TierSerializer(instrument.tiers.all(), many=True).data  # type: ignore[return-value]
+
+
+class PriceTickSerializer(serializers.Serializer):
+    price = price_out()
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class PreviewSerializer(serializers.Serializer):
+    symbol = serializers.CharField(read_only=True)
+    side = serializers.ChoiceField(choices=Side.values, read_only=True)
+    entry_price = price_out()
+    mark_price = price_out()
+    quantity = quantity_out()
+    leverage = serializers.IntegerField(read_only=True)
+    notional = money_out()
+    initial_margin = money_out()
+    extra_collateral = money_out()
+    collateral = money_out()
+    fee = money_out()
+    total_cost = money_out()
+    liquidation_price = price_out(allow_null=True)
+    bankruptcy_price = price_out()
+    max_loss = money_out()
+    distance_to_liquidation = price_out(allow_null=True)
+    distance_to_liquidation_pct = money_out(allow_null=True)
+    max_leverage = serializers.IntegerField(read_only=True)
+
+
+class OrderSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    account = serializers.IntegerField(source="account_id", read_only=True)
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+    side = serializers.ChoiceField(choices=Side.values, read_only=True)
+    type = serializers.ChoiceField(choices=Order.Type.values, read_only=True)
+    status = serializers.ChoiceField(choices=Order.Status.values, read_only=True)
+    quantity = quantity_out()
+    leverage = serializers.IntegerField(read_only=True)
+    price = price_out(allow_null=True)
+    stop_price = price_out(allow_null=True)
+    take_profit = price_out(allow_null=True)
+    stop_loss = price_out(allow_null=True)
+    extra_collateral = money_out()
+    reduce_only = serializers.BooleanField(read_only=True)
+    position = serializers.IntegerField(source="position_id", read_only=True, allow_null=True)
+    client_order_id = serializers.CharField(read_only=True)
+    reject_reason = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    filled_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class PositionSerializer(serializers.Serializer):
+    """A position with its valuation at the current mark (``valuation`` in the context)."""
+
+    id = serializers.IntegerField(read_only=True)
+    account = serializers.IntegerField(source="account_id", read_only=True)
+    symbol = serializers.CharField(source="instrument.symbol", read_only=True)
+    side = serializers.ChoiceField(choices=Side.values, read_only=True)
+    quantity = quantity_out()
+    entry_price = price_out()
+    leverage = serializers.IntegerField(read_only=True)
+    collateral = money_out(source="valuation.collateral")
+    mark_price = price_out(source="valuation.mark_price", allow_null=True)
+    unrealized_pnl = money_out(source="valuation.unrealized_pnl", allow_null=True)
+    margin_balance = money_out(source="valuation.margin_balance", allow_null=True)
+    maintenance_margin = money_out(source="valuation.maintenance_margin", allow_null=True)
+    margin_ratio = _decimal(
+        40,
+        8,
+        source="valuation.margin_ratio",
+        allow_null=True,
+        help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call.",
+    )
+    liquidation_price = price_out(allow_null=True)
+    bankruptcy_price = price_out()
+    take_profit = price_out(allow_null=True)
+    stop_loss = price_out(allow_null=True)
+    realized_pnl = money_out()
+    fees_paid = money_out()
+    exit_price = price_out(allow_null=True)
+    status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
+    opened_at = serializers.DateTimeField(read_only=True)
+    closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class LiquidationSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    position = serializers.IntegerField(source="position_id", read_only=True)
+    symbol = serializers.CharField(source="position.instrument.symbol", read_only=True)
+    side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
+    quantity = quantity_out()
+    mark_price = price_out()
+    liquidation_price = price_out(allow_null=True)
+    bankruptcy_price = price_out()
+    collateral_lost = money_out()
+    liquidation_fee = money_out()
+    returned_to_trader = money_out()
+    insurance_fund_paid = money_out(source="insurance_paid")
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class MarginCallSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    position = serializers.IntegerField(source="position_id", read_only=True)
+    symbol = serializers.CharField(source="position.instrument.symbol", read_only=True)
+    side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
+    mark_price = price_out()
+    margin_ratio = _decimal(20, 8)
+    outcome = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class LeaderboardRowSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+    equity = money_out()
+    return_pct = money_out(allow_null=True)
+    max_drawdown_pct = money_out()
+    liquidations = serializers.IntegerField(read_only=True)
+    score = money_out(help_text="What the ranking sorts by (see the classroom's ranking).")
+    is_you = serializers.BooleanField(read_only=True)
+
+
+class LeaderboardSerializer(serializers.Serializer):
+    classroom = serializers.IntegerField(read_only=True)
+    classroom_name = serializers.CharField(read_only=True)
+    ranking = serializers.ChoiceField(choices=["raw", "risk_adjusted"], read_only=True)
+    results = LeaderboardRowSerializer(many=True, read_only=True)
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField(read_only=True)
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(read_only=True, help_text="Stable, machine-readable.")
+    message = serializers.CharField(read_only=True)
+    # The metaclass takes declared fields out of the class body, so this name is safe here.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Messages per request field; empty when the error is not about one field.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer(read_only=True)

@@ -1,0 +1,650 @@
+"""The REST API for classroom bots: thin views over the same services and selectors as the pages.
+
+Every queryset starts from a ``*_for_user`` selector, so another student's id is simply
+not found; every write calls a ``positions.services`` function, so no money moves here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts import errors
+from accounts.models import Classroom, Membership, TradingAccount, User
+from accounts.money import ZERO
+from accounts.services import clean_amount
+from api import serializers as s
+from api.exceptions import error_body
+from api.models import ApiKey
+from api.pagination import NewestFirst, OldestFirst, PriceHistory
+from liquidation.models import LiquidationEvent, MarginCall, PriceTick
+from positions import selectors, services
+from positions.models import Instrument, Order, Position
+from web import selectors as web_selectors
+
+MAX_ID = 2**63 - 1
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: "The request is not valid (see `error.code` and `error.fields`).",
+        401: "No key, or an invalid, revoked or expired key.",
+        403: "The key may not do this (a read-only key writing).",
+        404: "No such object among yours.",
+        409: "The rules refuse it now (balance, trading window, state).",
+        429: "Throttled: wait for `Retry-After` seconds.",
+    }
+    return {code: OpenApiResponse(s.ErrorSerializer, description=described[code]) for code in codes}
+
+
+READ_ERRORS = _errors(400, 401, 404, 429)
+WRITE_ERRORS = _errors(400, 401, 403, 404, 409, 429)
+
+ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Object id.")
+
+
+def _id(value: Any, *, field: str | None = None, what: str = "object") -> int:
+    """An id from a path or query parameter; anything out of range is simply not found."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise errors.DomainError("Use a whole number.", field=field or "id") from None
+    if not 1 <= number <= MAX_ID:
+        raise errors.NotFound(f"No such {what}.", field=field)
+    return number
+
+
+def _owned(queryset: QuerySet[Any], pk: Any, what: str) -> Any:
+    obj = queryset.filter(pk=_id(pk, what=what)).first()
+    if obj is None:
+        raise errors.NotFound(f"No such {what}.")
+    return obj
+
+
+class ApiView(generics.GenericAPIView):
+    # Base of every endpoint: bearer key or browser session, throttled per key.
+
+    # False on endpoints that change nothing whatever their method (the order preview).
+    writes = True
+
+    @property
+    def user(self) -> User:
+        """The caller; every view below runs only for an authenticated user."""
+        return cast(User, self.request.user)
+
+    def account_for(self, account_id: Any) -> TradingAccount:
+        account = (
+            selectors.accounts_for_user(self.user)
+            .filter(pk=_id(account_id, field="account", what="trading account"))
+            .first()
+        )
+        if account is None:
+            raise errors.NotFound("No such trading account.", field="account")
+        return account
+
+    def instrument_for(self, account: TradingAccount, symbol: str) -> Instrument:
+        instrument = (
+            selectors.instruments_for_user(self.user)
+            .filter(classroom_id=account.classroom_id, symbol__iexact=symbol.strip())
+            .first()
+        )
+        if instrument is None:
+            raise errors.NotFound(
+                f"No instrument {symbol!r} in this account's classroom.", field="symbol"
+            )
+        return instrument
+
+    def order_target(self, account_id: Any, symbol: str) -> tuple[int, int]:
+        """(account id, instrument id) for an order, in one query when both are the caller's."""
+        account_pk = _id(account_id, field="account", what="trading account")
+        instrument_pk = (
+            selectors.instruments_for_user(self.user)
+            .prefetch_related(None)
+            .filter(
+                classroom__accounts__pk=account_pk,
+                classroom__accounts__user_id=self.user.pk,
+                symbol__iexact=symbol.strip(),
+            )
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if instrument_pk is None:
+            self.instrument_for(self.account_for(account_pk), symbol)  # raises the right 404
+        assert instrument_pk is not None
+        return account_pk, instrument_pk
+
+    def filter_account(self, queryset: QuerySet[Any], lookup: str = "account_id") -> QuerySet[Any]:
+        raw = self.request.query_params.get("account")
+        if raw in (None, ""):
+            return queryset
+        return queryset.filter(**{lookup: self.account_for(raw).pk})
+
+
+ACCOUNT_PARAM = OpenApiParameter(
+    "account", OpenApiTypes.INT, description="Only this trading account of yours."
+)
+
+
+def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
+    account = overview.account
+    return {
+        "id": account.pk,
+        "classroom": account.classroom_id,
+        "classroom_name": account.classroom.name,
+        "currency": account.classroom.currency,
+        "balance": overview.balance,
+        "collateral_locked": overview.collateral_locked,
+        "equity": overview.equity,
+        "unrealized_pnl": overview.unrealized_pnl,
+        "realized_pnl": overview.realized_pnl,
+        "fees_paid": overview.fees_paid,
+        "return_pct": overview.return_pct,
+        "trading_frozen": account.trading_frozen,
+    }
+
+
+# --- health, me, accounts -----------------------------------------------------------------
+
+
+class HealthView(ApiView):
+    """The cheapest endpoint: whether the API answers (also the benchmark's baseline)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: s.HealthSerializer, **_errors(401, 429)}, tags=["meta"])
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class MeView(ApiView):
+    """Who you are and your trading accounts."""
+
+    @extend_schema(responses={200: s.MeSerializer, **_errors(401, 429)}, tags=["accounts"])
+    def get(self, request: Request) -> Response:
+        accounts = selectors.accounts_for_user(self.user)
+        scope = request.auth.scope if isinstance(request.auth, ApiKey) else None
+        data = {
+            "username": request.user.get_username(),
+            "accounts": [account_data(selectors.account_overview(a)) for a in accounts],
+            "key_scope": scope,
+        }
+        return Response(s.MeSerializer(data).data)
+
+
+class AccountListView(ApiView):
+    """Your trading accounts with their money at the current marks."""
+
+    serializer_class = s.AccountSerializer
+    pagination_class = OldestFirst
+
+    @extend_schema(
+        responses={200: s.AccountSerializer(many=True), **READ_ERRORS}, tags=["accounts"]
+    )
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(selectors.accounts_for_user(self.user))
+        rows = [account_data(selectors.account_overview(a)) for a in page or []]
+        return self.get_paginated_response(s.AccountSerializer(rows, many=True).data)
+
+
+class AccountDetailView(ApiView):
+    """One of your trading accounts."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        responses={200: s.AccountSerializer, **READ_ERRORS},
+        tags=["accounts"],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        account = _owned(selectors.accounts_for_user(self.user), pk, "trading account")
+        return Response(s.AccountSerializer(account_data(selectors.account_overview(account))).data)
+
+
+# --- instruments and prices -----------------------------------------------------------------
+
+
+CLASSROOM_PARAM = OpenApiParameter(
+    "classroom", OpenApiTypes.INT, description="Only this classroom of yours."
+)
+
+
+class InstrumentListView(ApiView):
+    """The instruments of your classrooms, with margin tiers and mark prices."""
+
+    serializer_class = s.InstrumentSerializer
+    pagination_class = OldestFirst
+
+    @extend_schema(
+        parameters=[CLASSROOM_PARAM],
+        responses={200: s.InstrumentSerializer(many=True), **READ_ERRORS},
+        tags=["market"],
+    )
+    def get(self, request: Request) -> Response:
+        instruments = selectors.instruments_for_user(self.user)
+        raw = request.query_params.get("classroom")
+        if raw not in (None, ""):
+            instruments = instruments.filter(classroom_id=_id(raw, field="classroom"))
+        page = self.paginate_queryset(instruments)
+        return self.get_paginated_response(s.InstrumentSerializer(page, many=True).data)
+
+
+class PriceHistoryView(ApiView):
+    """Mark price history of an instrument, oldest first (``?since=`` to get only new marks)."""
+
+    serializer_class = s.PriceTickSerializer
+    pagination_class = PriceHistory
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH),
+            OpenApiParameter(
+                "since", OpenApiTypes.DATETIME, description="Only marks after this moment."
+            ),
+            CLASSROOM_PARAM,
+        ],
+        responses={200: s.PriceTickSerializer(many=True), **READ_ERRORS},
+        tags=["market"],
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        instruments = selectors.instruments_for_user(self.user).filter(symbol__iexact=symbol)
+        raw = request.query_params.get("classroom")
+        if raw not in (None, ""):
+            instruments = instruments.filter(classroom_id=_id(raw, field="classroom"))
+        found = list(instruments.values_list("pk", flat=True)[:2])
+        if not found:
+            raise errors.NotFound(f"No instrument {symbol!r} in your classrooms.")
+        if len(found) > 1:
+            raise errors.DomainError(
+                f"{symbol} is traded in several of your classrooms; pass ?classroom=<id>.",
+                field="classroom",
+            )
+        ticks = PriceTick.objects.filter(instrument_id=found[0])
+        since = self._since(request.query_params.get("since"))
+        if since is not None:
+            ticks = ticks.filter(created_at__gt=since)
+        page = self.paginate_queryset(ticks)
+        return self.get_paginated_response(s.PriceTickSerializer(page, many=True).data)
+
+    @staticmethod
+    def _since(raw: str | None) -> datetime | None:
+        if not raw:
+            return None
+        try:
+            value = parse_datetime(raw.replace(" ", "+"))  # a '+' of an offset sent unescaped
+        except ValueError:
+            value = None
+        if value is None:
+            raise errors.DomainError(
+                "Use an ISO 8601 date and time, e.g. 2030-01-31T12:00:00Z.", field="since"
+            )
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, UTC)
+        return value
+
+
+# --- orders ------------------------------------------------------------------------------------
+
+
+class OrderPreviewView(ApiView):
+    """What an opening order would cost and risk, without placing it."""
+
+    writes = False
+
+    @extend_schema(
+        request=s.PlaceOrderSerializer,
+        responses={200: s.PreviewSerializer, **_errors(400, 401, 404, 409, 429)},
+        tags=["orders"],
+    )
+    def post(self, request: Request) -> Response:
+        body = s.PlaceOrderSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if data["reduce_only"]:
+            raise errors.InvalidOrder(
+                "A preview is for opening orders; a reduce-only order frees margin.",
+                field="reduce_only",
+            )
+        account = self.account_for(data["account"])
+        instrument = self.instrument_for(account, data["symbol"])
+        reference = None
+        if data["type"] == Order.Type.LIMIT:
+            reference = services.clean_price(
+                data.get("price"), instrument=instrument, field="price"
+            )
+            if reference is None:
+                raise errors.InvalidPrice("A limit order needs a price.", field="price")
+        elif data["type"] == Order.Type.STOP:
+            reference = services.clean_price(
+                data.get("stop_price"), instrument=instrument, field="stop_price"
+            )
+            if reference is None:
+                raise errors.InvalidPrice("A stop order needs a stop price.", field="stop_price")
+        quote = services.quote_open(
+            account=account,
+            instrument=instrument,
+            side=data["side"],
+            quantity=data["quantity"],
+            leverage=data["leverage"],
+            extra_collateral=data.get("extra_collateral") or ZERO,
+            entry_price=reference,
+            take_profit=data.get("take_profit"),
+            stop_loss=data.get("stop_loss"),
+        )
+        payload = {**quote.__dict__, "symbol": instrument.symbol, "side": data["side"]}
+        return Response(s.PreviewSerializer(payload).data)
+
+
+ORDER_STATUS_PARAM = OpenApiParameter(
+    "status", OpenApiTypes.STR, enum=Order.Status.values, description="Only orders in this state."
+)
+
+
+class OrderListView(ApiView):
+    """Your orders, newest first; POST places one (market orders fill at once)."""
+
+    serializer_class = s.OrderSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM],
+        responses={200: s.OrderSerializer(many=True), **READ_ERRORS},
+        tags=["orders"],
+    )
+    def get(self, request: Request) -> Response:
+        orders = self.filter_account(selectors.orders_for_user(self.user))
+        wanted = request.query_params.get("status")
+        if wanted not in (None, ""):
+            if wanted not in Order.Status.values:
+                raise errors.DomainError(
+                    f"status is one of {', '.join(Order.Status.values)}.", field="status"
+                )
+            orders = orders.filter(status=wanted)
+        page = self.paginate_queryset(orders)
+        return self.get_paginated_response(s.OrderSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=s.PlaceOrderSerializer,
+        responses={
+            201: s.OrderSerializer,
+            200: OpenApiResponse(
+                s.OrderSerializer, description="The client_order_id was seen before: the original."
+            ),
+            **WRITE_ERRORS,
+        },
+        tags=["orders"],
+    )
+    def post(self, request: Request) -> Response:
+        body = s.PlaceOrderSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        account_id, instrument_id = self.order_target(data["account"], data["symbol"])
+        position_id = data.get("position")
+        started = timezone.now()
+        order = services.order_place(
+            account_id=account_id,
+            instrument_id=instrument_id,
+            side=data["side"],
+            type=data["type"],
+            quantity=data["quantity"],
+            leverage=data["leverage"],
+            price=data.get("price"),
+            stop_price=data.get("stop_price"),
+            extra_collateral=data.get("extra_collateral") or ZERO,
+            take_profit=data.get("take_profit"),
+            stop_loss=data.get("stop_loss"),
+            reduce_only=data["reduce_only"],
+            position_id=None if position_id is None else _id(position_id, field="position"),
+            client_order_id=data["client_order_id"],
+        )
+        # The service hands back the first order for a repeated client_order_id.
+        repeated = order.created_at < started
+        return Response(
+            s.OrderSerializer(order).data,
+            status=status.HTTP_200_OK if repeated else status.HTTP_201_CREATED,
+        )
+
+
+class OrderDetailView(ApiView):
+    """One of your orders; DELETE cancels it while it rests."""
+
+    @extend_schema(
+        parameters=[ID_PARAM], responses={200: s.OrderSerializer, **READ_ERRORS}, tags=["orders"]
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        order = _owned(selectors.orders_for_user(self.user), pk, "order")
+        return Response(s.OrderSerializer(order).data)
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=None,
+        responses={200: s.OrderSerializer, **_errors(401, 403, 404, 409, 429)},
+        tags=["orders"],
+    )
+    def delete(self, request: Request, pk: str) -> Response:
+        order = _owned(selectors.orders_for_user(self.user), pk, "order")
+        order = services.order_cancel(order_id=order.pk)
+        return Response(s.OrderSerializer(order).data)
+
+
+# --- positions ---------------------------------------------------------------------------------
+
+
+def valued(position: Position) -> Position:
+    position.valuation = selectors.position_valuation(position)  # type: ignore[attr-defined]
+    return position
+
+
+POSITION_STATUS_PARAM = OpenApiParameter(
+    "status",
+    OpenApiTypes.STR,
+    enum=Position.Status.values,
+    description="Only positions in this state.",
+)
+
+
+class PositionListView(ApiView):
+    """Your positions, newest first, each valued at the current mark."""
+
+    serializer_class = s.PositionSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[POSITION_STATUS_PARAM, ACCOUNT_PARAM],
+        responses={200: s.PositionSerializer(many=True), **READ_ERRORS},
+        tags=["positions"],
+    )
+    def get(self, request: Request) -> Response:
+        positions = self.filter_account(selectors.positions_for_user(self.user))
+        wanted = request.query_params.get("status")
+        if wanted not in (None, ""):
+            if wanted not in Position.Status.values:
+                raise errors.DomainError(
+                    f"status is one of {', '.join(Position.Status.values)}.", field="status"
+                )
+            positions = positions.filter(status=wanted)
+        page = [valued(p) for p in self.paginate_queryset(positions) or []]
+        return self.get_paginated_response(s.PositionSerializer(page, many=True).data)
+
+
+class PositionDetailView(ApiView):
+    """One of your positions, valued at the current mark."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        responses={200: s.PositionSerializer, **READ_ERRORS},
+        tags=["positions"],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        position = _owned(selectors.positions_for_user(self.user), pk, "position")
+        return Response(s.PositionSerializer(valued(position)).data)
+
+
+class PositionWriteView(ApiView):
+    def owned_position_id(self, pk: str) -> int:
+        ids = selectors.positions_for_user(self.user).values_list("pk", flat=True)
+        return int(_owned(Position.objects.filter(pk__in=ids), pk, "position").pk)
+
+    def respond(self, position_id: int) -> Response:
+        position = selectors.positions_for_user(self.user).get(pk=position_id)
+        return Response(s.PositionSerializer(valued(position)).data)
+
+
+class PositionCloseView(PositionWriteView):
+    """Close a position at market, all of it or ``quantity`` of it."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=s.ClosePositionSerializer,
+        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        tags=["positions"],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        position_id = self.owned_position_id(pk)
+        body = s.ClosePositionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.position_close(
+            position_id=position_id, quantity=body.validated_data.get("quantity")
+        )
+        return self.respond(position_id)
+
+
+class PositionMarginView(PositionWriteView):
+    """Add (positive ``amount``) or remove (negative) isolated margin."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=s.MarginChangeSerializer,
+        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        tags=["positions"],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        position_id = self.owned_position_id(pk)
+        body = s.MarginChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        amount: Decimal = clean_amount(body.validated_data["amount"], allow_negative=True)
+        if amount > 0:
+            services.position_add_margin(position_id=position_id, amount=amount)
+        else:
+            services.position_remove_margin(position_id=position_id, amount=-amount)
+        return self.respond(position_id)
+
+
+class PositionTpslView(PositionWriteView):
+    """Attach a take-profit and a stop-loss to an open position (null clears one)."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=s.TpslChangeSerializer,
+        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        tags=["positions"],
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        position_id = self.owned_position_id(pk)
+        body = s.TpslChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.position_set_tpsl(
+            position_id=position_id,
+            take_profit=body.validated_data.get("take_profit"),
+            stop_loss=body.validated_data.get("stop_loss"),
+        )
+        return self.respond(position_id)
+
+
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any other path under /api/v1/: a JSON 404 in the API's error shape."""
+    return JsonResponse(
+        error_body("not_found", "No such API endpoint; see /api/docs/."), status=404
+    )
+
+
+# --- liquidations, margin calls, leaderboard --------------------------------------------------
+
+
+class LiquidationListView(ApiView):
+    """Liquidations of your positions, newest first."""
+
+    serializer_class = s.LiquidationSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[ACCOUNT_PARAM],
+        responses={200: s.LiquidationSerializer(many=True), **READ_ERRORS},
+        tags=["positions"],
+    )
+    def get(self, request: Request) -> Response:
+        mine = self.filter_account(selectors.positions_for_user(self.user))
+        events = LiquidationEvent.objects.filter(position__in=mine.values("pk")).select_related(
+            "position__instrument"
+        )
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(s.LiquidationSerializer(page, many=True).data)
+
+
+class MarginCallListView(ApiView):
+    """Margin calls on your positions (ratio crossed 80%), newest first."""
+
+    serializer_class = s.MarginCallSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[ACCOUNT_PARAM],
+        responses={200: s.MarginCallSerializer(many=True), **READ_ERRORS},
+        tags=["positions"],
+    )
+    def get(self, request: Request) -> Response:
+        mine = self.filter_account(selectors.positions_for_user(self.user))
+        calls = MarginCall.objects.filter(position__in=mine.values("pk")).select_related(
+            "position__instrument"
+        )
+        page = self.paginate_queryset(calls)
+        return self.get_paginated_response(s.MarginCallSerializer(page, many=True).data)
+
+
+class LeaderboardView(ApiView):
+    """Ranking of a classroom you belong to: by return, or return per drawdown as it is set."""
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        responses={200: s.LeaderboardSerializer, **READ_ERRORS},
+        tags=["accounts"],
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        classroom_id = _id(pk, what="classroom")
+        member = (
+            Membership.objects.filter(user_id=self.user.pk, classroom_id=classroom_id).exists()
+            or selectors.accounts_for_user(self.user).filter(classroom_id=classroom_id).exists()
+        )
+        if not member:
+            raise errors.NotFound("No such classroom.")
+        classroom = Classroom.objects.get(pk=classroom_id)
+        rows = [
+            {
+                "rank": rank,
+                "username": row.account.user.get_username(),
+                "equity": row.equity,
+                "return_pct": row.return_pct,
+                "max_drawdown_pct": row.max_drawdown_pct,
+                "liquidations": row.liquidations,
+                "score": row.score,
+                "is_you": row.account.user_id == self.user.pk,
+            }
+            for rank, row in enumerate(web_selectors.leaderboard(classroom), start=1)
+        ]
+        data = {
+            "classroom": classroom.pk,
+            "classroom_name": classroom.name,
+            "ranking": classroom.ranking,
+            "results": rows,
+        }
+        return Response(s.LeaderboardSerializer(data).data)

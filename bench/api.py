@@ -1,0 +1,260 @@
+"""Throughput and latency of the REST API: order placement and position listing against
+the same server's trivial endpoint (``GET /api/v1/health``), with the ratio of each.
+
+It creates a throwaway PostgreSQL database next to the one in ``DATABASE_URL``, seeds a
+classroom with one student (and one trade key) per client thread, starts gunicorn on a
+free port with ``DEBUG=0``, drives it from client threads over keep-alive sessions for a
+bounded number of requests, then stops the server and drops the database.
+
+    DATABASE_URL=postgres://... REDIS_URL=redis://... python -m bench.api
+
+Goal: order placement at least half the trivial endpoint's throughput.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "300"))  # per endpoint, all clients together
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+OPEN_POSITIONS = 10  # per student; the listing benchmark reads pages of this many
+ROUNDS = 3
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self, baseline: Result | None) -> str:
+        ratio = f"{self.throughput / baseline.throughput:6.2f}x" if baseline else "   1.00x"
+        return (
+            f"{self.name:<28} {self.throughput:8.1f} req/s  p50 {self.percentile(0.5):7.2f} ms  "
+            f"p99 {self.percentile(0.99):7.2f} ms  errors {self.errors:<3} {ratio} of health"
+        )
+
+
+def _combine(parts: list[Result]) -> Result:
+    return Result(
+        parts[0].name,
+        sum(p.requests for p in parts),
+        sum(p.seconds for p in parts),
+        [latency for p in parts for latency in p.latencies],
+        sum(p.errors for p in parts),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings_test")
+    sys.path.insert(0, str(BASE_DIR))
+    import django
+
+    django.setup()
+
+
+def _seed() -> list[dict]:
+    """One classroom, one BTC market, and one funded student with a trade key per client."""
+    from api.services import api_key_create
+    from positions.services import position_open
+    from tests.factories import make_classroom, make_instrument, make_student
+
+    classroom = make_classroom(name="Benchmark", starting_balance=Decimal("1000000000"))
+    classroom.max_leverage = 100
+    classroom.save()
+    btc = make_instrument(classroom)
+    students = []
+    for n in range(CLIENTS):
+        account = make_student(classroom, username=f"bench{n}")
+        for _ in range(OPEN_POSITIONS):
+            position_open(
+                account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.001",
+                leverage=10,
+            )  # fmt: skip
+        key = api_key_create(user_id=account.user_id, name="bench", scope="trade").raw
+        students.append({"account": account.pk, "key": key})
+    return students
+
+
+def _drive(
+    name: str, url: str, students: list[dict], call: Callable[..., object], total: int
+) -> Result:
+    import requests
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    per_client = max(1, total // len(students))
+    barrier = threading.Barrier(len(students) + 1)
+
+    def client(student: dict) -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {student['key']}"
+        for _ in range(5):  # warm the connection and the worker
+            call(session, url, student)
+        barrier.wait()
+        mine = []
+        for _ in range(per_client):
+            started = time.perf_counter()
+            try:
+                failed = call(session, url, student).status_code >= 400  # type: ignore[attr-defined]
+            except requests.RequestException:
+                failed = True
+            mine.append(time.perf_counter() - started)
+            if failed:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in students]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return Result(name, len(latencies), elapsed, latencies, errors[0])
+
+
+def _health(session, url, student):  # type: ignore[no-untyped-def]
+    return session.get(f"{url}/api/v1/health", timeout=30)
+
+
+def _list_positions(session, url, student):  # type: ignore[no-untyped-def]
+    return session.get(
+        f"{url}/api/v1/positions/", params={"status": "open", "limit": OPEN_POSITIONS}, timeout=30
+    )
+
+
+def _place_order(session, url, student):  # type: ignore[no-untyped-def]
+    body = {
+        "account": student["account"],
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "quantity": "0.001",
+        "leverage": 10,
+        "client_order_id": uuid.uuid4().hex,
+    }
+    return session.post(f"{url}/api/v1/orders/", json=body, timeout=30)
+
+
+def _wait_for(url: str, server: subprocess.Popen, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("gunicorn exited during start-up")
+        try:
+            if requests.get(f"{url}/api/v1/health", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:
+            pass  # not listening yet, or a worker still importing Django
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer in time")
+
+
+def run() -> dict[str, float]:
+    _setup_django()
+    from django.db import connection
+
+    from tests.processes import database_url
+
+    connection.settings_dict.setdefault("TEST", {})
+    connection.settings_dict["TEST"]["NAME"] = f"{connection.settings_dict['NAME']}_bench_api"
+    original = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    server = None
+    try:
+        students = _seed()
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # planner statistics, as autovacuum keeps them in production
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATABASE_URL=database_url(),
+            DEBUG="0",
+            SECRET_KEY=uuid.uuid4().hex * 2,
+            ALLOWED_HOSTS="127.0.0.1",
+            SECURE_SSL_REDIRECT="0",
+            SECURE_HSTS_SECONDS="0",
+            API_THROTTLE_RATE="10000000/min",
+            LOG_LEVEL="WARNING",
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(WORKERS), "--log-level", "warning"],
+            cwd=BASE_DIR, env=env,
+        )  # fmt: skip
+        _wait_for(url, server)
+        # Interleaved rounds, so a change in the machine's load hits every endpoint alike.
+        rounds: dict[str, list[Result]] = {"health": [], "listing": [], "placing": []}
+        for _ in range(ROUNDS):
+            share = max(len(students), REQUESTS // ROUNDS)
+            rounds["health"].append(_drive("GET /api/v1/health", url, students, _health, share))
+            rounds["listing"].append(
+                _drive("GET /api/v1/positions/", url, students, _list_positions, share)
+            )
+            rounds["placing"].append(
+                _drive("POST /api/v1/orders/", url, students, _place_order, share)
+            )
+        health, listing, placing = (_combine(rounds[k]) for k in ("health", "listing", "placing"))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        connection.creation.destroy_test_db(original, verbosity=0)
+    print(f"REST API benchmark: {CLIENTS} clients, gunicorn with {WORKERS} workers, "
+          f"{OPEN_POSITIONS} open positions per student")  # fmt: skip
+    for result in (health, listing, placing):
+        print(result.line(None if result is health else health))
+    ratio = placing.throughput / health.throughput
+    verdict = "meets" if ratio >= 0.5 else "misses"
+    print(f"order placement / health throughput: {ratio:.2f} ({verdict} the goal of 0.5)")
+    return {
+        "health_rps": health.throughput,
+        "positions_rps": listing.throughput,
+        "orders_rps": placing.throughput,
+        "orders_ratio": ratio,
+        "positions_ratio": listing.throughput / health.throughput,
+        "orders_p50_ms": placing.percentile(0.5),
+        "orders_p99_ms": placing.percentile(0.99),
+        "errors": float(health.errors + listing.errors + placing.errors),
+    }
+
+
+if __name__ == "__main__":
+    results = run()
+    sys.exit(1 if results["errors"] else 0)

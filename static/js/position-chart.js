@@ -1,0 +1,114 @@
+// Draws a position's mark price and PnL with TradingView Lightweight Charts, refreshed every 2 s.
+(function () {
+  "use strict";
+  var REFRESH_MS = 2000;
+
+  function num(value) { return value === null || value === undefined ? null : parseFloat(value); }
+  function series(points) { return points.map(function (p) { return { time: p.time, value: num(p.value) }; }); }
+
+  function makeChart(element, places) {
+    var LC = window.LightweightCharts;
+    var chart = LC.createChart(element, {
+      autoSize: true,
+      layout: { background: { color: "#161b22" }, textColor: "#c9d1d9", attributionLogo: false },
+      grid: { vertLines: { color: "#222a33" }, horzLines: { color: "#222a33" } },
+      timeScale: { timeVisible: true, secondsVisible: true },
+      localization: { priceFormatter: function (p) { return p.toFixed(places); } },
+    });
+    return chart;
+  }
+
+  // Keep the price lines (entry, LP, BP, the loss floor) inside the visible range.
+  function includeLevels(levels) {
+    return function (original) {
+      var result = original();
+      var values = levels().filter(function (v) { return v !== null && !isNaN(v); });
+      if (!values.length) return result;
+      var low = Math.min.apply(null, values), high = Math.max.apply(null, values);
+      if (result && result.priceRange) {
+        low = Math.min(low, result.priceRange.minValue);
+        high = Math.max(high, result.priceRange.maxValue);
+      }
+      var pad = (high - low) * 0.05 || Math.abs(high) * 0.01 || 1;
+      return { priceRange: { minValue: low - pad, maxValue: high + pad } };
+    };
+  }
+
+  function start() {
+    var markEl = document.getElementById("mark-chart");
+    var pnlEl = document.getElementById("pnl-chart");
+    if (!markEl || !pnlEl || !window.LightweightCharts) return;
+    var LC = window.LightweightCharts;
+    var url = markEl.dataset.url;
+    var markChart, pnlChart, markSeries, pnlSeries, unfencedSeries, markers, lines = [], floorLine = null;
+    var latest = null;
+    function markLevels() {
+      if (!latest) return [];
+      return [num(latest.lines.entry), num(latest.lines.liquidation), num(latest.lines.bankruptcy)];
+    }
+    function pnlLevels() { return latest ? [0, num(latest.floor)] : []; }
+
+    function draw(data) {
+      latest = data;
+      if (!markChart) {
+        markChart = makeChart(markEl, data.price_places);
+        pnlChart = makeChart(pnlEl, 2);
+        markSeries = markChart.addSeries(LC.LineSeries, {
+          color: "#f0b90b", lineWidth: 2, autoscaleInfoProvider: includeLevels(markLevels),
+        });
+        pnlSeries = pnlChart.addSeries(LC.BaselineSeries, {
+          baseValue: { type: "price", price: 0 },
+          autoscaleInfoProvider: includeLevels(pnlLevels),
+          topLineColor: "#0ecb81", bottomLineColor: "#f6465d",
+          topFillColor1: "rgba(14,203,129,0.25)", topFillColor2: "rgba(14,203,129,0.02)",
+          bottomFillColor1: "rgba(246,70,93,0.02)", bottomFillColor2: "rgba(246,70,93,0.25)",
+        });
+        unfencedSeries = pnlChart.addSeries(LC.LineSeries, {
+          color: "#8a94a6", lineWidth: 1, lineStyle: 2, title: "without the ring-fence",
+          lastValueVisible: false, priceLineVisible: false,
+        });
+        markers = LC.createSeriesMarkers(markSeries, []);
+      }
+      unfencedSeries.setData(series(data.pnl_unfenced || []));
+      markSeries.setData(series(data.mark));
+      pnlSeries.setData(series(data.pnl));
+      lines.forEach(function (l) { markSeries.removePriceLine(l); });
+      lines = [];
+      var specs = [
+        ["entry", "Entry", "#8a94a6"],
+        ["liquidation", "Liquidation", "#f6465d"],
+        ["bankruptcy", "Bankruptcy", "#a371f7"],
+      ];
+      specs.forEach(function (s) {
+        var price = num(data.lines[s[0]]);
+        if (price !== null) {
+          lines.push(markSeries.createPriceLine({ price: price, color: s[2], lineWidth: 1, lineStyle: 2, axisLabelVisible: true, title: s[1] }));
+        }
+      });
+      if (floorLine) pnlSeries.removePriceLine(floorLine);
+      floorLine = pnlSeries.createPriceLine({
+        price: num(data.floor), color: "#f6465d", lineWidth: 2, lineStyle: 0, axisLabelVisible: true, title: "your maximum loss",
+      });
+      markers.setMarkers(data.markers.map(function (m) {
+        return {
+          time: m.time, text: m.text, position: m.kind === "liquidation" ? "belowBar" : "aboveBar", shape: m.kind === "liquidation" ? "arrowUp" : "circle",
+          color: m.kind === "liquidation" ? "#f6465d" : "#f0b90b",
+        };
+      }));
+      markEl.dataset.points = String(data.mark.length);
+      markEl.dataset.status = data.status;
+      markEl.dataset.ready = "true";
+    }
+
+    function load() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data) draw(data); })
+        .catch(function () { /* the next refresh tries again */ });
+    }
+    load();
+    window.setInterval(load, REFRESH_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,79 @@
+"""The OpenAPI schema and the Swagger UI docs, rendered by Chromium under the strict CSP."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_is_openapi_3_with_bearer_auth_and_every_endpoint(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert schema["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    paths = set(schema["paths"])
+    for path in (
+        "/api/v1/me",
+        "/api/v1/accounts/{id}/",
+        "/api/v1/instruments/{symbol}/prices/",
+        "/api/v1/orders/preview",
+        "/api/v1/positions/{id}/margin",
+        "/api/v1/classrooms/{id}/leaderboard",
+    ):
+        assert path in paths
+    order = schema["components"]["schemas"]["PlaceOrderRequest"]["properties"]
+    assert order["quantity"]["type"] == "string"
+    position = schema["components"]["schemas"]["Position"]["properties"]
+    assert position["liquidation_price"]["type"] == "string"
+
+
+def test_docs_page_has_no_inline_script(client):
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<script>" not in html and "<style>" not in html
+    assert "Content-Security-Policy" in page.headers
+    assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_swagger_ui_renders_under_the_strict_csp(live_server):
+    from playwright.sync_api import sync_playwright
+
+    violations: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            page.on(
+                "console",
+                lambda m: (
+                    violations.append(m.text) if "Content Security Policy" in m.text else None
+                ),
+            )
+            page.goto(f"{live_server.url}/api/docs/")
+            page.wait_for_selector("text=Ringfence API", timeout=20_000)
+            page.wait_for_selector('[data-path="/api/v1/orders/preview"]', timeout=20_000)
+            if shot := os.environ.get("RINGFENCE_SCREENSHOT"):
+                page.screenshot(path=shot, full_page=False)
+        finally:
+            browser.close()
+    assert violations == []

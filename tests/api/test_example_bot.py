@@ -1,0 +1,89 @@
+"""The example bot in examples/ trades the demo classroom through a real HTTP server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command, get_commands
+
+from accounts.models import User
+from positions.models import Instrument, Order, Position
+from positions.services import position_close
+
+BOT = str(settings.BASE_DIR / "examples" / "bot.py")
+
+
+def seed_demo() -> None:
+    """The demo of ``make run``: its own seeding command when there is one."""
+    if "seed_demo" in get_commands():
+        call_command("seed_demo", stdout=StringIO())
+    else:  # the same shape: a classroom with a BTC market and students alice and bob
+        from tests.factories import make_classroom, make_instrument, make_student
+
+        classroom = make_classroom(name="Demo class")
+        make_instrument(classroom)
+        for name in ("alice", "bob"):
+            account = make_student(classroom, username=name)
+            account.user.set_password("ringfence-demo")
+            account.user.save()
+    # No engine runs here: give any instrument still waiting for its first tick a mark.
+    Instrument.objects.filter(mark_price__isnull=True).update(mark_price=Decimal("60000"))
+    # Start the bot from a flat book, whatever the demo opened for its students.
+    for position in Position.objects.filter(status=Position.Status.OPEN):
+        position_close(position_id=position.pk)
+
+
+def run_bot(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, BOT, "--url", url, "--interval", "0", *args],
+        env={"RINGFENCE_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+
+
+def create_key(username: str) -> str:
+    out = StringIO()
+    call_command("create_api_key", username, "--scope", "trade", "--name", "bot", stdout=out)
+    return out.getvalue().strip()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_places_lists_and_closes_orders(live_server):
+    seed_demo()
+    alice = User.objects.get(username="alice")
+    closed_before = Position.objects.filter(account__user=alice, status="closed").count()
+    result = run_bot(live_server.url, create_key("alice"), "--iterations", "4", "--hold", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    placed = Order.objects.filter(account__user=alice, client_order_id__startswith="bot-")
+    assert placed.filter(status=Order.Status.FILLED).count() == 2, output
+    closed = Position.objects.filter(account__user=alice, status=Position.Status.CLOSED)
+    assert closed.count() - closed_before == 2, output
+    assert not Position.objects.filter(account__user=alice, status=Position.Status.OPEN).exists()
+    assert output.count("placed order #") == 2
+    assert output.count("closed position #") == 2
+    assert "listed " in output and "open positions: 1" in output
+    assert "refused" not in output, output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_waits_out_throttling_and_reports_refusals(live_server, settings):
+    seed_demo()
+    settings.API_THROTTLE_RATE = "2/s"
+    result = run_bot(live_server.url, create_key("bob"), "--iterations", "2", "--leverage", "500")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "throttled: waiting" in output
+    # Leverage 500 is refused by the classroom's rules: reported, nothing placed.
+    assert "refused (400 leverage_too_high)" in output
+    assert not Order.objects.filter(
+        account__user__username="bob", client_order_id__startswith="bot-"
+    ).exists()

@@ -1,0 +1,115 @@
+"""API keys: created on a page or by command, shown once, stored hashed, revocable, throttled."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from api.models import ApiKey
+from tests.api.conftest import client_for, new_key
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_key_is_stored_only_as_its_hash(account):
+    raw = new_key(account, "read")
+    stored = ApiKey.objects.get()
+    assert raw.startswith(f"rf_{stored.prefix}_")
+    assert stored.key_hash == hashlib.sha256(raw.encode()).hexdigest()
+    secret = raw.split("_", 2)[2]
+    assert len(secret) >= 40
+    for value in ApiKey.objects.values().get().values():
+        assert secret not in str(value)
+
+
+def test_keys_page_creates_shows_once_lists_and_revokes(client, account):
+    client.force_login(account.user)
+    page = client.get("/api-keys/")
+    assert page.status_code == 200
+    assert b"You have no API keys yet" in page.content
+    created = client.post("/api-keys/", {"name": "momentum bot", "scope": "trade"})
+    assert created.status_code == 200
+    assert created.headers["Cache-Control"] == "no-store"
+    shown = re.search(rb'id="new-key">(rf_[^<]+)<', created.content)
+    assert shown is not None
+    raw = shown.group(1).decode()
+    assert client_for(raw).get("/api/v1/me").json()["key_scope"] == "trade"
+    again = client.get("/api-keys/")
+    assert raw.encode() not in again.content
+    assert b"momentum bot" in again.content
+    key = ApiKey.objects.get()
+    revoked = client.post(f"/api-keys/{key.pk}/revoke")
+    assert revoked.status_code == 302
+    response = client_for(raw).get("/api/v1/me")
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "This API key has been revoked."
+
+
+def test_keys_page_refuses_bad_input_and_other_peoples_keys(client, account, other_account):
+    theirs = new_key(other_account, "trade")
+    client.force_login(account.user)
+    bad = client.post("/api-keys/", {"name": "", "scope": "admin"})
+    assert bad.status_code == 400
+    assert not ApiKey.objects.filter(user=account.user).exists()
+    past = client.post("/api-keys/", {"name": "x", "scope": "read", "expires_on": "2000-01-01"})
+    assert past.status_code == 400
+    assert b"future" in past.content
+    their_key = ApiKey.objects.get(user=other_account.user)
+    assert client.post(f"/api-keys/{their_key.pk}/revoke").status_code == 404
+    assert client_for(theirs).get("/api/v1/me").status_code == 200
+    client.logout()
+    assert client.get("/api-keys/").status_code == 302
+
+
+def test_expiry_date_ends_the_key(client, account):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client.force_login(account.user)
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    client.post("/api-keys/", {"name": "short", "scope": "read", "expires_on": tomorrow})
+    key = ApiKey.objects.get()
+    assert key.expires_at is not None and key.expires_at > timezone.now() + timedelta(hours=1)
+
+
+def test_create_api_key_command_prints_a_working_key(account):
+    out = StringIO()
+    call_command("create_api_key", "alice", "--scope", "trade", "--name", "cli", stdout=out)
+    raw = out.getvalue().strip()
+    me = client_for(raw).get("/api/v1/me").json()
+    assert (me["username"], me["key_scope"]) == ("alice", "trade")
+    assert ApiKey.objects.get().name == "cli"
+    with pytest.raises(CommandError):
+        call_command("create_api_key", "nobody", stdout=StringIO())
+    read = StringIO()
+    call_command("create_api_key", "alice", stdout=read)
+    assert client_for(read.getvalue().strip()).get("/api/v1/me").json()["key_scope"] == "read"
+
+
+def test_throttling_answers_429_with_retry_after_per_key(account, settings):
+    settings.API_THROTTLE_RATE = "3/min"
+    first, second = client_for(new_key(account)), client_for(new_key(account))
+    codes = [first.get("/api/v1/me").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    throttled = first.get("/api/v1/me")
+    assert throttled.json()["error"]["code"] == "throttled"
+    assert 0 < int(throttled.headers["Retry-After"]) <= 60
+    # Another key has its own budget.
+    assert second.get("/api/v1/me").status_code == 200
+
+
+def test_throttle_counter_lives_in_the_shared_cache(account, settings):
+    from django.core.cache import cache
+
+    settings.API_THROTTLE_RATE = "5/min"
+    raw = new_key(account)
+    client_for(raw).get("/api/v1/me")
+    prefix = raw.split("_")[1]
+    history = cache.get(f"throttle_api_key_{prefix}")
+    assert history and len(history) == 1
+    assert settings.CACHES["default"]["BACKEND"].endswith("RedisCache")

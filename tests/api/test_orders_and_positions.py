@@ -1,0 +1,315 @@
+"""Trading through the API: the same services as the pages, errors with stable codes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import LedgerTransaction, TradingAccount
+from positions.models import Order, Position
+from tests.api.conftest import order_body
+from tests.invariants import assert_ledger_invariants
+
+pytestmark = pytest.mark.django_db
+
+ORDERS = "/api/v1/orders/"
+
+
+def test_market_order_opens_a_position_with_exact_decimal_strings(api, account, btc):
+    response = api.post(ORDERS, order_body(account), format="json")
+    assert response.status_code == 201, response.json()
+    order = response.json()
+    assert order["status"] == "filled"
+    assert order["symbol"] == "BTCUSDT"
+    assert order["quantity"] == "0.01"
+    position = api.get(f"/api/v1/positions/{order['position']}/").json()
+    assert position["entry_price"] == "60000"
+    assert position["collateral"] == "60"
+    assert position["liquidation_price"] is not None
+    assert isinstance(position["unrealized_pnl"], str)
+    account.refresh_from_db()
+    assert account.balance == Decimal("10000") - Decimal("60") - Decimal("0.3")
+    assert_ledger_invariants()
+
+
+def test_buy_and_sell_are_aliases_of_long_and_short(api, account, btc):
+    short = api.post(ORDERS, order_body(account, side="sell"), format="json").json()
+    long = api.post(ORDERS, order_body(account, side="BUY"), format="json").json()
+    assert (short["side"], long["side"]) == ("short", "long")
+
+
+def test_repeated_client_order_id_returns_the_original_without_opening_twice(api, account, btc):
+    body = order_body(account, client_order_id="alpha-1")
+    first = api.post(ORDERS, body, format="json")
+    again = api.post(ORDERS, {**body, "quantity": "0.02"}, format="json")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["quantity"] == "0.01"
+    assert Position.objects.count() == 1
+    assert Order.objects.count() == 1
+
+
+def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, btc):
+    cases: list[tuple[dict, int, str, str]] = [
+        ({"quantity": "0.0005"}, 400, "invalid_quantity", "quantity"),
+        ({"quantity": "abc"}, 400, "invalid_quantity", "quantity"),
+        ({"leverage": 126}, 400, "leverage_too_high", "leverage"),
+        ({"quantity": "100"}, 409, "insufficient_balance", "quantity"),
+        ({"type": "limit"}, 400, "invalid_price", "price"),
+        ({"symbol": "DOGEUSDT"}, 404, "not_found", "symbol"),
+    ]
+    for extra, status, code, field in cases:
+        response = api.post(ORDERS, order_body(account, **extra), format="json")
+        assert response.status_code == status, (extra, response.json())
+        error = response.json()["error"]
+        assert error["code"] == code, (extra, error)
+        assert field in error["fields"], (extra, error)
+        assert error["message"]
+    assert Order.objects.count() == 0
+    assert LedgerTransaction.objects.exclude(kind="deposit").count() == 0
+    account.refresh_from_db()
+    assert account.balance == Decimal("10000")
+
+
+def test_trading_closed_is_a_conflict(api, account, btc):
+    account.classroom.trading_enabled = False
+    account.classroom.save()
+    response = api.post(ORDERS, order_body(account), format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "trading_closed"
+    assert not Order.objects.exists()
+
+
+def test_malformed_body_is_invalid_request_with_fields(api, account, btc):
+    response = api.post(ORDERS, {"account": "x", "side": "up"}, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert {"account", "side", "symbol", "quantity"} <= set(error["fields"])
+    bad_json = api.post(ORDERS, "{not json", content_type="application/json")
+    assert bad_json.status_code == 400
+    assert bad_json.json()["error"]["code"] == "invalid_request"
+
+
+def test_read_only_fields_are_never_taken_from_input(api, account, btc):
+    body = order_body(
+        account, status="cancelled", id=999, position=None, filled_at="2000-01-01T00:00:00Z"
+    )
+    body.update(entry_price="1", balance="1000000", collateral="0", user=1)
+    response = api.post(ORDERS, body, format="json")
+    assert response.status_code == 201
+    order = Order.objects.get()
+    assert order.pk != 999 or response.json()["id"] == order.pk
+    assert order.status == Order.Status.FILLED
+    assert order.position is not None and order.position.entry_price == Decimal("60000")
+    account.refresh_from_db()
+    assert account.balance < Decimal("10000")
+
+
+def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
+    from tests.api.conftest import client_for
+
+    before = (Order.objects.count(), LedgerTransaction.objects.count())
+    response = client_for(read_key).post(
+        "/api/v1/orders/preview", order_body(account, leverage=125, quantity="0.01"), format="json"
+    )
+    # Leverage 125 is above the classroom cap of 20: the same rule as placing.
+    assert response.json()["error"]["code"] == "leverage_too_high"
+    account.classroom.max_leverage = 125
+    account.classroom.save()
+    response = api.post("/api/v1/orders/preview", order_body(account, leverage=125), format="json")
+    assert response.status_code == 200, response.json()
+    quote = response.json()
+    assert quote["initial_margin"] == "4.8"
+    assert quote["fee"] == "0.3"
+    assert quote["liquidation_price"] == "59759.0361445784"
+    assert quote["bankruptcy_price"] == "59520"
+    assert quote["max_loss"] == "4.8"
+    assert quote["distance_to_liquidation"] == "240.9638554216"
+    assert (Order.objects.count(), LedgerTransaction.objects.count()) == before
+
+
+def test_close_part_then_all_and_margin_in_and_out(api, account, btc):
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/"
+    added = api.post(url + "margin", {"amount": "50"}, format="json")
+    assert added.status_code == 200, added.json()
+    assert added.json()["collateral"] == "170"
+    removed = api.post(url + "margin", {"amount": "-20"}, format="json")
+    assert removed.json()["collateral"] == "150"
+    too_much = api.post(url + "margin", {"amount": "-1000"}, format="json")
+    assert too_much.status_code == 409
+    assert too_much.json()["error"]["code"] == "margin_removal_too_large"
+    zero = api.post(url + "margin", {"amount": "0"}, format="json")
+    assert zero.json()["error"]["code"] == "invalid_amount"
+    half = api.post(url + "close", {"quantity": "0.01"}, format="json")
+    assert half.status_code == 200
+    assert half.json()["quantity"] == "0.01"
+    closed = api.post(url + "close", {}, format="json")
+    assert closed.json()["status"] == "closed"
+    again = api.post(url + "close", {}, format="json")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "position_not_open"
+    open_now = api.get("/api/v1/positions/?status=open").json()
+    assert open_now["results"] == []
+    assert_ledger_invariants()
+
+
+def test_resting_order_lists_and_cancels(api, account, btc):
+    placed = api.post(
+        ORDERS, order_body(account, type="limit", price="55000.5"), format="json"
+    ).json()
+    assert placed["status"] == "resting"
+    listed = api.get(ORDERS + "?status=resting").json()
+    assert [o["id"] for o in listed["results"]] == [placed["id"]]
+    cancelled = api.delete(f"{ORDERS}{placed['id']}/")
+    assert cancelled.json()["status"] == "cancelled"
+    again = api.delete(f"{ORDERS}{placed['id']}/")
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "order_not_cancellable"
+
+
+def test_accounts_me_instruments_and_cursor_pagination(api, account, btc):
+    me = api.get("/api/v1/me").json()
+    assert me["username"] == "alice"
+    assert me["key_scope"] == "trade"
+    assert [a["id"] for a in me["accounts"]] == [account.pk]
+    detail = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert detail["balance"] == "10000"
+    assert detail["equity"] == "10000"
+    instruments = api.get("/api/v1/instruments/").json()["results"]
+    assert instruments[0]["symbol"] == "BTCUSDT"
+    assert instruments[0]["mark_price"] == "60000"
+    assert instruments[0]["tiers"][0]["mmr"] == "0.004"
+    for n in range(3):
+        api.post(ORDERS, order_body(account, client_order_id=f"p{n}"), format="json")
+    page = api.get(ORDERS + "?limit=2").json()
+    assert len(page["results"]) == 2 and page["next"]
+    rest = api.get(page["next"]).json()
+    assert len(rest["results"]) == 1 and rest["next"] is None
+    ids = [o["client_order_id"] for o in page["results"] + rest["results"]]
+    assert ids == ["p2", "p1", "p0"]
+
+
+def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, account, btc):
+    from liquidation.models import PriceTick
+    from tests.factories import make_classroom, make_instrument
+
+    PriceTick.objects.create(instrument=btc, price=Decimal("60000"))
+    history = api.get("/api/v1/instruments/btcusdt/prices/").json()
+    assert [t["price"] for t in history["results"]] == ["60000"]
+    later = api.get("/api/v1/instruments/BTCUSDT/prices/?since=2999-01-01T00:00:00Z").json()
+    assert later["results"] == []
+    bad = api.get("/api/v1/instruments/BTCUSDT/prices/?since=yesterday")
+    assert bad.json()["error"] == {
+        "code": "invalid_request",
+        "message": bad.json()["error"]["message"],
+        "fields": {"since": [bad.json()["error"]["message"]]},
+    }
+    second = make_classroom(name="Second class")
+    make_instrument(second, mark="61000")
+    from accounts.services import classroom_join
+
+    classroom_join(user_id=account.user_id, join_code=second.join_code)
+    ambiguous = api.get("/api/v1/instruments/BTCUSDT/prices/")
+    assert ambiguous.status_code == 400
+    assert "classroom" in ambiguous.json()["error"]["fields"]
+    chosen = api.get(f"/api/v1/instruments/BTCUSDT/prices/?classroom={account.classroom_id}")
+    assert chosen.status_code == 200
+    assert api.get("/api/v1/instruments/ETHUSDT/prices/").status_code == 404
+
+
+def test_leaderboard_ranks_the_callers_classroom_by_return(api, account, other_account, btc):
+    api.post(ORDERS, order_body(account), format="json")  # pays a fee: behind bob
+    board = api.get(f"/api/v1/classrooms/{account.classroom_id}/leaderboard").json()
+    assert [r["username"] for r in board["results"]] == ["bob", "alice"]
+    assert board["results"][1]["is_you"] is True
+    assert Decimal(board["results"][1]["return_pct"]) < 0
+
+
+def test_liquidations_and_margin_calls_list_only_the_callers(api, account, other_account, btc):
+    from liquidation.models import LiquidationEvent, MarginCall
+    from positions.services import position_open
+
+    mine = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=10
+    )
+    theirs = position_open(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=10
+    )
+    for position in (mine, theirs):
+        LiquidationEvent.objects.create(
+            position=position,
+            classroom=btc.classroom,
+            quantity=position.quantity,
+            mark_price=Decimal("54000"),
+            liquidation_price=position.liquidation_price,
+            bankruptcy_price=position.bankruptcy_price,
+            collateral_lost=Decimal("60"),
+            insurance_paid=Decimal("0"),
+        )
+        MarginCall.objects.create(
+            position=position,
+            classroom=btc.classroom,
+            mark_price=Decimal("55000"),
+            margin_ratio=Decimal("0.85"),
+        )
+    liquidations = api.get("/api/v1/liquidations/").json()["results"]
+    assert [e["position"] for e in liquidations] == [mine.pk]
+    assert liquidations[0]["collateral_lost"] == "60"
+    assert liquidations[0]["insurance_fund_paid"] == "0"
+    calls = api.get("/api/v1/margin-calls/").json()["results"]
+    assert [c["position"] for c in calls] == [mine.pk]
+
+
+def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
+    response = api.post(ORDERS, order_body(account), format="json")
+    assert response.json()["error"]["code"] == "account_frozen"
+    other = api.post(ORDERS, order_body(other_account), format="json")
+    assert other.status_code == 404
+    assert other.json()["error"] == {
+        "code": "not_found",
+        "message": "No such trading account.",
+        "fields": {"account": ["No such trading account."]},
+    }
+
+
+def test_take_profit_stop_loss_and_reduce_only_orders(api, account, btc):
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/tpsl"
+    set_ = api.post(url, {"take_profit": "70000", "stop_loss": "56000"}, format="json")
+    assert set_.status_code == 200, set_.json()
+    assert (set_.json()["take_profit"], set_.json()["stop_loss"]) == ("70000", "56000")
+    wrong = api.post(url, {"take_profit": "50000"}, format="json")
+    assert wrong.json()["error"]["code"] == "invalid_price"
+    assert Position.objects.get().take_profit == Decimal("70000")
+    cleared = api.post(url, {"take_profit": None, "stop_loss": None}, format="json").json()
+    assert (cleared["take_profit"], cleared["stop_loss"]) == (None, None)
+    reduce = api.post(
+        ORDERS,
+        order_body(
+            account, side="sell", quantity="0.01", reduce_only=True, position=order["position"]
+        ),
+        format="json",
+    )
+    assert reduce.status_code == 201, reduce.json()
+    assert reduce.json()["status"] == "filled" and reduce.json()["reduce_only"] is True
+    assert Position.objects.get().quantity == Decimal("0.01")
+    same_side = api.post(
+        ORDERS,
+        order_body(account, side="long", reduce_only=True, position=order["position"]),
+        format="json",
+    )
+    assert same_side.json()["error"]["code"] == "invalid_order"
+    assert_ledger_invariants()
+
+
+def test_unknown_api_paths_answer_in_the_error_shape(api):
+    response = api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert api.put("/api/v1/orders/", {}, format="json").json()["error"]["code"] == (
+        "method_not_allowed"
+    )

@@ -1,0 +1,235 @@
+"""Every API endpoint, found by walking the URL configuration, against every kind of outsider.
+
+Callers: anonymous, another classroom's student (with a trade key), the owner's read-only
+key (on writes), the owner's revoked key and the owner's expired key. None of them may see
+the owner's data or change anything: the database is snapshotted around every request.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import URLPattern
+
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
+from api.models import ApiKey
+from api.urls import v1
+from liquidation.models import LiquidationEvent, MarginCall, PriceTick
+from positions.models import Collateral, Fill, Order, Position
+from positions.services import order_place, position_open
+from tests.api.conftest import client_for, new_key, order_body
+
+pytestmark = pytest.mark.django_db
+
+WRITE_METHODS = {"post", "put", "patch", "delete"}
+PUBLIC = {"health"}  # answers anyone, says nothing about anybody
+SECRET_MARK = "alice-secret-order"
+
+
+def endpoints() -> list[tuple[str, str, URLPattern]]:
+    found = []
+    for pattern in v1:
+        assert isinstance(pattern, URLPattern)
+        view = pattern.callback.view_class  # type: ignore[attr-defined]
+        for method in ("get", "post", "put", "patch", "delete"):
+            if hasattr(view, method):
+                found.append((str(pattern.name), method, pattern))
+    return found
+
+
+@pytest.fixture
+def victim(account, btc):
+    """Alice with an open position, a resting order, a liquidation and a margin call."""
+    account.classroom.max_leverage = 125
+    account.classroom.save()
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=10
+    )
+    resting = order_place(
+        account_id=account.pk,
+        instrument_id=btc.pk,
+        side="long",
+        type="limit",
+        quantity="0.01",
+        leverage=10,
+        price="50000",
+        client_order_id=SECRET_MARK,
+    )
+    gone = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="short", quantity="0.01", leverage=5
+    )
+    LiquidationEvent.objects.create(
+        position=gone,
+        classroom=btc.classroom,
+        quantity=gone.quantity,
+        mark_price=Decimal("71234.5"),
+        bankruptcy_price=gone.bankruptcy_price,
+        collateral_lost=Decimal("120"),
+    )
+    MarginCall.objects.create(
+        position=position,
+        classroom=btc.classroom,
+        mark_price=Decimal("54321.5"),
+        margin_ratio=Decimal("0.8"),
+    )
+    PriceTick.objects.create(instrument=btc, price=Decimal("60000"))
+    return {"account": account, "position": position, "order": resting, "btc": btc}
+
+
+def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict[str, object]]:
+    """URL kwargs and a body that would succeed for the owner."""
+    account, position, order = victim["account"], victim["position"], victim["order"]
+    placing = order_body(account, client_order_id="battery")
+    table: dict[str, tuple[dict[str, object], dict[str, object]]] = {
+        "health": ({}, {}),
+        "me": ({}, {}),
+        "account-list": ({}, {}),
+        "account-detail": ({"pk": account.pk}, {}),
+        "instrument-list": ({}, {}),
+        "instrument-prices": ({"symbol": "BTCUSDT"}, {}),
+        "order-preview": ({}, placing),
+        "order-list": ({}, placing),
+        "order-detail": ({"pk": order.pk}, {}),
+        "position-list": ({}, {}),
+        "position-detail": ({"pk": position.pk}, {}),
+        "position-close": ({"pk": position.pk}, {"quantity": "0.005"}),
+        "position-margin": ({"pk": position.pk}, {"amount": "5"}),
+        "position-tpsl": ({"pk": position.pk}, {"take_profit": "70000", "stop_loss": "55000"}),
+        "liquidation-list": ({}, {}),
+        "margin-call-list": ({}, {}),
+        "classroom-leaderboard": ({"pk": account.classroom_id}, {}),
+    }
+    assert name in table, f"new endpoint {name!r}: add it to the permission battery"
+    return table[name]
+
+
+def url_of(pattern: URLPattern, kwargs: dict[str, object]) -> str:
+    from django.urls import reverse
+
+    return reverse(f"api:{pattern.name}", kwargs=kwargs or None)
+
+
+def snapshot() -> tuple[object, ...]:
+    return (
+        list(TradingAccount.objects.order_by("pk").values_list("pk", "balance", "trading_frozen")),
+        list(Collateral.objects.order_by("pk").values_list("pk", "amount")),
+        list(
+            Position.objects.order_by("pk").values_list(
+                "pk", "status", "quantity", "liquidation_price", "take_profit", "stop_loss"
+            )
+        ),
+        list(Order.objects.order_by("pk").values_list("pk", "status")),
+        Fill.objects.count(),
+        LedgerTransaction.objects.count(),
+        LedgerEntry.objects.count(),
+        list(ApiKey.objects.order_by("pk").values_list("pk", "revoked_at", "scope")),
+    )
+
+
+def victim_markers(victim) -> list[str]:
+    """Strings that appear only in the owner's data."""
+    return ["alice", SECRET_MARK, "71234.5", "54321.5", "Trading 101"]
+
+
+@pytest.fixture
+def callers(victim, outsider, read_key, revoked_key, expired_key):
+    return {
+        "anonymous": client_for(None),
+        "another student": outsider,
+        "read-only key": client_for(read_key),
+        "revoked key": client_for(revoked_key),
+        "expired key": client_for(expired_key),
+    }
+
+
+def test_every_endpoint_refuses_every_outsider(victim, callers):
+    checked = 0
+    for name, method, pattern in endpoints():
+        if name in PUBLIC:
+            continue
+        kwargs, body = request_for(name, method, victim)
+        url = url_of(pattern, kwargs)
+        for caller, client in callers.items():
+            writes = method in WRITE_METHODS and getattr(
+                pattern.callback.view_class,  # type: ignore[attr-defined]
+                "writes",
+                True,
+            )
+            if caller == "read-only key" and not writes:
+                continue
+            before = snapshot()
+            response = getattr(client, method)(url, body, format="json")
+            after = snapshot()
+            label = f"{caller} {method.upper()} {url}"
+            assert after == before, f"{label} changed the database"
+            text = response.content.decode()
+            for marker in victim_markers(victim):
+                assert marker not in text, f"{label} leaked {marker!r}: {text[:300]}"
+            expected = {
+                "anonymous": (401, "not_authenticated"),
+                "revoked key": (401, "not_authenticated"),
+                "expired key": (401, "not_authenticated"),
+                "read-only key": (403, "permission_denied"),
+            }.get(caller)
+            if expected:
+                assert (response.status_code, response.json()["error"]["code"]) == expected, label
+            elif kwargs.get("pk") or body.get("account"):
+                assert response.status_code == 404, label
+                assert response.json()["error"]["code"] == "not_found", label
+            else:
+                # A list of the caller's own things: theirs only (checked by the markers).
+                assert response.status_code in (200, 404), label
+            checked += 1
+    assert checked >= 60
+
+
+def test_the_owner_succeeds_with_the_same_requests(victim, account):
+    """The battery's requests are real ones: with the owner's trade key every one succeeds."""
+    owner = client_for(new_key(account, "trade"))
+    order_created = False
+    for name, method, pattern in endpoints():
+        kwargs, body = request_for(name, method, victim)
+        response = getattr(owner, method)(url_of(pattern, kwargs), body, format="json")
+        assert response.status_code in (200, 201), (name, method, response.content[:300])
+        order_created |= name == "order-list" and method == "post"
+        if name not in PUBLIC and method == "get":
+            assert any(m in response.content.decode() for m in victim_markers(victim)) or name in {
+                "account-list",
+                "account-detail",
+                "instrument-list",
+                "instrument-prices",
+                "position-list",
+                "position-detail",
+            }, name
+    assert order_created
+
+
+def test_session_callers_need_csrf_for_writes(victim, account, client):
+    client.force_login(account.user)
+    from rest_framework.test import APIClient
+
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(account.user)
+    before = snapshot()
+    response = browser.post(
+        "/api/v1/orders/",
+        {"account": account.pk, "symbol": "BTCUSDT", "side": "long", "quantity": "0.01"},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+    assert snapshot() == before
+    assert browser.get("/api/v1/me").json()["username"] == "alice"
+
+
+def test_a_malformed_or_unknown_key_is_not_authenticated(victim):
+    for header in ("Bearer", "Bearer rf_nope", "Bearer rf_0123456789ab_wrong", "Bearer a b"):
+        from rest_framework.test import APIClient
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=header)
+        response = client.get("/api/v1/me")
+        assert response.status_code == 401, header
+        assert response.json()["error"]["code"] == "not_authenticated"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -1,0 +1,242 @@
+"""Random sequences of trading against PostgreSQL keep the ledger exact after every step.
+
+Each hypothesis example runs inside one savepoint that its teardown rolls back, so the
+examples never see each other's rows and the test needs no table flush.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal
+
+import pytest
+from django.db import transaction
+from django.db.models import Sum
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from accounts.errors import DomainError
+from accounts.models import LedgerEntry, TradingAccount
+from accounts.money import MONEY_STEP, to_tick
+from accounts.services import account_adjust, classroom_join
+from positions.models import Collateral, Instrument, Position
+from positions.services import (
+    position_add_margin,
+    position_close,
+    position_open,
+    position_remove_margin,
+    removable_margin,
+    stored_prices,
+)
+from tests.core.profiles import STATEFUL
+from tests.factories import UserFactory, make_classroom, make_instrument
+from tests.invariants import assert_ledger_invariants, money_snapshot
+
+D = Decimal
+ETH_BRACKETS = [
+    (D(0), D(10_000), D("0.005"), 75),
+    (D(10_000), D(100_000), D("0.0065"), 50),
+    (D(100_000), None, D("0.01"), 20),
+]
+
+
+class TradingMachine(RuleBasedStateMachine):
+    """Students join, open, close, move margin while the mark jumps about."""
+
+    accounts = Bundle("accounts")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._savepoint = transaction.atomic()
+        self._savepoint.__enter__()
+        self.open_ids: list[int] = []
+        self.refusals = 0
+
+    def teardown(self) -> None:
+        transaction.set_rollback(True)
+        self._savepoint.__exit__(None, None, None)
+
+    # --- set-up and helpers -----------------------------------------------------------
+
+    @initialize(
+        target=accounts,
+        spread=st.sampled_from([D(0), D("0.15"), D(5)]),
+        fee_rate=st.sampled_from([D(0), D("0.0005"), D("0.001")]),
+        seed=st.sampled_from([D(0), D(100), D(5000)]),
+    )
+    def setup(self, spread, fee_rate, seed):
+        self.classroom = make_classroom(max_leverage=125, insurance_fund_seed=seed)
+        self.instruments = [
+            make_instrument(self.classroom, spread=spread, taker_fee_rate=fee_rate),
+            make_instrument(
+                self.classroom,
+                symbol="ETHUSDT",
+                mark="3000",
+                tick_size=D("0.01"),
+                lot_size=D("0.01"),
+                spread=spread / 10,
+                taker_fee_rate=fee_rate,
+                brackets=ETH_BRACKETS,
+            ),
+        ]
+        return self._join()
+
+    def _join(self) -> int:
+        user = UserFactory.create()
+        return classroom_join(user_id=user.pk, join_code=self.classroom.join_code).pk
+
+    def _refused(self, call, *args, **kwargs) -> object | None:
+        """Run a service; a refusal must leave every row and balance as it was."""
+        before = money_snapshot()
+        try:
+            return call(*args, **kwargs)
+        except DomainError:
+            self.refusals += 1
+            assert money_snapshot() == before
+            return None
+
+    def _balances(self) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
+        accounts = dict(
+            TradingAccount.objects.filter(classroom=self.classroom).values_list("pk", "balance")
+        )
+        collateral = dict(Collateral.objects.values_list("position_id", "amount"))
+        return accounts, collateral
+
+    # --- rules ------------------------------------------------------------------------
+
+    @rule(target=accounts)
+    def join(self):
+        return self._join()
+
+    @rule(account=accounts, amount=st.integers(1, 20000).map(D))
+    def grant(self, account, amount):
+        account_adjust(account_id=account, amount=amount, reason="Top-up")
+
+    @rule(
+        account=accounts,
+        which=st.sampled_from([0, 1]),
+        side=st.sampled_from(["long", "short"]),
+        lots=st.one_of(st.integers(1, 50), st.integers(1, 3000)),
+        leverage=st.one_of(st.integers(1, 25), st.integers(1, 130)),
+        extra=st.one_of(st.just(D(0)), st.integers(1, 2000).map(D)),
+    )
+    def open(self, account, which, side, lots, leverage, extra):
+        instrument = self.instruments[which]
+        position = self._refused(
+            position_open,
+            account_id=account,
+            instrument_id=instrument.pk,
+            side=side,
+            quantity=D(lots) * instrument.lot_size,
+            leverage=leverage,
+            extra_collateral=extra,
+        )
+        if isinstance(position, Position):
+            self.open_ids.append(position.pk)
+
+    @precondition(lambda self: bool(self.open_ids))
+    @rule(data=st.data())
+    def close(self, data):
+        position_id = data.draw(st.sampled_from(self.open_ids))
+        position = Position.objects.select_related("collateral", "instrument").get(pk=position_id)
+        lot = position.instrument.lot_size
+        lots = int(position.quantity / lot)
+        part = data.draw(st.one_of(st.none(), st.integers(1, lots)))
+        quantity = None if part is None else D(part) * lot
+        accounts, collateral = self._balances()
+        closed = self._refused(position_close, position_id=position_id, quantity=quantity)
+        if closed is None:
+            return
+        assert isinstance(closed, Position)
+        if closed.status != Position.Status.OPEN:
+            self.open_ids.remove(position_id)
+        after_accounts, after_collateral = self._balances()
+        # Closing never debits the free balance, and touches no other account or position.
+        assert after_accounts[position.account_id] >= accounts[position.account_id]
+        for pk, value in accounts.items():
+            if pk != position.account_id:
+                assert after_accounts[pk] == value
+        for pk, value in collateral.items():
+            if pk != position_id:
+                assert after_collateral[pk] == value
+        # The realised loss of this close is at most the collateral it released.
+        released = collateral[position_id] - after_collateral[position_id]
+        assert closed.realized_pnl - position.realized_pnl >= -released
+
+    @precondition(lambda self: bool(self.open_ids))
+    @rule(data=st.data(), amount=st.integers(1, 3000).map(D))
+    def add_margin(self, data, amount):
+        position_id = data.draw(st.sampled_from(self.open_ids))
+        self._refused(position_add_margin, position_id=position_id, amount=amount)
+
+    @precondition(lambda self: bool(self.open_ids))
+    @rule(data=st.data(), share=st.sampled_from([D("0.25"), D(1), D("1.001"), D(2)]))
+    def remove_margin(self, data, share):
+        position_id = data.draw(st.sampled_from(self.open_ids))
+        position = Position.objects.select_related("instrument", "collateral").get(pk=position_id)
+        limit = removable_margin(position=position, collateral=position.collateral.amount)
+        amount = (limit * share).quantize(MONEY_STEP, rounding=ROUND_FLOOR)
+        if amount <= 0:
+            amount = D("0.01")
+        removed = self._refused(position_remove_margin, position_id=position_id, amount=amount)
+        if amount <= limit:
+            assert removed is not None, f"removing {amount} within the limit {limit} was refused"
+        else:
+            assert removed is None, f"removing {amount} beyond the limit {limit} was accepted"
+
+    @rule(
+        which=st.sampled_from([0, 1]),
+        move=st.one_of(st.integers(-8, 8), st.sampled_from([-60, -35, 35, 80])),
+    )
+    def move_price(self, which, move):
+        instrument = Instrument.objects.get(pk=self.instruments[which].pk)
+        assert instrument.mark_price is not None
+        target = instrument.mark_price * (100 + move) / 100
+        mark = max(to_tick(target, instrument.tick_size, up=False), D(10))
+        Instrument.objects.filter(pk=instrument.pk).update(mark_price=mark)
+
+    # --- after every step -------------------------------------------------------------
+
+    @invariant()
+    def ledger_is_exact(self):
+        if not hasattr(self, "classroom"):
+            return
+        assert_ledger_invariants(self.classroom.pk)
+        accounts, collateral = self._balances()
+        assert all(value >= 0 for value in accounts.values())
+        assert all(value >= 0 for value in collateral.values())
+        # What each position lost is at most what it ever locked as collateral.
+        locked = dict(
+            LedgerEntry.objects.filter(
+                classroom=self.classroom, pocket=LedgerEntry.Pocket.COLLATERAL, amount__gt=0
+            )
+            .values_list("position_id")
+            .annotate(total=Sum("amount"))
+        )
+        for pk, realized in Position.objects.filter(account__classroom=self.classroom).values_list(
+            "pk", "realized_pnl"
+        ):
+            assert realized >= -locked[pk]
+        # Every open position stores the LP and BP of its current quantity and collateral.
+        for position in Position.objects.filter(
+            account__classroom=self.classroom, status=Position.Status.OPEN
+        ).select_related("collateral", "instrument"):
+            assert (position.liquidation_price, position.bankruptcy_price) == stored_prices(
+                side=position.side,
+                entry_price=position.entry_price,
+                quantity=position.quantity,
+                collateral=position.collateral.amount,
+                tiers=position.instrument.margin_tiers(),
+            )
+
+
+@pytest.mark.django_db
+def test_random_trading_keeps_the_ledger_exact():
+    run_state_machine_as_test(TradingMachine, settings=STATEFUL)

@@ -1,0 +1,201 @@
+"""Bad input on every form: a message next to the field, status 400, never a 500, nothing written."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import LedgerTransaction, TradingAccount
+from positions.models import Order, Position
+
+pytestmark = pytest.mark.django_db
+
+BAD_TRADES = [
+    ("quantity", "-1", "Must be greater than zero."),
+    ("quantity", "0", "Must be greater than zero."),
+    ("quantity", "abc", "Enter a number."),
+    ("quantity", "0.000000001", "no more than 8 decimal places"),
+    ("quantity", "0.0015", "multiple of the lot size 0.001"),
+    ("quantity", "1000", "your free balance is"),
+    ("quantity", "1e400", "no more than 24 digits in total"),
+    ("quantity", "NaN", "Enter a number."),
+    ("quantity", "0.00001", "multiple of the lot size"),
+    ("leverage", "0", "greater than or equal to 1"),
+    ("leverage", "-5", "greater than or equal to 1"),
+    ("leverage", "21", "less than or equal to 20"),
+    ("leverage", "2.5", "Enter a whole number."),
+    ("leverage", "x", "Enter a whole number."),
+    ("extra_collateral", "-5", "greater than or equal to 0"),
+    ("extra_collateral", "1.123456789", "no more than 8 decimal places"),
+    ("take_profit", "0", "Must be greater than zero."),
+    ("stop_loss", "59000.05", "multiple of the tick size 0.1"),
+    ("price", "59000.05", "multiple of the tick size 0.1"),
+    ("notional", "-10", "greater than or equal to 0"),
+]
+# Rules the order service checks when the order is placed (the preview shows the quote).
+BAD_ORDERS = [
+    ("take_profit", "50000", "A take-profit must be above"),
+    ("stop_loss", "61000", "A stop-loss must be below"),
+    ("stop_loss", "10000", "beyond the liquidation price"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_ORDERS)
+def test_orders_breaking_the_tpsl_rules_are_refused_next_to_the_field(
+    alice_client, account, btc, field, value, message
+):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, **{field: value})
+    )
+    assert response.status_code == 400
+    assert (
+        message in response.content.decode().split(f'id="error-{field}"', 1)[1].split("</span>")[0]
+    )
+    assert not Position.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+def test_collateral_beyond_the_free_balance_is_refused(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, extra_collateral="999999")
+    )
+    assert response.status_code == 400
+    assert "your free balance is 10000" in response.content.decode()
+    assert not Position.objects.exists()
+
+
+def _trade(**override):
+    data = {"side": "long", "type": "market", "quantity": "0.5", "leverage": "20"}
+    data.update(override)
+    return data
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_TRADES)
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_bad_trade_input_is_refused_next_to_the_field(
+    alice_client, account, btc, endpoint, field, value, message
+):
+    response = alice_client.post(
+        reverse(endpoint, args=[account.pk]), _trade(instrument=btc.pk, **{field: value})
+    )
+    content = response.content.decode()
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    error_span = content.split(f'id="error-{field}"', 1)[1].split("</span>", 1)[0]
+    assert message in error_span
+    assert not Position.objects.exists()
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"side": "sideways"}, "Select a valid choice."),
+        ({"type": "iceberg"}, "Select a valid choice."),
+        ({"instrument": "999999"}, "Select a valid choice."),
+        ({"type": "limit"}, "A limit order needs a price."),
+        ({"type": "stop"}, "A stop order needs a stop price."),
+        ({"quantity": ""}, "Enter a quantity or a notional."),
+        ({"quantity": "", "notional": "1"}, "less than one lot"),
+    ],
+)
+def test_bad_trade_shapes_are_refused(alice_client, account, btc, data, message):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]), {**_trade(instrument=btc.pk), **data}
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Position.objects.exists()
+
+
+def test_a_classroom_with_trading_closed_says_so_above_the_form(alice_client, account, btc):
+    account.classroom.trading_enabled = False
+    account.classroom.save()
+    response = alice_client.post(reverse("trade", args=[account.pk]), _trade(instrument=btc.pk))
+    assert response.status_code == 400
+    assert "Trading is closed in this classroom right now." in response.content.decode()
+    assert not Position.objects.exists()
+
+
+BAD_MARGIN = [
+    ("add", "-1", "greater than or equal to 0"),
+    ("add", "0", "Must be greater than zero."),
+    ("add", "ten", "Enter a number."),
+    ("add", "1.000000001", "no more than 8 decimal places"),
+    ("add", "20000", "Your free balance is"),
+    ("remove", "1400", "At most"),
+    ("sideways", "10", "Select a valid choice."),
+]
+
+
+@pytest.mark.parametrize(("action", "amount", "message"), BAD_MARGIN)
+def test_bad_margin_changes_are_refused(alice_client, position, action, amount, message):
+    before = LedgerTransaction.objects.count()
+    response = alice_client.post(
+        reverse("position-margin", args=[position.pk]),
+        {"margin-action": action, "margin-amount": amount},
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal(1500)
+    assert LedgerTransaction.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    ("quantity", "message"),
+    [
+        ("-0.1", "Must be greater than zero."),
+        ("0", "Must be greater than zero."),
+        ("half", "Enter a number."),
+        ("0.000000001", "no more than 8 decimal places"),
+        ("0.6", "Only 0.5 is open"),
+    ],
+)
+def test_bad_close_quantities_are_refused(alice_client, position, quantity, message):
+    response = alice_client.post(
+        reverse("position-close", args=[position.pk]), {"close-quantity": quantity}
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    position.refresh_from_db()
+    assert position.quantity == Decimal("0.5") and position.status == Position.Status.OPEN
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tpsl-take_profit": "-1"}, "Must be greater than zero."),
+        ({"tpsl-take_profit": "abc"}, "Enter a number."),
+        ({"tpsl-take_profit": "59000"}, "A take-profit must be above"),
+        ({"tpsl-stop_loss": "1.00000000001"}, "no more than 10 decimal places"),
+        ({"tpsl-stop_loss": "10000"}, "beyond the liquidation price"),
+    ],
+)
+def test_bad_tpsl_is_refused(alice_client, position, data, message):
+    response = alice_client.post(reverse("position-tpsl", args=[position.pk]), data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    position.refresh_from_db()
+    assert position.take_profit is None and position.stop_loss is None
+
+
+def test_actions_on_a_closed_position_are_refused(alice_client, position):
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    response = alice_client.post(
+        reverse("position-margin", args=[position.pk]),
+        {"margin-action": "add", "margin-amount": "5"},
+    )
+    assert response.status_code == 400
+    assert "no longer open" in response.content.decode()
+
+
+def test_bad_sign_up_input_is_refused(client, classroom):
+    response = client.post(
+        reverse("signup"),
+        {"username": "", "password1": "x", "password2": "y", "join_code": ""},
+    )
+    assert response.status_code == 400
+    assert response.content.decode().count('class="field has-error"') >= 3

@@ -1,0 +1,397 @@
+"""The learner pages through HTTP: sign-up, dashboard, trade ticket, position page, history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts.models import LedgerTransaction, TradingAccount, User
+from liquidation.models import LiquidationEvent
+from positions.models import Order, Position
+from positions.services import order_place
+from tests.engine.helpers import set_price
+from tests.factories import make_classroom, make_instrument, make_student
+from tests.invariants import assert_ledger_invariants
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_with_the_join_code_creates_a_funded_account_and_signs_in(client, classroom, btc):
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "carol",
+            "password1": "a-long-passphrase-42",
+            "password2": "a-long-passphrase-42",
+            "join_code": classroom.join_code.lower(),
+        },
+    )
+    account = TradingAccount.objects.get(user__username="carol")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard", args=[account.pk])
+    assert account.balance == Decimal("10000")
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"10,000.00" in page.content
+
+
+def test_sign_up_with_a_wrong_join_code_creates_no_user(client, classroom):
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "mallory",
+            "password1": "a-long-passphrase-42",
+            "password2": "a-long-passphrase-42",
+            "join_code": "NOPE1234",
+        },
+    )
+    assert response.status_code == 400
+    assert b"No classroom has this join code." in response.content
+    assert not User.objects.filter(username="mallory").exists()
+
+
+def test_a_student_in_two_classrooms_picks_one(alice_client, account):
+    other = make_classroom(name="Advanced Futures")
+    alice_client.post(reverse("classrooms"), {"join_code": other.join_code})
+    response = alice_client.get(reverse("home"))
+    assert response["Location"] == reverse("classrooms")
+    page = alice_client.get(reverse("classrooms"))
+    assert b"Trading 101" in page.content and b"Advanced Futures" in page.content
+
+
+def test_joining_twice_is_refused_next_to_the_field(alice_client, account):
+    response = alice_client.post(reverse("classrooms"), {"join_code": account.classroom.join_code})
+    assert response.status_code == 400
+    assert b"already a member" in response.content
+    assert TradingAccount.objects.filter(user=account.user).count() == 1
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(client, account):
+    response = client.get(reverse("dashboard", args=[account.pk]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_password_change(alice_client, account):
+    response = alice_client.post(
+        reverse("password_change"),
+        {
+            "old_password": "ringfence-test",
+            "new_password1": "another-long-passphrase-7",
+            "new_password2": "another-long-passphrase-7",
+        },
+    )
+    assert response.status_code == 302
+    account.user.refresh_from_db()
+    assert account.user.check_password("another-long-passphrase-7")
+
+
+def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, position):
+    response = alice_client.get(reverse("dashboard", args=[account.pk]))
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "BTCUSDT</strong> 60,000.0" in content  # the ticker, priced to the 0.1 tick
+    assert f"#{position.pk} BTCUSDT" in content
+    assert "1,500.00" in content  # collateral locked
+    assert "57,228.9" in content  # liquidation price on the tick grid
+    assert 'hx-trigger="every 2s"' in content
+
+
+def test_the_live_partial_renders_without_the_page_around_it(alice_client, account, position):
+    response = alice_client.get(
+        reverse("dashboard-live", args=[account.pk]), HTTP_HX_REQUEST="true"
+    )
+    content = response.content.decode()
+    assert content.lstrip().startswith('<div id="dashboard-live"')
+    assert "<html" not in content
+
+
+def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.5",
+            "leverage": "20",
+        },
+    )
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "1,500.00" in content  # initial margin and maximum loss
+    assert "15.00" in content  # fee 0.05% of 30,000
+    assert '<dd data-testid="preview-lp">57,228.9</dd>' in content
+    assert '<dd class="maxloss loss" data-testid="preview-max-loss">1,500.00</dd>' in content
+    assert "57,000.0" in content  # bankruptcy price
+    assert not Position.objects.exists()
+
+
+def test_the_preview_refuses_a_stop_loss_beyond_the_liquidation_price(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.5",
+            "leverage": "20",
+            "stop_loss": "57000",
+        },
+    )
+    content = response.content.decode()
+    assert "beyond the liquidation price" in content
+    assert 'data-testid="preview-lp"' not in content
+    assert not Position.objects.exists()
+
+
+def test_the_preview_converts_a_notional_into_whole_lots(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "short",
+            "type": "market",
+            "notional": "30010",
+            "leverage": "10",
+        },
+    )
+    assert "0.500 · notional 30,000.00" in response.content.decode()
+
+
+def test_placing_a_market_order_opens_the_position_and_shows_its_page(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.5",
+            "leverage": "20",
+            "extra_collateral": "100",
+            "take_profit": "70000",
+            "stop_loss": "58000",
+        },
+    )
+    position = Position.objects.get()
+    assert response["Location"] == reverse("position", args=[position.pk])
+    assert position.collateral.amount == Decimal("1600")
+    assert position.take_profit == Decimal("70000")
+    page = alice_client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"Position opened" in page.content  # the timeline
+    assert_ledger_invariants()
+
+
+def test_a_limit_order_rests_and_can_be_cancelled(alice_client, account, btc):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "limit",
+            "quantity": "0.1",
+            "leverage": "5",
+            "price": "55000",
+        },
+    )
+    order = Order.objects.get()
+    assert order.status == Order.Status.RESTING
+    assert response["Location"] == reverse("dashboard", args=[account.pk])
+    assert f"#{order.pk} Limit".encode() in alice_client.get(response["Location"]).content
+    alice_client.post(reverse("order-cancel", args=[order.pk]), {"next": "https://evil.example/"})
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
+
+
+def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account, position):
+    url = reverse("position-margin", args=[position.pk])
+    alice_client.post(url, {"margin-action": "add", "margin-amount": "500"})
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal("2000")
+    assert position.liquidation_price == Decimal("56224.8995983936")
+    alice_client.post(url, {"margin-action": "remove", "margin-amount": "200"})
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal("1800")
+    alice_client.post(
+        reverse("position-tpsl", args=[position.pk]),
+        {"tpsl-take_profit": "65000", "tpsl-stop_loss": ""},
+    )
+    position.refresh_from_db()
+    assert position.take_profit == Decimal("65000") and position.stop_loss is None
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": "0.2"})
+    position.refresh_from_db()
+    assert position.quantity == Decimal("0.3")
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    position.refresh_from_db()
+    assert position.status == Position.Status.CLOSED
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    for label in ("Margin added", "Margin removed", "Position closed"):
+        assert label in page
+    assert_ledger_invariants()
+
+
+def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_client, position, btc):
+    # The engine ticks: a margin call at 57,260 (ratio above 80%), the liquidation at 57,000.
+    for price in ("59500", "57260", "57000", "50000"):
+        set_price(btc, price)
+    assert LiquidationEvent.objects.filter(position=position).exists()
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    # After the liquidation the PnL stays at minus the collateral; without the ring-fence
+    # the same path would have kept losing.
+    assert Decimal(data["pnl"][-1]["value"]) == Decimal("-1500")
+    assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal("-5000")
+    assert all(Decimal(p["value"]) >= Decimal("-1500") for p in data["pnl"])
+    assert data["status"] == "liquidated"
+    assert data["lines"] == {
+        "entry": "60000.0",
+        "liquidation": "57228.9157",
+        "bankruptcy": "57000",
+    } or (
+        Decimal(data["lines"]["entry"]) == Decimal(60000)
+        and Decimal(data["lines"]["liquidation"]) == position.liquidation_price
+        and Decimal(data["lines"]["bankruptcy"]) == position.bankruptcy_price
+    )
+    assert Decimal(data["floor"]) == Decimal("-1500")
+    assert [m["kind"] for m in data["markers"]] == ["margin_call", "liquidation"]
+    assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
+    times = [p["time"] for p in data["mark"]]
+    assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
+    balance_before = TradingAccount.objects.get(pk=account.pk).balance
+    set_price(btc, "59000")
+    set_price(btc, "57000")  # the engine liquidates the position
+    set_price(btc, "42000")  # and the market keeps falling
+    content = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert "Liquidated at 57,000.0" in content
+    assert '<span class="value loss" data-testid="loss">-1,500.00</span>' in content
+    assert f'data-testid="free-balance">{balance_before:,.2f}<' in content
+    assert "Cross margin (whole account as collateral)" in content
+    assert '<dd data-testid="cross-survived">Yes</dd>' in content
+    assert "7,584.00" in content  # the smallest extra collateral that survives 42,000
+    assert "26.32%" in content  # how far the mark went after the liquidation at 57,000
+    assert_ledger_invariants()
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert 'data-testid="lesson"' in dashboard
+
+
+def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
+    alice_client, account, position
+):
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    page = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"#{position.pk} BTCUSDT" in page and "Starting balance" in page
+    response = alice_client.get(reverse("statement-csv", args=[account.pk]))
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [r["kind"] for r in rows] == [
+        LedgerTransaction.Kind.DEPOSIT,
+        LedgerTransaction.Kind.OPEN,
+        LedgerTransaction.Kind.CLOSE,
+    ]
+    account.refresh_from_db()
+    assert Decimal(rows[-1]["balance"]) == account.balance
+    positions = list(
+        csv.DictReader(
+            io.StringIO(
+                alice_client.get(reverse("positions-csv", args=[account.pk])).content.decode()
+            )
+        )
+    )
+    assert [(r["position"], r["status"]) for r in positions] == [(str(position.pk), "closed")]
+
+
+def test_leaderboard_ranks_by_the_instructors_choice(alice_client, account, other_account, btc):
+    position = order_place(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    ).position
+    assert position is not None
+    set_price(btc, "57000")
+    assert LiquidationEvent.objects.filter(position=position).exists()
+    page = alice_client.get(reverse("leaderboard", args=[account.pk])).content.decode()
+    assert page.index("alice") < page.index("bob")
+    assert "15.15%" in page  # bob's drawdown: 1,515 of 10,000 (fee + collateral)
+    classroom = account.classroom
+    classroom.ranking = "risk_adjusted"
+    classroom.save()
+    assert (
+        "Return per unit of drawdown".lower()
+        in alice_client.get(reverse("leaderboard", args=[account.pk])).content.decode()
+    )
+
+
+@pytest.mark.parametrize("page", ["dashboard", "dashboard-live"])
+def test_dashboard_and_position_list_queries_do_not_grow_with_positions(
+    client, django_assert_max_num_queries, classroom, page
+):
+    accounts = {}
+    for n in (2, 20):
+        btc = make_instrument(classroom, symbol=f"BTC{n}")
+        account = make_student(classroom, username=f"trader{n}")
+        for _ in range(n):
+            order_place(
+                account_id=account.pk,
+                instrument_id=btc.pk,
+                side="long",
+                quantity="0.01",
+                leverage=10,
+            )
+        accounts[n] = account
+
+    client.force_login(accounts[2].user)
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(reverse(page, args=[accounts[2].pk]))
+    assert response.content.decode().count('href="/positions/') >= 2
+    assert len(few) <= 15
+
+    client.force_login(accounts[20].user)
+    with django_assert_max_num_queries(len(few)):
+        response = client.get(reverse(page, args=[accounts[20].pk]))
+    assert response.content.decode().count('href="/positions/') >= 20
+
+
+def test_a_losing_open_position_gets_its_lesson_on_the_dashboard(
+    alice_client, account, position, btc
+):
+    btc.mark_price = Decimal("58000")
+    btc.save()
+    content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert content.count('data-testid="lesson"') == 1
+    assert '<dd class="loss" data-testid="isolated-loss">1,000.00</dd>' in content
+    assert "Isolated margin (so far)" in content
+
+
+def test_the_api_keys_link_appears_only_when_that_page_exists(alice_client, account):
+    from django.urls import NoReverseMatch
+
+    content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    try:
+        url = reverse("api-keys")
+    except NoReverseMatch:
+        assert "API keys" not in content
+    else:
+        assert f'href="{url}">API keys' in content
+
+
+def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
+    alice_client, account, btc
+):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000", max_leverage=10)
+    content = alice_client.get(reverse("trade", args=[account.pk])).content.decode()
+    assert 'type="range"' in content and 'max="20"' in content
+    assert f"&quot;{btc.pk}&quot;: 20" in content and f"&quot;{eth.pk}&quot;: 10" in content
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {"instrument": eth.pk, "side": "long", "type": "market", "quantity": "1", "leverage": "15"},
+    )
+    assert response.status_code == 400
+    assert "Leverage is capped at 10x" in response.content.decode()
+    assert not Position.objects.exists()

@@ -1,0 +1,142 @@
+"""Forms of the learner pages: they check the shape of the input; the services check the rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
+
+from accounts.errors import DomainError
+from accounts.models import User
+from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES
+from positions.models import Instrument, Order, Side
+
+
+def positive(value: Decimal) -> None:
+    if value is not None and value <= 0:
+        raise ValidationError("Must be greater than zero.", code="not_positive")
+
+
+def money_field(
+    *, required: bool = False, allow_zero: bool = False, **kwargs: object
+) -> forms.DecimalField:
+    return forms.DecimalField(
+        required=required,
+        max_digits=24,
+        decimal_places=MONEY_PLACES,
+        validators=[] if allow_zero else [positive],
+        min_value=Decimal(0),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def price_field(label: str, **kwargs: object) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=label,
+        required=False,
+        max_digits=28,
+        decimal_places=PRICE_PLACES,
+        validators=[positive],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def quantity_field(**kwargs: object) -> forms.DecimalField:
+    return forms.DecimalField(
+        max_digits=24,
+        decimal_places=QUANTITY_PLACES,
+        validators=[positive],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
+    """Show a service's refusal next to the field it names, or above the form."""
+    field = error.field if error.field in form.fields else None
+    form.add_error(field, error.message)
+
+
+class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
+    join_code = forms.CharField(
+        max_length=16,
+        help_text="The code your instructor gave you.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters"}),
+    )
+
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
+        model = User
+        fields = ("username",)
+
+
+class JoinForm(forms.Form):
+    join_code = forms.CharField(
+        max_length=16, widget=forms.TextInput(attrs={"autocomplete": "off"})
+    )
+
+
+class TradeForm(forms.Form):
+    instrument = forms.ModelChoiceField(queryset=Instrument.objects.none(), empty_label=None)
+    side = forms.ChoiceField(choices=Side.choices, widget=forms.RadioSelect, initial=Side.LONG)
+    type = forms.ChoiceField(
+        label="Order type", choices=Order.Type.choices, initial=Order.Type.MARKET
+    )
+    quantity = quantity_field(required=False, help_text="How much to buy or sell.")
+    notional = money_field(label="or notional", help_text="Value at the current price.")
+    leverage = forms.IntegerField(min_value=1, initial=10)
+    extra_collateral = money_field(allow_zero=True, label="Extra collateral")
+    price = price_field("Limit price")
+    stop_price = price_field("Stop price")
+    take_profit = price_field("Take-profit")
+    stop_loss = price_field("Stop-loss")
+
+    def __init__(
+        self, *args: object, instruments, max_leverage: int = 125, **kwargs: object
+    ) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        field = self.fields["instrument"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = instruments
+        leverage = self.fields["leverage"]
+        assert isinstance(leverage, forms.IntegerField)
+        leverage.max_value = max_leverage
+        leverage.validators.append(MaxValueValidator(max_leverage))
+        leverage.widget = forms.NumberInput(
+            attrs={"type": "range", "min": 1, "max": max_leverage, "step": 1, "class": "slider"}
+        )
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if (
+            not data.get("quantity")
+            and not data.get("notional")
+            and not self.has_error("quantity")
+            and not self.has_error("notional")
+        ):
+            self.add_error("quantity", "Enter a quantity or a notional.")
+        order_type = data.get("type")
+        if order_type == Order.Type.LIMIT and not data.get("price") and not self.has_error("price"):
+            self.add_error("price", "A limit order needs a price.")
+        if (
+            order_type == Order.Type.STOP
+            and not data.get("stop_price")
+            and not self.has_error("stop_price")
+        ):
+            self.add_error("stop_price", "A stop order needs a stop price.")
+        return data
+
+
+class MarginForm(forms.Form):
+    action = forms.ChoiceField(choices=[("add", "Add margin"), ("remove", "Remove margin")])
+    amount = money_field(required=True)
+
+
+class CloseForm(forms.Form):
+    quantity = quantity_field(required=False, help_text="Leave empty to close everything.")
+
+
+class TpSlForm(forms.Form):
+    take_profit = price_field("Take-profit")
+    stop_loss = price_field("Stop-loss")

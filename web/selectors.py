@@ -1,0 +1,382 @@
+"""Reads the learner pages need beyond ``positions.selectors``: all narrowed to one user first."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
+from django.http import Http404
+from django.utils import timezone
+
+from accounts.models import Classroom, LedgerEntry, TradingAccount, User
+from accounts.money import ZERO, money
+from liquidation.models import LiquidationEvent, MarginCall, PriceTick
+from positions import margin
+from positions.models import Instrument, MarginTier, Order, Position
+from positions.selectors import (
+    FUNDING_KINDS,
+    Valuation,
+    accounts_for_user,
+    orders_for_user,
+    position_valuation,
+    positions_for_user,
+    with_valuation_data,
+)
+from web import lesson, ranking
+
+
+def account_for_user(user: User, account_id: int) -> TradingAccount:
+    account = accounts_for_user(user).filter(pk=account_id).first()
+    if account is None:
+        raise Http404("No such trading account.")
+    return account
+
+
+def position_for_user(user: User, position_id: int) -> Position:
+    position = positions_for_user(user).filter(pk=position_id).first()
+    if position is None:
+        raise Http404("No such position.")
+    return position
+
+
+def order_for_user(user: User, order_id: int) -> Order:
+    order = orders_for_user(user).filter(pk=order_id).first()
+    if order is None:
+        raise Http404("No such order.")
+    return order
+
+
+def tradable_instruments(account: TradingAccount) -> QuerySet[Instrument]:
+    return Instrument.objects.filter(classroom_id=account.classroom_id, is_tradable=True)
+
+
+def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:
+    return Instrument.objects.filter(classroom_id=classroom_id).prefetch_related(
+        Prefetch("tiers", queryset=MarginTier.objects.order_by("notional_floor"))
+    )
+
+
+def resting_orders(account: TradingAccount) -> QuerySet[Order]:
+    return Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING).select_related(
+        "instrument"
+    )
+
+
+def recent_margin_calls(account: TradingAccount, limit: int = 5) -> list[MarginCall]:
+    return list(
+        MarginCall.objects.filter(position__account_id=account.pk).select_related(
+            "position__instrument"
+        )[:limit]
+    )
+
+
+def recent_liquidations(account: TradingAccount, limit: int = 5) -> list[LiquidationEvent]:
+    return list(
+        LiquidationEvent.objects.filter(position__account_id=account.pk)
+        .select_related("position__instrument", "position__collateral", "position__account")
+        .prefetch_related(
+            Prefetch(
+                "position__instrument__tiers",
+                queryset=MarginTier.objects.order_by("notional_floor"),
+            )
+        )[:limit]
+    )
+
+
+def closed_positions(account: TradingAccount, limit: int = 200) -> list[Position]:
+    return list(
+        with_valuation_data(
+            Position.objects.filter(account_id=account.pk).exclude(status=Position.Status.OPEN)
+        ).order_by("-closed_at", "-id")[:limit]
+    )
+
+
+def ledger_statement(account: TradingAccount) -> QuerySet[LedgerEntry]:
+    """Every movement of the account's free balance, oldest first."""
+    return (
+        LedgerEntry.objects.filter(account_id=account.pk, pocket=LedgerEntry.Pocket.ACCOUNT)
+        .select_related("transaction")
+        .order_by("transaction__created_at", "id")
+    )
+
+
+# --- position history ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    at: datetime
+    kind: str
+    title: str
+    detail: str
+    amount: Decimal | None = None
+
+
+def _plain(value: Decimal | None) -> str:
+    """A stored number without trailing zeros and never in exponent notation."""
+    if value is None:
+        return "—"
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def position_window(position: Position) -> tuple[datetime, datetime]:
+    end = position.closed_at or timezone.now()
+    return position.opened_at, end
+
+
+def collateral_movements(position: Position) -> list[LedgerEntry]:
+    return list(
+        LedgerEntry.objects.filter(position_id=position.pk, pocket=LedgerEntry.Pocket.COLLATERAL)
+        .select_related("transaction")
+        .order_by("transaction__created_at", "id")
+    )
+
+
+def peak_collateral(movements: list[LedgerEntry]) -> Decimal:
+    running = peak = ZERO
+    for entry in movements:
+        running += entry.amount
+        peak = max(peak, running)
+    return peak
+
+
+def position_timeline(
+    position: Position,
+    movements: list[LedgerEntry],
+    margin_calls: list[MarginCall],
+    liquidation: LiquidationEvent | None,
+) -> list[TimelineEvent]:
+    events: list[TimelineEvent] = []
+    for entry in movements:
+        tx = entry.transaction
+        if tx.kind == tx.Kind.LIQUIDATION:
+            continue  # told with the liquidation's own numbers below
+        if tx.kind == tx.Kind.OPEN:
+            detail = (
+                f"{position.get_side_display()} {_plain(position.opened_quantity)} "
+                f"{position.instrument.symbol} at {_plain(position.entry_price)}, "
+                f"{position.leverage}x; collateral"
+            )
+        elif tx.kind in (tx.Kind.ADD_MARGIN, tx.Kind.REMOVE_MARGIN):
+            detail = "collateral"
+        else:
+            detail = tx.memo
+        events.append(
+            TimelineEvent(tx.created_at, tx.kind, tx.get_kind_display(), detail, entry.amount)
+        )
+    for call in margin_calls:
+        events.append(
+            TimelineEvent(
+                call.created_at,
+                "margin_call",
+                "Margin call",
+                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {_plain(call.mark_price)}"
+                f" — {call.get_outcome_display().lower()}",
+            )
+        )
+    if liquidation is not None:
+        events.append(
+            TimelineEvent(
+                liquidation.created_at,
+                "liquidation",
+                "Liquidated",
+                f"Closed {_plain(liquidation.quantity)} at mark {_plain(liquidation.mark_price)}; "
+                f"collateral lost {_plain(liquidation.collateral_lost)}, liquidation fee "
+                f"{_plain(liquidation.liquidation_fee)}, returned to you "
+                f"{_plain(liquidation.returned_to_trader)}; free balance untouched",
+                -liquidation.collateral_lost,
+            )
+        )
+    elif position.status == Position.Status.CLOSED and position.closed_at:
+        events.append(
+            TimelineEvent(
+                position.closed_at,
+                "closed",
+                "Closed",
+                f"Exit at {_plain(position.exit_price)}; realised PnL "
+                f"{_plain(position.realized_pnl)}",
+                position.realized_pnl,
+            )
+        )
+    events.sort(key=lambda e: e.at)
+    return events
+
+
+def price_ticks(
+    instrument_id: int, start: datetime, end: datetime, limit: int = 3000
+) -> list[tuple[datetime, Decimal]]:
+    """The mark history between two instants, the newest ``limit`` ticks, oldest first."""
+    rows = list(
+        PriceTick.objects.filter(
+            instrument_id=instrument_id, created_at__gte=start, created_at__lte=end
+        )
+        .order_by("-created_at")
+        .values_list("created_at", "price")[:limit]
+    )
+    rows.reverse()
+    return rows
+
+
+def worst_price(
+    *, instrument_id: int, side: str, start: datetime, end: datetime | None = None
+) -> Decimal | None:
+    """The lowest mark (long) or highest (short) in a window, by one aggregate query."""
+    ticks = PriceTick.objects.filter(instrument_id=instrument_id, created_at__gte=start)
+    if end is not None:
+        ticks = ticks.filter(created_at__lte=end)
+    agg = Min("price") if side == margin.Side.LONG else Max("price")
+    return ticks.aggregate(p=agg)["p"]
+
+
+def lesson_for(
+    position: Position, *, liquidation: LiquidationEvent | None, collateral: Decimal
+) -> lesson.IsolationLesson | None:
+    """The isolation lesson of a position on its own price path, from the mark history."""
+    tiers = position.instrument.margin_tiers()
+    if not tiers:
+        return None
+    quantity = (
+        liquidation.quantity if liquidation else position.quantity or position.opened_quantity
+    )
+    end = None if position.status != Position.Status.CLOSED else position.closed_at
+    worst = worst_price(
+        instrument_id=position.instrument_id, side=position.side, start=position.opened_at, end=end
+    )
+    mark = position.instrument.mark_price
+    candidates = [p for p in (worst, mark if position.is_open else None) if p is not None]
+    if liquidation is not None:
+        candidates.append(liquidation.mark_price)
+    if not candidates:
+        return None
+    path_worst = candidates[0]
+    for p in candidates[1:]:
+        path_worst = lesson.worse(position.side, path_worst, p)
+    after = None
+    if liquidation is not None:
+        after = worst_price(
+            instrument_id=position.instrument_id,
+            side=position.side,
+            start=liquidation.created_at,
+        )
+    free_balance = (
+        liquidation.free_balance_before
+        if liquidation is not None and liquidation.free_balance_before is not None
+        else position.account.balance
+    )
+    return lesson.isolation_lesson(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=quantity,
+        collateral=collateral,
+        free_balance=free_balance,
+        worst_price=path_worst,
+        tiers=tiers,
+        liquidated=liquidation is not None,
+        liquidation_mark=liquidation.mark_price if liquidation else None,
+        worst_after_liquidation=after
+        if after is not None
+        else (liquidation.mark_price if liquidation else None),
+    )
+
+
+def lesson_at_mark(
+    position: Position, valuation: Valuation, *, free_balance: Decimal
+) -> lesson.IsolationLesson | None:
+    """The lesson of an open position if the mark stays where it is: no query."""
+    tiers = position.instrument.margin_tiers()
+    if not tiers or valuation.mark_price is None:
+        return None
+    return lesson.isolation_lesson(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=valuation.collateral,
+        free_balance=free_balance,
+        worst_price=valuation.mark_price,
+        tiers=tiers,
+    )
+
+
+# --- leaderboard --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    account: TradingAccount
+    equity: Decimal
+    return_pct: Decimal | None
+    max_drawdown_pct: Decimal
+    liquidations: int
+    score: Decimal
+
+
+def leaderboard(classroom: Classroom) -> list[LeaderboardRow]:
+    """Every student account of a classroom ranked, in a constant number of queries.
+
+    The drawdown is taken on the equity path the ledger records (free balance plus
+    collateral after each movement) ended by today's equity at the marks.
+    """
+    accounts = list(TradingAccount.objects.filter(classroom_id=classroom.pk).select_related("user"))
+    value_by_account: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for position in with_valuation_data(
+        Position.objects.filter(account__classroom_id=classroom.pk, status=Position.Status.OPEN)
+    ):
+        value_by_account[position.account_id] += position_valuation(position).value
+    funded = dict(
+        LedgerEntry.objects.filter(
+            classroom_id=classroom.pk,
+            pocket=LedgerEntry.Pocket.ACCOUNT,
+            transaction__kind__in=FUNDING_KINDS,
+        )
+        .values_list("account_id")
+        .annotate(s=Sum("amount"))
+        .values_list("account_id", "s")
+    )
+    liquidations = dict(
+        Position.objects.filter(account__classroom_id=classroom.pk)
+        .values_list("account_id")
+        .annotate(n=Count("id", filter=Q(status=Position.Status.LIQUIDATED)))
+        .values_list("account_id", "n")
+    )
+    # One point per ledger transaction (its legs summed), so moving money from the free
+    # balance into collateral never shows up as a dip.
+    paths: dict[int, list[Decimal]] = defaultdict(list)
+    running: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for account_id, amount in (
+        LedgerEntry.objects.filter(
+            classroom_id=classroom.pk,
+            account_id__isnull=False,
+            pocket__in=[LedgerEntry.Pocket.ACCOUNT, LedgerEntry.Pocket.COLLATERAL],
+        )
+        .values_list("account_id", "transaction_id")
+        .annotate(s=Sum("amount"))
+        .order_by("transaction_id")
+        .values_list("account_id", "s")
+    ):
+        running[account_id] += amount
+        paths[account_id].append(running[account_id])
+    risk_adjusted = classroom.ranking == Classroom.Ranking.RISK_ADJUSTED
+    rows = []
+    for account in accounts:
+        equity = money(account.balance + value_by_account[account.pk])
+        paid_in = funded.get(account.pk) or ZERO
+        ret = money((equity - paid_in) / paid_in * 100) if paid_in > 0 else None
+        drawdown = ranking.max_drawdown_pct([*paths[account.pk], equity])
+        rows.append(
+            LeaderboardRow(
+                account=account,
+                equity=equity,
+                return_pct=ret,
+                max_drawdown_pct=drawdown,
+                liquidations=liquidations.get(account.pk, 0),
+                score=ranking.ranking_score(
+                    return_pct=ret, drawdown_pct=drawdown, risk_adjusted=risk_adjusted
+                ),
+            )
+        )
+    rows.sort(key=lambda r: (-r.score, -r.equity, r.account.pk))
+    return rows

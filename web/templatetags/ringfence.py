@@ -1,0 +1,102 @@
+"""Number formatting for the learner pages: prices by tick size, money by currency. Decimal only."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from django import template
+
+from accounts.money import places
+from positions.models import Instrument
+
+register = template.Library()
+
+# Decimal places shown per currency; paper dollars show cents.
+CURRENCY_PLACES = {"USDT": 2, "USDC": 2, "USD": 2, "EUR": 2, "BTC": 8, "ETH": 6}
+DEFAULT_CURRENCY_PLACES = 2
+
+
+def _decimal(value: object) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return result if result.is_finite() else None
+
+
+def _fixed(value: Decimal, digits: int, *, signed: bool = False) -> str:
+    step = Decimal(1).scaleb(-digits)
+    quantized = value.quantize(step, rounding=ROUND_HALF_EVEN)
+    if quantized == 0:
+        quantized = abs(quantized)  # never show "-0.00"
+    text = f"{quantized:,.{digits}f}"
+    return f"+{text}" if signed and quantized > 0 else text
+
+
+def price_places(instrument: Instrument | Decimal | None) -> int:
+    tick = instrument.tick_size if isinstance(instrument, Instrument) else instrument
+    return places(tick) if tick else 2
+
+
+@register.filter
+def price(value: object, instrument: Instrument | Decimal | None = None) -> str:
+    """A price on the instrument's tick grid: ``{{ p|price:position.instrument }}``."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return _fixed(number, price_places(instrument))
+
+
+@register.filter
+def money(value: object, currency: str | None = None) -> str:
+    """An amount in the classroom's currency: ``{{ x|money:classroom.currency }}``."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return _fixed(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES))
+
+
+@register.filter
+def pnl(value: object, currency: str | None = None) -> str:
+    """Like ``money`` with an explicit plus sign on gains."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return _fixed(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES), signed=True)
+
+
+@register.filter
+def pct(value: object, signed: bool = False) -> str:
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return _fixed(number, 2, signed=bool(signed)) + "%"
+
+
+@register.filter
+def qty(value: object, instrument: Instrument | None = None) -> str:
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    digits = places(instrument.lot_size) if instrument else places(number)
+    return _fixed(number, digits)
+
+
+@register.filter
+def tone(value: object) -> str:
+    """A CSS class for a signed number: gain, loss or flat."""
+    number = _decimal(value)
+    if number is None or number == 0:
+        return "flat"
+    return "gain" if number > 0 else "loss"
+
+
+@register.filter
+def gauge(value: object) -> str:
+    """A margin ratio (a share, 1 = liquidation) clamped to [0, 1] for a ``<meter>``."""
+    number = _decimal(value)
+    if number is None:
+        return "1"
+    return str(min(max(number, Decimal(0)), Decimal(1)).quantize(Decimal("0.0001")))

@@ -1,0 +1,615 @@
+"""Learner pages: every view narrows to the user's own rows first, then calls a service."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.errors import DomainError
+from accounts.models import TradingAccount
+from accounts.money import ZERO
+from accounts.services import classroom_join
+from liquidation.models import LiquidationEvent, MarginCall
+from positions import services
+from positions.models import Instrument, Order, Position
+from positions.selectors import account_overview, accounts_for_user, position_valuation
+from web import selectors
+from web.forms import (
+    CloseForm,
+    JoinForm,
+    MarginForm,
+    SignUpForm,
+    TpSlForm,
+    TradeForm,
+    add_domain_error,
+)
+from web.templatetags.ringfence import price_places
+
+# Recent losses shown with their isolation lesson on the dashboard.
+DASHBOARD_LESSONS = 2
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return render(request, "home.html")
+    accounts = list(accounts_for_user(request.user)[:2])  # type: ignore[arg-type]
+    if len(accounts) == 1:
+        return redirect("dashboard", account_id=accounts[0].pk)
+    return redirect("classrooms")
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("classrooms")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            with transaction.atomic():
+                user = form.save()
+                account = classroom_join(user_id=user.pk, join_code=form.cleaned_data["join_code"])
+        except DomainError as exc:
+            add_domain_error(form, exc)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome to {account.classroom.name}.")
+            return redirect("dashboard", account_id=account.pk)
+    return render(
+        request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
+    )
+
+
+@login_required
+def classrooms(request: HttpRequest) -> HttpResponse:
+    form = JoinForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            account = classroom_join(
+                user_id=int(request.user.pk or 0), join_code=form.cleaned_data["join_code"]
+            )
+        except DomainError as exc:
+            add_domain_error(form, exc)
+        else:
+            messages.success(request, f"You joined {account.classroom.name}.")
+            return redirect("dashboard", account_id=account.pk)
+    accounts = accounts_for_user(request.user)  # type: ignore[arg-type]
+    return render(
+        request,
+        "web/classrooms.html",
+        {"accounts": accounts, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+# --- dashboard ----------------------------------------------------------------------
+
+
+def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
+    overview = account_overview(account)
+    liquidations = selectors.recent_liquidations(account)
+    lessons = []
+    for event in liquidations[:DASHBOARD_LESSONS]:
+        result = selectors.lesson_for(
+            event.position, liquidation=event, collateral=event.collateral_lost
+        )
+        if result is not None:
+            lessons.append((event.position, result))
+    losing = [
+        (p, v)
+        for p, v in overview.open_positions
+        if v.unrealized_pnl is not None and v.unrealized_pnl < 0
+    ]
+    losing.sort(key=lambda pv: pv[1].unrealized_pnl or ZERO)
+    for position, valuation in losing[:DASHBOARD_LESSONS]:
+        result = selectors.lesson_at_mark(position, valuation, free_balance=account.balance)
+        if result is not None:
+            lessons.append((position, result))
+    return {
+        "account": account,
+        "classroom": account.classroom,
+        "currency": account.classroom.currency,
+        "overview": overview,
+        "instruments": list(selectors.classroom_instruments(account.classroom_id)),
+        "orders": list(selectors.resting_orders(account)),
+        "margin_calls": selectors.recent_margin_calls(account),
+        "liquidations": liquidations,
+        "lessons": lessons,
+    }
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    return render(request, "web/dashboard.html", _dashboard_context(account))
+
+
+@login_required
+@require_GET
+def dashboard_live(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    return render(request, "_partials/dashboard_live.html", _dashboard_context(account))
+
+
+# --- trade ticket -------------------------------------------------------------------
+
+
+def _max_leverage(account: TradingAccount, instruments: list[Instrument]) -> int:
+    caps = [i.max_leverage for i in instruments] or [1]
+    return min(account.classroom.max_leverage, max(caps))
+
+
+def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
+    instruments = selectors.tradable_instruments(account).prefetch_related("tiers")
+    data = request.POST if request.method == "POST" else None
+    initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
+    wanted = request.GET.get("instrument")
+    if wanted and wanted.isdigit():
+        initial["instrument"] = int(wanted)
+    return TradeForm(
+        data,
+        instruments=instruments,
+        max_leverage=_max_leverage(account, list(instruments)),
+        initial=initial,
+    )
+
+
+def _quantity(form: TradeForm) -> Decimal | None:
+    """The quantity asked for, or the notional turned into whole lots at the reference price."""
+    data = form.cleaned_data
+    if data.get("quantity"):
+        return data["quantity"]
+    instrument: Instrument = data["instrument"]
+    reference = data.get("price") or data.get("stop_price") or instrument.mark_price
+    if reference is None:
+        form.add_error("notional", f"{instrument.symbol} has no price yet.")
+        return None
+    lots = (data["notional"] / reference / instrument.lot_size).to_integral_value(ROUND_FLOOR)
+    if lots <= 0:
+        form.add_error("notional", "This notional is less than one lot.")
+        return None
+    return lots * instrument.lot_size
+
+
+def _check_price_grid(data: dict[str, Any]) -> None:
+    """Every price typed in must sit on the tick grid, even one the order type ignores."""
+    for name in ("price", "stop_price", "take_profit", "stop_loss"):
+        services.clean_price(data.get(name), instrument=data["instrument"], field=name)
+
+
+def _entry_reference(data: dict[str, Any]) -> Decimal | None:
+    if data["type"] == Order.Type.LIMIT:
+        return data.get("price")
+    if data["type"] == Order.Type.STOP:
+        return data.get("stop_price")
+    return None
+
+
+@login_required
+def trade(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    form = _trade_form(request, account)
+    if request.method == "POST" and form.is_valid():
+        quantity = _quantity(form)
+        if quantity is not None:
+            data = form.cleaned_data
+            try:
+                _check_price_grid(data)
+                order = services.order_place(
+                    account_id=account.pk,
+                    instrument_id=data["instrument"].pk,
+                    side=data["side"],
+                    type=data["type"],
+                    quantity=quantity,
+                    leverage=data["leverage"],
+                    price=data.get("price") if data["type"] == Order.Type.LIMIT else None,
+                    stop_price=data.get("stop_price") if data["type"] == Order.Type.STOP else None,
+                    extra_collateral=data.get("extra_collateral") or ZERO,
+                    take_profit=data.get("take_profit"),
+                    stop_loss=data.get("stop_loss"),
+                )
+            except DomainError as exc:
+                add_domain_error(form, exc)
+            else:
+                if order.position_id and order.status == Order.Status.FILLED:
+                    messages.success(request, f"Opened position #{order.position_id}.")
+                    return redirect("position", position_id=order.position_id)
+                messages.success(request, f"Order #{order.pk} is resting until it triggers.")
+                return redirect("dashboard", account_id=account.pk)
+    # Each instrument's cap for the slider: classroom, instrument and first-tier limits.
+    caps = {
+        str(i.pk): min(
+            [account.classroom.max_leverage, i.max_leverage]
+            + [t.max_leverage for t in i.margin_tiers()[:1]]
+        )
+        for i in form.fields["instrument"].queryset  # type: ignore[attr-defined]
+    }
+    return render(
+        request,
+        "web/trade.html",
+        {
+            "account": account,
+            "classroom": account.classroom,
+            "form": form,
+            "leverage_caps": json.dumps(caps),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_POST
+def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    form = _trade_form(request, account)
+    quote = None
+    if form.is_valid():
+        quantity = _quantity(form)
+        if quantity is not None:
+            data = form.cleaned_data
+            try:
+                _check_price_grid(data)
+                quote = services.quote_open(
+                    account=account,
+                    instrument=data["instrument"],
+                    side=data["side"],
+                    quantity=quantity,
+                    leverage=data["leverage"],
+                    extra_collateral=data.get("extra_collateral") or ZERO,
+                    entry_price=_entry_reference(data),
+                    take_profit=data.get("take_profit"),
+                    stop_loss=data.get("stop_loss"),
+                )
+            except DomainError as exc:
+                add_domain_error(form, exc)
+    instrument = form.cleaned_data.get("instrument") if hasattr(form, "cleaned_data") else None
+    return render(
+        request,
+        "_partials/preview.html",
+        {
+            "form": form,
+            "quote": quote,
+            "instrument": instrument,
+            "currency": account.classroom.currency,
+        },
+    )
+
+
+# --- position page ------------------------------------------------------------------
+
+
+def _position_context(request: HttpRequest, position: Position) -> dict[str, Any]:
+    liquidation = LiquidationEvent.objects.filter(position_id=position.pk).first()
+    calls = list(MarginCall.objects.filter(position_id=position.pk).order_by("created_at"))
+    movements = selectors.collateral_movements(position)
+    valuation = position_valuation(position)
+    if liquidation is not None:
+        collateral = liquidation.collateral_lost
+    elif position.is_open:
+        collateral = valuation.collateral
+    else:
+        collateral = selectors.peak_collateral(movements)
+    lesson = None
+    losing = valuation.unrealized_pnl is not None and valuation.unrealized_pnl < 0
+    if liquidation is not None or losing or position.realized_pnl < 0:
+        lesson = selectors.lesson_for(position, liquidation=liquidation, collateral=collateral)
+    account = position.account
+    return {
+        "position": position,
+        "instrument": position.instrument,
+        "account": account,
+        "classroom": account.classroom,
+        "currency": account.classroom.currency,
+        "valuation": valuation,
+        "liquidation": liquidation,
+        "collateral": collateral,
+        "timeline": selectors.position_timeline(position, movements, calls, liquidation),
+        "lesson": lesson,
+        "orders": list(Order.objects.filter(position_id=position.pk, status=Order.Status.RESTING)),
+    }
+
+
+def _position(request: HttpRequest, position_id: int) -> Position:
+    position = selectors.position_for_user(request.user, position_id)  # type: ignore[arg-type]
+    position.account = TradingAccount.objects.select_related("classroom").get(
+        pk=position.account_id
+    )
+    return position
+
+
+def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
+    """The position page's three action forms, with the submitted one kept bound."""
+    forms = {
+        "margin_form": MarginForm(prefix="margin"),
+        "close_form": CloseForm(prefix="close"),
+        "tpsl_form": TpSlForm(
+            prefix="tpsl",
+            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
+        ),
+    }
+    for name, form in forms.items():
+        if bound is not None and type(form) is type(bound):
+            forms[name] = bound
+    return forms
+
+
+@login_required
+@require_GET
+def position_detail(request: HttpRequest, position_id: int) -> HttpResponse:
+    position = _position(request, position_id)
+    context = _position_context(request, position)
+    context.update(_action_forms(position))
+    return render(request, "web/position.html", context)
+
+
+@login_required
+@require_GET
+def position_live(request: HttpRequest, position_id: int) -> HttpResponse:
+    position = _position(request, position_id)
+    return render(request, "_partials/position_live.html", _position_context(request, position))
+
+
+def _position_action(
+    request: HttpRequest, position_id: int, form: Any, act: Any, done: str
+) -> HttpResponse:
+    position = _position(request, position_id)
+    if form.is_valid():
+        try:
+            act(position, form.cleaned_data)
+        except DomainError as exc:
+            if position.is_open:
+                add_domain_error(form, exc)
+            else:
+                messages.error(request, exc.message)  # its forms are no longer shown
+        else:
+            messages.success(request, done)
+            return redirect("position", position_id=position.pk)
+    context = _position_context(request, position)
+    context.update(_action_forms(position, bound=form))
+    return render(request, "web/position.html", context, status=400)
+
+
+@login_required
+@require_POST
+def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
+    def act(position: Position, data: dict[str, Any]) -> None:
+        change = (
+            services.position_add_margin
+            if data["action"] == "add"
+            else services.position_remove_margin
+        )
+        change(position_id=position.pk, amount=data["amount"])
+
+    return _position_action(
+        request, position_id, MarginForm(request.POST, prefix="margin"), act, "Collateral changed."
+    )
+
+
+@login_required
+@require_POST
+def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
+    def act(position: Position, data: dict[str, Any]) -> None:
+        services.position_close(position_id=position.pk, quantity=data.get("quantity"))
+
+    return _position_action(
+        request, position_id, CloseForm(request.POST, prefix="close"), act, "Position closed."
+    )
+
+
+@login_required
+@require_POST
+def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
+    def act(position: Position, data: dict[str, Any]) -> None:
+        services.position_set_tpsl(
+            position_id=position.pk,
+            take_profit=data.get("take_profit"),
+            stop_loss=data.get("stop_loss"),
+        )
+
+    return _position_action(
+        request,
+        position_id,
+        TpSlForm(request.POST, prefix="tpsl"),
+        act,
+        "Take-profit and stop-loss saved.",
+    )
+
+
+def _chart_time(value: Any) -> int:
+    return int(value.timestamp())
+
+
+@login_required
+@require_GET
+def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
+    """The mark history of a position's life and the lines and markers drawn over it."""
+    position = _position(request, position_id)
+    liquidation = LiquidationEvent.objects.filter(position_id=position.pk).first()
+    start, end = selectors.position_window(position)
+    if liquidation is not None:
+        # Keep drawing the path after the liquidation: the lesson is how far it went.
+        end = max(end, timezone.now())
+    ticks = selectors.price_ticks(position.instrument_id, start, end)
+    quantity = (
+        liquidation.quantity if liquidation else (position.quantity or position.opened_quantity)
+    )
+    sign = 1 if position.side == "long" else -1
+    # The path starts at the entry and, while open, ends at the current mark, even between ticks.
+    path = [(position.opened_at, position.entry_price), *ticks]
+    if position.is_open and position.instrument.mark_price is not None:
+        path.append((timezone.now(), position.instrument.mark_price))
+    movements = selectors.collateral_movements(position)
+    collateral = (
+        liquidation.collateral_lost
+        if liquidation
+        else position.collateral.amount
+        if position.is_open
+        else selectors.peak_collateral(movements)
+    )
+    mark: dict[int, str] = {}
+    pnl: dict[int, str] = {}
+    unfenced: dict[int, str] = {}
+    previous: tuple[int, str] | None = None
+    for at, price in path:
+        second = _chart_time(at)
+        raw = sign * quantity * (price - position.entry_price)
+        mark[second] = str(price)
+        # The ring-fence: the trader's loss stops at the collateral (a gap past the
+        # bankruptcy price is the insurance fund's), while the same path without it goes on.
+        pnl[second] = str(max(raw, -collateral))
+        if raw < -collateral or (liquidation is not None and at >= liquidation.created_at):
+            if not unfenced and previous is not None:
+                unfenced[previous[0]] = previous[1]  # start the line where the paths part
+            unfenced[second] = str(raw)
+        previous = (second, str(raw))
+    markers = [
+        {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
+        for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
+    ]
+    if liquidation is not None:
+        markers.append(
+            {
+                "time": _chart_time(liquidation.created_at),
+                "kind": "liquidation",
+                "text": "Liquidated",
+            }
+        )
+    lp = liquidation.liquidation_price if liquidation else position.liquidation_price
+    bp = liquidation.bankruptcy_price if liquidation else position.bankruptcy_price
+    return JsonResponse(
+        {
+            "status": position.status,
+            "mark": [{"time": t, "value": v} for t, v in sorted(mark.items())],
+            "pnl": [{"time": t, "value": v} for t, v in sorted(pnl.items())],
+            "pnl_unfenced": [{"time": t, "value": v} for t, v in sorted(unfenced.items())],
+            "lines": {
+                "entry": str(position.entry_price),
+                "liquidation": None if lp is None else str(lp),
+                "bankruptcy": str(bp),
+            },
+            "floor": str(-collateral),
+            "markers": markers,
+            "price_places": price_places(position.instrument),
+        }
+    )
+
+
+# --- orders, history, leaderboard ---------------------------------------------------
+
+
+@login_required
+@require_POST
+def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
+    order = selectors.order_for_user(request.user, order_id)  # type: ignore[arg-type]
+    try:
+        services.order_cancel(order_id=order.pk)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Order #{order.pk} cancelled.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("dashboard", kwargs={"account_id": order.account_id})
+    return redirect(target)
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    running = ZERO
+    statement = []
+    for entry in selectors.ledger_statement(account):
+        running += entry.amount
+        statement.append((entry, running))
+    statement.reverse()
+    return render(
+        request,
+        "web/history.html",
+        {
+            "account": account,
+            "classroom": account.classroom,
+            "currency": account.classroom.currency,
+            "positions": selectors.closed_positions(account),
+            "statement": statement,
+        },
+    )
+
+
+@login_required
+@require_GET
+def statement_csv(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="statement-{account.pk}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        ["date", "transaction", "kind", "memo", "position", "amount", "balance", "currency"]
+    )
+    running = ZERO
+    for entry in selectors.ledger_statement(account):
+        running += entry.amount
+        tx = entry.transaction
+        writer.writerow(
+            [
+                tx.created_at.isoformat(),
+                tx.pk,
+                tx.kind,
+                tx.memo,
+                tx.position_id or "",
+                entry.amount,
+                running,
+                account.classroom.currency,
+            ]
+        )
+    return response
+
+
+@login_required
+@require_GET
+def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="positions-{account.pk}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        ["position", "instrument", "side", "leverage", "quantity", "entry_price", "exit_price",
+         "status", "realized_pnl", "fees_paid", "opened_at", "closed_at", "currency"]
+    )  # fmt: skip
+    for p in selectors.closed_positions(account, limit=10_000):
+        writer.writerow(
+            [p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
+             p.exit_price or "", p.status, p.realized_pnl, p.fees_paid, p.opened_at.isoformat(),
+             p.closed_at.isoformat() if p.closed_at else "", account.classroom.currency]
+        )  # fmt: skip
+    return response
+
+
+@login_required
+@require_GET
+def leaderboard(request: HttpRequest, account_id: int) -> HttpResponse:
+    account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    return render(
+        request,
+        "web/leaderboard.html",
+        {
+            "account": account,
+            "classroom": account.classroom,
+            "currency": account.classroom.currency,
+            "rows": selectors.leaderboard(account.classroom),
+        },
+    )
