@@ -40,7 +40,7 @@ from django.db import connection, transaction
 from django.db.models import F, Model, Q, QuerySet
 from django.utils import timezone
 
-from accounts.ledger import Leg
+from accounts.ledger import POCKET_LOCK_ORDER, Leg, lock_classroom_pockets
 from accounts.models import (
     Classroom,
     ClassroomPocket,
@@ -357,7 +357,7 @@ def _apply_deltas(classroom_id: int, deltas: Deltas) -> None:
             TradingAccount.objects.filter(pk=account_id).update(
                 balance=F("balance") + accounts[account_id]
             )
-    for kind in (Pocket.HOUSE, Pocket.INSURANCE, Pocket.FEES):
+    for kind in POCKET_LOCK_ORDER:
         if pockets.get(kind):
             updated = ClassroomPocket.objects.filter(classroom_id=classroom_id, kind=kind).update(
                 balance=F("balance") + pockets[kind]
@@ -444,12 +444,13 @@ def liquidate_batch(
         # only then is the fund locked (pockets last, as everywhere) and the batch re-settled.
         settled = settle_all(fund.get())
         if any(item.event["shortfall"] for item in settled):
-            # Lock the pockets in the order every ledger posting updates them (house, then
-            # the insurance fund), or two batches could each hold the one the other needs.
-            ClassroomPocket.objects.select_for_update().filter(
-                classroom_id=classroom.pk, kind=ClassroomPocket.Kind.HOUSE
-            ).values_list("pk").get()
-            settled = settle_all(fund.select_for_update().get())
+            # Lock the pockets in POCKET_LOCK_ORDER (insurance fund, then house), the order
+            # every ledger posting and every service takes them in, so neither a parallel
+            # batch nor a student's shortfall close can hold one while waiting for the other.
+            locked = lock_classroom_pockets(
+                classroom_id=classroom.pk, kinds=(Pocket.INSURANCE, Pocket.HOUSE)
+            )
+            settled = settle_all(locked[Pocket.INSURANCE].balance)
         if not settled:
             return result
         deltas = _post_bulk(classroom.pk, settled, now)
