@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,7 +43,13 @@ from django.utils import timezone
 from accounts import errors
 from liquidation import feeds
 from liquidation.models import EngineHeartbeat, MarginCall, PriceFeed, PriceTick, Scenario
-from liquidation.settlement import BATCH_SIZE, breached_position_ids, liquidate_batch
+from liquidation.settlement import (
+    BATCH_SIZE,
+    BATCH_THREADS,
+    BatchResult,
+    breached_position_ids,
+    liquidate_batch,
+)
 from positions import margin
 from positions.models import Instrument, Order, Position, Side
 from positions.selectors import WARNING_RATIO
@@ -143,13 +150,31 @@ def advance_mark(instrument_id: int, slot: datetime, now: datetime) -> tuple[str
 
 
 def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult) -> None:
+    """Liquidate the breached positions in batches, two at a time on PostgreSQL.
+
+    Batches lock disjoint positions (SKIP LOCKED) and meet only at the classroom pockets,
+    which each batch writes last; so one batch computes while the other writes.
+    """
     rows = breached_position_ids(instrument.pk, mark)
-    for start in range(0, len(rows), BATCH_SIZE):
-        batch = liquidate_batch(
-            instrument=instrument, mark=mark, rows=rows[start : start + BATCH_SIZE]
-        )
-        result.checked += batch.checked
-        result.liquidated += batch.liquidated
+    batches = [rows[start : start + BATCH_SIZE] for start in range(0, len(rows), BATCH_SIZE)]
+
+    def run(batch: list[tuple[int, int]]) -> BatchResult:
+        return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
+
+    def run_in_thread(batch: list[tuple[int, int]]) -> BatchResult:
+        try:
+            return run(batch)
+        finally:
+            connection.close()
+
+    if len(batches) > 1 and BATCH_THREADS > 1 and connection.vendor == "postgresql":
+        with ThreadPoolExecutor(max_workers=BATCH_THREADS) as pool:
+            outcomes = list(pool.map(run_in_thread, batches))
+    else:
+        outcomes = [run(batch) for batch in batches]
+    for outcome in outcomes:
+        result.checked += outcome.checked
+        result.liquidated += outcome.liquidated
 
 
 def _warning_band(instrument: Instrument, mark: Decimal) -> Q:

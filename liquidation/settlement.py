@@ -18,9 +18,13 @@ The free balance is never debited. Each liquidation is one balanced ledger trans
 (kind ``liquidation``), each ADL close one more (kind ``adl``); ``LiquidationEvent`` is
 one-to-one with the position, so a second liquidation fails on the unique constraint.
 
-A batch locks trading accounts, then positions, then collateral, all with SKIP LOCKED so
-the engine never waits for a student's request (and cannot deadlock with one); what it
-skips it finds again on the next tick. The margin test is re-checked in Python under the
+A batch locks positions with SKIP LOCKED, so the engine never waits for a student's
+request and cannot deadlock with one; what it skips it finds again on the next tick.
+Services lock account → position → collateral; the batch writes no account row under
+the insurance-fund policy (the free balance is never touched), so it needs no account
+lock there. Under ``return_to_trader`` it credits free balances and locks the accounts
+first (also SKIP LOCKED), keeping the account → position order. Collateral only changes
+under its position's lock, so holding the position is enough to read it. The margin test is re-checked in Python under the
 locks, and every row of the batch is written with a constant number of statements.
 """
 
@@ -30,12 +34,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Model, Q, QuerySet
 from django.utils import timezone
 
-from accounts.ledger import Leg
+from accounts.ledger import POCKET_LOCK_ORDER, Leg, lock_classroom_pockets
 from accounts.models import (
     Classroom,
     ClassroomPocket,
@@ -50,7 +55,9 @@ from positions.models import Collateral, Fill, Instrument, Order, Position, Side
 from positions.services import position_ledger_post, stored_prices
 
 Pocket = LedgerEntry.Pocket
-BATCH_SIZE = 1000
+BATCH_SIZE = 2500
+# Batches of one tick run on this many threads (own connections) on PostgreSQL.
+BATCH_THREADS = 2
 
 
 def breached_position_ids(instrument_id: int, mark: Decimal) -> list[tuple[int, int]]:
@@ -76,13 +83,27 @@ class BatchResult:
     skipped_locked: int = 0
 
 
+class Breached(NamedTuple):
+    """The columns of a locked position that its liquidation reads."""
+
+    pk: int
+    account_id: int
+    side: str
+    quantity: Decimal
+    entry_price: Decimal
+    liquidation_price: Decimal | None
+    bankruptcy_price: Decimal
+
+
+BREACHED_FIELDS = Breached._fields
+
+
 @dataclass
 class _Settled:
-    position: Position
-    collateral: Decimal
+    position: Breached
     legs: list[Leg]
-    event: LiquidationEvent
-    fill: Fill
+    event: dict[str, object]
+    fill: dict[str, object]
     applied_pnl: Decimal
     fee: Decimal
     adl_needed: Decimal
@@ -100,7 +121,7 @@ def _balanced(legs: list[Leg]) -> list[Leg]:
 
 def _settle(
     *,
-    position: Position,
+    position: Breached,
     collateral: Decimal,
     mark: Decimal,
     classroom: Classroom,
@@ -108,7 +129,7 @@ def _settle(
     insurance_available: Decimal,
     now: datetime,
 ) -> _Settled:
-    """The money of one liquidation at the mark, as ledger legs and an event (not saved)."""
+    """The money of one liquidation at the mark: ledger legs, event and fill rows (not saved)."""
     s = margin.side_sign(position.side)
     qty = position.quantity
     account_id = position.account_id
@@ -135,111 +156,208 @@ def _settle(
             Leg(Pocket.INSURANCE, -insurance_paid),
         ]
         applied = -collateral
-    event = LiquidationEvent(
-        position_id=position.pk,
-        classroom_id=classroom.pk,
-        quantity=qty,
-        mark_price=mark,
-        liquidation_price=position.liquidation_price,
-        bankruptcy_price=position.bankruptcy_price,
-        collateral_lost=collateral - returned,
-        liquidation_fee=fee,
-        leftover=leftover,
-        returned_to_trader=returned,
-        shortfall=shortfall,
-        insurance_paid=insurance_paid,
-        free_balance_before=free_balance,
-        created_at=now,
-    )
-    fill = Fill(
-        position_id=position.pk,
-        kind=Fill.Kind.LIQUIDATION,
-        quantity=qty,
-        price=mark,
-        fee=fee,
-        realized_pnl=applied,
-        created_at=now,
-    )
+    event: dict[str, object] = {
+        "position_id": position.pk,
+        "classroom_id": classroom.pk,
+        "quantity": qty,
+        "mark_price": mark,
+        "liquidation_price": position.liquidation_price,
+        "bankruptcy_price": position.bankruptcy_price,
+        "collateral_lost": collateral - returned,
+        "liquidation_fee": fee,
+        "leftover": leftover,
+        "returned_to_trader": returned,
+        "shortfall": shortfall,
+        "insurance_paid": insurance_paid,
+        "adl_amount": ZERO,
+        "free_balance_before": free_balance,
+        "created_at": now,
+    }
+    fill: dict[str, object] = {
+        "order_id": None,
+        "position_id": position.pk,
+        "kind": Fill.Kind.LIQUIDATION,
+        "quantity": qty,
+        "price": mark,
+        "fee": fee,
+        "realized_pnl": applied,
+        "created_at": now,
+    }
     return _Settled(
-        position, collateral, _balanced(legs), event, fill, applied, fee, shortfall - insurance_paid
+        position, _balanced(legs), event, fill, applied, fee, shortfall - insurance_paid
     )
+
+
+_M = TypeVar("_M", bound=Model)
+
+
+def with_ids(queryset: QuerySet[_M], column: str, ids: list[int]) -> QuerySet[_M]:
+    """Rows whose ``column`` is in ``ids``: one array parameter on PostgreSQL.
+
+    ``column IN (%s, %s, ...)`` with thousands of placeholders costs more to build and parse
+    than the statement costs to run; ``= ANY(%s)`` passes the batch as one array.
+    """
+    if connection.vendor != "postgresql":
+        return queryset.filter(**{f"{column}__in": ids})
+    table = queryset.model._meta.db_table
+    return queryset.extra(where=[f'"{table}"."{column}" = ANY(%s)'], params=[list(ids)])  # noqa: S610
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: object) -> str:
+    """One value in COPY's text format (written by hand: the per-value dumpers cost more)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def insert_rows(
+    model: type[Model], rows: list[dict[str, object]], *, with_ids: bool = False
+) -> list[int]:
+    """Insert plain rows: COPY on PostgreSQL (ids drawn from the table's sequence first).
+
+    The rows name every column, so nothing depends on model defaults; elsewhere (the
+    embedded SQLite) this is an ordinary ``bulk_create``.
+    """
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        created = model._default_manager.bulk_create([model(**row) for row in rows])
+        return [int(obj.pk) for obj in created]
+    table = model._meta.db_table
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        if with_ids:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [table, len(rows)],
+            )
+            ids = [int(row[0]) for row in cursor.fetchall()]
+            for row, pk in zip(rows, ids, strict=True):
+                row["id"] = pk
+        columns = list(rows[0])
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        text = "".join("\t".join(_copy_text(row[c]) for c in columns) + "\n" for row in rows)
+        with cursor.cursor.copy(statement) as copy:
+            copy.write(text.encode())
+    return ids
 
 
 def _update_positions(settled: list[_Settled], mark: Decimal, now: datetime) -> None:
-    """Close the batch's positions: one statement for the shared fields, one for per-row ones."""
-    ids = [item.position.pk for item in settled]
-    Position.objects.filter(pk__in=ids).update(
-        status=Position.Status.LIQUIDATED,
-        quantity=ZERO,
-        closed_at=now,
-        exit_price=mark,
-        take_profit=None,
-        stop_loss=None,
-        margin_call_active=False,
-    )
+    """Close the batch's positions in one statement (per-row PnL and fee from arrays)."""
+    common = {
+        "status": Position.Status.LIQUIDATED,
+        "quantity": ZERO,
+        "closed_at": now,
+        "exit_price": mark,
+        "take_profit": None,
+        "stop_loss": None,
+        "margin_call_active": False,
+    }
     if connection.vendor == "postgresql":
-        values = ", ".join(["(%s::bigint, %s::numeric, %s::numeric)"] * len(settled))
-        params: list[int | Decimal] = []
-        for item in settled:
-            params += [item.position.pk, item.applied_pnl, item.fee]
+        params: list[Any] = [
+            Position.Status.LIQUIDATED, ZERO, now, mark, False,
+            [item.position.pk for item in settled],
+            [item.applied_pnl for item in settled],
+            [item.fee for item in settled],
+        ]  # fmt: skip
         table = Position._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"UPDATE {table} AS p SET realized_pnl = p.realized_pnl + v.pnl, "  # noqa: S608
-                f"fees_paid = p.fees_paid + v.fee FROM (VALUES {values}) AS v(id, pnl, fee) "
+                f"UPDATE {table} AS p SET status = %s, quantity = %s, closed_at = %s, "  # noqa: S608
+                "exit_price = %s, take_profit = NULL, stop_loss = NULL, margin_call_active = %s, "
+                "realized_pnl = p.realized_pnl + v.pnl, fees_paid = p.fees_paid + v.fee "
+                "FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[]) AS v(id, pnl, fee) "
                 "WHERE p.id = v.id",
                 params,
             )
-    else:
-        for item in settled:
-            Position.objects.filter(pk=item.position.pk).update(
-                realized_pnl=F("realized_pnl") + item.applied_pnl,
-                fees_paid=F("fees_paid") + item.fee,
-            )
-
-
-def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> None:
-    """One balanced ledger transaction per liquidation, written with a few bulk statements."""
-    txns = LedgerTransaction.objects.bulk_create(
-        LedgerTransaction(
-            classroom_id=classroom_id,
-            kind=LedgerTransaction.Kind.LIQUIDATION,
-            position_id=item.position.pk,
-            memo=f"Liquidation of position #{item.position.pk} at {item.event.mark_price.normalize()}",
-            created_at=now,
+        return
+    Position.objects.filter(pk__in=[item.position.pk for item in settled]).update(**common)
+    for item in settled:
+        Position.objects.filter(pk=item.position.pk).update(
+            realized_pnl=F("realized_pnl") + item.applied_pnl, fees_paid=F("fees_paid") + item.fee
         )
-        for item in settled
+
+
+Deltas = tuple[dict[int, Decimal], dict[str, Decimal]]
+
+
+def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> Deltas:
+    """One balanced ledger transaction per liquidation, written with a few bulk statements.
+
+    Returns what the free balances and the classroom pockets receive; the caller applies
+    it last (see :func:`_apply_deltas`).
+    """
+    at = f"{settled[0].event['mark_price']:f}".rstrip("0").rstrip(".")
+    txn_ids = insert_rows(
+        LedgerTransaction,
+        [
+            {
+                "classroom_id": classroom_id,
+                "kind": LedgerTransaction.Kind.LIQUIDATION,
+                "memo": f"Liquidation of position #{item.position.pk} at {at}",
+                "position_id": item.position.pk,
+                "created_by_id": None,
+                "created_at": now,
+            }
+            for item in settled
+        ],
+        with_ids=True,
     )
-    entries: list[LedgerEntry] = []
+    entries: list[dict[str, object]] = []
     accounts: dict[int, Decimal] = defaultdict(Decimal)
     pockets: dict[str, Decimal] = defaultdict(Decimal)
-    for txn, item in zip(txns, settled, strict=True):
-        item.event.ledger_transaction_id = txn.pk
+    for txn_id, item in zip(txn_ids, settled, strict=True):
+        item.event["ledger_transaction_id"] = txn_id
         for leg in item.legs:
             entries.append(
-                LedgerEntry(
-                    transaction_id=txn.pk,
-                    classroom_id=classroom_id,
-                    pocket=leg.pocket,
-                    account_id=leg.account_id,
-                    position_id=leg.position_id,
-                    amount=leg.amount,
-                )
+                {
+                    "transaction_id": txn_id,
+                    "classroom_id": classroom_id,
+                    "pocket": leg.pocket,
+                    "account_id": leg.account_id,
+                    "position_id": leg.position_id,
+                    "amount": leg.amount,
+                }
             )
             if leg.pocket == Pocket.ACCOUNT:
                 assert leg.account_id is not None
                 accounts[leg.account_id] += leg.amount
             elif leg.pocket != Pocket.COLLATERAL:
                 pockets[leg.pocket] += leg.amount
-    LedgerEntry.objects.bulk_create(entries, batch_size=5000)
+    insert_rows(LedgerEntry, entries)
     # Each collateral leg takes the whole locked amount, so every row ends at exactly zero.
-    Collateral.objects.filter(pk__in=[item.position.pk for item in settled]).update(amount=ZERO)
+    with_ids(
+        Collateral.objects.all(), "position_id", [item.position.pk for item in settled]
+    ).update(amount=ZERO)
+    return accounts, pockets
+
+
+def _apply_deltas(classroom_id: int, deltas: Deltas) -> None:
+    """Move the stored balances of the batch's ledger entries, classroom pockets last.
+
+    Every liquidation of the classroom updates the same pocket rows, so they are written
+    at the very end, after the deferred foreign-key checks have run: concurrent batches
+    overlap everything else and queue only for these few rows and the commit.
+    """
+    accounts, pockets = deltas
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     for account_id in sorted(accounts):
         if accounts[account_id]:
             TradingAccount.objects.filter(pk=account_id).update(
                 balance=F("balance") + accounts[account_id]
             )
-    for kind in (Pocket.HOUSE, Pocket.INSURANCE, Pocket.FEES):
+    for kind in POCKET_LOCK_ORDER:
         if pockets.get(kind):
             updated = ClassroomPocket.objects.filter(classroom_id=classroom_id, kind=kind).update(
                 balance=F("balance") + pockets[kind]
@@ -257,80 +375,104 @@ def liquidate_batch(
     classroom = instrument.classroom
     now = timezone.now()
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # The batch is re-derivable: if the server crashed before this commit reached the
+            # disk, the positions would still be open past their LP and the next tick would
+            # liquidate them again. So the commit need not wait for the WAL flush; the
+            # transaction stays atomic either way.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         account_ids = sorted({account_id for _, account_id in rows})
-        balances = dict(
-            TradingAccount.objects.select_for_update(of=("self",), skip_locked=True)
-            .filter(pk__in=account_ids)
-            .order_by("pk")
-            .values_list("pk", "balance")
-        )
+        accounts = with_ids(TradingAccount.objects.all(), "id", account_ids).order_by("pk")
+        if classroom.leftover_policy == Classroom.LeftoverPolicy.RETURN_TO_TRADER:
+            # The leftover is credited to the free balance: lock the accounts first, as
+            # every service does, skipping busy ones (they are retried on the next tick).
+            accounts = accounts.select_for_update(of=("self",), skip_locked=True)
+        balances = dict(accounts.values_list("pk", "balance"))
         wanted = [pk for pk, account_id in rows if account_id in balances]
-        positions = list(
-            Position.objects.select_for_update(of=("self",), skip_locked=True)
-            .filter(pk__in=wanted, status=Position.Status.OPEN)
+        positions = [
+            Breached(*row)
+            for row in with_ids(Position.objects.all(), "id", wanted)
+            .select_for_update(of=("self",), skip_locked=True)
+            .filter(status=Position.Status.OPEN)
             .order_by("pk")
-        )
+            .values_list(*BREACHED_FIELDS)
+        ]
         result.skipped_locked = len(rows) - len(positions)
         if not positions:
             return result
+        # Collateral changes only under its position's lock, which this batch now holds.
         collateral = dict(
-            Collateral.objects.select_for_update()
-            .filter(pk__in=[p.pk for p in positions])
-            .values_list("pk", "amount")
+            with_ids(
+                Collateral.objects.all(), "position_id", [p.pk for p in positions]
+            ).values_list("pk", "amount")
         )
-        fund = ClassroomPocket.objects.select_for_update().get(
+        fund = ClassroomPocket.objects.filter(
             classroom_id=classroom.pk, kind=ClassroomPocket.Kind.INSURANCE
-        )
-        available = fund.balance
-        settled: list[_Settled] = []
-        for position in positions:
-            result.checked += 1
-            wb = collateral[position.pk]
-            if not margin.is_liquidatable(
-                side=position.side,
-                entry_price=position.entry_price,
-                quantity=position.quantity,
-                collateral=wb,
-                mark_price=mark,
-                tiers=tiers,
-            ):
-                continue
-            item = _settle(
-                position=position,
-                collateral=wb,
-                mark=mark,
-                classroom=classroom,
-                free_balance=balances[position.account_id],
-                insurance_available=available,
-                now=now,
+        ).values_list("balance", flat=True)
+
+        def settle_all(available: Decimal) -> list[_Settled]:
+            settled: list[_Settled] = []
+            for position in positions:
+                wb = collateral[position.pk]
+                if not margin.is_liquidatable(
+                    side=position.side,
+                    entry_price=position.entry_price,
+                    quantity=position.quantity,
+                    collateral=wb,
+                    mark_price=mark,
+                    tiers=tiers,
+                ):
+                    continue
+                item = _settle(
+                    position=position,
+                    collateral=wb,
+                    mark=mark,
+                    classroom=classroom,
+                    free_balance=balances[position.account_id],
+                    insurance_available=available,
+                    now=now,
+                )
+                for leg in item.legs:
+                    if leg.pocket == Pocket.INSURANCE:
+                        available += leg.amount
+                settled.append(item)
+            return settled
+
+        result.checked = len(positions)
+        # The fund's balance only matters when a position gapped past its bankruptcy price;
+        # only then is the fund locked (pockets last, as everywhere) and the batch re-settled.
+        settled = settle_all(fund.get())
+        if any(item.event["shortfall"] for item in settled):
+            # Lock the pockets in POCKET_LOCK_ORDER (insurance fund, then house), the order
+            # every ledger posting and every service takes them in, so neither a parallel
+            # batch nor a student's shortfall close can hold one while waiting for the other.
+            locked = lock_classroom_pockets(
+                classroom_id=classroom.pk, kinds=(Pocket.INSURANCE, Pocket.HOUSE)
             )
-            available -= item.event.insurance_paid
-            available += sum(
-                (
-                    leg.amount
-                    for leg in item.legs
-                    if leg.pocket == Pocket.INSURANCE and leg.amount > 0
-                ),
-                ZERO,
-            )
-            settled.append(item)
+            settled = settle_all(locked[Pocket.INSURANCE].balance)
         if not settled:
             return result
-        _post_bulk(classroom.pk, settled, now)
+        deltas = _post_bulk(classroom.pk, settled, now)
         _update_positions(settled, mark, now)
-        events = LiquidationEvent.objects.bulk_create([item.event for item in settled])
-        Fill.objects.bulk_create([item.fill for item in settled], batch_size=5000)
+        event_ids = insert_rows(LiquidationEvent, [item.event for item in settled], with_ids=True)
+        insert_rows(Fill, [item.fill for item in settled])
         ids = [item.position.pk for item in settled]
-        Order.objects.filter(position_id__in=ids, status=Order.Status.RESTING).update(
-            status=Order.Status.CANCELLED, reject_reason="Position liquidated", updated_at=now
-        )
-        MarginCall.objects.filter(position_id__in=ids, outcome=MarginCall.Outcome.PENDING).update(
-            outcome=MarginCall.Outcome.LIQUIDATED, resolved_at=now
-        )
-        for event, item in zip(events, settled, strict=True):
+        with_ids(Order.objects.all(), "position_id", ids).filter(
+            status=Order.Status.RESTING
+        ).update(status=Order.Status.CANCELLED, reject_reason="Position liquidated", updated_at=now)
+        with_ids(MarginCall.objects.all(), "position_id", ids).filter(
+            outcome=MarginCall.Outcome.PENDING
+        ).update(outcome=MarginCall.Outcome.LIQUIDATED, resolved_at=now)
+        _apply_deltas(classroom.pk, deltas)
+        for event_id, item in zip(event_ids, settled, strict=True):
             if item.adl_needed > 0:
                 auto_deleverage(
-                    event=event, position=item.position, mark=mark, needed=item.adl_needed
+                    event_id=event_id,
+                    position=item.position,
+                    instrument=instrument,
+                    mark=mark,
+                    needed=item.adl_needed,
                 )
         result.liquidated = ids
     return result
@@ -358,7 +500,7 @@ def _lot_ceiling(value: Decimal, lot: Decimal) -> Decimal:
 
 
 def auto_deleverage(
-    *, event: LiquidationEvent, position: Position, mark: Decimal, needed: Decimal
+    *, event_id: int, position: Breached, instrument: Instrument, mark: Decimal, needed: Decimal
 ) -> Decimal:
     """Close the best-ranked opposite positions at the bankrupt position's BP to cover ``needed``.
 
@@ -369,7 +511,6 @@ def auto_deleverage(
     gap = abs(bp - mark)
     if gap <= 0 or needed <= 0:
         return ZERO
-    instrument = position.instrument
     opposite = Side.SHORT if position.side == Side.LONG else Side.LONG
     # Only positions still in profit at BP: closing them there never costs them collateral.
     profitable = Q(entry_price__gt=bp) if opposite == Side.SHORT else Q(entry_price__lt=bp)
@@ -417,7 +558,7 @@ def auto_deleverage(
             kind=LedgerTransaction.Kind.ADL,
             position_id=locked.pk,
             memo=f"Auto-deleveraging of {qty.normalize()} of position #{locked.pk} at "
-            f"{bp.normalize()} for liquidation #{event.pk}",
+            f"{bp.normalize()} for liquidation #{event_id}",
             legs=[
                 Leg(Pocket.COLLATERAL, -released, account_id=account.pk, position_id=locked.pk),
                 Leg(Pocket.HOUSE, -pnl),
@@ -433,7 +574,7 @@ def auto_deleverage(
             created_at=now,
         )
         AdlFill.objects.create(
-            liquidation=event,
+            liquidation_id=event_id,
             position=locked,
             quantity=qty,
             price=bp,
@@ -473,6 +614,5 @@ def auto_deleverage(
         locked.save()
         covered += saving
         del txn
-    LiquidationEvent.objects.filter(pk=event.pk).update(adl_amount=covered)
-    event.adl_amount = covered
+    LiquidationEvent.objects.filter(pk=event_id).update(adl_amount=covered)
     return covered

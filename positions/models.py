@@ -142,15 +142,16 @@ class Position(models.Model):
                 condition=Q(status="open", side="short"),
                 name="pos_open_short_lp",
             ),
+            # The engine's TP/SL search is per side: (instrument, side) then a price range.
             models.Index(
-                fields=["instrument", "take_profit"],
+                fields=["instrument", "side", "take_profit"],
                 condition=Q(status="open", take_profit__isnull=False),
-                name="pos_open_tp",
+                name="pos_open_side_tp",
             ),
             models.Index(
-                fields=["instrument", "stop_loss"],
+                fields=["instrument", "side", "stop_loss"],
                 condition=Q(status="open", stop_loss__isnull=False),
-                name="pos_open_sl",
+                name="pos_open_side_sl",
             ),
             models.Index(fields=["account", "status"], name="pos_account_status"),
         ]

@@ -137,3 +137,23 @@ def test_simulated_walk_is_reproducible_from_its_seed(classroom):
         paths.append(path)
     assert paths[0] == paths[1]
     assert len(set(paths[0])) > 1
+
+
+def test_history_is_thinned_to_one_tick_a_minute_and_bounded(btc):
+    from liquidation.engine import history_prune
+
+    now = timezone.now().replace(second=30, microsecond=0)
+    recent = [now - timedelta(seconds=s) for s in (1, 2, 3)]
+    old_minute = now - timedelta(hours=2)
+    old = [old_minute.replace(second=s) for s in (1, 20, 40)]
+    ancient = now - timedelta(days=8)
+    for moment in [*recent, *old, ancient]:
+        PriceTick.objects.create(instrument=btc, price=Decimal(60000), created_at=moment)
+    EngineHeartbeat.objects.create(instrument=btc, started_at=now - timedelta(hours=2))
+    EngineHeartbeat.objects.create(instrument=btc, started_at=now)
+
+    history_prune(now)
+
+    kept = set(PriceTick.objects.values_list("created_at", flat=True))
+    assert kept == {*recent, old[0]}
+    assert list(EngineHeartbeat.objects.values_list("started_at", flat=True)) == [now]
