@@ -29,7 +29,8 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     With Redis the budget is a fixed window per key, as in GitHub's API: a counter that
     expires with its window. Counting and arming its expiry is one round trip; a
     refused request is taken back off the counter, so it costs no budget, and Retry-After is
-    the time left in the window. Without Redis (a development set-up) DRF's timestamp
+    the time left in the window. (As with any fixed window, a key may spend one window's
+    budget at its end and the next one's at the start of the next.) Without Redis (a development set-up) DRF's timestamp
     history in the cache is used.
     """
 
@@ -62,9 +63,9 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         counter = cache.make_key(f"{self.key}:{number}")
         client = _redis(settings.REDIS_URL)
         pipe = client.pipeline(transaction=False)
+        pipe.set(counter, 0, ex=window + 1, nx=True)  # a new window's counter expires with it
         pipe.incr(counter)
-        pipe.expire(counter, window, nx=True)
-        count, _ = pipe.execute()
+        _, count = pipe.execute()
         if count <= self.num_requests:  # type: ignore[attr-defined]
             return True
         client.decr(counter)
