@@ -6,9 +6,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -55,70 +54,6 @@ def lock_classroom_pockets(
     return locked
 
 
-# Several pockets move in one statement: the materialised CTE takes their row locks in
-# POCKET_LOCK_ORDER (the lock node sits above the sort), and the UPDATE only touches rows
-# it has already locked, so the statement never takes a pocket lock out of that order.
-_MOVE_POCKETS_SQL = """
-WITH locked AS MATERIALIZED (
-    SELECT id, kind FROM accounts_classroompocket
-    WHERE classroom_id = %s AND kind = ANY(%s::varchar[])
-    ORDER BY array_position(%s::varchar[], kind::varchar)
-    FOR UPDATE
-)
-UPDATE accounts_classroompocket AS pocket
-SET balance = pocket.balance + moves.amount
-FROM locked, unnest(%s::varchar[], %s::numeric[]) AS moves(kind, amount)
-WHERE pocket.id = locked.id AND locked.kind = moves.kind
-"""
-
-
-# One statement records a transaction and its entries (in the order of its legs) and moves
-# the balance of the one trading account the legs touch, if there is exactly one (else the
-# last part matches no row). The caller holds that account's row lock already, so this
-# takes no lock out of order. Data-modifying CTEs always run to completion, referenced or not.
-_RECORD_SQL = """
-WITH txn AS (
-    INSERT INTO accounts_ledgertransaction
-        (classroom_id, kind, memo, position_id, created_by_id, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s)
-    RETURNING id
-), entries AS (
-    INSERT INTO accounts_ledgerentry
-        (transaction_id, classroom_id, pocket, account_id, position_id, amount)
-    SELECT txn.id, %s, leg.pocket, leg.account_id, leg.position_id, leg.amount
-    FROM txn, unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::numeric[])
-        WITH ORDINALITY AS leg(pocket, account_id, position_id, amount, n)
-    ORDER BY leg.n
-), moved AS (
-    UPDATE accounts_tradingaccount SET balance = balance + %s::numeric WHERE id = %s::bigint
-)
-SELECT id FROM txn
-"""
-_MOVE_POCKET_SQL = """
-UPDATE accounts_classroompocket SET balance = balance + %s WHERE classroom_id = %s AND kind = %s
-"""
-
-
-def _move_pockets(classroom_id: int, moves: list[tuple[str, Decimal]]) -> None:
-    """Add each amount to the classroom's pocket of that kind; ``moves`` come in lock order,
-    and the rows are locked in the order of ``moves``."""
-    if not moves:
-        return
-    params: list[Any]
-    if len(moves) == 1:
-        kind, amount = moves[0]
-        sql, params = _MOVE_POCKET_SQL, [amount, classroom_id, kind]
-    else:
-        kinds = [kind for kind, _ in moves]
-        sql, params = _MOVE_POCKETS_SQL, [classroom_id, kinds, kinds, kinds, [a for _, a in moves]]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        updated = cursor.rowcount
-    if updated != len(moves):
-        missing = ", ".join(kind for kind, _ in moves)
-        raise ValueError(f"classroom {classroom_id} lacks one of the pockets {missing}")
-
-
 def ledger_post(
     *,
     classroom_id: int,
@@ -145,8 +80,6 @@ def ledger_post(
     if any(leg.pocket == Pocket.COLLATERAL for leg in kept) and collateral_updater is None:
         raise ValueError("collateral legs need the positions app's collateral updater")
 
-    # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
-    # caller catches an error of ledger_post inside its own atomic block.
     accounts: dict[int, Decimal] = defaultdict(Decimal)
     collateral: dict[int, Decimal] = defaultdict(Decimal)
     pockets: dict[str, Decimal] = defaultdict(Decimal)
@@ -159,49 +92,42 @@ def ledger_post(
             collateral[leg.position_id] += leg.amount
         else:
             pockets[leg.pocket] += leg.amount
-    txn = LedgerTransaction(
-        classroom_id=classroom_id,
-        kind=kind,
-        memo=memo[:255],
-        position_id=position_id,
-        created_by_id=created_by_id,
-        created_at=timezone.now(),
-    )
-    # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
-    # two transactions from waiting on each other's rows in opposite orders.
-    account_ids = sorted(accounts)
     # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
     # caller catches an error of ledger_post inside its own atomic block.
     with transaction.atomic(savepoint=False):
-        # The transaction, its entries and (the usual case) its one account move together.
-        single = account_ids[0] if len(account_ids) == 1 else None
-        params: list[Any] = [
-            txn.classroom_id,
-            txn.kind,
-            txn.memo,
-            txn.position_id,
-            txn.created_by_id,
-            txn.created_at,
-            classroom_id,
-            [leg.pocket for leg in kept],
-            [leg.account_id for leg in kept],
-            [leg.position_id for leg in kept],
-            [leg.amount for leg in kept],
-            ZERO if single is None else accounts[single],
-            single,
-        ]
-        with connection.cursor() as cursor:
-            cursor.execute(_RECORD_SQL, params)
-            txn.pk = cursor.fetchone()[0]
-        txn._state.adding = False
-        txn._state.db = connection.alias
-        if len(account_ids) > 1:
-            for account_id in account_ids:
-                TradingAccount.objects.filter(pk=account_id).update(
-                    balance=F("balance") + accounts[account_id]
-                )
+        txn = LedgerTransaction.objects.create(
+            classroom_id=classroom_id,
+            kind=kind,
+            memo=memo[:255],
+            position_id=position_id,
+            created_by_id=created_by_id,
+            created_at=timezone.now(),
+        )
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                transaction=txn,
+                classroom_id=classroom_id,
+                pocket=leg.pocket,
+                account_id=leg.account_id,
+                position_id=leg.position_id,
+                amount=leg.amount,
+            )
+            for leg in kept
+        )
+        # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
+        # two transactions from waiting on each other's rows in opposite orders.
+        for account_id in sorted(accounts):
+            TradingAccount.objects.filter(pk=account_id).update(
+                balance=F("balance") + accounts[account_id]
+            )
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
             collateral_updater(pos_id, collateral[pos_id])
-        _move_pockets(classroom_id, [(k, pockets[k]) for k in POCKET_LOCK_ORDER if pockets.get(k)])
+        for pocket_kind in POCKET_LOCK_ORDER:
+            if pockets.get(pocket_kind):
+                updated = ClassroomPocket.objects.filter(
+                    classroom_id=classroom_id, kind=pocket_kind
+                ).update(balance=F("balance") + pockets[pocket_kind])
+                if updated != 1:
+                    raise ValueError(f"classroom {classroom_id} has no {pocket_kind} pocket")
     return txn
