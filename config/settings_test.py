@@ -10,3 +10,5 @@ os.environ.setdefault("DEBUG", "1")
 from config.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Serve static files from the finders without a collected STATIC_ROOT (tests never collect).
+WHITENOISE_AUTOREFRESH = True
