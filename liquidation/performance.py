@@ -25,7 +25,12 @@ from accounts.models import Classroom, LedgerEntry, TradingAccount
 from accounts.money import ZERO, money
 from liquidation.models import LiquidationEvent
 from positions.models import Position
-from positions.selectors import FUNDING_KINDS, position_valuation, with_valuation_data
+from positions.selectors import (
+    FUNDING_KINDS,
+    position_valuation,
+    return_pct,
+    with_valuation_data,
+)
 
 # Risk-adjusted ranking divides the return by the drawdown, but never by less than 1%:
 # a trader who never lost is not ranked by a division by zero.
@@ -63,11 +68,6 @@ def ranking_score(
     if not risk_adjusted:
         return ret
     return money(ret / max(drawdown_pct, MIN_DRAWDOWN_PCT))
-
-
-def return_pct(*, equity: Decimal, funded: Decimal) -> Decimal | None:
-    """Gain over the money paid in, in percent; None while nothing has been paid in."""
-    return money((equity - funded) / funded * 100) if funded > 0 else None
 
 
 # --- many accounts at once ----------------------------------------------------------------
