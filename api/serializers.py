@@ -289,8 +289,12 @@ class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
     equity = money_out()
-    return_pct = money_out(allow_null=True)
-    max_drawdown_pct = money_out()
+    return_pct = money_out(
+        allow_null=True, help_text="Equity against the money paid in (funding), in percent."
+    )
+    max_drawdown_pct = money_out(
+        help_text="Largest fall from a peak of the trading curve, funding left out, in percent."
+    )
     liquidations = serializers.IntegerField(read_only=True)
     score = money_out(help_text="What the ranking sorts by (see the classroom's ranking).")
     is_you = serializers.BooleanField(read_only=True)

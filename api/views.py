@@ -29,10 +29,10 @@ from api import serializers as s
 from api.exceptions import error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory
+from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
 from positions.models import Instrument, Order, Position
-from web import selectors as web_selectors
 
 MAX_ID = 2**63 - 1
 
@@ -622,7 +622,7 @@ class LeaderboardView(ApiView):
                 "score": row.score,
                 "is_you": row.account.user_id == self.user.pk,
             }
-            for rank, row in enumerate(web_selectors.leaderboard(classroom), start=1)
+            for rank, row in enumerate(performance.leaderboard(classroom), start=1)
         ]
         data = {
             "classroom": classroom.pk,

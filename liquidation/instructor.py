@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
@@ -26,10 +25,10 @@ from accounts.models import (
     TradingAccount,
     new_join_code,
 )
-from accounts.money import ZERO, money
-from liquidation.models import LiquidationEvent, MarginCall
+from accounts.money import ZERO, money, plain
+from liquidation.models import MarginCall
+from liquidation.performance import Performance, accounts_performance
 from positions.models import Order, Position
-from positions.selectors import FUNDING_KINDS, account_overview
 from positions.services import lock_account, order_cancel, position_close
 
 Pocket = LedgerEntry.Pocket
@@ -138,50 +137,10 @@ class Grade:
     margin_call_outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def _max_drawdown(points: list[Decimal]) -> tuple[Decimal, Decimal]:
-    """The largest fall from a running peak, as an amount and in percent of that peak."""
-    peak: Decimal | None = None
-    worst, worst_pct = ZERO, ZERO
-    for value in points:
-        if peak is None or value > peak:
-            peak = value
-        fall = peak - value
-        if fall > worst:
-            worst = fall
-            worst_pct = fall / peak * 100 if peak > 0 else ZERO
-    return money(worst), money(worst_pct)
-
-
-def _performance_curve(account: TradingAccount, *, base: Decimal, final: Decimal) -> list[Decimal]:
-    """The account's equity at cost after each of its trading movements, funding left out.
-
-    Starts at ``base`` (the starting balance); each ledger transaction that moves this
-    account's free balance or collateral, other than funding (deposit, grant, deduct,
-    reset), adds its net amount: fees, realised PnL and lost collateral. The last point
-    is ``final``, the performance at the current marks.
-    """
-    flows = (
-        LedgerEntry.objects.filter(account_id=account.pk)
-        .filter(Q(pocket=Pocket.ACCOUNT) | Q(pocket=Pocket.COLLATERAL))
-        .exclude(transaction__kind__in=FUNDING_KINDS)
-        .order_by("transaction_id")
-        .values_list("transaction_id", "amount")
-    )
-    points = [base]
-    current_txn, running = None, base
-    for txn_id, amount in flows:
-        if current_txn is not None and txn_id != current_txn:
-            points.append(running)
-        current_txn = txn_id
-        running += amount
-    if current_txn is not None:
-        points.append(running)
-    points.append(final)
-    return points
-
-
-def account_grade(account: TradingAccount) -> Grade:
-    overview = account_overview(account)
+def account_grade(account: TradingAccount, performance: Performance | None = None) -> Grade:
+    """One student's grade; ``performance`` when the caller computed it for many at once."""
+    if performance is None:
+        performance = accounts_performance([account])[account.pk]
     positions = list(
         Position.objects.filter(account_id=account.pk).values_list("pk", "leverage", "stop_loss")
     )
@@ -195,20 +154,17 @@ def account_grade(account: TradingAccount) -> Grade:
     calls = Counter(
         MarginCall.objects.filter(position__account_id=account.pk).values_list("outcome", flat=True)
     )
-    base = account.classroom.starting_balance
-    curve = _performance_curve(account, base=base, final=base + overview.equity - overview.funded)
-    drawdown, drawdown_pct = _max_drawdown(curve)
     user = account.user
     return Grade(
         username=user.get_username(),
         name=user.get_full_name(),
-        equity=overview.equity,
-        funded=overview.funded,
-        return_pct=overview.return_pct,
-        max_drawdown=drawdown,
-        max_drawdown_pct=drawdown_pct,
+        equity=performance.equity,
+        funded=performance.funded,
+        return_pct=performance.return_pct,
+        max_drawdown=performance.max_drawdown,
+        max_drawdown_pct=performance.max_drawdown_pct,
         trades=len(positions),
-        liquidations=LiquidationEvent.objects.filter(position__account_id=account.pk).count(),
+        liquidations=performance.liquidations,
         average_leverage=money(Decimal(sum(leverages)) / len(leverages)) if leverages else None,
         max_leverage=max(leverages) if leverages else None,
         stop_loss_pct=money(Decimal(with_stop) / len(positions) * 100) if positions else None,
@@ -230,7 +186,9 @@ def classroom_grades(*, classroom_id: int, account_ids: list[int] | None = None)
     )
     if account_ids is not None:
         accounts = accounts.filter(pk__in=account_ids)
-    return [account_grade(account) for account in accounts]
+    chosen = list(accounts)
+    performance = accounts_performance(chosen)
+    return [account_grade(account, performance[account.pk]) for account in chosen]
 
 
 GRADE_COLUMNS = [
@@ -259,7 +217,7 @@ def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
         if value is None:
             return ""
         if isinstance(value, Decimal):
-            return format(value.normalize() if value else ZERO, "f")
+            return plain(value if value else ZERO)
         if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
             return "'" + value  # a spreadsheet must not run a student's name as a formula
         return value

@@ -118,6 +118,11 @@ def position_valuation(
     )
 
 
+def return_pct(*, equity: Decimal, funded: Decimal) -> Decimal | None:
+    """Gain over the money paid in, in percent; None while nothing has been paid in."""
+    return money((equity - funded) / funded * 100) if funded > 0 else None
+
+
 @dataclass
 class AccountOverview:
     """A trading account's money at the current marks."""
@@ -174,6 +179,6 @@ def account_overview(account: TradingAccount) -> AccountOverview:
         realized_pnl=totals["realized"] or ZERO,
         fees_paid=totals["fees"] or ZERO,
         funded=funded,
-        return_pct=money((equity - funded) / funded * 100) if funded > 0 else None,
+        return_pct=return_pct(equity=equity, funded=funded),
         open_positions=valued,
     )

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, Max, Min, Prefetch, Q, QuerySet, Sum
+from django.db.models import Max, Min, Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.models import Classroom, LedgerEntry, TradingAccount, User
-from accounts.money import ZERO, money
+from accounts.models import LedgerEntry, TradingAccount, User
+from accounts.money import ZERO, money, plain
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
 from positions.models import Instrument, MarginTier, Order, Position
 from positions.selectors import (
-    FUNDING_KINDS,
     Valuation,
     accounts_for_user,
     orders_for_user,
-    position_valuation,
     positions_for_user,
     with_valuation_data,
 )
-from web import lesson, ranking
+from web import lesson
 
 
 def account_for_user(user: User, account_id: int) -> TradingAccount:
@@ -115,14 +112,6 @@ class TimelineEvent:
     amount: Decimal | None = None
 
 
-def _plain(value: Decimal | None) -> str:
-    """A stored number without trailing zeros and never in exponent notation."""
-    if value is None:
-        return "—"
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
 def position_window(position: Position) -> tuple[datetime, datetime]:
     end = position.closed_at or timezone.now()
     return position.opened_at, end
@@ -157,8 +146,8 @@ def position_timeline(
             continue  # told with the liquidation's own numbers below
         if tx.kind == tx.Kind.OPEN:
             detail = (
-                f"{position.get_side_display()} {_plain(position.opened_quantity)} "
-                f"{position.instrument.symbol} at {_plain(position.entry_price)}, "
+                f"{position.get_side_display()} {plain(position.opened_quantity)} "
+                f"{position.instrument.symbol} at {plain(position.entry_price)}, "
                 f"{position.leverage}x; collateral"
             )
         elif tx.kind in (tx.Kind.ADD_MARGIN, tx.Kind.REMOVE_MARGIN):
@@ -174,7 +163,7 @@ def position_timeline(
                 call.created_at,
                 "margin_call",
                 "Margin call",
-                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {_plain(call.mark_price)}"
+                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {plain(call.mark_price)}"
                 f" — {call.get_outcome_display().lower()}",
             )
         )
@@ -184,10 +173,10 @@ def position_timeline(
                 liquidation.created_at,
                 "liquidation",
                 "Liquidated",
-                f"Closed {_plain(liquidation.quantity)} at mark {_plain(liquidation.mark_price)}; "
-                f"collateral lost {_plain(liquidation.collateral_lost)}, liquidation fee "
-                f"{_plain(liquidation.liquidation_fee)}, returned to you "
-                f"{_plain(liquidation.returned_to_trader)}; free balance untouched",
+                f"Closed {plain(liquidation.quantity)} at mark {plain(liquidation.mark_price)}; "
+                f"collateral lost {plain(liquidation.collateral_lost)}, liquidation fee "
+                f"{plain(liquidation.liquidation_fee)}, returned to you "
+                f"{plain(liquidation.returned_to_trader)}; free balance untouched",
                 -liquidation.collateral_lost,
             )
         )
@@ -197,8 +186,8 @@ def position_timeline(
                 position.closed_at,
                 "closed",
                 "Closed",
-                f"Exit at {_plain(position.exit_price)}; realised PnL "
-                f"{_plain(position.realized_pnl)}",
+                f"Exit at {plain(position.exit_price) if position.exit_price is not None else '—'}; realised PnL "
+                f"{plain(position.realized_pnl)}",
                 position.realized_pnl,
             )
         )
@@ -299,84 +288,3 @@ def lesson_at_mark(
         worst_price=valuation.mark_price,
         tiers=tiers,
     )
-
-
-# --- leaderboard --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LeaderboardRow:
-    account: TradingAccount
-    equity: Decimal
-    return_pct: Decimal | None
-    max_drawdown_pct: Decimal
-    liquidations: int
-    score: Decimal
-
-
-def leaderboard(classroom: Classroom) -> list[LeaderboardRow]:
-    """Every student account of a classroom ranked, in a constant number of queries.
-
-    The drawdown is taken on the equity path the ledger records (free balance plus
-    collateral after each movement) ended by today's equity at the marks.
-    """
-    accounts = list(TradingAccount.objects.filter(classroom_id=classroom.pk).select_related("user"))
-    value_by_account: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for position in with_valuation_data(
-        Position.objects.filter(account__classroom_id=classroom.pk, status=Position.Status.OPEN)
-    ):
-        value_by_account[position.account_id] += position_valuation(position).value
-    funded = dict(
-        LedgerEntry.objects.filter(
-            classroom_id=classroom.pk,
-            pocket=LedgerEntry.Pocket.ACCOUNT,
-            transaction__kind__in=FUNDING_KINDS,
-        )
-        .values_list("account_id")
-        .annotate(s=Sum("amount"))
-        .values_list("account_id", "s")
-    )
-    liquidations = dict(
-        Position.objects.filter(account__classroom_id=classroom.pk)
-        .values_list("account_id")
-        .annotate(n=Count("id", filter=Q(status=Position.Status.LIQUIDATED)))
-        .values_list("account_id", "n")
-    )
-    # One point per ledger transaction (its legs summed), so moving money from the free
-    # balance into collateral never shows up as a dip.
-    paths: dict[int, list[Decimal]] = defaultdict(list)
-    running: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for account_id, amount in (
-        LedgerEntry.objects.filter(
-            classroom_id=classroom.pk,
-            account_id__isnull=False,
-            pocket__in=[LedgerEntry.Pocket.ACCOUNT, LedgerEntry.Pocket.COLLATERAL],
-        )
-        .values_list("account_id", "transaction_id")
-        .annotate(s=Sum("amount"))
-        .order_by("transaction_id")
-        .values_list("account_id", "s")
-    ):
-        running[account_id] += amount
-        paths[account_id].append(running[account_id])
-    risk_adjusted = classroom.ranking == Classroom.Ranking.RISK_ADJUSTED
-    rows = []
-    for account in accounts:
-        equity = money(account.balance + value_by_account[account.pk])
-        paid_in = funded.get(account.pk) or ZERO
-        ret = money((equity - paid_in) / paid_in * 100) if paid_in > 0 else None
-        drawdown = ranking.max_drawdown_pct([*paths[account.pk], equity])
-        rows.append(
-            LeaderboardRow(
-                account=account,
-                equity=equity,
-                return_pct=ret,
-                max_drawdown_pct=drawdown,
-                liquidations=liquidations.get(account.pk, 0),
-                score=ranking.ranking_score(
-                    return_pct=ret, drawdown_pct=drawdown, risk_adjusted=risk_adjusted
-                ),
-            )
-        )
-    rows.sort(key=lambda r: (-r.score, -r.equity, r.account.pk))
-    return rows

@@ -22,6 +22,7 @@ from accounts.errors import DomainError
 from accounts.models import TradingAccount
 from accounts.money import ZERO
 from accounts.services import classroom_join
+from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
 from positions.models import Instrument, Order, Position
@@ -610,6 +611,6 @@ def leaderboard(request: HttpRequest, account_id: int) -> HttpResponse:
             "account": account,
             "classroom": account.classroom,
             "currency": account.classroom.currency,
-            "rows": selectors.leaderboard(account.classroom),
+            "rows": performance.leaderboard(account.classroom),
         },
     )

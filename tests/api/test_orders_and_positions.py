@@ -5,10 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import LedgerTransaction, TradingAccount
+from accounts.services import account_adjust
 from positions.models import Order, Position
-from tests.api.conftest import order_body
+from positions.services import position_open
+from tests.api.conftest import client_for, new_key, order_body
+from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
 
 pytestmark = pytest.mark.django_db
@@ -226,6 +231,30 @@ def test_leaderboard_ranks_the_callers_classroom_by_return(api, account, other_a
     assert [r["username"] for r in board["results"]] == ["bob", "alice"]
     assert board["results"][1]["is_you"] is True
     assert Decimal(board["results"][1]["return_pct"]) < 0
+
+
+def test_leaderboard_queries_do_not_grow_with_students_or_trades(db):
+    counts = {}
+    for n in (2, 12):
+        classroom = make_classroom(name=f"Board {n}")
+        btc = make_instrument(classroom)
+        students = [make_student(classroom, username=f"board{n}-{i}") for i in range(n)]
+        for student in students:
+            account_adjust(account_id=student.pk, amount=Decimal(-100), reason="Fine")
+            for _ in range(n // 2):
+                position_open(
+                    account_id=student.pk,
+                    instrument_id=btc.pk,
+                    side="long",
+                    quantity="0.01",
+                    leverage=10,
+                )
+        client = client_for(new_key(students[0], "read"))
+        with CaptureQueriesContext(connection) as queries:
+            board = client.get(f"/api/v1/classrooms/{classroom.pk}/leaderboard").json()
+        assert len(board["results"]) == n
+        counts[n] = len(queries)
+    assert counts[12] <= counts[2] <= 15
 
 
 def test_liquidations_and_margin_calls_list_only_the_callers(api, account, other_account, btc):

@@ -5,10 +5,10 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from liquidation.performance import max_drawdown, ranking_score
 from positions.margin import tiers_from_table
 from tests.factories import BTC_BRACKETS
 from web.lesson import collateral_to_survive, isolation_lesson, survives
-from web.ranking import max_drawdown_pct, ranking_score
 
 TIERS = tiers_from_table(BTC_BRACKETS)
 D = Decimal
@@ -121,9 +121,10 @@ def test_the_smallest_surviving_collateral_survives_and_one_step_less_does_not(
 
 
 def test_max_drawdown_is_the_largest_fall_from_a_running_peak():
-    assert max_drawdown_pct([D(100), D(120), D(60), D(130), D(97.5)]) == D(50)
-    assert max_drawdown_pct([D(100), D(110), D(120)]) == D(0)
-    assert max_drawdown_pct([]) == D(0)
+    assert max_drawdown([D(100), D(120), D(60), D(130), D(97.5)]).pct == D(50)
+    assert max_drawdown([D(100), D(120), D(60), D(130), D(97.5)]).amount == D(60)
+    assert max_drawdown([D(100), D(110), D(120)]).pct == D(0)
+    assert max_drawdown([]).amount == D(0)
 
 
 def test_risk_adjusted_score_divides_return_by_drawdown_but_never_by_less_than_one_percent():

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import LedgerTransaction, TradingAccount, User
+from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent
 from positions.models import Order, Position
 from positions.services import order_place
@@ -356,6 +357,38 @@ def test_dashboard_and_position_list_queries_do_not_grow_with_positions(
     with django_assert_max_num_queries(len(few)):
         response = client.get(reverse(page, args=[accounts[20].pk]))
     assert response.content.decode().count('href="/positions/') >= 20
+
+
+def test_leaderboard_queries_do_not_grow_with_students_or_trades(
+    client, django_assert_max_num_queries
+):
+    seen = {}
+    for n in (2, 12):
+        classroom = make_classroom(name=f"Board {n}")
+        btc = make_instrument(classroom)
+        students = [make_student(classroom, username=f"board{n}-{i}") for i in range(n)]
+        for student in students:
+            account_adjust(account_id=student.pk, amount=Decimal(100), reason="Bonus")
+            for _ in range(n // 2):
+                order_place(
+                    account_id=student.pk,
+                    instrument_id=btc.pk,
+                    side="long",
+                    quantity="0.01",
+                    leverage=10,
+                )
+        seen[n] = students[0]
+
+    client.force_login(seen[2].user)
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(reverse("leaderboard", args=[seen[2].pk]))
+    assert response.content.decode().count("<td>board2-") == 2
+    assert len(few) <= 15
+
+    client.force_login(seen[12].user)
+    with django_assert_max_num_queries(len(few)):
+        response = client.get(reverse("leaderboard", args=[seen[12].pk]))
+    assert response.content.decode().count("<td>board12-") == 12
 
 
 def test_a_losing_open_position_gets_its_lesson_on_the_dashboard(

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from accounts.money import plain
 from liquidation.engine import active_instrument_ids, tick_seconds
 from liquidation.models import EngineHeartbeat, Scenario
 from positions.models import Instrument
@@ -52,9 +53,7 @@ class Command(BaseCommand):
                 notes.append(f"scenario #{scenario.pk} {scenario.kind}")
             if beat is not None and beat.errors:
                 notes.append(beat.errors.splitlines()[0][:60])
-            mark = (
-                "-" if instrument.mark_price is None else f"{instrument.mark_price.normalize():f}"
-            )
+            mark = "-" if instrument.mark_price is None else plain(instrument.mark_price)
             self.stdout.write(
                 f"{instrument.pk:>5} {instrument.classroom.name[:20]:<20} {instrument.symbol:<10} "
                 f"{kind:<10} {mark:>16} {lag:>9} {took:>10} {beat.liquidated if beat else 0:>5} {'; '.join(notes)}"
