@@ -7,11 +7,10 @@ rows (dicts). Known keys, all optional but ``benchmark``:
 - ``size``: the size it was measured at (e.g. open positions);
 - ``value`` and ``unit``: the measurement (e.g. ``12.3``, ``"ms"``);
 - ``goal``: the target as text (e.g. ``"< 50 ms"``) and ``ok``: whether it was met;
-- ``note``: anything else worth a word.
+- ``note``: anything else worth a word;
+- ``errors``: failed requests or operations; any non-zero count fails the run.
 
-``run()`` may instead return one dict of named numbers (``{"orders_rps": 812.0, ...}``):
-each becomes a row, and a non-zero ``"errors"`` entry marks the run as failed. A module
-may also be run alone (``python -m bench.api``).
+A module may also be run alone (``python -m bench.api``).
 
 ``python -m bench`` prints one table; the ratio column compares each row's value with the
 first row of its series (so a flat series reads about 1.0x). The benchmarks run against a

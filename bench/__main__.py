@@ -50,21 +50,10 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def as_rows(name: str, result: Any) -> tuple[list[dict[str, Any]], bool]:
-    """A module's result as table rows: a list of row dicts, or one dict of named metrics.
-
-    A dict of metrics (``{"orders_rps": 812.0, ..., "errors": 0.0}``) becomes one row per
-    metric; a non-zero ``errors`` metric marks the module as failed.
-    """
-    if isinstance(result, dict):
-        rows = [
-            {"benchmark": f"{name}: {key}", "value": value}
-            for key, value in result.items()
-            if isinstance(value, int | float)
-        ]
-        return rows, bool(result.get("errors"))
-    # A missed goal shows as "NO" in the table; only errors fail the run.
-    return [row for row in (result or []) if isinstance(row, dict)], False
+def as_rows(result: Any) -> tuple[list[dict[str, Any]], bool]:
+    """A module's rows, and whether any of them counted errors (a missed goal is not one)."""
+    rows = [row for row in (result or []) if isinstance(row, dict)]
+    return rows, any(row.get("errors") for row in rows)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -116,7 +105,7 @@ def main(argv: list[str]) -> int:
                 failed = True
                 rows.append({"benchmark": name, "note": f"failed: {exc!r}", "ok": False})
                 continue
-            module_rows, module_failed = as_rows(name, result)
+            module_rows, module_failed = as_rows(result)
             rows += module_rows
             failed = failed or module_failed
             print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
