@@ -50,7 +50,7 @@ from liquidation.services import replay_upload, scenario_start, scenario_stop
 from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
 from positions.models import Instrument
-from positions.selectors import account_overview
+from positions.selectors import account_equities
 
 related_only = admin.RelatedOnlyFieldListFilter
 
@@ -166,19 +166,21 @@ class RosterInline(ScopedInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return (
-            super().get_queryset(request).select_related("user").order_by("role", "user__username")
+            super()
+            .get_queryset(request)
+            .select_related("user", "classroom")
+            .order_by("role", "user__username")
         )
 
     def _account(self, membership: Membership) -> TradingAccount | None:
-        # Inline instances live for one request: read each member's account once.
-        cache: dict[int, TradingAccount | None] = self.__dict__.setdefault("_accounts", {})
-        if membership.pk not in cache:
-            cache[membership.pk] = (
-                TradingAccount.objects.select_related("classroom")
-                .filter(user_id=membership.user_id, classroom_id=membership.classroom_id)
-                .first()
-            )
-        return cache[membership.pk]
+        # Inline instances live for one request and show one classroom: read its accounts,
+        # valued at the marks, once for the whole roster.
+        cache: dict[int, TradingAccount] | None = self.__dict__.get("_accounts")
+        if cache is None:
+            accounts = list(TradingAccount.objects.filter(classroom_id=membership.classroom_id))
+            self.__dict__["_equities"] = account_equities(accounts)
+            cache = self.__dict__["_accounts"] = {a.user_id: a for a in accounts}
+        return cache.get(membership.user_id)
 
     @admin.display(description="free balance")
     def balance(self, membership: Membership) -> Any:
@@ -188,7 +190,7 @@ class RosterInline(ScopedInline):
     @admin.display(description="equity")
     def equity(self, membership: Membership) -> Any:
         account = self._account(membership)
-        return "-" if account is None else account_overview(account).equity
+        return "-" if account is None else self.__dict__["_equities"][account.pk]
 
     @admin.display(description="frozen", boolean=True)
     def trading_frozen(self, membership: Membership) -> bool | None:
@@ -431,9 +433,18 @@ class TradingAccountAdmin(InstructorActionsMixin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the ledger refers to them
 
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # Value the page's accounts together, not one account (and its positions) per row.
+        changelist = super().get_changelist_instance(request)
+        equities = account_equities(list(changelist.result_list))
+        for account in changelist.result_list:
+            setattr(account, "current_equity", equities[account.pk])  # noqa: B010
+        return changelist
+
     @admin.display(description="equity")
     def equity(self, account: TradingAccount) -> Decimal:
-        return account_overview(account).equity
+        cached = getattr(account, "current_equity", None)
+        return cached if cached is not None else account_equities([account])[account.pk]
 
     @admin.action(description="Grant or deduct paper money", permissions=["change"])
     def grant_or_deduct(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:

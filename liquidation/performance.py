@@ -24,12 +24,10 @@ from django.db.models import Count, Sum
 from accounts.models import Classroom, LedgerEntry, TradingAccount
 from accounts.money import ZERO, money
 from liquidation.models import LiquidationEvent
-from positions.models import Position
 from positions.selectors import (
     FUNDING_KINDS,
-    position_valuation,
+    account_equities,
     return_pct,
-    with_valuation_data,
 )
 
 # Risk-adjusted ranking divides the return by the drawdown, but never by less than 1%:
@@ -94,11 +92,7 @@ def accounts_performance(accounts: Sequence[TradingAccount]) -> dict[int, Perfor
     ids = [a.pk for a in accounts]
     if not ids:
         return {}
-    value: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    for position in with_valuation_data(
-        Position.objects.filter(account_id__in=ids, status=Position.Status.OPEN)
-    ):
-        value[position.account_id] += position_valuation(position).value
+    equities = account_equities(accounts)
     funded: dict[int, Decimal] = dict(
         LedgerEntry.objects.filter(
             account_id__in=ids,
@@ -132,7 +126,7 @@ def accounts_performance(accounts: Sequence[TradingAccount]) -> dict[int, Perfor
         flows[account_id].append(amount)
     result = {}
     for account in accounts:
-        equity = money(account.balance + value[account.pk])
+        equity = equities[account.pk]
         paid_in = funded.get(account.pk) or ZERO
         base = account.classroom.starting_balance
         curve = [base]

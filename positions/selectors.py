@@ -6,6 +6,7 @@ collateral and the instrument's current mark whenever they are read.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,6 +122,21 @@ def position_valuation(
 def return_pct(*, equity: Decimal, funded: Decimal) -> Decimal | None:
     """Gain over the money paid in, in percent; None while nothing has been paid in."""
     return money((equity - funded) / funded * 100) if funded > 0 else None
+
+
+def account_equities(accounts: Sequence[TradingAccount]) -> dict[int, Decimal]:
+    """Each account's equity at the current marks, by id, in a constant number of queries.
+
+    Equity is the free balance plus every open position's margin balance floored at zero:
+    under isolated margin a position can never take more than its collateral.
+    """
+    value: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    positions = Position.objects.filter(
+        account_id__in=[a.pk for a in accounts], status=Position.Status.OPEN
+    )
+    for position in with_valuation_data(positions):
+        value[position.account_id] += position_valuation(position).value
+    return {a.pk: money(a.balance + value[a.pk]) for a in accounts}
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""The accounts list and the classroom roster value every account in a constant number of queries."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from accounts.models import TradingAccount
+from positions.selectors import account_overview
+from positions.services import position_open
+from tests.factories import UserFactory, make_classroom, make_instrument, make_student
+
+
+def _class_with_students(count: int):
+    classroom = make_classroom(name=f"Class of {count}", max_leverage=50)
+    btc = make_instrument(classroom)
+    for _ in range(count):
+        account = make_student(classroom)
+        for leverage in (5, 10):
+            position_open(
+                account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01",
+                leverage=leverage,
+            )  # fmt: skip
+    return classroom, btc
+
+
+def _queries(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(queries), response
+
+
+@pytest.mark.django_db
+def test_the_accounts_list_and_roster_do_not_query_per_student(
+    client, django_assert_max_num_queries
+):
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
+    small, _ = _class_with_students(2)
+    large, btc = _class_with_students(12)
+    btc.mark_price = Decimal(59000)
+    btc.save(update_fields=["mark_price"])
+
+    accounts_url = reverse("admin:accounts_tradingaccount_changelist")
+    few, _ = _queries(client, f"{accounts_url}?classroom__id__exact={small.pk}")
+    many, response = _queries(client, f"{accounts_url}?classroom__id__exact={large.pk}")
+    # Six times the students, and not one query more (the first page also warms caches).
+    assert many <= few
+    # The equity column shows each account valued at the marks.
+    account = TradingAccount.objects.filter(classroom=large).first()
+    assert account is not None
+    equity = account_overview(account).equity
+    assert account.balance < equity < Decimal(10000)  # collateral counted, the loss taken
+    assert f'<td class="field-equity">{equity}</td>' in response.content.decode()
+
+    roster_small, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[small.pk]))
+    roster_large, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[large.pk]))
+    assert roster_large <= roster_small
