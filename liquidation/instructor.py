@@ -137,23 +137,50 @@ class Grade:
     margin_call_outcomes: dict[str, int] = field(default_factory=dict)
 
 
-def account_grade(account: TradingAccount, performance: Performance | None = None) -> Grade:
-    """One student's grade; ``performance`` when the caller computed it for many at once."""
+@dataclass
+class _Activity:
+    """What grading reads of one account's trading, besides its performance figures."""
+
+    positions: list[tuple[int, int, Decimal | None]] = field(default_factory=list)
+    protected_by_order: set[int] = field(default_factory=set)
+    calls: Counter[str] = field(default_factory=Counter)
+
+
+def _activities(account_ids: list[int]) -> dict[int, _Activity]:
+    """Positions, stop-loss orders and margin calls of many accounts: three queries in all."""
+    found: dict[int, _Activity] = {pk: _Activity() for pk in account_ids}
+    for account_id, pk, leverage, stop_loss in Position.objects.filter(
+        account_id__in=account_ids
+    ).values_list("account_id", "pk", "leverage", "stop_loss"):
+        found[account_id].positions.append((pk, leverage, stop_loss))
+    for account_id, position_id in Order.objects.filter(
+        position__account_id__in=account_ids, reduce_only=False, stop_loss__isnull=False
+    ).values_list("position__account_id", "position_id"):
+        found[account_id].protected_by_order.add(position_id)
+    for account_id, outcome in MarginCall.objects.filter(
+        position__account_id__in=account_ids
+    ).values_list("position__account_id", "outcome"):
+        found[account_id].calls[outcome] += 1
+    return found
+
+
+def account_grade(
+    account: TradingAccount,
+    performance: Performance | None = None,
+    activity: _Activity | None = None,
+) -> Grade:
+    """One student's grade; ``performance`` and ``activity`` when the caller read them for
+    many accounts at once."""
     if performance is None:
         performance = accounts_performance([account])[account.pk]
-    positions = list(
-        Position.objects.filter(account_id=account.pk).values_list("pk", "leverage", "stop_loss")
+    if activity is None:
+        activity = _activities([account.pk])[account.pk]
+    positions = activity.positions
+    with_stop = sum(
+        1 for pk, _, sl in positions if sl is not None or pk in activity.protected_by_order
     )
-    protected_by_order = set(
-        Order.objects.filter(
-            position__account_id=account.pk, reduce_only=False, stop_loss__isnull=False
-        ).values_list("position_id", flat=True)
-    )
-    with_stop = sum(1 for pk, _, sl in positions if sl is not None or pk in protected_by_order)
     leverages = [lev for _, lev, _ in positions]
-    calls = Counter(
-        MarginCall.objects.filter(position__account_id=account.pk).values_list("outcome", flat=True)
-    )
+    calls = activity.calls
     user = account.user
     return Grade(
         username=user.get_username(),
@@ -174,7 +201,10 @@ def account_grade(account: TradingAccount, performance: Performance | None = Non
 
 
 def classroom_grades(*, classroom_id: int, account_ids: list[int] | None = None) -> list[Grade]:
-    """One grade per student account of the classroom (or of the chosen accounts), by name."""
+    """One grade per student account of the classroom (or of the chosen accounts), by name.
+
+    The queries it runs do not grow with the class.
+    """
     accounts = (
         TradingAccount.objects.filter(
             classroom_id=classroom_id,
@@ -188,7 +218,10 @@ def classroom_grades(*, classroom_id: int, account_ids: list[int] | None = None)
         accounts = accounts.filter(pk__in=account_ids)
     chosen = list(accounts)
     performance = accounts_performance(chosen)
-    return [account_grade(account, performance[account.pk]) for account in chosen]
+    activity = _activities([account.pk for account in chosen])
+    return [
+        account_grade(account, performance[account.pk], activity[account.pk]) for account in chosen
+    ]
 
 
 GRADE_COLUMNS = [

@@ -1,4 +1,5 @@
-"""The accounts list and the classroom roster value every account in a constant number of queries."""
+"""The accounts list, the classroom roster and the grade export read every account in a constant
+number of queries."""
 
 from __future__ import annotations
 
@@ -60,3 +61,25 @@ def test_the_accounts_list_and_roster_do_not_query_per_student(
     roster_small, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[small.pk]))
     roster_large, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[large.pk]))
     assert roster_large <= roster_small
+
+
+@pytest.mark.django_db
+def test_the_grade_export_does_not_query_per_student(client):
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
+    small, _ = _class_with_students(2)
+    large, _ = _class_with_students(12)
+
+    def export(classroom):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(
+                reverse("admin:accounts_classroom_changelist"),
+                {"action": "export_grades", "_selected_action": [classroom.pk], "confirm": "yes"},
+            )
+        assert response.status_code == 200
+        rows = response.content.decode().strip().splitlines()
+        return len(queries), rows
+
+    few, rows_small = export(small)
+    many, rows_large = export(large)
+    assert len(rows_small) == 1 + 2 and len(rows_large) == 1 + 12  # a header, then one per student
+    assert many <= few
