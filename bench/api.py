@@ -18,6 +18,10 @@ on top of the fixed cost of an authenticated, throttled API call, not the cost o
 authentication itself. (An unauthenticated health check would be cheaper and would make
 every ratio look worse; one that skipped nothing but its body would make the goal
 meaningless.)
+
+Client, server and database share this machine's cores, so throughput follows the CPU a
+request costs all three. Each endpoint's line is followed by that cost per request, read
+from ``/proc``: the gunicorn workers, every PostgreSQL process, and the client threads.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ class Result:
     seconds: float
     latencies: list[float]
     errors: int
+    # CPU seconds spent while it ran: (web server workers, PostgreSQL, the client threads).
+    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def cpu_note(self) -> str:
+        if not self.requests or not any(self.cpu):
+            return ""
+        server, database, client = (1000 * part / self.requests for part in self.cpu)
+        return f"CPU per request: server {server:.1f} ms, PostgreSQL {database:.1f} ms, client {client:.1f} ms"
 
     @property
     def throughput(self) -> float:
@@ -74,7 +86,35 @@ def _combine(parts: list[Result]) -> Result:
         sum(p.seconds for p in parts),
         [latency for p in parts for latency in p.latencies],
         sum(p.errors for p in parts),
+        (
+            sum(p.cpu[0] for p in parts),
+            sum(p.cpu[1] for p in parts),
+            sum(p.cpu[2] for p in parts),
+        ),
     )
+
+
+def _process_cpu(match: Callable[[list[str]], bool]) -> float:
+    """User plus system CPU seconds of the processes on this machine that ``match`` picks
+    from their ``/proc/<pid>/stat`` fields (0 where /proc cannot be read)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = entry.read_text().rpartition(")")
+        except OSError:
+            continue  # the process ended while we looked
+        fields = [head.partition("(")[2], *rest.split()]
+        if match(fields):
+            total += (int(fields[12]) + int(fields[13])) / tick
+    return total
+
+
+def _cpu_now(server_pid: int) -> tuple[float, float, float]:
+    """(gunicorn's workers, PostgreSQL's processes, this process) in CPU seconds so far."""
+    workers = _process_cpu(lambda f: f[2] == str(server_pid))  # children of the arbiter
+    database = _process_cpu(lambda f: f[0] == "postgres")
+    return workers, database, time.process_time()
 
 
 def _free_port() -> int:
@@ -115,7 +155,12 @@ def _seed() -> list[dict]:
 
 
 def _drive(
-    name: str, url: str, students: list[dict], call: Callable[..., object], total: int
+    name: str,
+    url: str,
+    students: list[dict],
+    call: Callable[..., object],
+    total: int,
+    server_pid: int,
 ) -> Result:
     import requests
 
@@ -149,11 +194,13 @@ def _drive(
     for thread in threads:
         thread.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _cpu_now(server_pid)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    return Result(name, len(latencies), elapsed, latencies, errors[0])
+    after = _cpu_now(server_pid)
+    cpu = (after[0] - cpu_before[0], after[1] - cpu_before[1], after[2] - cpu_before[2])
+    return Result(name, len(latencies), elapsed, latencies, errors[0], cpu)
 
 
 def _health(session, url, student):  # type: ignore[no-untyped-def]
@@ -233,12 +280,15 @@ def run() -> list[dict[str, Any]]:
         rounds: dict[str, list[Result]] = {"health": [], "listing": [], "placing": []}
         for _ in range(ROUNDS):
             share = max(len(students), REQUESTS // ROUNDS)
-            rounds["health"].append(_drive("GET /api/v1/health", url, students, _health, share))
+            pid = server.pid
+            rounds["health"].append(
+                _drive("GET /api/v1/health", url, students, _health, share, pid)
+            )
             rounds["listing"].append(
-                _drive("GET /api/v1/positions/", url, students, _list_positions, share)
+                _drive("GET /api/v1/positions/", url, students, _list_positions, share, pid)
             )
             rounds["placing"].append(
-                _drive("POST /api/v1/orders/", url, students, _place_order, share)
+                _drive("POST /api/v1/orders/", url, students, _place_order, share, pid)
             )
         health, listing, placing = (_combine(rounds[k]) for k in ("health", "listing", "placing"))
     finally:
@@ -250,6 +300,8 @@ def run() -> list[dict[str, Any]]:
           f"{OPEN_POSITIONS} open positions per student")  # fmt: skip
     for result in (health, listing, placing):
         print(result.line(None if result is health else health))
+        if result.cpu_note():
+            print(f"    {result.cpu_note()}")
     ratio = placing.throughput / health.throughput
     verdict = "meets" if ratio >= 0.5 else "misses"
     print(f"order placement / health throughput: {ratio:.2f} ({verdict} the goal of 0.5)")
@@ -262,7 +314,8 @@ def run() -> list[dict[str, Any]]:
             "size": result.name,
             "value": result.throughput,
             "unit": "req/s",
-            "note": f"p50 {result.percentile(0.5):.1f} ms, p99 {result.percentile(0.99):.1f} ms",
+            "note": f"p50 {result.percentile(0.5):.1f} ms, p99 {result.percentile(0.99):.1f} ms"
+            + (f"; {result.cpu_note()}" if result.cpu_note() else ""),
             "errors": result.errors,
         }
         if label == "orders":

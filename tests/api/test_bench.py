@@ -21,3 +21,5 @@ def test_api_benchmark_runs_and_prints_the_ratio():
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "POST /api/v1/orders/" in result.stdout
     assert "order placement / health throughput:" in result.stdout
+    # Each endpoint's CPU cost per request, split between server, database and client.
+    assert result.stdout.count("CPU per request: server ") == 3
