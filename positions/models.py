@@ -104,7 +104,10 @@ class Position(models.Model):
         CLOSED = "closed", "Closed"
         LIQUIDATED = "liquidated", "Liquidated"
 
-    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="positions")
+    # No index of its own: pos_account_status (account, status) serves every lookup by account.
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.PROTECT, related_name="positions", db_index=False
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     side = models.CharField(max_length=5, choices=Side.choices)
     quantity = models.DecimalField(**QUANTITY_DIGITS, help_text="Quantity still open.")
