@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,6 +37,9 @@ def browser(monkeypatch) -> Iterator[object]:
             yield chromium
         finally:
             chromium.close()
+            # ORM calls made while Playwright's loop ran got connections of their own
+            # context, which the test database's teardown cannot see: close them here.
+            connections.close_all()
 
 
 @pytest.fixture
