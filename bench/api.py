@@ -30,6 +30,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -252,6 +253,9 @@ def run() -> list[dict[str, Any]]:
     original = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     server = None
+    # The API serves no static files; an empty STATIC_ROOT spares WhiteNoise's warning that
+    # nothing was collected.
+    static_root = tempfile.TemporaryDirectory(prefix="ringfence-bench-static-")
     try:
         students = _seed()
         with connection.cursor() as cursor:
@@ -269,6 +273,7 @@ def run() -> list[dict[str, Any]]:
             SECURE_HSTS_SECONDS="0",
             API_THROTTLE_RATE="10000000/min",
             LOG_LEVEL="WARNING",
+            STATIC_ROOT=static_root.name,
         )
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
@@ -295,6 +300,7 @@ def run() -> list[dict[str, Any]]:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        static_root.cleanup()
         connection.creation.destroy_test_db(original, verbosity=0)
     print(f"REST API benchmark: {CLIENTS} clients, gunicorn with {WORKERS} workers, "
           f"{OPEN_POSITIONS} open positions per student")  # fmt: skip

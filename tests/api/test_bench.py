@@ -23,3 +23,4 @@ def test_api_benchmark_runs_and_prints_the_ratio():
     assert "order placement / health throughput:" in result.stdout
     # Each endpoint's CPU cost per request, split between server, database and client.
     assert result.stdout.count("CPU per request: server ") == 3
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
