@@ -164,17 +164,8 @@ def _activities(account_ids: list[int]) -> dict[int, _Activity]:
     return found
 
 
-def account_grade(
-    account: TradingAccount,
-    performance: Performance | None = None,
-    activity: _Activity | None = None,
-) -> Grade:
-    """One student's grade; ``performance`` and ``activity`` when the caller read them for
-    many accounts at once."""
-    if performance is None:
-        performance = accounts_performance([account])[account.pk]
-    if activity is None:
-        activity = _activities([account.pk])[account.pk]
+def account_grade(account: TradingAccount, performance: Performance, activity: _Activity) -> Grade:
+    """One student's grade, from figures read for the whole class at once."""
     positions = activity.positions
     with_stop = sum(
         1 for pk, _, sl in positions if sl is not None or pk in activity.protected_by_order
