@@ -211,7 +211,11 @@ class Order(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         REJECTED = "rejected", "Rejected"
 
-    account = models.ForeignKey(TradingAccount, on_delete=models.PROTECT, related_name="orders")
+    # No index of its own: order_account_status (account, status) serves every lookup by
+    # account, as pos_account_status does for positions.
+    account = models.ForeignKey(
+        TradingAccount, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
     position = models.ForeignKey(
         Position,
