@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -23,4 +24,10 @@ def test_api_benchmark_runs_and_prints_the_ratio():
     assert "order placement / health throughput:" in result.stdout
     # Each endpoint's CPU cost per request, split between server, database and client.
     assert result.stdout.count("CPU per request: server ") == 3
+    # The ceiling the database and client leave, as a ratio like the others.
+    bound = re.search(
+        r"PostgreSQL and the client alone would allow at most (\d+\.\d\d)\n", result.stdout
+    )
+    assert bound is not None, result.stdout
+    assert 0 < float(bound.group(1)) <= 1, result.stdout
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
