@@ -7,8 +7,13 @@ a longer local search. Used as decorators so other suites keep their own profile
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+Test = TypeVar("Test", bound=Callable[..., object])
 
 settings.register_profile(
     "core",
@@ -36,3 +41,9 @@ STATEFUL = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 """Settings for the database-backed state machine (each step hits PostgreSQL)."""
+
+
+def searching(test: Test) -> Test:
+    """A database-backed search: a longer profile runs it for many minutes, past the suite's
+    pytest-timeout limit, so under any profile but ``core`` the limit is lifted."""
+    return test if PROFILE == "core" else pytest.mark.timeout(0)(test)

@@ -35,7 +35,7 @@ from positions.services import (
     removable_margin,
     stored_prices,
 )
-from tests.core.profiles import STATEFUL
+from tests.core.profiles import STATEFUL, searching
 from tests.factories import UserFactory, make_classroom, make_instrument
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
@@ -237,6 +237,7 @@ class TradingMachine(RuleBasedStateMachine):
             )
 
 
+@searching
 @pytest.mark.django_db
 def test_random_trading_keeps_the_ledger_exact():
     run_state_machine_as_test(TradingMachine, settings=STATEFUL)
