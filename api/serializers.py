@@ -13,9 +13,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from accounts.models import LedgerTransaction
 from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
 from api.models import ApiKey
-from positions.models import Order, Side
+from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
@@ -255,6 +256,51 @@ class PositionSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)
     closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class FillSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    order = serializers.IntegerField(
+        source="order_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The order it executed; null for a liquidation or auto-deleveraging.",
+    )
+    position = serializers.IntegerField(source="position_id", read_only=True)
+    symbol = serializers.CharField(source="position.instrument.symbol", read_only=True)
+    side = serializers.ChoiceField(
+        choices=Side.values,
+        source="position.side",
+        read_only=True,
+        help_text="The position's side (a close of a long sells).",
+    )
+    kind = serializers.ChoiceField(choices=Fill.Kind.values, read_only=True)
+    quantity = quantity_out()
+    price = price_out()
+    fee = money_out()
+    realized_pnl = money_out(help_text="PnL this fill realised, before its fee.")
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class StatementEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    account = serializers.IntegerField(source="account_id", read_only=True)
+    transaction = serializers.IntegerField(source="transaction_id", read_only=True)
+    kind = serializers.ChoiceField(
+        choices=LedgerTransaction.Kind.values, source="transaction.kind", read_only=True
+    )
+    memo = serializers.CharField(source="transaction.memo", read_only=True)
+    position = serializers.IntegerField(
+        source="transaction.position_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The position the transaction opened, closed or changed, if any.",
+    )
+    amount = money_out(
+        help_text="Signed: positive credits the free balance, negative debits it. An account's "
+        "amounts add up to its balance."
+    )
+    created_at = serializers.DateTimeField(source="transaction.created_at", read_only=True)
 
 
 class LiquidationSerializer(serializers.Serializer):

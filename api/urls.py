@@ -24,6 +24,8 @@ v1 = [
     path("positions/<int:pk>/close", views.PositionCloseView.as_view(), name="position-close"),
     path("positions/<int:pk>/margin", views.PositionMarginView.as_view(), name="position-margin"),
     path("positions/<int:pk>/tpsl", views.PositionTpslView.as_view(), name="position-tpsl"),
+    path("fills/", views.FillListView.as_view(), name="fill-list"),
+    path("statement/", views.StatementView.as_view(), name="statement"),
     path("liquidations/", views.LiquidationListView.as_view(), name="liquidation-list"),
     path("margin-calls/", views.MarginCallListView.as_view(), name="margin-call-list"),
     path(

@@ -551,6 +551,57 @@ def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRes
     )
 
 
+# --- fills and the account statement -----------------------------------------------------------
+
+POSITION_PARAM = OpenApiParameter(
+    "position", OpenApiTypes.INT, description="Only this position of yours."
+)
+
+
+class FillListView(ApiView):
+    """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
+    at its price, with its fee and the PnL it realised."""
+
+    serializer_class = s.FillSerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[ACCOUNT_PARAM, POSITION_PARAM],
+        responses={200: s.FillSerializer(many=True), **READ_ERRORS},
+        tags=["positions"],
+    )
+    def get(self, request: Request) -> Response:
+        fills = self.filter_account(selectors.fills_for_user(self.user), "position__account_id")
+        raw = request.query_params.get("position")
+        if raw not in (None, ""):
+            position_id = _id(raw, field="position", what="position")
+            if not selectors.positions_for_user(self.user).filter(pk=position_id).exists():
+                raise errors.NotFound("No such position.", field="position")
+            fills = fills.filter(position_id=position_id)
+        page = self.paginate_queryset(fills)
+        return self.get_paginated_response(s.FillSerializer(page, many=True).data)
+
+
+class StatementView(ApiView):
+    """Every movement of your free balances, newest first, such as the starting deposit and
+    grants, margin and fee paid to open, what a close returns, margin added and removed. Each
+    entry is one leg of a balanced ledger transaction; an account's amounts add up to its free
+    balance."""
+
+    serializer_class = s.StatementEntrySerializer
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        parameters=[ACCOUNT_PARAM],
+        responses={200: s.StatementEntrySerializer(many=True), **READ_ERRORS},
+        tags=["accounts"],
+    )
+    def get(self, request: Request) -> Response:
+        entries = self.filter_account(selectors.statement_for_user(self.user))
+        page = self.paginate_queryset(entries)
+        return self.get_paginated_response(s.StatementEntrySerializer(page, many=True).data)
+
+
 # --- liquidations, margin calls, leaderboard --------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from django.db.models import Prefetch, QuerySet, Sum
 from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position
+from positions.models import Fill, Instrument, MarginTier, Order, Position
 
 WARNING_RATIO = Decimal("0.8")
 FUNDING_KINDS = (
@@ -40,6 +40,19 @@ def positions_for_user(user: User) -> QuerySet[Position]:
 
 def orders_for_user(user: User) -> QuerySet[Order]:
     return Order.objects.filter(account__user_id=user.pk).select_related("instrument", "position")
+
+
+def fills_for_user(user: User) -> QuerySet[Fill]:
+    return Fill.objects.filter(position__account__user_id=user.pk).select_related(
+        "position__instrument"
+    )
+
+
+def statement_for_user(user: User) -> QuerySet[LedgerEntry]:
+    """The ledger entries that moved the user's free balances (each account's own pocket)."""
+    return LedgerEntry.objects.filter(
+        account__user_id=user.pk, pocket=LedgerEntry.Pocket.ACCOUNT
+    ).select_related("transaction")
 
 
 def instruments_for_user(user: User) -> QuerySet[Instrument]:

@@ -25,6 +25,8 @@ pytestmark = pytest.mark.django_db
 WRITE_METHODS = {"post", "put", "patch", "delete"}
 PUBLIC = {"health"}  # answers anyone, says nothing about anybody
 SECRET_MARK = "alice-secret-order"
+# The quantity of Alice's liquidated short: it shows in her fills, statement and liquidations.
+SECRET_QUANTITY = "0.017"
 
 
 def endpoints() -> list[tuple[str, str, URLPattern]]:
@@ -57,7 +59,11 @@ def victim(account, btc):
         client_order_id=SECRET_MARK,
     )
     gone = position_open(
-        account_id=account.pk, instrument_id=btc.pk, side="short", quantity="0.01", leverage=5
+        account_id=account.pk,
+        instrument_id=btc.pk,
+        side="short",
+        quantity=SECRET_QUANTITY,
+        leverage=5,
     )
     LiquidationEvent.objects.create(
         position=gone,
@@ -96,6 +102,8 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "position-close": ({"pk": position.pk}, {"quantity": "0.005"}),
         "position-margin": ({"pk": position.pk}, {"amount": "5"}),
         "position-tpsl": ({"pk": position.pk}, {"take_profit": "70000", "stop_loss": "55000"}),
+        "fill-list": ({}, {}),
+        "statement": ({}, {}),
         "liquidation-list": ({}, {}),
         "margin-call-list": ({}, {}),
         "classroom-leaderboard": ({"pk": account.classroom_id}, {}),
@@ -129,7 +137,7 @@ def snapshot() -> tuple[object, ...]:
 
 def victim_markers(victim) -> list[str]:
     """Strings that appear only in the owner's data."""
-    return ["alice", SECRET_MARK, "71234.5", "54321.5", "Trading 101"]
+    return ["alice", SECRET_MARK, SECRET_QUANTITY, "71234.5", "54321.5", "Trading 101"]
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""Fills and the account statement: a bot reads its own executions and every movement of its
+free balance, newest first, and they agree with the positions and balances they explain."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from accounts.services import account_adjust
+from positions.models import Fill, Position
+from positions.services import position_add_margin, position_close, position_open
+from tests.api.conftest import client_for, new_key
+from tests.factories import make_classroom, make_instrument, make_student
+
+pytestmark = pytest.mark.django_db
+
+FILLS = "/api/v1/fills/"
+STATEMENT = "/api/v1/statement/"
+
+
+def every_page(api, url: str, **params) -> list[dict]:
+    """Follow the cursor to the end, a small page at a time."""
+    results: list[dict] = []
+    response = api.get(url, {"limit": 2, **params})
+    while True:
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        results += body["results"]
+        if not body["next"]:
+            return results
+        response = api.get(body["next"])
+
+
+def open_and_half_close(account, btc) -> Position:
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.02", leverage=10
+    )
+    btc.mark_price = Decimal("61000")
+    btc.save(update_fields=["mark_price"])
+    position_close(position_id=position.pk, quantity="0.01")
+    return position
+
+
+def test_fills_show_each_execution_as_stored(api, account, btc):
+    position = open_and_half_close(account, btc)
+    fills = every_page(api, FILLS)
+    assert [f["kind"] for f in fills] == ["close", "open"]  # newest first
+    close, opening = fills
+    assert opening["price"] == "60000" and opening["quantity"] == "0.02"
+    assert opening["fee"] == "0.6"  # 0.02 x 60000 x 0.05%
+    assert close["price"] == "61000" and close["quantity"] == "0.01"
+    assert close["realized_pnl"] == "10"  # (61000 - 60000) x 0.01
+    for row in fills:
+        assert (row["position"], row["symbol"], row["side"]) == (position.pk, "BTCUSDT", "long")
+        stored = Fill.objects.get(pk=row["id"])
+        assert Decimal(row["fee"]) == stored.fee
+        assert row["order"] == stored.order_id
+
+
+def test_fills_filter_by_position_and_account(api, account, btc):
+    first = open_and_half_close(account, btc)
+    second = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="short", quantity="0.01", leverage=5
+    )
+    assert {f["position"] for f in every_page(api, FILLS)} == {first.pk, second.pk}
+    only = every_page(api, FILLS, position=second.pk)
+    assert [(f["position"], f["kind"], f["side"]) for f in only] == [(second.pk, "open", "short")]
+    assert len(every_page(api, FILLS, account=account.pk)) == 3
+
+
+def test_fills_of_someone_elses_position_or_account_are_not_found(api, other_account, btc):
+    theirs = position_open(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    assert api.get(FILLS).json()["results"] == []
+    for params in ({"position": theirs.pk}, {"account": other_account.pk}):
+        response = api.get(FILLS, params)
+        assert response.status_code == 404, params
+        assert response.json()["error"]["code"] == "not_found"
+    response = api.get(FILLS, {"position": "two"})
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"position": ["Use a whole number."]}
+
+
+def test_the_statement_adds_up_to_the_free_balance(api, account, btc):
+    position = open_and_half_close(account, btc)
+    position_add_margin(position_id=position.pk, amount="25")
+    account_adjust(account_id=account.pk, amount=Decimal("500"), reason="Prize")
+    entries = every_page(api, STATEMENT, account=account.pk)
+    account.refresh_from_db()
+    assert sum(Decimal(e["amount"]) for e in entries) == account.balance
+    # Newest first: the grant, the margin added, the partial close, the opening, the deposit.
+    assert [e["kind"] for e in entries][:2] == ["grant", "add_margin"]
+    assert entries[-1]["kind"] == "deposit" and entries[-1]["position"] is None
+    opening = next(e for e in entries if e["kind"] == "open")
+    assert opening["amount"] == "-120.6"  # margin 120 + fee 0.6 leave the free balance
+    assert opening["position"] == position.pk
+    assert opening["memo"].startswith("Open long 0.02 BTCUSDT")
+    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
+
+
+def test_the_statement_shows_only_the_callers_accounts(api, account, other_account, btc):
+    position_open(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    entries = every_page(api, STATEMENT)
+    assert entries and {e["account"] for e in entries} == {account.pk}
+    response = api.get(STATEMENT, {"account": other_account.pk})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_history_queries_do_not_grow_with_trades(db):
+    counts: dict[int, tuple[int, int]] = {}
+    for n in (2, 12):
+        classroom = make_classroom(name=f"History {n}")
+        btc = make_instrument(classroom)
+        student = make_student(classroom, username=f"history{n}")
+        for _ in range(n):
+            position = position_open(
+                account_id=student.pk,
+                instrument_id=btc.pk,
+                side="long",
+                quantity="0.01",
+                leverage=5,
+            )
+            position_close(position_id=position.pk)
+        api = client_for(new_key(student, "read"))
+        with CaptureQueriesContext(connection) as fills:
+            assert len(api.get(FILLS, {"limit": 200}).json()["results"]) == 2 * n
+        with CaptureQueriesContext(connection) as statement:
+            assert len(api.get(STATEMENT, {"limit": 200}).json()["results"]) == 2 * n + 1
+        counts[n] = (len(fills), len(statement))
+    assert counts[12] == counts[2], counts
