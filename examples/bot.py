@@ -185,9 +185,11 @@ def trade_once(
         done = held[position["id"]] >= args.hold
         if done or abs(pnl) >= collateral / 2:
             closed = api.call("POST", f"/positions/{position['id']}/close", json={})
+            fills = api.all_pages("/fills/", position=closed["id"])
+            fees = sum((Decimal(f["fee"]) for f in fills), Decimal(0))
             print(
                 f"  closed position #{closed['id']} {closed['side']} at {closed['exit_price']}, "
-                f"realised PnL {closed['realized_pnl']}",
+                f"realised PnL {closed['realized_pnl']}, fees {fees} over {len(fills)} fills",
                 flush=True,
             )
             held.pop(position["id"], None)

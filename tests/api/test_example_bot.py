@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.core.management import call_command, get_commands
 
 from accounts.models import User
-from positions.models import Instrument, Order, Position
+from positions.models import Fill, Instrument, Order, Position
 from positions.services import position_close
 
 BOT = str(settings.BASE_DIR / "examples" / "bot.py")
@@ -70,6 +71,13 @@ def test_example_bot_places_lists_and_closes_orders(live_server):
     assert not Position.objects.filter(account__user=alice, status=Position.Status.OPEN).exists()
     assert output.count("placed order #") == 2
     assert output.count("closed position #") == 2
+    # After each close the bot reads the position's fills: its opening and its close.
+    reported = re.findall(r"closed position #(\d+) .*, fees ([0-9.]+) over (\d+) fills", output)
+    assert len(reported) == 2, output
+    for position_id, fees, count in reported:
+        fills = Fill.objects.filter(position_id=int(position_id))
+        assert int(count) == fills.count() == 2
+        assert Decimal(fees) == sum(f.fee for f in fills)
     assert "listed " in output and "open positions: 1" in output
     assert "refused" not in output, output
 
