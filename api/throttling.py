@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +20,22 @@ from api.models import ApiKey
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
     return redis.Redis.from_url(url)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Where a caller stands in its budget, sent with every response as GitHub's API does."""
+
+    limit: int
+    remaining: int
+    reset: int  # Unix time at which the budget is whole again (the window's end)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -50,14 +68,24 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        """Count the request; the budget left goes on ``request.rate_limit`` for the headers."""
         if not settings.REDIS_URL:
-            return super().allow_request(request, view)
+            allowed = super().allow_request(request, view)
+            if self.rate is not None and self.key is not None:
+                oldest = self.history[-1] if self.history else self.now
+                request.rate_limit = RateLimit(  # type: ignore[attr-defined]
+                    self.num_requests,  # type: ignore[attr-defined]
+                    max(self.num_requests - len(self.history), 0),  # type: ignore[attr-defined]
+                    math.ceil(oldest + self.duration),  # type: ignore[attr-defined]
+                )
+            return allowed
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
         window: int = self.duration  # type: ignore[attr-defined]
+        limit: int = self.num_requests  # type: ignore[attr-defined]
         now = time.time()
         number = int(now // window)
         counter = cache.make_key(f"{self.key}:{number}")
@@ -66,10 +94,12 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         pipe.set(counter, 0, ex=window + 1, nx=True)  # a new window's counter expires with it
         pipe.incr(counter)
         _, count = pipe.execute()
-        if count <= self.num_requests:  # type: ignore[attr-defined]
+        reset = (number + 1) * window
+        request.rate_limit = RateLimit(limit, max(limit - count, 0), reset)  # type: ignore[attr-defined]
+        if count <= limit:
             return True
         client.decr(counter)
-        self._wait = max((number + 1) * window - now, 1.0)
+        self._wait = max(reset - now, 1.0)
         return False
 
     def wait(self) -> float | None:

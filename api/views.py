@@ -79,6 +79,16 @@ class ApiView(generics.GenericAPIView):
     # False on endpoints that change nothing whatever their method (the order preview).
     writes = True
 
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        rate_limit = getattr(request, "rate_limit", None)  # set by the throttle, if it counted
+        if rate_limit is not None:
+            for header, value in rate_limit.headers().items():
+                response[header] = value
+        return response
+
     @property
     def user(self) -> User:
         """The caller; every view below runs only for an authenticated user."""

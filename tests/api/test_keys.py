@@ -105,6 +105,30 @@ def test_throttling_answers_429_with_retry_after_per_key(account, settings):
     assert second.get("/api/v1/me").status_code == 200
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_every_answer_says_how_much_of_the_budget_is_left(account, settings, shared):
+    settings.API_THROTTLE_RATE = "3/hour"  # one window: the four requests cannot straddle two
+    if not shared:
+        settings.REDIS_URL = ""  # the development set-up: DRF's history in the Django cache
+    api = client_for(new_key(account))
+    started = time.time()
+    answers = [api.get("/api/v1/me") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["X-RateLimit-Limit"] for a in answers] == ["3"] * 4
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    resets = {int(a.headers["X-RateLimit-Reset"]) for a in answers}
+    assert len(resets) == 1 and started < resets.pop() <= time.time() + 3601
+    # The refused request cost nothing: a fresh key's budget is whole, the headers say so.
+    assert client_for(new_key(account)).get("/api/v1/me").headers["X-RateLimit-Remaining"] == "2"
+
+
+def test_without_a_rate_there_are_no_budget_headers(api, settings):
+    settings.API_THROTTLE_RATE = ""
+    answer = api.get("/api/v1/me")
+    assert answer.status_code == 200
+    assert "X-RateLimit-Limit" not in answer.headers
+
+
 def test_throttle_counter_lives_in_the_shared_cache(account, settings):
     from django.core.cache import cache
 
