@@ -28,7 +28,7 @@ class RateLimit:
 
     limit: int
     remaining: int
-    reset: int  # Unix time at which the budget is whole again (the window's end)
+    reset: int  # Unix time at which the budget is whole again
 
     def headers(self) -> dict[str, str]:
         return {
@@ -72,11 +72,12 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if not settings.REDIS_URL:
             allowed = super().allow_request(request, view)
             if self.rate is not None and self.key is not None:
-                oldest = self.history[-1] if self.history else self.now
+                # A sliding window: whole again once the newest counted request has aged out.
+                newest = self.history[0] if self.history else self.now
                 request.rate_limit = RateLimit(  # type: ignore[attr-defined]
                     self.num_requests,  # type: ignore[attr-defined]
                     max(self.num_requests - len(self.history), 0),  # type: ignore[attr-defined]
-                    math.ceil(oldest + self.duration),  # type: ignore[attr-defined]
+                    math.ceil(newest + self.duration),  # type: ignore[attr-defined]
                 )
             return allowed
         if self.rate is None:
