@@ -1,4 +1,5 @@
-"""OpenAPI description of the bearer-key authentication (loaded by the app config)."""
+"""OpenAPI description of the bearer-key authentication (loaded by the app config) and of
+the rate-limit headers every counted answer carries."""
 
 from __future__ import annotations
 
@@ -17,3 +18,28 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "An API key from the API keys page: `Authorization: Bearer rf_…`.",
         }
+
+
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": "Requests this key may make in one window.",
+    "X-RateLimit-Remaining": "Requests left in the current window.",
+    "X-RateLimit-Reset": "Unix time at which the budget is whole again.",
+}
+# Authentication (401) and permission (403) refusals come before the throttle counts.
+UNCOUNTED = {"401", "403"}
+
+
+def rate_limit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: declare the throttle's headers on every counted answer."""
+    headers = result.setdefault("components", {}).setdefault("headers", {})
+    for name, description in RATE_LIMIT_HEADERS.items():
+        headers[name] = {"description": description, "schema": {"type": "integer"}}
+    refs = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue  # a path item's shared parameters, not an operation
+            for code, response in operation.get("responses", {}).items():
+                if code not in UNCOUNTED:
+                    response.setdefault("headers", {}).update(refs)
+    return result

@@ -227,6 +227,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.rate_limit_headers",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "SideEnum": ["long", "short"],
         "SideOrAliasEnum": ["long", "short", "buy", "sell"],

@@ -29,6 +29,16 @@ def test_schema_is_openapi_3_with_bearer_auth_and_every_endpoint(client):
         "/api/v1/classrooms/{id}/leaderboard",
     ):
         assert path in paths
+    # The throttle's headers, on every answer it counted (not on refused credentials).
+    assert set(schema["components"]["headers"]) == {
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    }
+    listing = schema["paths"]["/api/v1/orders/"]["get"]["responses"]
+    assert set(listing["200"]["headers"]) == set(schema["components"]["headers"])
+    assert set(listing["429"]["headers"]) == set(schema["components"]["headers"])
+    assert "headers" not in listing["401"]
     order = schema["components"]["schemas"]["PlaceOrderRequest"]["properties"]
     assert order["quantity"]["type"] == "string"
     position = schema["components"]["schemas"]["Position"]["properties"]
