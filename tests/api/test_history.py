@@ -13,6 +13,7 @@ from accounts.services import account_adjust
 from positions.models import Fill, Position
 from positions.services import position_add_margin, position_close, position_open
 from tests.api.conftest import client_for, new_key
+from tests.engine.helpers import set_price
 from tests.factories import make_classroom, make_instrument, make_student
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +136,17 @@ def test_history_queries_do_not_grow_with_trades(db):
             assert len(api.get(STATEMENT, {"limit": 200}).json()["results"]) == 2 * n + 1
         counts[n] = (len(fills), len(statement))
     assert counts[12] == counts[2], counts
+
+
+def test_a_liquidation_is_a_fill_without_an_order_and_no_statement_entry(api, account, btc):
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=20
+    )
+    before = every_page(api, STATEMENT)
+    set_price(btc, "56000")  # past the bankruptcy price (57000): liquidated on this tick
+    assert Position.objects.get(pk=position.pk).status == Position.Status.LIQUIDATED
+    fills = every_page(api, FILLS, position=position.pk)
+    assert [f["kind"] for f in fills] == ["liquidation", "open"]
+    assert fills[0]["order"] is None and fills[1]["order"] is not None
+    # The loss stopped at the collateral: the free balance, and so its statement, did not move.
+    assert every_page(api, STATEMENT) == before
