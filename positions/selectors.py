@@ -48,11 +48,16 @@ def fills_for_user(user: User) -> QuerySet[Fill]:
     )
 
 
+def free_balance_entries() -> QuerySet[LedgerEntry]:
+    """Ledger entries that moved a free balance (an account's own pocket), with their
+    transaction: what a statement lists. Narrow it to a user or an account before use."""
+    return LedgerEntry.objects.filter(pocket=LedgerEntry.Pocket.ACCOUNT).select_related(
+        "transaction"
+    )
+
+
 def statement_for_user(user: User) -> QuerySet[LedgerEntry]:
-    """The ledger entries that moved the user's free balances (each account's own pocket)."""
-    return LedgerEntry.objects.filter(
-        account__user_id=user.pk, pocket=LedgerEntry.Pocket.ACCOUNT
-    ).select_related("transaction")
+    return free_balance_entries().filter(account__user_id=user.pk)
 
 
 def instruments_for_user(user: User) -> QuerySet[Instrument]:

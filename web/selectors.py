@@ -18,6 +18,7 @@ from positions.models import Instrument, MarginTier, Order, Position
 from positions.selectors import (
     Valuation,
     accounts_for_user,
+    free_balance_entries,
     orders_for_user,
     positions_for_user,
     with_valuation_data,
@@ -94,8 +95,8 @@ def closed_positions(account: TradingAccount, limit: int = 200) -> list[Position
 def ledger_statement(account: TradingAccount) -> QuerySet[LedgerEntry]:
     """Every movement of the account's free balance, oldest first."""
     return (
-        LedgerEntry.objects.filter(account_id=account.pk, pocket=LedgerEntry.Pocket.ACCOUNT)
-        .select_related("transaction")
+        free_balance_entries()
+        .filter(account_id=account.pk)
         .order_by("transaction__created_at", "id")
     )
 

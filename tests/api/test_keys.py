@@ -122,7 +122,7 @@ def test_every_answer_says_how_much_of_the_budget_is_left(account, settings, sha
         assert len(set(resets)) == 1, resets
     else:  # a sliding one: an hour after the newest counted request
         assert all(reset >= started + 3600 for reset in resets), resets
-    # The refused request cost nothing: a fresh key's budget is whole, the headers say so.
+    # Another key has a budget of its own, and its headers say so.
     assert client_for(new_key(account)).get("/api/v1/me").headers["X-RateLimit-Remaining"] == "2"
 
 
