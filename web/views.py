@@ -275,6 +275,9 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
                 )
             except DomainError as exc:
                 add_domain_error(form, exc)
+    elif not any(request.POST.get(name, "").strip() for name in ("quantity", "notional")):
+        # The preview also runs as the ticket loads: a size not typed yet is not a mistake.
+        form.errors.pop("quantity", None)
     instrument = form.cleaned_data.get("instrument") if hasattr(form, "cleaned_data") else None
     return render(
         request,

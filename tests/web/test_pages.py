@@ -152,6 +152,29 @@ def test_the_preview_refuses_a_stop_loss_beyond_the_liquidation_price(alice_clie
     assert not Position.objects.exists()
 
 
+def test_the_preview_of_an_untouched_ticket_asks_for_a_size_without_an_error(
+    alice_client, account, btc
+):
+    untouched = {"instrument": btc.pk, "side": "long", "type": "market", "leverage": "10"}
+    response = alice_client.post(reverse("trade-preview", args=[account.pk]), untouched)
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "Enter a quantity or a notional to see the margin" in content
+    quantity_error = content.split('id="error-quantity"', 1)[1].split("</span>", 1)[0]
+    assert quantity_error.endswith(">")  # the field's error span, swapped in empty
+    assert "Fix the fields marked in red" not in content
+    # Other mistakes still show before a size is typed, and placing still needs a size.
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]), {**untouched, "type": "limit"}
+    )
+    assert "Fix the fields marked in red" in response.content.decode()
+    assert "A limit order needs a price." in response.content.decode()
+    response = alice_client.post(reverse("trade", args=[account.pk]), untouched)
+    assert response.status_code == 400
+    assert "Enter a quantity or a notional." in response.content.decode()
+    assert not Position.objects.exists()
+
+
 def test_the_preview_converts_a_notional_into_whole_lots(alice_client, account, btc):
     response = alice_client.post(
         reverse("trade-preview", args=[account.pk]),
