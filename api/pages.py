@@ -6,9 +6,11 @@ from datetime import UTC, datetime, time, timedelta
 from typing import cast
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -34,11 +36,23 @@ class ApiKeyForm(forms.Form):
         return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
+PERIODS = {"s": "a second", "m": "a minute", "h": "an hour", "d": "a day"}
+
+
+def rate_in_words(rate: str | None) -> str:
+    """``"600/min"`` as ``"600 requests a minute"`` ("" when the API is not throttled)."""
+    count, _, period = (rate or "").partition("/")
+    if not count.strip().isdigit() or period[:1] not in PERIODS:
+        return ""
+    return f"{int(count)} requests {PERIODS[period[:1]]}"
+
+
 @login_required
 def api_keys(request: HttpRequest) -> HttpResponse:
     user = cast(User, request.user)
     form = ApiKeyForm(request.POST or None)
     new_key: str | None = None
+    new_key_name = ""
     if request.method == "POST" and form.is_valid():
         try:
             created = api_key_create(
@@ -51,13 +65,21 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
             # Rendered once in this response and never stored: no redirect, no session.
-            new_key = created.raw
+            new_key, new_key_name = created.raw, created.api_key.name
             form = ApiKeyForm()
     keys = ApiKey.objects.filter(user_id=user.pk)
     response = render(
         request,
         "api/keys.html",
-        {"form": form, "new_key": new_key, "keys": keys, "now": timezone.now()},
+        {
+            "form": form,
+            "new_key": new_key,
+            "new_key_name": new_key_name,
+            "me_url": request.build_absolute_uri(reverse("api:me")),
+            "throttle_rate": rate_in_words(settings.API_THROTTLE_RATE),
+            "keys": keys,
+            "now": timezone.now(),
+        },
         status=400 if request.method == "POST" and new_key is None else 200,
     )
     if new_key:

@@ -148,3 +148,35 @@ def test_throttle_counter_lives_in_the_shared_cache(account, settings):
     ]
     assert sorted(c for c in counted if c is not None) == [b"1"]  # this minute's window
     assert settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
+
+
+@pytest.mark.parametrize(
+    ("rate", "words"),
+    [
+        ("600/min", "600 requests a minute"),
+        ("5/s", "5 requests a second"),
+        ("1000/hour", "1000 requests an hour"),
+        ("20/day", "20 requests a day"),
+        (None, ""),
+        ("", ""),
+        ("many/min", ""),
+        ("10/fortnight", ""),
+    ],
+)
+def test_the_keys_page_states_the_rate_limit_in_words(rate, words):
+    from api.pages import rate_in_words
+
+    assert rate_in_words(rate) == words
+
+
+def test_a_new_key_comes_with_a_command_to_try_it_and_the_rate_limit(client, account, settings):
+    settings.API_THROTTLE_RATE = "120/min"
+    client.force_login(account.user)
+    created = client.post("/api-keys/", {"name": "grid bot", "scope": "read"}).content.decode()
+    raw = re.search(r'id="new-key">(rf_[^<]+)<', created).group(1)  # type: ignore[union-attr]
+    assert "Your new key “grid bot”" in created
+    assert f'curl -H "Authorization: Bearer {raw}" http://testserver/api/v1/me' in created
+    assert "Each key may make 120 requests a minute" in created
+    listed = client.get("/api-keys/").content.decode()
+    assert '<span class="badge gain">active</span>' in listed
+    assert raw not in listed and "curl" not in listed

@@ -1,0 +1,90 @@
+"""The API keys page in a real browser: a new key goes to the clipboard and works against the
+live server, and revoking one asks first."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from django.db import connections
+
+from api.models import ApiKey
+from tests.browser.conftest import csp_violations
+from tests.factories import make_classroom, make_student
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "a-long-passphrase-42"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browser):
+    from playwright.sync_api import expect
+
+    account = make_student(make_classroom(name="Bot club"), username="erin")
+    account.user.set_password(PASSWORD)
+    account.user.save()
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        revocations: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                revocations.append(request.url)
+                if request.method == "POST" and request.url.endswith("/revoke")
+                else None
+            ),
+        )
+
+        page.goto(f"{live_server.url}/login/")
+        page.fill("#id_username", "erin")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/accounts/**")
+        page.goto(f"{live_server.url}/api-keys/")
+        page.fill("#id_name", "grid bot")
+        page.select_option("#id_scope", "trade")
+        page.click("text=Create key")
+
+        shown = page.locator("#new-key").inner_text().strip()
+        assert shown.startswith("rf_")
+        assert f"Bearer {shown}" in page.locator("pre.snippet").inner_text()
+        page.click("button[data-copy=new-key]")
+        expect(page.locator("button[data-copy=new-key]")).to_have_text("Copied")
+        assert page.evaluate("navigator.clipboard.readText()") == shown
+        me = requests.get(
+            f"{live_server.url}/api/v1/me", headers={"Authorization": f"Bearer {shown}"}, timeout=10
+        )
+        assert (me.status_code, me.json()["key_scope"]) == (200, "trade")
+
+        messages: list[str] = []
+
+        def read_and_dismiss(dialog) -> None:  # type: ignore[no-untyped-def]
+            messages.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", read_and_dismiss)
+        page.click("table.keys button[type=submit]")
+        assert messages and "grid bot" in messages[0]
+        page.goto(f"{live_server.url}/api-keys/")
+        expect(page.locator("table.keys .badge")).to_have_text("active")
+        assert shown not in page.content()  # shown once: the next visit lists only its prefix
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("table.keys button[type=submit]")
+        expect(page.locator("table.keys .badge")).to_have_text("revoked")
+        assert len(revocations) == 1
+        assert ApiKey.objects.get().revoked_at is not None
+        refused = requests.get(
+            f"{live_server.url}/api/v1/me", headers={"Authorization": f"Bearer {shown}"}, timeout=10
+        )
+        assert refused.status_code == 401
+        assert csp_violations(console) == []
+    finally:
+        context.close()
+        # This test's ORM calls ran beside Playwright's event loop, on connections of their
+        # own context: close them where they can be seen, so the test database can be dropped.
+        connections.close_all()
