@@ -150,9 +150,10 @@ def test_close_part_then_all_and_margin_in_and_out(api, account, btc):
     assert zero.json()["error"]["code"] == "invalid_amount"
     half = api.post(url + "close", {"quantity": "0.01"}, format="json")
     assert half.status_code == 200
-    assert half.json()["quantity"] == "0.01"
+    assert (half.json()["quantity"], half.json()["opened_quantity"]) == ("0.01", "0.02")
     closed = api.post(url + "close", {}, format="json")
     assert closed.json()["status"] == "closed"
+    assert (closed.json()["quantity"], closed.json()["opened_quantity"]) == ("0", "0.02")
     again = api.post(url + "close", {}, format="json")
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "position_not_open"
