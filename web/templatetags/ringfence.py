@@ -84,13 +84,31 @@ def qty(value: object, instrument: Instrument | None = None) -> str:
     return _fixed(number, digits)
 
 
-@register.filter
-def tone(value: object) -> str:
-    """A CSS class for a signed number: gain, loss or flat."""
+def _as_shown(value: object, currency: str | None) -> Decimal | None:
+    """The number as ``money`` (or, with no currency, ``pct``) rounds it for display."""
     number = _decimal(value)
-    if number is None or number == 0:
+    if number is None:
+        return None
+    digits = CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES)
+    return number.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
+
+
+@register.filter
+def tone(value: object, currency: str | None = None) -> str:
+    """A CSS class for a signed number as it is shown: gain, loss, or flat when it shows as
+    zero (a loss of a tenth of a cent is "0.00", and is not painted red):
+    ``{{ pnl|tone:currency }}``, or ``{{ percent|tone }}``."""
+    shown = _as_shown(value, currency)
+    if shown is None or shown == 0:
         return "flat"
-    return "gain" if number > 0 else "loss"
+    return "gain" if shown > 0 else "loss"
+
+
+@register.filter
+def nonzero(value: object, currency: str | None = None) -> bool:
+    """Whether an amount shows as something other than zero."""
+    shown = _as_shown(value, currency)
+    return shown is not None and shown != 0
 
 
 @register.filter
