@@ -111,6 +111,9 @@ class TimelineEvent:
     title: str
     detail: str
     amount: Decimal | None = None
+    # A gain or a loss (painted green or red); otherwise money only moving between the
+    # position's collateral and the free balance, shown plain.
+    is_pnl: bool = False
 
 
 def position_window(position: Position) -> tuple[datetime, datetime]:
@@ -155,9 +158,11 @@ def position_timeline(
             detail = "collateral"
         else:
             detail = tx.memo
-        events.append(
-            TimelineEvent(tx.created_at, tx.kind, tx.get_kind_display(), detail, entry.amount)
-        )
+        title = tx.get_kind_display()
+        if tx.kind == tx.Kind.CLOSE:
+            # Each close (part or all) hands collateral back; the result is its own event.
+            title, detail = "Collateral released", f"{tx.memo}; collateral"
+        events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, entry.amount))
     for call in margin_calls:
         events.append(
             TimelineEvent(
@@ -179,6 +184,7 @@ def position_timeline(
                 f"{plain(liquidation.liquidation_fee)}, returned to you "
                 f"{plain(liquidation.returned_to_trader)}; free balance untouched",
                 -liquidation.collateral_lost,
+                is_pnl=True,
             )
         )
     elif position.status == Position.Status.CLOSED and position.closed_at:
@@ -190,6 +196,7 @@ def position_timeline(
                 f"Exit at {plain(position.exit_price) if position.exit_price is not None else '—'}; realised PnL "
                 f"{plain(position.realized_pnl)}",
                 position.realized_pnl,
+                is_pnl=True,
             )
         )
     events.sort(key=lambda e: e.at)

@@ -234,7 +234,7 @@ def test_a_limit_order_rests_and_can_be_cancelled(alice_client, account, btc):
     assert order.status == Order.Status.CANCELLED
 
 
-def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account, position):
+def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account, position, btc):
     url = reverse("position-margin", args=[position.pk])
     alice_client.post(url, {"margin-action": "add", "margin-amount": "500"})
     position.refresh_from_db()
@@ -252,12 +252,20 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
     alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": "0.2"})
     position.refresh_from_db()
     assert position.quantity == Decimal("0.3")
+    set_price(btc, "61000")
     alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
     position.refresh_from_db()
     assert position.status == Position.Status.CLOSED
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
-    for label in ("Margin added", "Margin removed", "Position closed"):
+    for label in ("Margin added", "Margin removed", "Collateral released", "Closed"):
         assert label in page
+    # Collateral moving back to the free balance is not a loss: only the result is coloured.
+    assert page.count("<strong>Collateral released</strong> Close 0.2 of position") == 1
+    released = page.split("<strong>Collateral released</strong>", 2)[2].split("</li>", 1)[0]
+    assert '; collateral <span class="flat">-' in released
+    result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
+    assert position.realized_pnl > 0
+    assert '<span class="gain">+' in result
     assert_ledger_invariants()
 
 
