@@ -50,10 +50,12 @@ def test_price_shock_moves_the_mark_on_the_next_tick():
     _run("seed_demo")
     btc = Instrument.objects.get(symbol="BTCUSDT")
     out = _run("price_shock", "BTCUSDT", "-30")
-    assert "Scenario" in out
+    assert "BTCUSDT in Demo class moves -30% from 60000 over 0 s." in out
     result = tick(btc)
     assert result.mark == Decimal("42000")
     assert Scenario.objects.get().status == "finished"
+    longer = _run("price_shock", "BTCUSDT", "-12.5", "--over", "20")
+    assert "moves -12.5% from 42000 over 20 s." in longer  # as people write it, not 2E+1
 
 
 def test_price_shock_over_a_duration_moves_progressively(btc):

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.errors import DomainError
+from accounts.money import plain
 from liquidation.services import price_shock
 from positions.models import Instrument
 
@@ -43,8 +44,10 @@ class Command(BaseCommand):
             )
         except DomainError as exc:
             raise CommandError(exc.message) from None
+        assert scenario.percent is not None  # a shock is a move, which always has one
+        start = "the mark" if scenario.start_price is None else plain(scenario.start_price)
         self.stdout.write(
             f"Scenario #{scenario.pk}: {instrument.symbol} in {instrument.classroom.name} moves "
-            f"{scenario.percent}% from {scenario.start_price} over "
-            f"{scenario.duration_seconds.normalize()} s."
+            f"{plain(scenario.percent)}% from {start} over "
+            f"{plain(scenario.duration_seconds)} s."
         )
