@@ -229,6 +229,7 @@ class LedgerEntry(models.Model):
 
     class Meta:
         ordering = ["id"]
+        verbose_name_plural = "ledger entries"
         constraints = [
             models.CheckConstraint(
                 condition=~Q(pocket="account") | Q(account__isnull=False),

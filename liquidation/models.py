@@ -160,6 +160,7 @@ class AdlFill(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = "auto-deleveraging fill"
 
     def __str__(self) -> str:
         return f"ADL of position #{self.position_id} at {self.price}"

@@ -221,3 +221,11 @@ def test_the_demo_teacher_runs_the_demo_class_from_the_admin(db, client):
     listing = client.get(reverse("admin:accounts_classroom_changelist"))
     assert listing.status_code == 200
     assert [c.join_code for c in listing.context["cl"].result_list] == ["DEMO2026"]
+
+
+def test_the_admin_index_speaks_of_ringfence_in_plain_names(world, alpha_client):
+    page = alpha_client.get("/admin/").content.decode()
+    assert "Ringfence classroom admin" in page
+    assert "Django administration" not in page
+    assert "Ledger entries" in page and "Ledger entrys" not in page
+    assert "Auto-deleveraging fills" in page
