@@ -35,6 +35,8 @@ from positions import selectors, services
 from positions.models import Instrument, Order, Position
 
 MAX_ID = 2**63 - 1
+SYMBOL_LENGTH = Instrument._meta.get_field("symbol").max_length or 20
+CLIENT_ORDER_ID_LENGTH = Order._meta.get_field("client_order_id").max_length or 64
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -122,9 +124,33 @@ class ApiView(generics.GenericAPIView):
             return queryset
         return queryset.filter(**{lookup: self.account_for(raw).pk})
 
+    def text_param(self, name: str, *, max_length: int) -> str | None:
+        """A text query parameter, stripped; None when absent or empty."""
+        raw = (self.request.query_params.get(name) or "").strip()
+        if not raw:
+            return None
+        if len(raw) > max_length or not raw.isprintable():
+            raise errors.DomainError(
+                f"{name} is at most {max_length} printable characters.", field=name
+            )
+        return raw
+
+    def filter_symbol(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        symbol = self.text_param("symbol", max_length=SYMBOL_LENGTH)
+        return queryset if symbol is None else queryset.filter(instrument__symbol__iexact=symbol)
+
 
 ACCOUNT_PARAM = OpenApiParameter(
     "account", OpenApiTypes.INT, description="Only this trading account of yours."
+)
+SYMBOL_PARAM = OpenApiParameter(
+    "symbol", OpenApiTypes.STR, description="Only this instrument (any letter case)."
+)
+CLIENT_ORDER_ID_PARAM = OpenApiParameter(
+    "client_order_id",
+    OpenApiTypes.STR,
+    description="Only the order you placed with this client_order_id, to find it after a "
+    "lost answer without placing it again.",
 )
 
 
@@ -348,12 +374,15 @@ class OrderListView(ApiView):
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM],
+        parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM, CLIENT_ORDER_ID_PARAM],
         responses={200: s.OrderSerializer(many=True), **READ_ERRORS},
         tags=["orders"],
     )
     def get(self, request: Request) -> Response:
-        orders = self.filter_account(selectors.orders_for_user(self.user))
+        orders = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
+        client_order_id = self.text_param("client_order_id", max_length=CLIENT_ORDER_ID_LENGTH)
+        if client_order_id is not None:
+            orders = orders.filter(client_order_id=client_order_id)
         wanted = request.query_params.get("status")
         if wanted not in (None, ""):
             if wanted not in Order.Status.values:
@@ -453,12 +482,12 @@ class PositionListView(ApiView):
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[POSITION_STATUS_PARAM, ACCOUNT_PARAM],
+        parameters=[POSITION_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM],
         responses={200: s.PositionSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
-        positions = self.filter_account(selectors.positions_for_user(self.user))
+        positions = self.filter_symbol(self.filter_account(selectors.positions_for_user(self.user)))
         wanted = request.query_params.get("status")
         if wanted not in (None, ""):
             if wanted not in Position.Status.values:

@@ -343,3 +343,35 @@ def test_unknown_api_paths_answer_in_the_error_shape(api):
     assert api.put("/api/v1/orders/", {}, format="json").json()["error"]["code"] == (
         "method_not_allowed"
     )
+
+
+def test_orders_and_positions_filter_by_symbol_and_client_order_id(
+    api, account, btc, other_account
+):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000")
+    mine = api.post(ORDERS, order_body(account, client_order_id="grid-7"), format="json").json()
+    api.post(ORDERS, order_body(account, symbol="ETHUSDT", quantity="0.1"), format="json")
+    # Another student's order with the same client_order_id stays theirs.
+    client_for(new_key(other_account, "trade")).post(
+        ORDERS, order_body(other_account, client_order_id="grid-7"), format="json"
+    )
+
+    def ids(url: str) -> list[int]:
+        response = api.get(url)
+        assert response.status_code == 200, response.json()
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids(ORDERS + "?client_order_id=grid-7") == [mine["id"]]
+    assert ids(ORDERS + "?client_order_id=%20grid-7%20") == [mine["id"]]
+    assert ids(ORDERS + "?client_order_id=grid-8") == []
+    assert ids(ORDERS + "?symbol=btcusdt") == [mine["id"]]
+    eth_positions = Position.objects.filter(instrument=eth).values_list("pk", flat=True)
+    assert ids("/api/v1/positions/?symbol=ETHUSDT&status=open") == list(eth_positions)
+    assert ids("/api/v1/positions/?symbol=DOGEUSDT") == []
+    for bad in ("x" * 65, "grid%00"):
+        refused = api.get(ORDERS + f"?client_order_id={bad}")
+        assert refused.status_code == 400
+        assert refused.json()["error"]["fields"] == {
+            "client_order_id": ["client_order_id is at most 64 printable characters."]
+        }
+    assert api.get("/api/v1/positions/?symbol=" + "X" * 21).status_code == 400

@@ -95,7 +95,8 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "instrument-list": ({}, {}),
         "instrument-prices": ({"symbol": "BTCUSDT"}, {}),
         "order-preview": ({}, placing),
-        "order-list": ({}, placing),
+        # A GET sends its body as query parameters, which would narrow the list to this order.
+        "order-list": ({}, placing if method == "post" else {}),
         "order-detail": ({"pk": order.pk}, {}),
         "position-list": ({}, {}),
         "position-detail": ({"pk": position.pk}, {}),
