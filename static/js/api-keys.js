@@ -4,10 +4,20 @@ document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var source = document.getElementById(button.dataset.copy);
-      if (!source || !navigator.clipboard) return;
+      if (!source) return;
+      function selectIt() {
+        // Without the clipboard API (a page served over plain http), select the key instead.
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        var selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        button.textContent = "Selected: press Ctrl+C";
+      }
+      if (!navigator.clipboard) { selectIt(); return; }
       navigator.clipboard.writeText(source.textContent.trim()).then(function () {
         button.textContent = button.dataset.copiedLabel || "Copied";
-      });
+      }, selectIt);
     });
   });
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {

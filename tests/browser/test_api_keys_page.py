@@ -17,6 +17,19 @@ PASSWORD = "a-long-passphrase-42"
 
 
 @pytest.mark.django_db(transaction=True)
+def _sign_in_and_create_a_key(page, url: str, name: str) -> str:
+    page.goto(f"{url}/login/")
+    page.fill("#id_username", "erin")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/accounts/**")
+    page.goto(f"{url}/api-keys/")
+    page.fill("#id_name", name)
+    page.select_option("#id_scope", "trade")
+    page.click("text=Create key")
+    return page.locator("#new-key").inner_text().strip()
+
+
 def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browser):
     from playwright.sync_api import expect
 
@@ -39,17 +52,7 @@ def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browse
             ),
         )
 
-        page.goto(f"{live_server.url}/login/")
-        page.fill("#id_username", "erin")
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server.url}/accounts/**")
-        page.goto(f"{live_server.url}/api-keys/")
-        page.fill("#id_name", "grid bot")
-        page.select_option("#id_scope", "trade")
-        page.click("text=Create key")
-
-        shown = page.locator("#new-key").inner_text().strip()
+        shown = _sign_in_and_create_a_key(page, live_server.url, "grid bot")
         assert shown.startswith("rf_")
         assert f"Bearer {shown}" in page.locator("pre.snippet").inner_text()
         page.click("button[data-copy=new-key]")
@@ -88,3 +91,24 @@ def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browse
         # This test's ORM calls ran beside Playwright's event loop, on connections of their
         # own context: close them where they can be seen, so the test database can be dropped.
         connections.close_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_clipboard_the_copy_button_selects_the_key(live_server, browser):
+    from playwright.sync_api import expect
+
+    account = make_student(make_classroom(name="Bot club"), username="erin")
+    account.user.set_password(PASSWORD)
+    account.user.save()
+    context = browser.new_context()  # no clipboard permission, as on a plain-http site
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.add_init_script("delete Navigator.prototype.clipboard")
+        shown = _sign_in_and_create_a_key(page, live_server.url, "grid bot")
+        page.click("button[data-copy=new-key]")
+        expect(page.locator("button[data-copy=new-key]")).to_have_text("Selected: press Ctrl+C")
+        assert page.evaluate("window.getSelection().toString()").strip() == shown
+    finally:
+        context.close()
+        connections.close_all()  # as above
