@@ -12,8 +12,23 @@
       autoSize: true,
       layout: { background: { color: "#161b22" }, textColor: "#c9d1d9", attributionLogo: false },
       grid: { vertLines: { color: "#222a33" }, horzLines: { color: "#222a33" } },
-      timeScale: { timeVisible: true, secondsVisible: true },
-      localization: { priceFormatter: function (p) { return p.toFixed(places); } },
+      // Times arrive as UTC seconds; label them in the reader's time zone, as the page does.
+      timeScale: {
+        timeVisible: true,
+        secondsVisible: true,
+        minBarSpacing: 0.01,  // one point a second: an hour's path must fit in a card
+        tickMarkFormatter: function (t) {
+          return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+        },
+      },
+      localization: {
+        priceFormatter: function (p) { return p.toFixed(places); },
+        timeFormatter: function (t) {
+          return new Date(t * 1000).toLocaleString([], {
+            month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+          });
+        },
+      },
     });
     return chart;
   }
@@ -68,6 +83,9 @@
           lastValueVisible: false, priceLineVisible: false,
         });
         markers = LC.createSeriesMarkers(markSeries, []);
+        markChart.timeScale().subscribeVisibleTimeRangeChange(function (range) {
+          if (range) markEl.dataset.visibleFrom = String(range.from);  // what the reader sees
+        });
       }
       unfencedSeries.setData(series(data.pnl_unfenced || []));
       markSeries.setData(series(data.mark));
@@ -95,6 +113,12 @@
           color: m.kind === "liquidation" ? "#f6465d" : "#f0b90b",
         };
       }));
+      // Show the whole path when the page opens and again when the position ends (the
+      // liquidation is the lesson); in between, leave the reader's own zoom alone.
+      if (markEl.dataset.status !== data.status) {
+        markChart.timeScale().fitContent();
+        pnlChart.timeScale().fitContent();
+      }
       markEl.dataset.points = String(data.mark.length);
       markEl.dataset.status = data.status;
       markEl.dataset.ready = "true";

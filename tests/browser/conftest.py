@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.conf import settings
 from django.db import connections
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+    from accounts.models import Classroom, TradingAccount
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -50,3 +56,25 @@ def screenshots() -> Path:
 
 def csp_violations(messages: list[str]) -> list[str]:
     return [m for m in messages if "Content Security Policy" in m or "Refused to" in m]
+
+
+LEARNER_PASSWORD = "a-long-passphrase-42"
+
+
+def make_learner(classroom: Classroom, username: str) -> TradingAccount:
+    """A student of ``classroom`` who can sign in with ``LEARNER_PASSWORD``."""
+    from tests.factories import make_student
+
+    account = make_student(classroom, username=username)
+    account.user.set_password(LEARNER_PASSWORD)
+    account.user.save()
+    return account
+
+
+def sign_in(page: Page, url: str, username: str) -> None:
+    """Sign in through the login form and wait for the dashboard."""
+    page.goto(f"{url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", LEARNER_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/accounts/**")

@@ -8,21 +8,15 @@ import requests
 from django.db import connections
 
 from api.models import ApiKey
-from tests.browser.conftest import csp_violations
-from tests.factories import make_classroom, make_student
+from tests.browser.conftest import csp_violations, make_learner, sign_in
+from tests.factories import make_classroom
 
 pytestmark = pytest.mark.browser
-
-PASSWORD = "a-long-passphrase-42"
 
 
 @pytest.mark.django_db(transaction=True)
 def _sign_in_and_create_a_key(page, url: str, name: str) -> str:
-    page.goto(f"{url}/login/")
-    page.fill("#id_username", "erin")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/accounts/**")
+    sign_in(page, url, "erin")
     page.goto(f"{url}/api-keys/")
     page.fill("#id_name", name)
     page.select_option("#id_scope", "trade")
@@ -33,9 +27,7 @@ def _sign_in_and_create_a_key(page, url: str, name: str) -> str:
 def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browser):
     from playwright.sync_api import expect
 
-    account = make_student(make_classroom(name="Bot club"), username="erin")
-    account.user.set_password(PASSWORD)
-    account.user.save()
+    make_learner(make_classroom(name="Bot club"), "erin")
     context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     try:
         page = context.new_page()
@@ -97,9 +89,7 @@ def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browse
 def test_without_the_clipboard_the_copy_button_selects_the_key(live_server, browser):
     from playwright.sync_api import expect
 
-    account = make_student(make_classroom(name="Bot club"), username="erin")
-    account.user.set_password(PASSWORD)
-    account.user.save()
+    make_learner(make_classroom(name="Bot club"), "erin")
     context = browser.new_context()  # no clipboard permission, as on a plain-http site
     try:
         page = context.new_page()

@@ -1,0 +1,62 @@
+"""A position's chart opens on its whole story, so a liquidation minutes ago is in view."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from liquidation.models import PriceTick
+from positions.models import Position
+from positions.services import position_open
+from tests.browser.conftest import make_learner, sign_in
+from tests.engine.helpers import set_price
+from tests.factories import make_classroom, make_instrument
+
+pytestmark = pytest.mark.browser
+
+MINUTES = 20  # far more one-second points than the chart's width shows at its default spacing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chart_of_an_old_liquidation_shows_the_whole_path(live_server, browser):
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Crash course")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "lena")
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    opened = timezone.now() - timedelta(minutes=MINUTES)
+    Position.objects.filter(pk=position.pk).update(opened_at=opened)
+    PriceTick.objects.bulk_create(
+        PriceTick(
+            instrument=btc, price=Decimal(60000 - n % 7), created_at=opened + timedelta(seconds=n)
+        )
+        for n in range(MINUTES * 60 - 30)
+    )
+    set_price(btc, "50000")  # the engine liquidates it now, at the end of the path
+    assert Position.objects.get(pk=position.pk).status == Position.Status.LIQUIDATED
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "lena")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        chart = page.locator("#mark-chart[data-ready=true]")
+        expect(chart).to_have_count(1)
+        assert int(chart.get_attribute("data-points") or 0) > MINUTES * 60 - 60
+        # The time axis starts at the entry, not only a minute before the liquidation.
+        page.wait_for_function(
+            "bound => Number(document.getElementById('mark-chart').dataset.visibleFrom) <= bound",
+            arg=opened.timestamp() + 1,
+        )
+    finally:
+        context.close()
+        # This test's ORM calls ran beside Playwright's event loop, on connections of their
+        # own context: close them where they can be seen, so the test database can be dropped.
+        connections.close_all()
