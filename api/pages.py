@@ -18,6 +18,7 @@ from accounts import errors
 from accounts.models import User
 from api.models import ApiKey
 from api.services import api_key_create, api_key_revoke
+from api.throttling import ApiKeyRateThrottle
 
 
 class ApiKeyForm(forms.Form):
@@ -36,15 +37,18 @@ class ApiKeyForm(forms.Form):
         return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-PERIODS = {"s": "a second", "m": "a minute", "h": "an hour", "d": "a day"}
+PERIODS = {1: "a second", 60: "a minute", 3600: "an hour", 86400: "a day"}
 
 
 def rate_in_words(rate: str | None) -> str:
     """``"600/min"`` as ``"600 requests a minute"`` ("" when the API is not throttled)."""
-    count, _, period = (rate or "").partition("/")
-    if not count.strip().isdigit() or period[:1] not in PERIODS:
+    try:
+        count, seconds = ApiKeyRateThrottle().parse_rate(rate)  # as the throttle reads it
+    except (KeyError, ValueError):
         return ""
-    return f"{int(count)} requests {PERIODS[period[:1]]}"
+    if count is None or seconds is None:
+        return ""
+    return f"{count} requests {PERIODS[seconds]}"
 
 
 @login_required

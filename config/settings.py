@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -199,6 +200,12 @@ if TICK_SECONDS <= 0:
 # The REST API: bearer keys (or the browser session with CSRF), per-key throttling in the
 # cache above (Redis when REDIS_URL is set, so every web process shares one counter).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
+# DRF reads "<requests>/<period>", the period by its first letter (s, m, h or d); a typo
+# here would otherwise fail every API request.
+if API_THROTTLE_RATE and not re.fullmatch(r"[1-9][0-9]*/[smhd][a-z]*", API_THROTTLE_RATE):
+    raise ImproperlyConfigured(
+        f"API_THROTTLE_RATE={API_THROTTLE_RATE!r} is not a rate such as 600/min or 10/second"
+    )
 REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -6,7 +6,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connections
 
 from positions.services import position_open
 from tests.browser.conftest import csp_violations, make_learner, sign_in
@@ -55,6 +54,3 @@ def test_timeline_and_statement_show_the_readers_clock(live_server, browser):
         assert csp_violations(console) == []
     finally:
         context.close()
-        # This test's ORM calls ran beside Playwright's event loop, on connections of their
-        # own context: close them where they can be seen, so the test database can be dropped.
-        connections.close_all()

@@ -6,7 +6,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from liquidation.models import PriceTick
@@ -57,6 +56,3 @@ def test_the_chart_of_an_old_liquidation_shows_the_whole_path(live_server, brows
         )
     finally:
         context.close()
-        # This test's ORM calls ran beside Playwright's event loop, on connections of their
-        # own context: close them where they can be seen, so the test database can be dropped.
-        connections.close_all()

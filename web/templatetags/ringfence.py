@@ -26,9 +26,12 @@ def _decimal(value: object) -> Decimal | None:
     return result if result.is_finite() else None
 
 
+def _rounded(value: Decimal, digits: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
+
+
 def _fixed(value: Decimal, digits: int, *, signed: bool = False) -> str:
-    step = Decimal(1).scaleb(-digits)
-    quantized = value.quantize(step, rounding=ROUND_HALF_EVEN)
+    quantized = _rounded(value, digits)
     if quantized == 0:
         quantized = abs(quantized)  # never show "-0.00"
     text = f"{quantized:,.{digits}f}"
@@ -89,8 +92,7 @@ def _as_shown(value: object, currency: str | None) -> Decimal | None:
     number = _decimal(value)
     if number is None:
         return None
-    digits = CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES)
-    return number.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
+    return _rounded(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES))
 
 
 @register.filter
