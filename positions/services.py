@@ -670,7 +670,8 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}",
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}: "
+        f"realised PnL {plain(applied_pnl)}, fee {plain(fee)}",
         legs=legs,
     )
     position.quantity -= qty

@@ -261,6 +261,11 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
         assert label in page
     # Collateral moving back to the free balance is not a loss: only the result is coloured.
     assert page.count("<strong>Collateral released</strong> Close 0.2 of position") == 1
+    # Each close says what it realised, so a partial close's result is not lost in the total.
+    partial = page.split("<strong>Collateral released</strong> Close 0.2", 1)[1].split("</li>", 1)[
+        0
+    ]
+    assert "at 60000: realised PnL 0, fee 6" in partial
     released = page.split("<strong>Collateral released</strong>", 2)[2].split("</li>", 1)[0]
     assert '; collateral <span class="flat">-' in released
     result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
