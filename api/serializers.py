@@ -136,6 +136,13 @@ class AccountSerializer(serializers.Serializer):
     fees_paid = money_out()
     return_pct = money_out(allow_null=True)
     trading_frozen = serializers.BooleanField(read_only=True)
+    trading_open = serializers.BooleanField(
+        read_only=True,
+        help_text="Whether the classroom takes orders now (its switch and its trading window); "
+        "while it does not, orders are refused with trading_closed.",
+    )
+    trading_opens_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    trading_closes_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
 class MeSerializer(serializers.Serializer):

@@ -169,6 +169,9 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "fees_paid": overview.fees_paid,
         "return_pct": overview.return_pct,
         "trading_frozen": account.trading_frozen,
+        "trading_open": account.classroom.is_trading_open(),
+        "trading_opens_at": account.classroom.trading_opens_at,
+        "trading_closes_at": account.classroom.trading_closes_at,
     }
 
 

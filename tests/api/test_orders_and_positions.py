@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from accounts.models import LedgerTransaction, TradingAccount
 from accounts.services import account_adjust
@@ -78,12 +81,23 @@ def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, b
 
 
 def test_trading_closed_is_a_conflict(api, account, btc):
+    detail = f"/api/v1/accounts/{account.pk}/"
+    assert api.get(detail).json()["trading_open"] is True
     account.classroom.trading_enabled = False
     account.classroom.save()
     response = api.post(ORDERS, order_body(account), format="json")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "trading_closed"
     assert not Order.objects.exists()
+    # A bot can see that before it tries, and when a window will open.
+    assert api.get(detail).json()["trading_open"] is False
+    account.classroom.trading_enabled = True
+    account.classroom.trading_opens_at = timezone.now() + timedelta(hours=1)
+    account.classroom.save()
+    shown = api.get("/api/v1/me").json()["accounts"][0]
+    assert shown["trading_open"] is False
+    assert parse_datetime(shown["trading_opens_at"]) == account.classroom.trading_opens_at
+    assert shown["trading_closes_at"] is None
 
 
 def test_malformed_body_is_invalid_request_with_fields(api, account, btc):
