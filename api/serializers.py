@@ -231,6 +231,12 @@ class OrderSerializer(serializers.Serializer):
     filled_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
+class CancelledOrdersSerializer(serializers.Serializer):
+    cancelled = OrderSerializer(
+        many=True, read_only=True, help_text="The orders it cancelled, oldest first."
+    )
+
+
 class PositionSerializer(serializers.Serializer):
     """A position with its valuation at the current mark (``valuation`` in the context)."""
 

@@ -371,7 +371,8 @@ ORDER_STATUS_PARAM = OpenApiParameter(
 
 
 class OrderListView(ApiView):
-    """Your orders, newest first; POST places one (market orders fill at once)."""
+    """Your orders, newest first; POST places one (market orders fill at once); DELETE
+    cancels every resting one."""
 
     serializer_class = s.OrderSerializer
     pagination_class = NewestFirst
@@ -438,6 +439,26 @@ class OrderListView(ApiView):
             s.OrderSerializer(order).data,
             status=status.HTTP_200_OK if repeated else status.HTTP_201_CREATED,
         )
+
+    @extend_schema(
+        parameters=[ACCOUNT_PARAM, SYMBOL_PARAM],
+        responses={200: s.CancelledOrdersSerializer, **WRITE_ERRORS},
+        tags=["orders"],
+        operation_id="orders_cancel_all",
+        description="Cancel every resting order of yours, or only those of ?account= and "
+        "?symbol=. An order that fills or triggers meanwhile is left as it is.",
+    )
+    def delete(self, request: Request) -> Response:
+        mine = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
+        resting = mine.filter(status=Order.Status.RESTING).order_by("pk")
+        cancelled = []
+        for order_id in resting.values_list("pk", flat=True):
+            try:
+                cancelled.append(services.order_cancel(order_id=order_id).pk)
+            except errors.OrderNotCancellable:
+                continue  # filled or triggered between the listing and its lock
+        orders = mine.filter(pk__in=cancelled).order_by("pk")
+        return Response(s.CancelledOrdersSerializer({"cancelled": orders}).data)
 
 
 class OrderDetailView(ApiView):

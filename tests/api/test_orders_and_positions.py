@@ -389,3 +389,30 @@ def test_orders_and_positions_filter_by_symbol_and_client_order_id(
             "client_order_id": ["client_order_id is at most 64 printable characters."]
         }
     assert api.get("/api/v1/positions/?symbol=" + "X" * 21).status_code == 400
+
+
+def test_delete_on_the_order_list_cancels_every_resting_order_of_yours(
+    api, account, btc, other_account
+):
+    eth = make_instrument(account.classroom, symbol="ETHUSDT", mark="3000")
+
+    def rest(symbol: str, price: str, who=account, client=api) -> int:
+        body = order_body(who, symbol=symbol, type="limit", price=price)
+        return client.post(ORDERS, body, format="json").json()["id"]
+
+    btc_orders = [rest("BTCUSDT", "55000.5"), rest("BTCUSDT", "54000")]
+    eth_order = rest("ETHUSDT", "2500")
+    theirs = rest("BTCUSDT", "55000.5", other_account, client_for(new_key(other_account, "trade")))
+    filled = api.post(ORDERS, order_body(account), format="json").json()["id"]
+
+    only_btc = api.delete(ORDERS + "?symbol=BTCUSDT")
+    assert only_btc.status_code == 200
+    assert [o["id"] for o in only_btc.json()["cancelled"]] == btc_orders
+    assert {o["status"] for o in only_btc.json()["cancelled"]} == {"cancelled"}
+    rest_of_mine = api.delete(ORDERS).json()["cancelled"]
+    assert [o["id"] for o in rest_of_mine] == [eth_order]
+    assert api.delete(ORDERS).json() == {"cancelled": []}  # nothing left: still a success
+    statuses = dict(Order.objects.values_list("pk", "status"))
+    assert statuses[theirs] == "resting"  # another student's order is never touched
+    assert statuses[filled] == "filled"
+    assert Order.objects.get(pk=eth_order).instrument == eth

@@ -197,7 +197,10 @@ def test_the_owner_succeeds_with_the_same_requests(victim, account):
     """The battery's requests are real ones: with the owner's trade key every one succeeds."""
     owner = client_for(new_key(account, "trade"))
     order_created = False
-    for name, method, pattern in endpoints():
+    # Cancelling every order goes last, so that cancelling the one order still finds it resting.
+    for name, method, pattern in sorted(
+        endpoints(), key=lambda e: e[:2] == ("order-list", "delete")
+    ):
         kwargs, body = request_for(name, method, victim)
         response = getattr(owner, method)(url_of(pattern, kwargs), body, format="json")
         assert response.status_code in (200, 201), (name, method, response.content[:300])
