@@ -174,8 +174,7 @@ def trade_once(
         params={"classroom": account["classroom"], "limit": 1000},
     )["results"]  # fmt: skip
     marks = [Decimal(t["price"]) for t in history[-20:]] or [mark]
-    positions = api.all_pages("/positions/", status="open", account=account["id"])
-    mine = [p for p in positions if p["symbol"] == symbol]
+    mine = api.all_pages("/positions/", status="open", account=account["id"], symbol=symbol)
     print(f"round {round_no}: mark {mark}, open positions: {len(mine)}", flush=True)
 
     for position in mine:
@@ -194,6 +193,13 @@ def trade_once(
             )
             held.pop(position["id"], None)
     if mine:
+        return
+
+    # Outside the classroom's trading window an order would only be refused: wait for it.
+    now = api.call("GET", f"/accounts/{account['id']}/")
+    if not now["trading_open"]:
+        opens = f", it opens at {now['trading_opens_at']}" if now["trading_opens_at"] else ""
+        print(f"  trading is closed{opens}: waiting", flush=True)
         return
 
     side = trend(marks)

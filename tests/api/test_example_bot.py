@@ -95,3 +95,17 @@ def test_example_bot_waits_out_throttling_and_reports_refusals(live_server, sett
     assert not Order.objects.filter(
         account__user__username="bob", client_order_id__startswith="bot-"
     ).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_waits_while_trading_is_closed(live_server):
+    from accounts.models import Classroom
+
+    seed_demo()
+    Classroom.objects.update(trading_enabled=False)
+    result = run_bot(live_server.url, create_key("alice"), "--iterations", "2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count("trading is closed: waiting") == 2, output
+    assert "refused" not in output, output  # it asked first instead of meeting trading_closed
+    assert not Order.objects.filter(client_order_id__startswith="bot-").exists()
