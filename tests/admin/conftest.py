@@ -13,6 +13,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from accounts.models import Classroom, User
+from api.services import api_key_create
 from liquidation import engine
 from liquidation.models import (
     EngineHeartbeat,
@@ -75,6 +76,7 @@ def build_class(
     )  # fmt: skip
     first = make_student(classroom, username=f"{prefix}-student-1")
     second = make_student(classroom, username=f"{prefix}-student-2")
+    api_key_create(user_id=first.user_id, name=f"{prefix} momentum bot", scope="trade")
     held = position_open(
         account_id=first.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=20
     )

@@ -1,0 +1,75 @@
+"""The admin of API keys: which students of a classroom run bots, and a way to stop one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from api.models import ApiKey
+from api.services import api_key_revoke
+from liquidation.admin import InstructorActionsMixin
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(InstructorActionsMixin):
+    """Keys of the members of the instructor's classrooms; never their secret or its hash.
+
+    Nobody creates or edits a key here (students do, on their API keys page); an instructor
+    may revoke one, say a bot that floods the class.
+    """
+
+    classroom_path = "user__memberships__classroom"
+    read_only_records = True
+    list_display = (
+        "name", "user", "shown_prefix", "scope", "created_at", "last_used_at", "expires_at",
+        "status",
+    )  # fmt: skip
+    list_filter = ("scope",)
+    search_fields = ("name", "user__username", "prefix")
+    list_select_related = ("user",)
+    fields = (
+        "name", "user", "shown_prefix", "scope", "created_at", "last_used_at", "expires_at",
+        "revoked_at", "status",
+    )  # fmt: skip
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def scope(self, qs: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
+        # A student in two of the instructor's classrooms would otherwise be listed twice.
+        return super().scope(qs, request).distinct()
+
+    @admin.display(description="key starts with")
+    def shown_prefix(self, key: ApiKey) -> str:
+        return f"rf_{key.prefix}_…"
+
+    @admin.display(description="status")
+    def status(self, key: ApiKey) -> str:
+        if key.revoked_at is not None:
+            return "revoked"
+        return "active" if key.is_active() else "expired"
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("api.change_apikey"))
+
+    @admin.action(description="Revoke the selected keys", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
+        def revoke_one(key: ApiKey) -> str:
+            api_key_revoke(user_id=key.user_id, api_key_id=key.pk)
+            return "Revoked"
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=revoke_one,
+            done="Revoked {count} key(s): programs using them are refused from now on.",
+            action="revoke",
+            title="Revoke API keys",
+            question="Revoke these keys?",
+            consequence="Programs using them are refused at once; their owners can create "
+            "new keys on their API keys page.",
+            confirm_label="Yes, revoke them",
+        )

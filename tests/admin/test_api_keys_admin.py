@@ -1,0 +1,49 @@
+"""Instructors see which of their students run bots, and can stop one by revoking its key."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import User
+from api.models import ApiKey
+from api.services import api_key_create
+from tests.api.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:api_apikey_changelist")
+
+
+def test_alpha_lists_her_students_keys_without_their_secret(world, alpha_client):
+    key = ApiKey.objects.get(name="alpha momentum bot")
+    page = alpha_client.get(CHANGELIST).content.decode()
+    assert "alpha momentum bot" in page and "alpha-student-1" in page
+    assert f"rf_{key.prefix}_…" in page
+    detail = alpha_client.get(reverse("admin:api_apikey_change", args=[key.pk]))
+    assert detail.status_code == 200
+    assert key.key_hash not in page and key.key_hash not in detail.content.decode()
+    assert alpha_client.get(reverse("admin:api_apikey_add")).status_code == 403
+    # Read only: posting a change is refused and changes nothing.
+    alpha_client.post(reverse("admin:api_apikey_change", args=[key.pk]), {"name": "renamed"})
+    assert ApiKey.objects.get(pk=key.pk).name == "alpha momentum bot"
+
+
+def test_alpha_revokes_a_students_key_and_its_bot_is_refused(world, alpha_client):
+    student = User.objects.get(username="alpha-student-2")
+    created = api_key_create(user_id=student.pk, name="flooding bot", scope="trade")
+    bot = client_for(created.raw)
+    assert bot.get("/api/v1/me").status_code == 200
+    selected = {"action": "revoke", "_selected_action": [created.api_key.pk]}
+    asked = alpha_client.post(CHANGELIST, selected).content.decode()
+    assert "Revoke these keys?" in asked and "flooding bot" in asked
+    assert bot.get("/api/v1/me").status_code == 200  # nothing happens before she confirms
+    response = alpha_client.post(CHANGELIST, {**selected, "confirm": "yes"}, follow=True)
+    assert "Revoked 1 key(s)" in response.content.decode()
+    refused = bot.get("/api/v1/me")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "This API key has been revoked."
+    # The other keys of her class are untouched, and the key's history says who revoked it.
+    assert ApiKey.objects.get(name="alpha momentum bot").revoked_at is None
+    history = reverse("admin:api_apikey_history", args=[created.api_key.pk])
+    assert "Revoked" in alpha_client.get(history).content.decode()
