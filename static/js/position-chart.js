@@ -33,6 +33,13 @@
     return chart;
   }
 
+  // The whole path, with a margin on the left so a marker near the entry keeps its label.
+  function showAll(chart, count) {
+    if (count < 2) { chart.timeScale().fitContent(); return; }
+    var pad = Math.max(2, Math.round(count * 0.05));
+    chart.timeScale().setVisibleLogicalRange({ from: -pad, to: count - 1 + pad / 4 });
+  }
+
   // Keep the price lines (entry, LP, BP, the loss floor) inside the visible range.
   function includeLevels(levels) {
     return function (original) {
@@ -116,8 +123,8 @@
       // Show the whole path when the page opens and again when the position ends (the
       // liquidation is the lesson); in between, leave the reader's own zoom alone.
       if (markEl.dataset.status !== data.status) {
-        markChart.timeScale().fitContent();
-        pnlChart.timeScale().fitContent();
+        showAll(markChart, data.mark.length);
+        showAll(pnlChart, data.pnl.length);
       }
       markEl.dataset.points = String(data.mark.length);
       markEl.dataset.status = data.status;
