@@ -48,7 +48,7 @@ def lock_classroom_pockets(
     locked: dict[str, ClassroomPocket] = {}
     for kind in POCKET_LOCK_ORDER:
         if kind in wanted:
-            locked[kind] = ClassroomPocket.objects.select_for_update().get(
+            locked[kind] = ClassroomPocket.objects.select_for_update(no_key=True).get(
                 classroom_id=classroom_id, kind=kind
             )
     return locked

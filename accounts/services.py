@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -161,10 +162,9 @@ def account_adjust(
     reason = str(reason or "").strip()
     if not reason:
         raise errors.DomainError("Say why the balance changes.", field="reason")
-    try:
-        account = TradingAccount.objects.select_for_update(of=("self",)).get(pk=account_id)
-    except TradingAccount.DoesNotExist:
-        raise errors.NotFound("No such trading account.") from None
+    account = lock_accounts([account_id]).get(account_id)
+    if account is None:
+        raise errors.NotFound("No such trading account.")
     if account.balance + amount < 0:
         raise errors.InsufficientBalance(
             f"The free balance is {account.balance}; it cannot go below zero.", field="amount"
@@ -180,3 +180,35 @@ def account_adjust(
     )
     account.refresh_from_db()
     return account
+
+
+@transaction.atomic
+def accounts_adjust(
+    *, account_ids: Iterable[int], amount: Decimal, reason: str, actor_id: int | None = None
+) -> list[TradingAccount]:
+    """Grant or deduct the same amount on several accounts, all or none, one ledger
+    transaction each."""
+    locked = lock_accounts(account_ids)
+    return [
+        account_adjust(account_id=pk, amount=amount, reason=reason, actor_id=actor_id)
+        for pk in locked
+    ]
+
+
+def lock_accounts(account_ids: Iterable[int]) -> dict[int, TradingAccount]:
+    """Lock trading accounts in id order, all before the caller's first posting.
+
+    A posting takes the house pocket. A transaction that moved money for one account and
+    then waited for the next account's lock would hold the house while the student of that
+    account, holding the account, waited for the house: a deadlock. The locks are
+    ``FOR NO KEY UPDATE``, so the engine may still insert ledger entries that refer to a
+    locked account (its foreign-key check takes a key-share lock) without waiting.
+    """
+    ids = sorted({int(pk) for pk in account_ids})
+    rows = (
+        TradingAccount.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("classroom")
+        .filter(pk__in=ids)
+        .order_by("pk")
+    )
+    return {account.pk: account for account in rows}

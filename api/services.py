@@ -57,7 +57,9 @@ def api_key_create(
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise errors.DomainError("The expiry must be in the future.", field="expires_at")
-    active = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).select_for_update()
+    active = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).select_for_update(
+        no_key=True
+    )
     if sum(1 for key in active if key.is_active(now)) >= MAX_ACTIVE_KEYS:
         raise errors.DomainError(
             f"You already have {MAX_ACTIVE_KEYS} active keys; revoke one first.", field="name"
@@ -79,7 +81,9 @@ def api_key_create(
 @transaction.atomic
 def api_key_revoke(*, user_id: int, api_key_id: int) -> ApiKey:
     """Revoke one of the user's keys; requests signed with it fail from now on."""
-    api_key = ApiKey.objects.select_for_update().filter(pk=api_key_id, user_id=user_id).first()
+    api_key = (
+        ApiKey.objects.select_for_update(no_key=True).filter(pk=api_key_id, user_id=user_id).first()
+    )
     if api_key is None:
         raise errors.NotFound("No such API key.")
     if api_key.revoked_at is None:

@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.services import account_adjust, classroom_create
+from accounts.services import accounts_adjust, classroom_create
 from liquidation import admin_views
 from liquidation.instructor import (
     account_reset,
@@ -51,6 +51,7 @@ from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
 from positions.models import Instrument
 from positions.selectors import account_equities
+from positions.services import lock_accounts_with_open_positions
 
 related_only = admin.RelatedOnlyFieldListFilter
 
@@ -100,14 +101,20 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         *,
         apply: Callable[[Any], str],
         done: str,
+        lock_first: Callable[[list[int]], object] | None = None,
         **page: Any,
     ) -> TemplateResponse | None:
         """Ask first; then run ``apply`` (a service call returning the log message) on every
-        selected row in one transaction, so a refusal of one leaves all of them unchanged."""
+        selected row in one transaction, so a refusal of one leaves all of them unchanged.
+
+        ``lock_first`` takes the rows' locks before the first ``apply``, for services whose
+        postings would otherwise hold a pocket while waiting for the next row."""
         if not self.confirmed(request):
             return self.confirmation(request, queryset, **page)
         try:
             with transaction.atomic():
+                if lock_first is not None:
+                    lock_first([obj.pk for obj in queryset])
                 for obj in queryset:
                     self.log_change(request, obj, apply(obj))
         except errors.DomainError as exc:
@@ -453,13 +460,13 @@ class TradingAccountAdmin(InstructorActionsMixin):
             amount = form.signed_amount()
             try:
                 with transaction.atomic():
+                    accounts_adjust(
+                        account_ids=[account.pk for account in queryset],
+                        amount=amount,
+                        reason=form.cleaned_data["reason"],
+                        actor_id=request.user.pk,
+                    )
                     for account in queryset:
-                        account_adjust(
-                            account_id=account.pk,
-                            amount=amount,
-                            reason=form.cleaned_data["reason"],
-                            actor_id=request.user.pk,
-                        )
                         self.log_change(
                             request,
                             account,
@@ -492,6 +499,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
             request,
             queryset,
             apply=apply,
+            lock_first=lock_accounts_with_open_positions,
             done="Reset {count} account(s).",
             action="reset_to_starting_balance",
             title="Reset to the starting balance",

@@ -130,7 +130,7 @@ def advance_mark(instrument_id: int, slot: datetime, now: datetime) -> tuple[str
             .filter(Q(last_tick_at__isnull=True) | Q(last_tick_at__lt=slot))
             .update(last_tick_at=slot)
         )
-        instrument = Instrument.objects.select_for_update().get(pk=instrument_id)
+        instrument = Instrument.objects.select_for_update(no_key=True).get(pk=instrument_id)
         if not claimed:
             last = PriceFeed.objects.filter(pk=feed.pk).values_list("last_tick_at", flat=True)[0]
             if last == slot:
@@ -226,7 +226,7 @@ def margin_calls_sweep(instrument: Instrument, mark: Decimal, result: TickResult
             # Only the position row is locked (never waited for): the flag is what makes a
             # call once per crossing, and a busy position is looked at again next tick.
             locked = list(
-                Position.objects.select_for_update(of=("self",), skip_locked=True)
+                Position.objects.select_for_update(of=("self",), skip_locked=True, no_key=True)
                 .filter(pk__in=candidates, status=Position.Status.OPEN, margin_call_active=False)
                 .select_related("collateral")
             )
@@ -344,7 +344,7 @@ def execute_triggered_order(order_id: int) -> bool:
         if account_id is None:
             return False
         lock_account(account_id)
-        order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+        order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
         mark = (
             Instrument.objects.filter(pk=order.instrument_id)
             .values_list("mark_price", flat=True)

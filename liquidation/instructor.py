@@ -29,7 +29,12 @@ from accounts.money import ZERO, money, plain
 from liquidation.models import MarginCall
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Order, Position
-from positions.services import lock_account, order_cancel, position_close
+from positions.services import (
+    lock_account,
+    lock_accounts_with_open_positions,
+    order_cancel,
+    position_close,
+)
 
 Pocket = LedgerEntry.Pocket
 
@@ -45,7 +50,9 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
     difference between the free balance then and the starting balance moves between the
     house and the account in one ``reset`` transaction (none if there is no difference).
     """
-    account = lock_account(account_id)
+    account = lock_accounts_with_open_positions([account_id]).get(account_id)
+    if account is None:
+        raise errors.NotFound("No such trading account.")
     # The documented lock order: account, then positions, then orders.
     open_positions = Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
     for position_id in open_positions.order_by("pk").values_list("pk", flat=True):
@@ -80,7 +87,7 @@ def account_set_frozen(*, account_id: int, frozen: bool) -> TradingAccount:
 
 def _lock_classroom(classroom_id: int) -> Classroom:
     try:
-        return Classroom.objects.select_for_update().get(pk=classroom_id)
+        return Classroom.objects.select_for_update(no_key=True).get(pk=classroom_id)
     except Classroom.DoesNotExist:
         raise errors.NotFound("No such classroom.") from None
 

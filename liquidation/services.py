@@ -24,7 +24,7 @@ MAX_REPLAY_POINTS = 100_000
 
 def _instrument(instrument_id: int) -> Instrument:
     try:
-        return Instrument.objects.select_for_update().get(pk=instrument_id)
+        return Instrument.objects.select_for_update(no_key=True).get(pk=instrument_id)
     except Instrument.DoesNotExist:
         raise errors.NotFound("No such instrument.", field="instrument") from None
 
@@ -115,7 +115,7 @@ def price_shock(
 @transaction.atomic
 def scenario_stop(*, scenario_id: int) -> Scenario:
     """Cancel an active scenario; the mark stays where it is and the feed resumes from it."""
-    scenario = Scenario.objects.select_for_update().filter(pk=scenario_id).first()
+    scenario = Scenario.objects.select_for_update(no_key=True).filter(pk=scenario_id).first()
     if scenario is None:
         raise errors.NotFound("No such scenario.")
     if scenario.status == Scenario.Status.ACTIVE:

@@ -402,13 +402,13 @@ def liquidate_batch(
         if classroom.leftover_policy == Classroom.LeftoverPolicy.RETURN_TO_TRADER:
             # The leftover is credited to the free balance: lock the accounts first, as
             # every service does, skipping busy ones (they are retried on the next tick).
-            accounts = accounts.select_for_update(of=("self",), skip_locked=True)
+            accounts = accounts.select_for_update(of=("self",), skip_locked=True, no_key=True)
         balances = dict(accounts.values_list("pk", "balance"))
         wanted = [pk for pk, account_id in rows if account_id in balances]
         positions = [
             Breached(*row)
             for row in with_ids(Position.objects.all(), "id", wanted)
-            .select_for_update(of=("self",), skip_locked=True)
+            .select_for_update(of=("self",), skip_locked=True, no_key=True)
             .filter(status=Position.Status.OPEN)
             .order_by("pk")
             .values_list(*BREACHED_FIELDS)
@@ -548,20 +548,20 @@ def auto_deleverage(
         if covered >= needed:
             break
         account = (
-            TradingAccount.objects.select_for_update(of=("self",), skip_locked=True)
+            TradingAccount.objects.select_for_update(of=("self",), skip_locked=True, no_key=True)
             .filter(pk=candidate.account_id)
             .first()
         )
         if account is None:
             continue
         locked = (
-            Position.objects.select_for_update(of=("self",), skip_locked=True)
+            Position.objects.select_for_update(of=("self",), skip_locked=True, no_key=True)
             .filter(pk=candidate.pk, status=Position.Status.OPEN)
             .first()
         )
         if locked is None:
             continue
-        collateral = Collateral.objects.select_for_update().get(pk=locked.pk)
+        collateral = Collateral.objects.select_for_update(no_key=True).get(pk=locked.pk)
         qty = min(locked.quantity, _lot_ceiling((needed - covered) / gap, instrument.lot_size))
         s = margin.side_sign(locked.side)
         full = qty == locked.quantity

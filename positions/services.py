@@ -9,6 +9,7 @@ account queue on that account's row, so they never deadlock and need no retry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -34,7 +35,7 @@ from accounts.money import (
     price_up,
     to_tick,
 )
-from accounts.services import clean_amount
+from accounts.services import clean_amount, lock_accounts
 from positions import margin
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, Side
 
@@ -333,7 +334,9 @@ def _validate_tpsl(
 
 def lock_account(account_id: int, *, owner_id: int | None = None) -> TradingAccount:
     """Lock a trading account (with its classroom); with ``owner_id``, only that user's."""
-    accounts = TradingAccount.objects.select_for_update(of=("self",)).select_related("classroom")
+    accounts = TradingAccount.objects.select_for_update(of=("self",), no_key=True).select_related(
+        "classroom"
+    )
     if owner_id is not None:
         accounts = accounts.filter(user_id=owner_id)
     try:
@@ -341,6 +344,23 @@ def lock_account(account_id: int, *, owner_id: int | None = None) -> TradingAcco
     except TradingAccount.DoesNotExist:
         field = None if owner_id is None else "account"
         raise errors.NotFound("No such trading account.", field=field) from None
+
+
+def lock_accounts_with_open_positions(account_ids: Iterable[int]) -> dict[int, TradingAccount]:
+    """Lock trading accounts in id order, then every open position of theirs in id order.
+
+    For a transaction that closes several positions: each close takes the house pocket, so
+    waiting for the next position's lock after the first close could deadlock with the
+    engine's liquidation batch, which holds that position and waits for the house.
+    """
+    accounts = lock_accounts(account_ids)
+    list(
+        Position.objects.select_for_update(of=("self",), no_key=True)
+        .filter(account_id__in=list(accounts), status=Position.Status.OPEN)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return accounts
 
 
 def lock_position(position_id: int) -> tuple[TradingAccount, Position, Collateral]:
@@ -352,12 +372,12 @@ def lock_position(position_id: int) -> tuple[TradingAccount, Position, Collatera
         raise errors.NotFound("No such position.")
     account = lock_account(account_id)
     position = (
-        Position.objects.select_for_update(of=("self",))
+        Position.objects.select_for_update(of=("self",), no_key=True)
         .select_related("instrument")
         .get(pk=position_id)
     )
     position.account = account
-    collateral = Collateral.objects.select_for_update().get(pk=position_id)
+    collateral = Collateral.objects.select_for_update(no_key=True).get(pk=position_id)
     return account, position, collateral
 
 
@@ -865,7 +885,7 @@ def order_place(
                 "A reduce-only order names the position it reduces.", field="position"
             )
         target = (
-            Position.objects.select_for_update(of=("self",))
+            Position.objects.select_for_update(of=("self",), no_key=True)
             .filter(pk=position_id, account=account)
             .first()
         )
@@ -942,7 +962,7 @@ def order_place(
         updated_at=now,
     )
     if target is not None and type == Order.Type.MARKET:
-        collateral = Collateral.objects.select_for_update().get(pk=target.pk)
+        collateral = Collateral.objects.select_for_update(no_key=True).get(pk=target.pk)
         target.account = account
         order, _ = _close(
             account=account, position=target, collateral=collateral, quantity=qty, order=order
@@ -959,7 +979,7 @@ def order_cancel(*, order_id: int) -> Order:
     if account_id is None:
         raise errors.NotFound("No such order.")
     lock_account(account_id)
-    order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+    order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
     if order.status != Order.Status.RESTING:
         raise errors.OrderNotCancellable(
             f"The order is {order.get_status_display().lower()}; only resting orders can be cancelled."
@@ -978,18 +998,18 @@ def order_execute(*, order_id: int) -> Order:
     try:
         with transaction.atomic():
             account = lock_account(account_id)
-            order = Order.objects.select_for_update(of=("self",)).get(pk=order_id)
+            order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
             if order.status != Order.Status.RESTING:
                 return fresh_order(order.pk)
             if order.reduce_only:
                 assert order.position_id is not None
                 position = (
-                    Position.objects.select_for_update(of=("self",))
+                    Position.objects.select_for_update(of=("self",), no_key=True)
                     .select_related("instrument")
                     .get(pk=order.position_id)
                 )
                 position.account = account
-                collateral = Collateral.objects.select_for_update().get(pk=position.pk)
+                collateral = Collateral.objects.select_for_update(no_key=True).get(pk=position.pk)
                 qty = min(order.quantity, position.quantity) if position.is_open else order.quantity
                 _close(
                     account=account,

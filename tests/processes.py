@@ -149,3 +149,14 @@ def wait_until(
             return result
         time.sleep(interval)
     raise AssertionError(f"{message} did not happen within {timeout}s")
+
+
+def waiting_on_locks() -> int:
+    """How many connections to the test database wait for a lock right now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]

@@ -3,9 +3,13 @@
 Why no deadlock can happen: every service locks the trading account row first, so calls
 on one account queue up behind that lock and re-read everything under it; the classroom's
 pockets come last, always insurance fund, then house, then fees (``POCKET_LOCK_ORDER``,
-followed by ``ledger_post``, ``lock_classroom_pockets`` and the engine's liquidations). No service retries: lock ordering makes deadlocks impossible,
-and each test below fails on any error that is not a domain refusal (a deadlock or
-serialisation failure would surface as one).
+followed by ``ledger_post``, ``lock_classroom_pockets`` and the engine's liquidations).
+Row locks are ``FOR NO KEY UPDATE``, so the engine's inserts that refer to a locked account
+or position (foreign-key checks) never wait for them, and a transaction that acts on several
+accounts or positions locks them all before its first posting
+(``tests/engine/test_lock_order.py``). No service retries: lock ordering makes deadlocks
+impossible, and each test below fails on any error that is not a domain refusal (a deadlock
+or serialisation failure would surface as one).
 """
 
 from __future__ import annotations

@@ -54,11 +54,11 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
     """
     import threading
 
-    from django.db import connection, connections, transaction
+    from django.db import connections, transaction
 
     from accounts.models import ClassroomPocket
     from positions.services import position_close
-    from tests.processes import wait_until
+    from tests.processes import wait_until, waiting_on_locks
 
     classroom = make_classroom(name="Gaps", max_leverage=100, insurance_fund_seed=Decimal(5000))
     btc = make_instrument(classroom)
@@ -87,15 +87,6 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
             ClassroomPocket.objects.select_for_update().get(classroom=classroom, kind="house")
             house_held.set()
             assert release_house.wait(timeout=60)
-
-    def waiting_on_locks() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            )
-            return cursor.fetchone()[0]
 
     holder = threading.Thread(target=run, args=(hold_house,))
     holder.start()
