@@ -33,14 +33,14 @@ def clean_amount(
         raise errors.InvalidAmount("Enter a number.", field=field) from None
     if not amount.is_finite():
         raise errors.InvalidAmount("Enter a finite number.", field=field)
+    if amount.copy_abs() >= MAX_AMOUNT:  # first: counting the places of 1e1000000 overflows
+        raise errors.InvalidAmount("The amount is too large.", field=field)
     if places(amount) > MONEY_PLACES:
         raise errors.InvalidAmount(f"Use at most {MONEY_PLACES} decimal places.", field=field)
     if amount < 0 and not allow_negative:
         raise errors.InvalidAmount("The amount must be positive.", field=field)
     if amount == 0 and not allow_zero:
         raise errors.InvalidAmount("The amount must not be zero.", field=field)
-    if abs(amount) >= MAX_AMOUNT:
-        raise errors.InvalidAmount("The amount is too large.", field=field)
     return money(amount)
 
 

@@ -8,6 +8,7 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -57,6 +58,10 @@ class DecimalInput(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 40)
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        # The parser reads JSON numbers with a fraction as Decimal: keep them exact.
+        return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -149,6 +149,44 @@ def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
     assert (Order.objects.count(), LedgerTransaction.objects.count()) == before
 
 
+def test_unquoted_json_numbers_are_read_exactly_not_as_floats(api, account, btc):
+    """0.010000000000000001 is 0.01 as a float; read exactly it is off the lot size."""
+
+    def preview(quantity: str):
+        body = (
+            f'{{"account": {account.pk}, "symbol": "BTCUSDT", "side": "long", '
+            f'"quantity": {quantity}, "leverage": 10}}'
+        )
+        return api.post("/api/v1/orders/preview", body, content_type="application/json")
+
+    exact = preview("0.01")
+    assert exact.status_code == 200, exact.json()
+    assert exact.json()["initial_margin"] == "60"
+    off_lot = preview("0.010000000000000001")
+    assert off_lot.status_code == 400
+    assert off_lot.json()["error"]["code"] == "invalid_quantity"
+    huge = preview("1e400")
+    assert (huge.status_code, huge.json()["error"]["code"]) == (400, "invalid_quantity")
+    not_json = preview("NaN")
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize("amount", ["1e1000000", "-1e1000000", "1E+999999999"])
+def test_absurd_exponents_in_a_margin_amount_are_refused_not_a_server_error(
+    api, account, btc, amount
+):
+    order = api.post(ORDERS, order_body(account), format="json").json()
+    response = api.post(
+        f"/api/v1/positions/{order['position']}/margin", {"amount": amount}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_amount",
+        "message": "The amount is too large.",
+        "fields": {"amount": ["The amount is too large."]},
+    }
+
+
 def test_close_part_then_all_and_margin_in_and_out(api, account, btc):
     order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
     url = f"/api/v1/positions/{order['position']}/"
