@@ -47,7 +47,8 @@ class Classroom(models.Model):
         default=20, validators=[MinValueValidator(1), MaxValueValidator(125)]
     )
     trading_enabled = models.BooleanField(
-        default=True, help_text="Switch trading on or off now, whatever the window says."
+        default=True,
+        help_text="Off stops all trading. On, students trade within the window below, if any.",
     )
     trading_opens_at = models.DateTimeField(null=True, blank=True)
     trading_closes_at = models.DateTimeField(null=True, blank=True)
@@ -71,9 +72,12 @@ class Classroom(models.Model):
                 | Q(trading_closes_at__isnull=True)
                 | Q(trading_closes_at__gt=models.F("trading_opens_at")),
                 name="classroom_window_ordered",
+                violation_error_message="Trading must close after it opens.",
             ),
             models.CheckConstraint(
-                condition=Q(starting_balance__gt=0), name="classroom_starting_balance_positive"
+                condition=Q(starting_balance__gt=0),
+                name="classroom_starting_balance_positive",
+                violation_error_message="The starting balance must be positive.",
             ),
         ]
 

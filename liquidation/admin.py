@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.services import accounts_adjust, classroom_create
+from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
     account_reset,
@@ -158,13 +158,32 @@ class ClassroomForm(forms.ModelForm):
             "ranking",
         )
 
+    def _amount(self, name: str, *, allow_zero: bool) -> Decimal | None:
+        # The services' own rule for amounts, so the form refuses what they would refuse.
+        value = self.cleaned_data.get(name)
+        if value is None:
+            return None
+        try:
+            return clean_amount(value, field=name, allow_zero=allow_zero)
+        except errors.DomainError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def clean_starting_balance(self) -> Decimal | None:
+        return self._amount("starting_balance", allow_zero=False)
+
+    def clean_insurance_fund_seed(self) -> Decimal | None:
+        return self._amount("insurance_fund_seed", allow_zero=True)
+
 
 class RosterInline(ScopedInline):
     """The classroom's members: role, free balance and equity at the current marks."""
 
     model = Membership
     fields = ("user", "role", "joined_at", "balance", "equity", "trading_frozen")
-    readonly_fields = ("user", "joined_at", "balance", "equity", "trading_frozen")
+    # The role is read-only: it follows from how someone came in (the instructor creates the
+    # class, students join with its code), and an edited role would grant nothing but drop
+    # the student from the grades.
+    readonly_fields = ("user", "role", "joined_at", "balance", "equity", "trading_frozen")
     can_delete = False
     verbose_name_plural = "roster"
 
@@ -350,6 +369,13 @@ class ClassroomAdmin(InstructorActionsMixin):
             action=action,
             title=f"{verb} trading now",
             question=f"{verb} trading now in these classrooms, whatever their window says?",
+            consequence=(
+                "A window that has not opened yet opens now; one that has closed no longer "
+                "ends. Students can trade at once."
+                if enabled
+                else "Students cannot place orders or open positions until you open it again; "
+                "open positions stay open and can still be liquidated."
+            ),
             confirm_label=f"Yes, {verb.lower()} trading",
         )
 

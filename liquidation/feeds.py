@@ -27,10 +27,16 @@ from accounts.money import to_tick
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 
+# Far above any classroom's prices; a walk compounding without end, or a typo in a
+# scenario, stops here instead of overflowing the price columns.
+MARK_CEILING = Decimal(10) ** 12
+
 
 def on_grid(value: Decimal, instrument: Instrument) -> Decimal:
-    """A positive price on the instrument's tick grid (never below one tick)."""
-    return max(to_tick(value, instrument.tick_size, up=False), instrument.tick_size)
+    """A positive price on the instrument's tick grid (never below one tick, nor above the
+    ceiling)."""
+    capped = min(value, MARK_CEILING)
+    return max(to_tick(capped, instrument.tick_size, up=False), instrument.tick_size)
 
 
 def walk_return(*, seed: int, step: int, volatility: float, jump_probability: float,

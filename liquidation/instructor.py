@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
@@ -94,10 +95,20 @@ def _lock_classroom(classroom_id: int) -> Classroom:
 
 @transaction.atomic
 def classroom_set_trading(*, classroom_id: int, enabled: bool) -> Classroom:
-    """Open or close trading in a classroom now, whatever its trading window says."""
+    """Open or close trading in a classroom now, whatever its trading window says.
+
+    Closing switches trading off. Opening switches it on and, if the window has not opened
+    yet, opens it now; if the window has closed, it no longer ends.
+    """
     classroom = _lock_classroom(classroom_id)
     classroom.trading_enabled = enabled
-    classroom.save(update_fields=["trading_enabled"])
+    if enabled:
+        now = timezone.now()
+        if classroom.trading_opens_at and classroom.trading_opens_at > now:
+            classroom.trading_opens_at = now
+        if classroom.trading_closes_at and classroom.trading_closes_at <= now:
+            classroom.trading_closes_at = None
+    classroom.save(update_fields=["trading_enabled", "trading_opens_at", "trading_closes_at"])
     return classroom
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -28,16 +29,31 @@ class PriceFeed(models.Model):
     volatility = models.DecimalField(
         **RATE_DIGITS,
         default=Decimal("0.001"),
-        help_text="Standard deviation of one tick's return.",
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal("0.1"))],
+        help_text="Standard deviation of one tick's return (0.001 is 0.1%; at most 0.1).",
     )
-    jump_probability = models.DecimalField(**RATE_DIGITS, default=Decimal("0.002"))
+    jump_probability = models.DecimalField(
+        **RATE_DIGITS,
+        default=Decimal("0.002"),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
+        help_text="Chance of a jump on each tick, from 0 to 1.",
+    )
     jump_size = models.DecimalField(
-        **RATE_DIGITS, default=Decimal("0.02"), help_text="Typical size of a jump, as a share."
+        **RATE_DIGITS,
+        default=Decimal("0.02"),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal("0.5"))],
+        help_text="Typical size of a jump, as a share (at most 0.5).",
     )
     step = models.BigIntegerField(
         default=0, help_text="Ticks taken so far; with the seed, the walk."
     )
-    replay_speed = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal(1))
+    replay_speed = models.DecimalField(
+        max_digits=10,
+        decimal_places=4,
+        default=Decimal(1),
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(Decimal(1000))],
+        help_text="2 plays a replay twice as fast (0.01 to 1000).",
+    )
     replay_started_at = models.DateTimeField(null=True, blank=True)
     # The start of the last tick slot whose price step was applied: claiming a slot with a
     # conditional UPDATE makes a redelivered or doubly scheduled tick move the price once.

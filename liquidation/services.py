@@ -9,17 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
 from django.utils import timezone
 
 from accounts import errors
+from liquidation.feeds import MARK_CEILING
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 
 MAX_REPLAY_POINTS = 100_000
+MAX_REPLAY_SECONDS = Decimal(10 * 366 * 24 * 3600)
 
 
 def _instrument(instrument_id: int) -> Instrument:
@@ -84,6 +86,10 @@ def scenario_start(
         target = _decimal(target_price, field="target_price")
         if target <= 0:
             raise errors.InvalidPrice("The price must be positive.", field="target_price")
+        if target > MARK_CEILING:
+            raise errors.InvalidPrice(
+                f"The price must be at most {MARK_CEILING:,}.", field="target_price"
+            )
         scenario.target_price = target
         scenario.start_price = instrument.mark_price
     else:
@@ -142,6 +148,8 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
                 raise errors.DomainError(
                     f"Row {number}: {when!r} is neither seconds nor an ISO timestamp.", field="csv"
                 ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)  # a timestamp without a zone is UTC
             first_time = first_time or moment
             offset = Decimal(repr((moment - first_time).total_seconds()))
         try:
@@ -150,13 +158,19 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
             raise errors.DomainError(
                 f"Row {number}: {value!r} is not a price.", field="csv"
             ) from None
-        if not price_value.is_finite() or price_value <= 0 or price_value >= Decimal(10) ** 17:
+        if not price_value.is_finite() or price_value <= 0:
             raise errors.DomainError(f"Row {number}: the price must be positive.", field="csv")
+        if price_value > MARK_CEILING:
+            raise errors.DomainError(
+                f"Row {number}: the price must be at most {MARK_CEILING:,}.", field="csv"
+            )
         parsed.append((offset, price_value))
     if not parsed:
         raise errors.DomainError("The CSV holds no prices.", field="csv")
     start = parsed[0][0]
     result = [(offset - start, p) for offset, p in parsed]
+    if max(offset for offset, _ in result) > MAX_REPLAY_SECONDS:
+        raise errors.DomainError("A replay may last at most ten years.", field="csv")
     if any(b[0] < a[0] for a, b in itertools.pairwise(result)):
         raise errors.DomainError("The rows must be in time order.", field="csv")
     return result

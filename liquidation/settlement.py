@@ -261,7 +261,8 @@ def insert_rows(
         statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
         formatted = [_copy_column([row[c] for row in rows]) for c in columns]
         text = "".join(f"{line}\n" for line in map("\t".join, zip(*formatted, strict=True)))
-        with cursor.cursor.copy(statement) as copy:
+        # Through Django's wrapper, so a failed COPY raises DatabaseError like any query.
+        with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
             copy.write(text.encode())
     return ids
 

@@ -13,6 +13,9 @@ from accounts.models import Classroom, TradingAccount
 from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
 from positions import margin
 
+# Exchanges charge takers 0.02-0.1%; 10% is already a lesson in fees, not a market.
+MAX_FEE_RATE = Decimal("0.1")
+
 
 class Side(models.TextChoices):
     LONG = "long", "Long"
@@ -27,11 +30,18 @@ class Instrument(models.Model):
     name = models.CharField(max_length=80, blank=True)
     tick_size = models.DecimalField(**PRICE_DIGITS, default=Decimal("0.1"))
     lot_size = models.DecimalField(**QUANTITY_DIGITS, default=Decimal("0.001"))
-    min_notional = models.DecimalField(**MONEY_DIGITS, default=Decimal("5"))
+    min_notional = models.DecimalField(
+        **MONEY_DIGITS, default=Decimal("5"), validators=[MinValueValidator(Decimal(0))]
+    )
     max_leverage = models.PositiveSmallIntegerField(
         default=100, validators=[MinValueValidator(1), MaxValueValidator(125)]
     )
-    taker_fee_rate = models.DecimalField(**RATE_DIGITS, default=Decimal("0.0005"))
+    taker_fee_rate = models.DecimalField(
+        **RATE_DIGITS,
+        default=Decimal("0.0005"),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(MAX_FEE_RATE)],
+        help_text="Share of the notional charged on every fill (0.0005 is 0.05%).",
+    )
     spread = models.DecimalField(
         **PRICE_DIGITS, default=Decimal(0), help_text="Bid-ask spread in price units."
     )
@@ -47,14 +57,36 @@ class Instrument(models.Model):
             models.UniqueConstraint(
                 fields=["classroom", "symbol"], name="instrument_symbol_per_classroom"
             ),
-            models.CheckConstraint(condition=Q(tick_size__gt=0), name="instrument_tick_positive"),
-            models.CheckConstraint(condition=Q(lot_size__gt=0), name="instrument_lot_positive"),
             models.CheckConstraint(
-                condition=Q(spread__gte=0), name="instrument_spread_non_negative"
+                condition=Q(tick_size__gt=0),
+                name="instrument_tick_positive",
+                violation_error_message="The tick size must be positive.",
+            ),
+            models.CheckConstraint(
+                condition=Q(lot_size__gt=0),
+                name="instrument_lot_positive",
+                violation_error_message="The lot size must be positive.",
+            ),
+            models.CheckConstraint(
+                condition=Q(spread__gte=0),
+                name="instrument_spread_non_negative",
+                violation_error_message="The spread cannot be negative.",
             ),
             models.CheckConstraint(
                 condition=Q(mark_price__isnull=True) | Q(mark_price__gt=0),
                 name="instrument_mark_positive",
+                violation_error_message="The mark price must be positive.",
+            ),
+            # A negative fee would pay traders out of the fees pocket.
+            models.CheckConstraint(
+                condition=Q(taker_fee_rate__gte=0, taker_fee_rate__lte=MAX_FEE_RATE),
+                name="instrument_fee_rate_in_range",
+                violation_error_message=f"The taker fee rate must be between 0 and {MAX_FEE_RATE}.",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_notional__gte=0),
+                name="instrument_min_notional_non_negative",
+                violation_error_message="The minimum notional cannot be negative.",
             ),
         ]
 

@@ -3,10 +3,13 @@ and leaves the ledger balanced; a refused action writes nothing."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Classroom, LedgerTransaction, TradingAccount
 from positions.models import Order, Position
@@ -206,6 +209,27 @@ def test_close_and_open_trading_now(world, alpha_client):
     assert logged(classroom, "Closed trading now") and logged(classroom, "Opened trading now")
     assert last_txn_id() == before
     assert_ledger_invariants()
+
+
+@pytest.mark.parametrize(
+    ("opens", "closes"),
+    [
+        (None, timedelta(hours=-1)),
+        (timedelta(days=1), None),
+        (timedelta(days=1), timedelta(days=2)),
+    ],
+)
+def test_open_trading_now_opens_it_even_outside_the_trading_window(
+    world, alpha_client, opens, closes
+):
+    classroom = world.alpha_class
+    now = timezone.now()
+    Classroom.objects.filter(pk=classroom.pk).update(
+        trading_opens_at=opens and now + opens, trading_closes_at=closes and now + closes
+    )
+    assert not Classroom.objects.get(pk=classroom.pk).is_trading_open()
+    assert run(alpha_client, CLASSROOMS, "open_trading", [classroom]).status_code == 302
+    assert Classroom.objects.get(pk=classroom.pk).is_trading_open()
 
 
 def test_regenerate_join_code(world, alpha_client):

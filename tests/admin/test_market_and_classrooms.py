@@ -70,6 +70,8 @@ def test_invalid_classroom_rules_are_form_errors_and_write_nothing(db, client):
         {"liquidation_fee_rate": "0.5"},
         {"name": ""},
         {"insurance_fund_seed": "-1"},
+        {"starting_balance": "5000000000000000"},  # the form's digits allow it, money does not
+        {"insurance_fund_seed": "5000000000000000"},
         {
             "trading_opens_at_0": "2030-01-02", "trading_opens_at_1": "10:00",
             "trading_closes_at_0": "2030-01-01", "trading_closes_at_1": "10:00",
@@ -80,6 +82,22 @@ def test_invalid_classroom_rules_are_form_errors_and_write_nothing(db, client):
         assert response.context["errors"], bad
     assert not Classroom.objects.exists()
     assert not LedgerTransaction.objects.exists()
+
+
+def test_form_errors_speak_plainly_instead_of_naming_constraints(db, client):
+    client.force_login(make_instructor("teacher"))
+    window = {
+        "trading_opens_at_0": "2030-01-02", "trading_opens_at_1": "10:00",
+        "trading_closes_at_0": "2030-01-01", "trading_closes_at_1": "10:00",
+    }  # fmt: skip
+    response = client.post(reverse("admin:accounts_classroom_add"), classroom_post(**window))
+    assert "Trading must close after it opens." in response.content.decode()
+    huge = client.post(
+        reverse("admin:accounts_classroom_add"),
+        classroom_post(starting_balance="5000000000000000"),
+    )
+    assert "The amount is too large." in huge.content.decode()
+    assert "constraint" not in (response.content + huge.content).decode().lower()
 
 
 def test_rules_are_editable_on_the_change_page(world, alpha_client):
@@ -93,6 +111,19 @@ def test_rules_are_editable_on_the_change_page(world, alpha_client):
     world.alpha_class.refresh_from_db()
     assert world.alpha_class.max_leverage == 7
     assert world.alpha_class.leftover_policy == "return_to_trader"
+
+
+def test_the_roster_shows_roles_but_never_changes_them(world, alpha_client):
+    """A role edited in the roster would grant nothing and drop the student from the grades."""
+    page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(alpha_client.get(page))
+    assert not [name for name in data if name.endswith("-role")]
+    before = dict(Membership.objects.values_list("pk", "role"))
+    for index in range(int(data["memberships-TOTAL_FORMS"])):
+        data[f"memberships-{index}-role"] = "instructor"
+    response = alpha_client.post(page, data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    assert dict(Membership.objects.values_list("pk", "role")) == before
 
 
 def tier_post(classroom, rows, **extra):
@@ -160,6 +191,52 @@ def test_invalid_tiers_are_refused_and_nothing_is_written(world, alpha_client, r
     assert response.status_code == 200
     assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
     assert not MarginTier.objects.filter(instrument__symbol="ETHUSDT").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("taker_fee_rate", "-0.01", "greater than or equal to 0"),  # would pay traders
+        ("taker_fee_rate", "2", "less than or equal to 0.1"),
+        ("min_notional", "-5", "greater than or equal to 0"),
+        ("tick_size", "0", "The tick size must be positive."),
+        ("lot_size", "0", "The lot size must be positive."),
+        ("spread", "-1", "The spread cannot be negative."),
+        ("mark_price", "0", "The mark price must be positive."),
+    ],
+)
+def test_instrument_settings_out_of_range_are_form_errors(
+    world, alpha_client, field, value, message
+):
+    rows = BTC_BRACKETS
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(world.alpha_class, rows, **{field: value}),
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("volatility", "5"), ("volatility", "-3"), ("jump_probability", "5"),
+     ("jump_size", "5"), ("replay_speed", "-1")],
+)  # fmt: skip
+def test_price_feed_settings_out_of_range_are_form_errors(world, alpha_client, field, value):
+    feed = {
+        "feed-TOTAL_FORMS": "1", "feed-0-kind": "simulated", "feed-0-is_active": "on",
+        "feed-0-seed": "1", "feed-0-volatility": "0.001", "feed-0-jump_probability": "0.002",
+        "feed-0-jump_size": "0.02", "feed-0-step": "0", "feed-0-replay_speed": "1",
+    }  # fmt: skip
+    feed[f"feed-0-{field}"] = value
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(world.alpha_class, BTC_BRACKETS, **feed),
+    )
+    assert response.status_code == 200
+    assert response.context["inline_admin_formsets"][1].formset.errors[0].get(field)
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
 
 
 def test_tiers_cannot_change_under_open_positions(world, alpha_client):

@@ -102,6 +102,41 @@ def test_replay_upload_rejects_bad_csv_and_writes_nothing(btc):
     assert not PriceFeed.objects.exists() and not ReplayPoint.objects.exists()
 
 
+def test_replay_timestamps_with_and_without_a_zone_mix_as_utc(btc):
+    feed = replay_upload(
+        instrument_id=btc.pk,
+        csv_text="2026-03-01T10:00:00Z,100\n2026-03-01T10:00:30,101\n2026-03-01T11:01:00+01:00,99\n",
+    )
+    offsets = list(ReplayPoint.objects.filter(feed=feed).values_list("offset_seconds", flat=True))
+    assert offsets == [Decimal(0), Decimal(30), Decimal(60)]
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("0,100\n1e12,101\n", "at most ten years"),
+        ("0001-01-01T00:00:00Z,100\n9999-12-31T00:00:00Z,101\n", "at most ten years"),
+        ("0,100\n1,1e13\n", "at most 1,000,000,000,000"),
+    ],
+)
+def test_replays_too_long_or_too_dear_are_refused(btc, csv_text, message):
+    with pytest.raises(DomainError) as exc:
+        replay_upload(instrument_id=btc.pk, csv_text=csv_text)
+    assert message in exc.value.message
+    assert not ReplayPoint.objects.exists()
+
+
+def test_no_scenario_or_walk_takes_the_mark_past_the_ceiling(btc):
+    with pytest.raises(DomainError):
+        scenario_start(instrument_id=btc.pk, kind="set_price", target_price="1e13")
+    scenario_start(instrument_id=btc.pk, kind="move", percent="1000", duration_seconds=0)
+    btc.mark_price = Decimal(10) ** 11 * 5
+    btc.save(update_fields=["mark_price"])
+    PriceFeed.objects.filter(instrument=btc).update(last_tick_at=None)
+    scenario_start(instrument_id=btc.pk, kind="move", percent="1000", duration_seconds=0)
+    assert tick(btc).mark == Decimal(10) ** 12
+
+
 def test_engine_status_shows_lag_per_instrument():
     _run("seed_demo")
     tick(Instrument.objects.get(symbol="ETHUSDT"))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import DataError, transaction
 
 from accounts.models import LedgerEntry, LedgerTransaction
 from liquidation.settlement import insert_rows
@@ -55,3 +55,27 @@ def test_copied_rows_read_back_unchanged_whatever_their_text_or_nulls():
     assert [e.amount for e in entries] == amounts
     assert [e.account_id for e in entries] == [account.pk, None, None]
     assert [e.pocket for e in entries] == ["account", "house", "house"]
+
+
+def test_a_failed_copy_raises_djangos_database_error_that_the_engine_handles():
+    """The engine catches DatabaseError per phase; a COPY error must be one, not psycopg's."""
+    classroom = make_classroom(name="Overflow")
+    too_large = Decimal(10) ** 17  # beyond NUMERIC(24, 8)
+    with pytest.raises(DataError), transaction.atomic():
+        (transaction_id,) = insert_rows(
+            LedgerTransaction,
+            [
+                {
+                    "classroom_id": classroom.pk, "kind": LedgerTransaction.Kind.GRANT,
+                    "memo": "", "position_id": None, "created_by_id": None,
+                    "created_at": datetime(2026, 3, 1, tzinfo=UTC),
+                },
+            ],
+            with_ids=True,
+        )  # fmt: skip
+        insert_rows(
+            LedgerEntry,
+            [{"transaction_id": transaction_id, "classroom_id": classroom.pk,
+              "pocket": "house", "account_id": None, "position_id": None,
+              "amount": too_large}],
+        )  # fmt: skip
