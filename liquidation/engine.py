@@ -53,7 +53,13 @@ from liquidation.settlement import (
 from positions import margin
 from positions.models import Instrument, Order, Position, Side
 from positions.selectors import WARNING_RATIO
-from positions.services import lock_account, lock_position, order_execute, position_close
+from positions.services import (
+    fill_price,
+    lock_account,
+    lock_position,
+    order_execute,
+    position_close,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +297,16 @@ def margin_calls_sweep(instrument: Instrument, mark: Decimal, result: TickResult
         )
 
 
-def _order_triggered(order: Order, mark: Decimal) -> bool:
+def _order_triggered(order: Order, instrument: Instrument) -> bool:
+    mark = instrument.mark_price
+    if mark is None:
+        return False
     if order.type == Order.Type.LIMIT and order.price is not None:
-        return mark <= order.price if order.side == Side.LONG else mark >= order.price
+        # A limit order triggers on the price it would fill at (half a spread from the mark),
+        # so it never fills beyond its limit.
+        long = order.side == Side.LONG
+        quote = fill_price(instrument=instrument, buying=long, mark=mark)
+        return quote <= order.price if long else quote >= order.price
     if order.type == Order.Type.STOP and order.stop_price is not None:
         return mark >= order.stop_price if order.side == Side.LONG else mark <= order.stop_price
     return False
@@ -307,15 +320,18 @@ def _tpsl_triggered(position: Position, mark: Decimal) -> bool:
     return sl is not None and (mark <= sl if long else mark >= sl)
 
 
-def triggered_order_ids(instrument_id: int, mark: Decimal) -> list[int]:
-    """Resting limit and stop orders the mark has reached, by the resting-order indexes."""
-    resting = Order.objects.filter(instrument_id=instrument_id, status=Order.Status.RESTING)
+def triggered_order_ids(instrument: Instrument, mark: Decimal) -> list[int]:
+    """Resting limit orders their fill price has reached and stop orders the mark has
+    reached, by the resting-order indexes."""
+    resting = Order.objects.filter(instrument_id=instrument.pk, status=Order.Status.RESTING)
     limit = resting.filter(type=Order.Type.LIMIT)
     stop = resting.filter(type=Order.Type.STOP)
+    ask = fill_price(instrument=instrument, buying=True, mark=mark)
+    bid = fill_price(instrument=instrument, buying=False, mark=mark)
     ids: list[int] = []
     for queryset in (
-        limit.filter(side=Side.LONG, price__gte=mark),
-        limit.filter(side=Side.SHORT, price__lte=mark),
+        limit.filter(side=Side.LONG, price__gte=ask),
+        limit.filter(side=Side.SHORT, price__lte=bid),
         stop.filter(side=Side.LONG, stop_price__lte=mark),
         stop.filter(side=Side.SHORT, stop_price__gte=mark),
     ):
@@ -345,15 +361,11 @@ def execute_triggered_order(order_id: int) -> bool:
             return False
         lock_account(account_id)
         order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
-        mark = (
-            Instrument.objects.filter(pk=order.instrument_id)
-            .values_list("mark_price", flat=True)
-            .first()
-        )
+        instrument = Instrument.objects.filter(pk=order.instrument_id).first()
         if (
             order.status != Order.Status.RESTING
-            or mark is None
-            or not _order_triggered(order, mark)
+            or instrument is None
+            or not _order_triggered(order, instrument)
         ):
             return False
         return order_execute(order_id=order_id).status == Order.Status.FILLED
@@ -374,14 +386,14 @@ def close_at_tpsl(position_id: int) -> bool:
         return False
 
 
-def trigger_resting(instrument_id: int, mark: Decimal, result: TickResult) -> None:
-    for order_id in triggered_order_ids(instrument_id, mark):
+def trigger_resting(instrument: Instrument, mark: Decimal, result: TickResult) -> None:
+    for order_id in triggered_order_ids(instrument, mark):
         try:
             if execute_triggered_order(order_id):
                 result.orders_triggered += 1
         except DatabaseError as exc:
             result.errors.append(f"order {order_id}: {exc}")
-    for position_id in triggered_tpsl_ids(instrument_id, mark):
+    for position_id in triggered_tpsl_ids(instrument.pk, mark):
         try:
             if close_at_tpsl(position_id):
                 result.orders_triggered += 1
@@ -427,7 +439,7 @@ def tick_instrument(
                     "Tick phase %s of instrument %s failed", phase.__name__, instrument_id
                 )
                 result.errors.append(f"{phase.__name__}: {exc}")
-        trigger_resting(instrument_id, result.mark, result)
+        trigger_resting(instrument, result.mark, result)
         EngineHeartbeat.objects.filter(pk=heartbeat.pk).update(
             finished_at=timezone.now(),
             positions_checked=result.checked,

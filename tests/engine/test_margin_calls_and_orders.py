@@ -78,6 +78,34 @@ def test_limit_and_stop_orders_fill_when_the_mark_reaches_them(btc, account):
     assert_ledger_invariants()
 
 
+def test_limit_orders_never_fill_beyond_their_limit_across_the_spread(btc, account):
+    """With a spread of 2, a buy fills one above the mark and a sell one below it; a limit
+    order waits until that price, not the mark, reaches its limit."""
+    btc.spread = Decimal(2)
+    btc.save(update_fields=["spread"])
+    opened = open_position(account, btc, "long", "0.01", 10)
+    buy = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.01", leverage=10, price="59000",
+    )  # fmt: skip
+    sell = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="limit",
+        quantity="0.01", price="61000", reduce_only=True, position_id=opened.pk,
+    )  # fmt: skip
+    set_price(btc, "59000")  # the mark is at the limit, the ask (59,001) is not
+    assert Order.objects.get(pk=buy.pk).status == "resting"
+    set_price(btc, "58999")
+    filled = Order.objects.get(pk=buy.pk)
+    assert filled.status == "filled"
+    assert filled.position is not None and filled.position.entry_price == Decimal(59000)
+    set_price(btc, "61000")  # the bid is 60,999
+    assert Order.objects.get(pk=sell.pk).status == "resting"
+    set_price(btc, "61001")
+    assert Order.objects.get(pk=sell.pk).status == "filled"
+    assert Position.objects.get(pk=opened.pk).exit_price == Decimal(61000)
+    assert_ledger_invariants()
+
+
 def test_reduce_only_order_and_take_profit_close_their_position(btc, account):
     tp_position = open_position(account, btc, "long", "0.01", 10, take_profit="62000")
     reduced = open_position(account, btc, "long", "0.02", 10)
