@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Round
 from django.utils import timezone
 
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
-from accounts.money import ZERO, money
+from accounts.money import MONEY_PLACES, ZERO, money
 
 Pocket = LedgerEntry.Pocket
 # The order in which a transaction takes a classroom's pocket rows. The insurance fund
@@ -32,6 +34,18 @@ class Leg:
 
 
 CollateralUpdater = Callable[[int, Decimal], None]
+
+
+def plus(field: str, delta: Decimal) -> Combinable:
+    """``field + delta`` for an UPDATE of a money column, exact on every database.
+
+    PostgreSQL adds NUMERICs exactly. SQLite (the embedded default) keeps them as binary
+    floating point, where releasing all of 639.77620667 of collateral can leave -3.6e-15
+    and fail the CHECK that keeps it non-negative; rounding to the money places there gives
+    back the exact sum.
+    """
+    total = F(field) + delta
+    return Round(total, MONEY_PLACES) if connection.vendor == "sqlite" else total
 
 
 def lock_classroom_pockets(
@@ -118,7 +132,7 @@ def ledger_post(
         # two transactions from waiting on each other's rows in opposite orders.
         for account_id in sorted(accounts):
             TradingAccount.objects.filter(pk=account_id).update(
-                balance=F("balance") + accounts[account_id]
+                balance=plus("balance", accounts[account_id])
             )
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
@@ -127,7 +141,7 @@ def ledger_post(
             if pockets.get(pocket_kind):
                 updated = ClassroomPocket.objects.filter(
                     classroom_id=classroom_id, kind=pocket_kind
-                ).update(balance=F("balance") + pockets[pocket_kind])
+                ).update(balance=plus("balance", pockets[pocket_kind]))
                 if updated != 1:
                     raise ValueError(f"classroom {classroom_id} has no {pocket_kind} pocket")
     return txn

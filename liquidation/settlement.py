@@ -37,10 +37,10 @@ from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
 from django.db import connection, transaction
-from django.db.models import F, Model, Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 
-from accounts.ledger import POCKET_LOCK_ORDER, Leg, lock_classroom_pockets
+from accounts.ledger import POCKET_LOCK_ORDER, Leg, lock_classroom_pockets, plus
 from accounts.models import (
     Classroom,
     ClassroomPocket,
@@ -299,7 +299,8 @@ def _update_positions(settled: list[_Settled], mark: Decimal, now: datetime) -> 
     Position.objects.filter(pk__in=[item.position.pk for item in settled]).update(**common)
     for item in settled:
         Position.objects.filter(pk=item.position.pk).update(
-            realized_pnl=F("realized_pnl") + item.applied_pnl, fees_paid=F("fees_paid") + item.fee
+            realized_pnl=plus("realized_pnl", item.applied_pnl),
+            fees_paid=plus("fees_paid", item.fee),
         )
 
 
@@ -371,12 +372,12 @@ def _apply_deltas(classroom_id: int, deltas: Deltas) -> None:
     for account_id in sorted(accounts):
         if accounts[account_id]:
             TradingAccount.objects.filter(pk=account_id).update(
-                balance=F("balance") + accounts[account_id]
+                balance=plus("balance", accounts[account_id])
             )
     for kind in POCKET_LOCK_ORDER:
         if pockets.get(kind):
             updated = ClassroomPocket.objects.filter(classroom_id=classroom_id, kind=kind).update(
-                balance=F("balance") + pockets[kind]
+                balance=plus("balance", pockets[kind])
             )
             if updated != 1:
                 raise ValueError(f"classroom {classroom_id} has no {kind} pocket")

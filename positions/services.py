@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
-from django.db.models import BigIntegerField, F, Q, Subquery, Value
+from django.db.models import BigIntegerField, Q, Subquery, Value
 from django.utils import timezone
 
 from accounts import errors
-from accounts.ledger import Leg, ledger_post, lock_classroom_pockets
+from accounts.ledger import Leg, ledger_post, lock_classroom_pockets, plus
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import (
     PRICE_PLACES,
@@ -455,7 +455,7 @@ def fresh_order(order_id: int) -> Order:
 
 
 def collateral_apply_delta(position_id: int, delta: Decimal) -> None:
-    Collateral.objects.filter(pk=position_id).update(amount=F("amount") + delta)
+    Collateral.objects.filter(pk=position_id).update(amount=plus("amount", delta))
 
 
 def position_ledger_post(**kwargs: object) -> LedgerTransaction:

@@ -1,0 +1,61 @@
+"""The embedded default's SQLite database keeps money exact through a position's whole life.
+
+SQLite stores NUMERIC columns as binary floating point. Opening a position and closing it
+in parts must still release its collateral to exactly zero, or the CHECK that keeps
+collateral non-negative refuses the last close (a server error for the student).
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.foundation.test_settings import manage
+
+# Run by ``manage.py shell`` against a fresh SQLite file: opens and closes in three parts
+# at many prices and leverages, and prints what was refused and what was left behind.
+SCRIPT = """
+import json, random
+from decimal import Decimal
+from django.db.models import Sum
+from positions.models import Collateral, Position
+from positions.services import position_close, position_open
+from tests.factories import make_classroom, make_instrument, make_student
+
+classroom = make_classroom(name="Embedded", max_leverage=100)
+btc = make_instrument(classroom)
+account = make_student(classroom)
+rng = random.Random(1)
+failed = []
+for _ in range(40):
+    btc.mark_price = Decimal(str(round(rng.uniform(50000, 70000), 1)))
+    btc.save(update_fields=["mark_price"])
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side=rng.choice(["long", "short"]),
+        quantity="0.005", leverage=rng.choice([3, 7, 10, 13]),
+    )
+    try:
+        position_close(position_id=position.pk, quantity="0.001")
+        position_close(position_id=position.pk, quantity="0.001")
+        position_close(position_id=position.pk)
+    except Exception as exc:
+        failed.append(type(exc).__name__)
+print(json.dumps({
+    "failed": failed,
+    "open": Position.objects.filter(status="open").count(),
+    "collateral_left": [str(a) for a in Collateral.objects.exclude(amount=0).values_list("amount", flat=True)],
+}))
+"""
+
+
+def test_closing_in_parts_releases_collateral_to_exactly_zero_on_sqlite(tmp_path):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ringfence.sqlite3'}",
+        "RINGFENCE_VAR_DIR": str(tmp_path),
+    }
+    migrated = manage("migrate", "--noinput", "-v0", **env)
+    assert migrated.returncode == 0, migrated.stderr
+    result = manage("shell", "-c", SCRIPT, **env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"failed": [], "open": 0, "collateral_left": []}
