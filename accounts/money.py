@@ -28,6 +28,7 @@ column sizes) rather than by an arithmetic error.
 
 from __future__ import annotations
 
+import re
 from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
@@ -121,3 +122,24 @@ def places(value: Decimal) -> int:
 def plain(value: Decimal) -> str:
     """A number as people write it in messages: no exponent, no trailing zeros (60000, 0.5)."""
     return f"{value.normalize():f}"
+
+
+# Digits as a bot or a form writes them: optional sign, ASCII digits, one point, an optional
+# exponent. Python's Decimal also reads "1_000" and full-width or other non-ASCII digits;
+# an amount typed that way is refused, not silently reinterpreted.
+_WRITTEN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_SPECIAL = {"nan", "snan", "inf", "infinity"}
+
+
+def parse_decimal(value: object) -> Decimal:
+    """A Decimal from user input; raises ``InvalidOperation`` unless it is written as above.
+
+    NaN and infinities parse (as Decimal reads them) so that callers can refuse them with
+    their own message.
+    """
+    if isinstance(value, Decimal):
+        return value
+    text = str(value).strip()
+    if not _WRITTEN_NUMBER.fullmatch(text) and text.lower().lstrip("+-") not in _SPECIAL:
+        raise InvalidOperation(f"not a number: {text[:40]!r}")
+    return Decimal(text)

@@ -18,7 +18,7 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
-from accounts.money import MAX_AMOUNT, MONEY_PLACES, ZERO, money, places
+from accounts.money import MAX_AMOUNT, MONEY_PLACES, ZERO, money, parse_decimal, places
 
 Pocket = LedgerEntry.Pocket
 
@@ -28,7 +28,7 @@ def clean_amount(
 ) -> Decimal:
     """A money amount from user input: a finite number with at most 8 decimal places."""
     try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        amount = parse_decimal(value)
     except (InvalidOperation, ValueError):
         raise errors.InvalidAmount("Enter a number.", field=field) from None
     if not amount.is_finite():
@@ -41,7 +41,7 @@ def clean_amount(
         raise errors.InvalidAmount("The amount must be positive.", field=field)
     if amount == 0 and not allow_zero:
         raise errors.InvalidAmount("The amount must not be zero.", field=field)
-    return money(amount)
+    return ZERO if amount == 0 else money(amount)  # "-0" is zero, not minus zero
 
 
 @transaction.atomic

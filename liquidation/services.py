@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import errors
+from accounts.money import parse_decimal
 from liquidation.feeds import MARK_CEILING
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
@@ -33,10 +34,10 @@ def _instrument(instrument_id: int) -> Instrument:
 
 def _decimal(value: object, *, field: str) -> Decimal:
     try:
-        result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        result = parse_decimal(value)
     except (InvalidOperation, ValueError):
         raise errors.DomainError("Enter a number.", field=field) from None
-    if not result.is_finite() or abs(result) >= Decimal(10) ** 12:
+    if not result.is_finite() or result.copy_abs() >= Decimal(10) ** 12:
         raise errors.DomainError("Enter a finite number of sensible size.", field=field)
     return result
 

@@ -28,6 +28,7 @@ from accounts.money import (
     money,
     money_charged,
     money_pnl,
+    parse_decimal,
     places,
     plain,
     price,
@@ -47,7 +48,7 @@ Pocket = LedgerEntry.Pocket
 
 def clean_quantity(value: object, *, instrument: Instrument, field: str = "quantity") -> Decimal:
     try:
-        quantity = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        quantity = parse_decimal(value)
     except (InvalidOperation, ValueError):
         raise errors.InvalidQuantity("Enter a quantity as a number.", field=field) from None
     if not quantity.is_finite() or quantity <= 0:
@@ -66,7 +67,7 @@ def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal
     if value is None or value == "":
         return None
     try:
-        result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        result = parse_decimal(value)
     except (InvalidOperation, ValueError):
         raise errors.InvalidPrice("Enter a price as a number.", field=field) from None
     if not result.is_finite() or result <= 0:

@@ -171,6 +171,27 @@ def test_unquoted_json_numbers_are_read_exactly_not_as_floats(api, account, btc)
     assert (not_json.status_code, not_json.json()["error"]["code"]) == (400, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("quantity", "\uff11", "invalid_quantity"),  # a full-width 1: one whole BTC to Decimal
+        ("quantity", "0_01", "invalid_quantity"),
+        ("extra_collateral", "1_000", "invalid_amount"),
+    ],
+)
+def test_numbers_python_would_reinterpret_are_refused(api, account, btc, field, value, code):
+    response = api.post(ORDERS, order_body(account, **{field: value}), format="json")
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["code"] == code
+    assert not Position.objects.exists()
+
+
+def test_minus_zero_extra_collateral_is_plain_zero(api, account, btc):
+    order = api.post(ORDERS, order_body(account, extra_collateral="-0"), format="json")
+    assert order.status_code == 201, order.json()
+    assert order.json()["extra_collateral"] == "0"
+
+
 @pytest.mark.parametrize("amount", ["1e1000000", "-1e1000000", "1E+999999999"])
 def test_absurd_exponents_in_a_margin_amount_are_refused_not_a_server_error(
     api, account, btc, amount

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import pytest
 from django.apps import apps
 from django.db import models
 
 from accounts import money
+from accounts.money import parse_decimal
 
 D = Decimal
 
@@ -104,3 +105,18 @@ def test_plain_writes_numbers_without_exponent_or_trailing_zeros():
     assert plain(Decimal("60000.0000000000")) == "60000"
     assert plain(Decimal("0.50000000")) == "0.5"
     assert plain(Decimal("1E+5")) == "100000"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0.001", "0.001"), (" 12.5 ", "12.5"), ("-3", "-3"), ("+0.5", "0.5"), (".5", "0.5"),
+     ("1e-3", "0.001"), ("1E+2", "1E+2"), ("NaN", "NaN"), ("-Infinity", "-Infinity")],
+)  # fmt: skip
+def test_parse_decimal_reads_numbers_written_with_ascii_digits(text, expected):
+    assert str(parse_decimal(text)) == str(Decimal(expected))
+
+
+@pytest.mark.parametrize("text", ["1_000", "\uff11", "\u0661\u0662", "1.2.3", "", "0x10", "1 000"])
+def test_parse_decimal_refuses_what_decimal_would_reinterpret(text):
+    with pytest.raises(InvalidOperation):
+        parse_decimal(text)
