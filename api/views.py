@@ -337,19 +337,13 @@ class OrderPreviewView(ApiView):
             )
         account = self.account_for(data["account"])
         instrument = self.instrument_for(account, data["symbol"])
-        reference = None
-        if data["type"] == Order.Type.LIMIT:
-            reference = services.clean_price(
-                data.get("price"), instrument=instrument, field="price"
-            )
-            if reference is None:
-                raise errors.InvalidPrice("A limit order needs a price.", field="price")
-        elif data["type"] == Order.Type.STOP:
-            reference = services.clean_price(
-                data.get("stop_price"), instrument=instrument, field="stop_price"
-            )
-            if reference is None:
-                raise errors.InvalidPrice("A stop order needs a stop price.", field="stop_price")
+        prices = services.clean_order_prices(
+            instrument=instrument,
+            side=data["side"],
+            type=data["type"],
+            price=data.get("price"),
+            stop_price=data.get("stop_price"),
+        )
         quote = services.quote_open(
             account=account,
             instrument=instrument,
@@ -357,7 +351,7 @@ class OrderPreviewView(ApiView):
             quantity=data["quantity"],
             leverage=data["leverage"],
             extra_collateral=data.get("extra_collateral") or ZERO,
-            entry_price=reference,
+            entry_price=prices.entry_price,
             take_profit=data.get("take_profit"),
             stop_loss=data.get("stop_loss"),
         )

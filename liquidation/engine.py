@@ -55,6 +55,7 @@ from positions.models import Instrument, Order, Position, Side
 from positions.selectors import WARNING_RATIO
 from positions.services import (
     fill_price,
+    limit_reached,
     lock_account,
     lock_position,
     order_execute,
@@ -302,11 +303,7 @@ def _order_triggered(order: Order, instrument: Instrument) -> bool:
     if mark is None:
         return False
     if order.type == Order.Type.LIMIT and order.price is not None:
-        # A limit order triggers on the price it would fill at (half a spread from the mark),
-        # so it never fills beyond its limit.
-        long = order.side == Side.LONG
-        quote = fill_price(instrument=instrument, buying=long, mark=mark)
-        return quote <= order.price if long else quote >= order.price
+        return limit_reached(instrument=instrument, side=order.side, limit=order.price, mark=mark)
     if order.type == Order.Type.STOP and order.stop_price is not None:
         return mark >= order.stop_price if order.side == Side.LONG else mark <= order.stop_price
     return False

@@ -111,6 +111,69 @@ def fill_price(*, instrument: Instrument, buying: bool, mark: Decimal) -> Decima
     return max(to_tick(mark - half, instrument.tick_size, up=False), instrument.tick_size)
 
 
+def limit_reached(*, instrument: Instrument, side: str, limit: Decimal, mark: Decimal) -> bool:
+    """Whether a limit order would fill now: the price it fills at (half a spread from the
+    mark) is at or better than its limit, so it never fills beyond it."""
+    buying = side == Side.LONG
+    quote = fill_price(instrument=instrument, buying=buying, mark=mark)
+    return quote <= limit if buying else quote >= limit
+
+
+@dataclass(frozen=True)
+class OrderPrices:
+    """An order's prices, checked: ``entry_price`` is where a quote opens it (``None``: at
+    market, now) and ``fills_now`` says whether placing it fills it at once."""
+
+    limit: Decimal | None
+    trigger: Decimal | None
+    fills_now: bool
+
+    @property
+    def entry_price(self) -> Decimal | None:
+        if self.fills_now:
+            return None
+        return self.limit if self.limit is not None else self.trigger
+
+
+def clean_order_prices(
+    *, instrument: Instrument, side: str, type: str, price: object, stop_price: object
+) -> OrderPrices:
+    """Check an order's type and prices against the mark, for placing it or quoting it.
+
+    A limit order the market has already reached fills at once, at market (never beyond its
+    limit), as on an exchange; a stop order the mark has already passed is refused, since it
+    would trigger at once at a price its author did not mean.
+    """
+    if type not in Order.Type.values:
+        raise errors.InvalidOrder("The order type must be market, limit or stop.", field="type")
+    side = clean_side(side)
+    limit = clean_price(price, instrument=instrument, field="price")
+    trigger = clean_price(stop_price, instrument=instrument, field="stop_price")
+    if type == Order.Type.MARKET:
+        return OrderPrices(limit=None, trigger=None, fills_now=True)
+    mark = current_mark(instrument)
+    if type == Order.Type.LIMIT:
+        if limit is None:
+            raise errors.InvalidPrice("A limit order needs a price.", field="price")
+        reached = limit_reached(instrument=instrument, side=side, limit=limit, mark=mark)
+        return OrderPrices(limit=limit, trigger=None, fills_now=reached)
+    if trigger is None:
+        raise errors.InvalidPrice("A stop order needs a stop price.", field="stop_price")
+    if side == Side.LONG and trigger <= mark:
+        raise errors.InvalidPrice(
+            f"A stop to buy triggers when the mark rises to it, and the mark is already "
+            f"{plain(mark)}: set it above the mark, or place a market or limit order.",
+            field="stop_price",
+        )
+    if side == Side.SHORT and trigger >= mark:
+        raise errors.InvalidPrice(
+            f"A stop to sell triggers when the mark falls to it, and the mark is already "
+            f"{plain(mark)}: set it below the mark, or place a market or limit order.",
+            field="stop_price",
+        )
+    return OrderPrices(limit=None, trigger=trigger, fills_now=False)
+
+
 def current_mark(instrument: Instrument) -> Decimal:
     if instrument.mark_price is None:
         raise errors.NoMarkPrice(f"{instrument.symbol} has no price yet; try again in a moment.")
@@ -267,8 +330,10 @@ def quote_open(
         take_profit=tp,
         stop_loss=sl,
     )
-    distance = None if lp is None else abs(mark - lp)
-    distance_pct = None if lp is None else money(distance / mark * 100)  # type: ignore[operator]
+    # From the mark for a fill now; from the entry for an order that rests until then.
+    start = mark if entry_price is None else entry
+    distance = None if lp is None else abs(start - lp)
+    distance_pct = None if lp is None else money(distance / start * 100)  # type: ignore[operator]
     return OpenQuote(
         take_profit=tp,
         stop_loss=sl,
@@ -870,14 +935,10 @@ def order_place(
         return fresh_order(repeated)
     assert instrument is not None  # found, or NotFound was raised
     side = clean_side(side)
-    if type not in Order.Type.values:
-        raise errors.InvalidOrder("The order type must be market, limit or stop.", field="type")
-    limit_price = clean_price(price, instrument=instrument, field="price")
-    trigger = clean_price(stop_price, instrument=instrument, field="stop_price")
-    if type == Order.Type.LIMIT and limit_price is None:
-        raise errors.InvalidPrice("A limit order needs a price.", field="price")
-    if type == Order.Type.STOP and trigger is None:
-        raise errors.InvalidPrice("A stop order needs a stop price.", field="stop_price")
+    prices = clean_order_prices(
+        instrument=instrument, side=side, type=type, price=price, stop_price=stop_price
+    )
+    limit_price, trigger = prices.limit, prices.trigger
 
     target: Position | None = None
     if reduce_only:
@@ -922,8 +983,6 @@ def order_place(
         )
         return order  # as stored: _open keeps the objects it wrote up to date
     else:
-        reference = limit_price if type == Order.Type.LIMIT else trigger
-        assert reference is not None
         quote = quote_open(
             account=account,
             instrument=instrument,
@@ -931,7 +990,7 @@ def order_place(
             quantity=quantity,
             leverage=leverage,
             extra_collateral=extra_collateral,
-            entry_price=reference,
+            entry_price=prices.entry_price,
             take_profit=take_profit,
             stop_loss=stop_loss,
         )
@@ -962,13 +1021,26 @@ def order_place(
         created_at=now,
         updated_at=now,
     )
-    if target is not None and type == Order.Type.MARKET:
+    if target is not None and prices.fills_now:
         collateral = Collateral.objects.select_for_update(no_key=True).get(pk=target.pk)
         target.account = account
         order, _ = _close(
             account=account, position=target, collateral=collateral, quantity=qty, order=order
         )
         return fresh_order(order.pk)
+    if prices.fills_now:  # a limit order the market has reached: it fills as it is placed
+        order, _ = _open(
+            account=account,
+            instrument=instrument,
+            side=side,
+            quantity=qty,
+            leverage=order.leverage,
+            extra_collateral=order.extra_collateral,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
+            order=order,
+        )
+        return order
     order.status = Order.Status.RESTING
     order.save()
     return order  # every field was set above; nothing else writes it in this transaction

@@ -190,14 +190,6 @@ def _check_price_grid(data: dict[str, Any]) -> None:
         services.clean_price(data.get(name), instrument=data["instrument"], field=name)
 
 
-def _entry_reference(data: dict[str, Any]) -> Decimal | None:
-    if data["type"] == Order.Type.LIMIT:
-        return data.get("price")
-    if data["type"] == Order.Type.STOP:
-        return data.get("stop_price")
-    return None
-
-
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
@@ -262,6 +254,13 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             data = form.cleaned_data
             try:
                 _check_price_grid(data)
+                prices = services.clean_order_prices(
+                    instrument=data["instrument"],
+                    side=data["side"],
+                    type=data["type"],
+                    price=data.get("price"),
+                    stop_price=data.get("stop_price"),
+                )
                 quote = services.quote_open(
                     account=account,
                     instrument=data["instrument"],
@@ -269,7 +268,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
                     quantity=quantity,
                     leverage=data["leverage"],
                     extra_collateral=data.get("extra_collateral") or ZERO,
-                    entry_price=_entry_reference(data),
+                    entry_price=prices.entry_price,
                     take_profit=data.get("take_profit"),
                     stop_loss=data.get("stop_loss"),
                 )

@@ -973,6 +973,50 @@ def test_a_stop_order_rests(account, btc):
 
 
 @pytest.mark.parametrize(
+    ("side", "stop_price"),
+    [("long", "60000"), ("long", "59000"), ("short", "60000"), ("short", "61000")],
+)
+def test_a_stop_the_mark_has_already_passed_is_refused(account, btc, side, stop_price):
+    """A stop to buy at or below the mark (or to sell at or above it) would trigger at once."""
+    with pytest.raises(DomainError) as info:
+        place(account, btc, side=side, type="stop", stop_price=stop_price)
+    assert (info.value.code, info.value.field) == ("invalid_price", "stop_price")
+    assert not Order.objects.exists()
+
+
+def test_a_limit_order_the_market_has_reached_fills_at_once_at_market(account, btc):
+    """A buy limited at 70,000 with the mark at 60,000 fills now at 60,000 (plus half the
+    spread), not later, and its position's prices follow that fill, not the limit."""
+    btc.spread = D(2)
+    btc.save(update_fields=["spread"])
+    order = place(account, btc, type="limit", price="70000")
+    assert (order.type, order.status, order.price) == ("limit", "filled", D(70000))
+    position = Position.objects.get(pk=order.position_id)
+    assert position.entry_price == D(60001)
+    fill = Fill.objects.get(order=order)
+    assert fill.price == D(60001)
+    at_the_ask = place(account, btc, type="limit", price="60001")
+    assert at_the_ask.status == "filled"
+    below_the_ask = place(account, btc, type="limit", price="60000.9")
+    assert below_the_ask.status == "resting"
+    assert_ledger_invariants()
+
+
+def test_a_quote_for_a_resting_order_measures_the_distance_from_its_entry(account, btc):
+    quote = quote_open(
+        account=account, instrument=btc, side="long", quantity="0.01", leverage=10,
+        entry_price=D(50000),
+    )  # fmt: skip
+    assert quote.liquidation_price is not None
+    assert quote.distance_to_liquidation == D(50000) - quote.liquidation_price
+    at_market = quote_open(
+        account=account, instrument=btc, side="long", quantity="0.01", leverage=10
+    )
+    assert at_market.liquidation_price is not None
+    assert at_market.distance_to_liquidation == D(60000) - at_market.liquidation_price
+
+
+@pytest.mark.parametrize(
     ("kwargs", "code"),
     [
         ({"type": "limit"}, "invalid_price"),
