@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
@@ -13,6 +14,7 @@ from accounts.errors import DomainError
 from accounts.models import User
 from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES
 from positions.models import Instrument, Order, Side
+from web import attempts
 
 
 def positive(value: Decimal) -> None:
@@ -57,6 +59,24 @@ def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
     """Show a service's refusal next to the field it names, or above the form."""
     field = error.field if error.field in form.fields else None
     form.add_error(field, error.message)
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form, which stops checking passwords after too many failures."""
+
+    def clean(self) -> dict[str, Any]:
+        if self.request is None:
+            return super().clean()
+        tries = attempts.sign_in(self.request, str(self.data.get("username", "")))
+        if tries.blocked():
+            raise forms.ValidationError(attempts.TOO_MANY, code="too_many_attempts")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError:
+            tries.failed()
+            raise
+        tries.clear()
+        return cleaned
 
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]

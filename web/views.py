@@ -27,7 +27,7 @@ from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
 from positions.models import Instrument, Order, Position
 from positions.selectors import account_overview, accounts_for_user, position_valuation
-from web import selectors
+from web import attempts, selectors
 from web.forms import (
     CloseForm,
     JoinForm,
@@ -56,12 +56,17 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("classrooms")
     form = SignUpForm(request.POST or None)
+    tries = attempts.join_code(request)
     if request.method == "POST" and form.is_valid():
         try:
+            if tries.blocked():
+                raise DomainError(attempts.TOO_MANY, field="join_code")
             with transaction.atomic():
                 user = form.save()
                 account = classroom_join(user_id=user.pk, join_code=form.cleaned_data["join_code"])
         except DomainError as exc:
+            if exc.code == "invalid_join_code":
+                tries.failed()
             add_domain_error(form, exc)
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -75,12 +80,17 @@ def signup(request: HttpRequest) -> HttpResponse:
 @login_required
 def classrooms(request: HttpRequest) -> HttpResponse:
     form = JoinForm(request.POST or None)
+    tries = attempts.join_code(request)
     if request.method == "POST" and form.is_valid():
         try:
+            if tries.blocked():
+                raise DomainError(attempts.TOO_MANY, field="join_code")
             account = classroom_join(
                 user_id=int(request.user.pk or 0), join_code=form.cleaned_data["join_code"]
             )
         except DomainError as exc:
+            if exc.code == "invalid_join_code":
+                tries.failed()
             add_domain_error(form, exc)
         else:
             messages.success(request, f"You joined {account.classroom.name}.")

@@ -7,8 +7,9 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from accounts.models import LedgerTransaction, TradingAccount
+from accounts.models import LedgerTransaction, Membership, TradingAccount
 from positions.models import Order, Position
+from tests.factories import make_classroom, make_student
 
 pytestmark = pytest.mark.django_db
 
@@ -199,3 +200,28 @@ def test_bad_sign_up_input_is_refused(client, classroom):
     )
     assert response.status_code == 400
     assert response.content.decode().count('class="field has-error"') >= 3
+
+
+def test_sign_ins_stop_being_checked_after_ten_failures_for_that_username(client, account):
+    login = reverse("login")
+    for _ in range(10):
+        failed = client.post(login, {"username": "alice", "password": "guess"})
+        assert "correct username and password" in failed.content.decode()
+    blocked = client.post(login, {"username": "alice", "password": "ringfence-test"})
+    assert "Too many failed attempts" in blocked.content.decode()
+    assert "_auth_user_id" not in client.session  # the right password no longer gets in
+    # Another username from the same address is not locked out by alice's guesser.
+    make_student(account.classroom, username="carol")
+    other = client.post(login, {"username": "carol", "password": "ringfence-test"})
+    assert other.status_code == 302
+
+
+def test_join_codes_stop_being_checked_after_ten_wrong_ones(alice_client, classroom):
+    other = make_classroom(name="Physics")
+    page = reverse("classrooms")
+    for n in range(10):
+        wrong = alice_client.post(page, {"join_code": f"WRONG{n}"})
+        assert "No classroom has this join code." in wrong.content.decode()
+    blocked = alice_client.post(page, {"join_code": other.join_code})
+    assert "Too many failed attempts" in blocked.content.decode()
+    assert not Membership.objects.filter(classroom=other, user__username="alice").exists()
