@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
@@ -48,6 +49,11 @@ class Attempts:
 
 
 def _address(request: HttpRequest) -> str:
+    """The client's address; behind the trusted proxy (``SECURE_PROXY_SSL_HEADER`` set), the
+    one that proxy appended to X-Forwarded-For, since the earlier ones are the client's say."""
+    forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
+    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None) and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
     return str(request.META.get("REMOTE_ADDR", ""))
 
 

@@ -225,3 +225,19 @@ def test_join_codes_stop_being_checked_after_ten_wrong_ones(alice_client, classr
     blocked = alice_client.post(page, {"join_code": other.join_code})
     assert "Too many failed attempts" in blocked.content.decode()
     assert not Membership.objects.filter(classroom=other, user__username="alice").exists()
+
+
+def test_behind_the_proxy_failures_count_per_forwarded_address(client, classroom, settings):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    signup = reverse("signup")
+
+    def sign_up(address: str, code: str):
+        data = {"username": f"new{address[-1]}", "password1": "a-long-pass-9281",
+                "password2": "a-long-pass-9281", "join_code": code}  # fmt: skip
+        # The client may claim any address; the proxy appends the one it saw.
+        return client.post(signup, data, HTTP_X_FORWARDED_FOR=f"1.2.3.4, {address}")
+
+    for n in range(10):
+        assert "No classroom has this join code." in sign_up("10.0.0.1", f"BAD{n}").content.decode()
+    assert "Too many failed attempts" in sign_up("10.0.0.1", classroom.join_code).content.decode()
+    assert sign_up("10.0.0.2", classroom.join_code).status_code == 302
