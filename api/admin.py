@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from accounts.models import Membership
 from api.models import ApiKey
 from api.services import api_key_revoke
 from liquidation.admin import InstructorActionsMixin
@@ -40,7 +41,17 @@ class ApiKeyAdmin(InstructorActionsMixin):
 
     def scope(self, qs: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
         # A student in two of the instructor's classrooms would otherwise be listed twice.
-        return super().scope(qs, request).distinct()
+        scoped = super().scope(qs, request).distinct()
+        if request.user.is_superuser:
+            return scoped
+        # A key is its student's, not a classroom's: a student who is also in another
+        # instructor's class may run that class's bot with it. So an instructor sees (and
+        # may revoke) only the keys of students who are in no one else's classroom; freezing
+        # the student's account stops their trading in this class either way.
+        elsewhere = Membership.objects.filter(user_id=OuterRef("user_id")).exclude(
+            classroom__instructor_id=request.user.pk
+        )
+        return scoped.exclude(Exists(elsewhere))
 
     @admin.display(description="key starts with")
     def shown_prefix(self, key: ApiKey) -> str:

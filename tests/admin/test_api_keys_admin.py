@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import User
+from accounts.services import classroom_join
 from api.models import ApiKey
 from api.services import api_key_create
 from tests.api.conftest import client_for
@@ -47,3 +48,19 @@ def test_alpha_revokes_a_students_key_and_its_bot_is_refused(world, alpha_client
     assert ApiKey.objects.get(name="alpha momentum bot").revoked_at is None
     history = reverse("admin:api_apikey_history", args=[created.api_key.pk])
     assert "Revoked" in alpha_client.get(history).content.decode()
+
+
+def test_keys_of_a_student_also_in_another_instructors_class_are_not_hers(world, alpha_client):
+    """The key may run the other class's bot: alpha neither sees nor revokes it."""
+    shared = User.objects.get(username="alpha-student-2")
+    classroom_join(user_id=shared.pk, join_code=world.bravo_class.join_code)
+    created = api_key_create(user_id=shared.pk, name="bravo class bot", scope="trade")
+    assert "bravo class bot" not in alpha_client.get(CHANGELIST).content.decode()
+    detail = reverse("admin:api_apikey_change", args=[created.api_key.pk])
+    assert alpha_client.get(detail).status_code == 404
+    selected = {"action": "revoke", "_selected_action": [created.api_key.pk], "confirm": "yes"}
+    alpha_client.post(CHANGELIST, selected)
+    assert ApiKey.objects.get(pk=created.api_key.pk).revoked_at is None
+    assert client_for(created.raw).get("/api/v1/me").status_code == 200
+    # Her own students' keys are still hers.
+    assert "alpha momentum bot" in alpha_client.get(CHANGELIST).content.decode()
