@@ -99,7 +99,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         request: HttpRequest,
         queryset: QuerySet[Any],
         *,
-        apply: Callable[[Any], str],
+        apply: Callable[[Any], str | None],
         done: str,
         lock_first: Callable[[list[int]], object] | None = None,
         **page: Any,
@@ -108,19 +108,25 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         selected row in one transaction, so a refusal of one leaves all of them unchanged.
 
         ``lock_first`` takes the rows' locks before the first ``apply``, for services whose
-        postings would otherwise hold a pocket while waiting for the next row."""
+        postings would otherwise hold a pocket while waiting for the next row. ``apply``
+        returns ``None`` for a row it had nothing to do for: no log entry, and ``done``
+        counts only the rows that changed."""
         if not self.confirmed(request):
             return self.confirmation(request, queryset, **page)
         try:
             with transaction.atomic():
                 if lock_first is not None:
                     lock_first([obj.pk for obj in queryset])
+                changed = 0
                 for obj in queryset:
-                    self.log_change(request, obj, apply(obj))
+                    message = apply(obj)
+                    if message is not None:
+                        self.log_change(request, obj, message)
+                        changed += 1
         except errors.DomainError as exc:
             self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
             return None
-        self.message_user(request, done.format(count=len(queryset)))
+        self.message_user(request, done.format(count=changed))
         return None
 
     def grades_response(self, request: HttpRequest, rows: list[Any], filename: str) -> HttpResponse:
@@ -549,7 +555,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
             request,
             queryset,
             apply=apply,
-            done=f"{verb} trading on {{count}} account(s): done.",
+            done=f"{'Froze' if frozen else 'Unfroze'} trading on {{count}} account(s).",
             action=action,
             title=f"{verb} trading",
             question=f"{verb} trading on these accounts?",
@@ -821,7 +827,9 @@ class ScenarioAdmin(InstructorActionsMixin):
     @admin.action(description="Stop the selected scenarios", permissions=["change"])
     def stop_scenarios(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
 
-        def apply(scenario: Scenario) -> str:
+        def apply(scenario: Scenario) -> str | None:
+            if scenario.status != Scenario.Status.ACTIVE:
+                return None  # finished or stopped already: nothing to stop
             scenario_stop(scenario_id=scenario.pk)
             return "Stopped."
 

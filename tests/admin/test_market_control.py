@@ -52,6 +52,11 @@ def test_start_a_move_then_stop_it(world, alpha_client):
         object_id=str(scenario.pk), change_message__contains="Stopped"
     ).exists()
     assert LedgerTransaction.objects.count() == ledger_before  # moving the market moves no money
+    # Stopping it again stops nothing, and says so instead of "Stopped 1".
+    selected = {"action": "stop_scenarios", "_selected_action": [scenario.pk], "confirm": "yes"}
+    again = alpha_client.post(SCENARIOS, selected, follow=True)
+    assert "Stopped 0 scenario(s)." in again.content.decode()
+    assert LogEntry.objects.filter(change_message__contains="Stopped").count() == 1
     assert_ledger_invariants()
 
 
