@@ -31,10 +31,12 @@ from liquidation import admin_views
 from liquidation.instructor import (
     account_reset,
     account_set_frozen,
+    classroom_copy_instruments,
     classroom_grades,
     classroom_regenerate_join_code,
     classroom_set_trading,
     grades_csv,
+    insurance_fund_adjust,
 )
 from liquidation.models import (
     AdlFill,
@@ -181,6 +183,40 @@ class ClassroomForm(forms.ModelForm):
         return self._amount("insurance_fund_seed", allow_zero=True)
 
 
+class CopyInstrumentsForm(forms.Form):
+    source = forms.ModelChoiceField(
+        queryset=Classroom.objects.none(), help_text="One of your classrooms."
+    )
+
+    def __init__(self, *args: Any, sources: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["source"].queryset = sources  # type: ignore[attr-defined]
+
+
+class SignedAmountForm(forms.Form):
+    """An amount, a direction (the first choice adds, the second takes away) and a reason."""
+
+    choices: tuple[tuple[str, str], tuple[str, str]]
+    reason_help = "Written in the ledger."
+
+    direction = forms.ChoiceField()
+    amount = forms.DecimalField(min_value=Decimal("0.00000001"), max_digits=24, decimal_places=8)
+    reason = forms.CharField(max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["direction"].choices = self.choices  # type: ignore[attr-defined]
+        self.fields["reason"].help_text = self.reason_help
+
+    def signed_amount(self) -> Decimal:
+        amount: Decimal = self.cleaned_data["amount"]
+        return amount if self.cleaned_data["direction"] == self.choices[0][0] else -amount
+
+
+class InsuranceFundForm(SignedAmountForm):
+    choices = (("top_up", "Top up (from the house)"), ("draw_down", "Draw down (to the house)"))
+
+
 class RosterInline(ScopedInline):
     """The classroom's members: role, free balance and equity at the current marks."""
 
@@ -261,6 +297,8 @@ class ClassroomAdmin(InstructorActionsMixin):
         "open_trading",
         "close_trading",
         "regenerate_join_code",
+        "copy_instruments",
+        "adjust_insurance_fund",
         "export_grades",
     ]
 
@@ -322,6 +360,18 @@ class ClassroomAdmin(InstructorActionsMixin):
         for f in Classroom._meta.concrete_fields:
             setattr(obj, f.attname, getattr(created, f.attname))
         obj._state = created._state
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: Any = None) -> Any:
+        response = super().response_add(request, obj, post_url_continue)
+        if not Instrument.objects.filter(classroom=obj).exists():
+            self.message_user(
+                request,
+                f"{obj.name} has no instruments yet, so its students cannot trade: add some "
+                "under Instruments, or copy them with the action “Copy instruments from another "
+                "classroom”.",
+                messages.WARNING,
+            )
+        return response
 
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -412,6 +462,75 @@ class ClassroomAdmin(InstructorActionsMixin):
             consequence="The old codes stop working at once; members stay members.",
         )
 
+    @admin.action(description="Copy instruments from another classroom", permissions=["change"])
+    def copy_instruments(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        form = CopyInstrumentsForm(
+            request.POST if self.confirmed(request) else None,
+            sources=self.get_queryset(request),
+        )
+        page: dict[str, Any] = {
+            "action": "copy_instruments",
+            "title": "Copy instruments",
+            "question": "Copy the instruments of another classroom into these?",
+            "consequence": "Each instrument comes with its margin tiers, price feed and current "
+            "mark; symbols a classroom has already are left as they are. The copies are "
+            "independent: editing one never changes the other class.",
+            "confirm_label": "Copy them",
+        }
+        if not form.is_valid():
+            return self.confirmation(request, queryset, form=form, **page)
+        source: Classroom = form.cleaned_data["source"]
+
+        def apply(classroom: Classroom) -> str | None:
+            if classroom.pk == source.pk:
+                return None
+            copied = classroom_copy_instruments(source_id=source.pk, target_id=classroom.pk)
+            if not copied:
+                return None
+            return f"Copied {', '.join(copied)} from {source.name}."
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done=f"Copied instruments from {source.name} into {{count}} classroom(s).",
+            form=form,
+            **page,
+        )
+
+    @admin.action(description="Top up or draw down the insurance fund", permissions=["change"])
+    def adjust_insurance_fund(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        form = InsuranceFundForm(request.POST if self.confirmed(request) else None)
+        page: dict[str, Any] = {
+            "action": "adjust_insurance_fund",
+            "title": "Top up or draw down the insurance fund",
+            "question": "Move paper money between the house and these classrooms' insurance funds?",
+            "consequence": "The fund pays the shortfall when a liquidation gaps past the "
+            "bankruptcy price; once it is empty, auto-deleveraging closes the most profitable "
+            "opposite positions instead. It never goes below zero.",
+            "confirm_label": "Move it",
+        }
+        if not form.is_valid():
+            return self.confirmation(request, queryset, form=form, **page)
+        amount = form.signed_amount()
+        reason = form.cleaned_data["reason"]
+
+        def apply(classroom: Classroom) -> str:
+            insurance_fund_adjust(
+                classroom_id=classroom.pk, amount=amount, reason=reason, actor_id=request.user.pk
+            )
+            verb = "Topped up" if amount > 0 else "Drew down"
+            return f"{verb} the insurance fund by {abs(amount)}: {reason}"
+
+        return self.confirm_then_each(
+            request,
+            queryset,
+            apply=apply,
+            done="Moved the insurance fund of {count} classroom(s).",
+            form=form,
+            **page,
+        )
+
     @admin.action(description="Export grades (CSV)", permissions=["view"])
     def export_grades(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
         if not self.confirmed(request):
@@ -435,16 +554,9 @@ class ClassroomAdmin(InstructorActionsMixin):
 # --- trading accounts -----------------------------------------------------------------
 
 
-class AdjustForm(forms.Form):
-    direction = forms.ChoiceField(
-        choices=[("grant", "Grant (add paper money)"), ("deduct", "Deduct (take paper money)")]
-    )
-    amount = forms.DecimalField(min_value=Decimal("0.00000001"), max_digits=24, decimal_places=8)
-    reason = forms.CharField(max_length=200, help_text="Shown in the student's ledger statement.")
-
-    def signed_amount(self) -> Decimal:
-        amount: Decimal = self.cleaned_data["amount"]
-        return amount if self.cleaned_data["direction"] == "grant" else -amount
+class AdjustForm(SignedAmountForm):
+    choices = (("grant", "Grant (add paper money)"), ("deduct", "Deduct (take paper money)"))
+    reason_help = "Shown in the student's ledger statement."
 
 
 @admin.register(TradingAccount)

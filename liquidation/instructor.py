@@ -12,12 +12,14 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from accounts import errors
-from accounts.ledger import Leg, ledger_post
+from accounts.ledger import Leg, ledger_post, lock_classroom_pockets
 from accounts.models import (
     Classroom,
     LedgerEntry,
@@ -27,9 +29,10 @@ from accounts.models import (
     new_join_code,
 )
 from accounts.money import ZERO, money, plain
-from liquidation.models import MarginCall
+from accounts.services import clean_amount
+from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
-from positions.models import Order, Position
+from positions.models import Instrument, MarginTier, Order, Position
 from positions.services import (
     lock_account,
     lock_accounts_with_open_positions,
@@ -38,6 +41,7 @@ from positions.services import (
 )
 
 Pocket = LedgerEntry.Pocket
+_Row = TypeVar("_Row", bound=Model)
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -128,6 +132,79 @@ def classroom_regenerate_join_code(*, classroom_id: int) -> Classroom:
             # Another classroom holds the new code already: draw again.
             continue
     raise errors.DomainError("Could not draw a free join code; try again.")
+
+
+@transaction.atomic
+def insurance_fund_adjust(
+    *, classroom_id: int, amount: object, reason: str, actor_id: int | None = None
+) -> LedgerTransaction:
+    """Top up (positive) or draw down (negative) a classroom's insurance fund from the house.
+
+    The fund pays the shortfall when a liquidation gaps past the bankruptcy price; once it
+    is empty, auto-deleveraging closes winners instead. It never goes below zero.
+    """
+    value = clean_amount(amount, allow_negative=True)
+    reason = str(reason or "").strip()
+    if not reason:
+        raise errors.DomainError("Say why the insurance fund changes.", field="reason")
+    _lock_classroom(classroom_id)
+    fund = lock_classroom_pockets(classroom_id=classroom_id, kinds=[Pocket.INSURANCE])[
+        Pocket.INSURANCE
+    ]
+    if fund.balance + value < 0:
+        raise errors.InsufficientBalance(
+            f"The insurance fund holds {plain(fund.balance)}; it cannot go below zero.",
+            field="amount",
+        )
+    return ledger_post(
+        classroom_id=classroom_id,
+        kind=LedgerTransaction.Kind.INSURANCE_SEED,
+        memo=reason,
+        created_by_id=actor_id,
+        legs=[Leg(Pocket.HOUSE, -value), Leg(Pocket.INSURANCE, value)],
+    )
+
+
+@transaction.atomic
+def classroom_copy_instruments(*, source_id: int, target_id: int) -> list[str]:
+    """Copy a classroom's instruments (with their margin tiers, price feed and current mark)
+    into another classroom, skipping symbols the target has already; returns those copied.
+
+    The copies are the target's own: editing one later leaves the other class alone.
+    """
+    if source_id == target_id:
+        raise errors.DomainError("Pick another classroom to copy from.", field="source")
+    _lock_classroom(target_id)
+    taken = set(Instrument.objects.filter(classroom_id=target_id).values_list("symbol", flat=True))
+    copied: list[str] = []
+    sources = (
+        Instrument.objects.filter(classroom_id=source_id)
+        .exclude(symbol__in=taken)
+        .prefetch_related("tiers")
+        .order_by("symbol")
+    )
+    for original in sources:
+        tiers = list(original.tiers.all())
+        feed = PriceFeed.objects.filter(instrument=original).first()
+        points = list(ReplayPoint.objects.filter(feed=feed)) if feed else []
+        instrument = _as_new(original, classroom_id=target_id)
+        instrument.save()
+        MarginTier.objects.bulk_create(_as_new(tier, instrument=instrument) for tier in tiers)
+        if feed is not None:
+            copy = _as_new(feed, instrument=instrument, last_tick_at=None)
+            copy.save()
+            ReplayPoint.objects.bulk_create(_as_new(point, feed=copy) for point in points)
+        copied.append(instrument.symbol)
+    return copied
+
+
+def _as_new(row: _Row, **changes: object) -> _Row:
+    """``row`` turned into an unsaved new row with ``changes`` applied."""
+    row.pk = None
+    row._state.adding = True
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return row
 
 
 # --- grades ---------------------------------------------------------------------------

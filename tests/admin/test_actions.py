@@ -11,8 +11,9 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import Classroom, LedgerTransaction, TradingAccount
-from positions.models import Order, Position
+from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, TradingAccount
+from positions.models import Instrument, Order, Position
+from tests.factories import make_classroom
 from tests.invariants import assert_ledger_invariants
 
 ACCOUNTS = reverse("admin:accounts_tradingaccount_changelist")
@@ -59,6 +60,8 @@ def test_every_action_first_shows_a_confirmation_page_and_does_nothing(world, al
         (CLASSROOMS, [world.alpha_class], "open_trading"),
         (CLASSROOMS, [world.alpha_class], "close_trading"),
         (CLASSROOMS, [world.alpha_class], "regenerate_join_code"),
+        (CLASSROOMS, [world.alpha_class], "copy_instruments"),
+        (CLASSROOMS, [world.alpha_class], "adjust_insurance_fund"),
         (CLASSROOMS, [world.alpha_class], "export_grades"),
     ]:
         response = alpha_client.post(
@@ -256,3 +259,68 @@ def test_export_grades_downloads_csv_and_posts_nothing(world, alpha_client):
     assert logged(world.alpha_class, "Exported the grades")
     assert last_txn_id() == before
     assert_ledger_invariants()
+
+
+def test_top_up_and_draw_down_the_insurance_fund_through_the_ledger(world, alpha_client):
+    classroom = world.alpha_class
+    fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance")
+    before = last_txn_id()
+    response = run(
+        alpha_client, CLASSROOMS, "adjust_insurance_fund", [classroom],
+        direction="top_up", amount="500", reason="Crash lesson next week",
+    )  # fmt: skip
+    assert response.status_code == 302
+    (txn,) = new_transactions(before)
+    assert (txn.kind, txn.memo, txn.created_by) == (
+        Kind.INSURANCE_SEED,
+        "Crash lesson next week",
+        world.alpha,
+    )
+    legs = sorted((e.pocket, e.amount) for e in txn.entries.all())
+    assert legs == [("house", Decimal(-500)), ("insurance", Decimal(500))]
+    assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance + 500
+    assert logged(classroom, "Topped up the insurance fund by 500")
+    # Drawing down more than the fund holds changes nothing.
+    too_much = run(
+        alpha_client, CLASSROOMS, "adjust_insurance_fund", [classroom],
+        direction="draw_down", amount="1000000", reason="Oops",
+    )  # fmt: skip
+    assert too_much.status_code == 302
+    assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance + 500
+    assert last_txn_id() == txn.pk
+    assert_ledger_invariants()
+
+
+def test_copy_instruments_from_another_of_her_classrooms(world, alpha_client):
+    second = make_classroom(instructor=world.alpha, name="alpha second class")
+    source = Instrument.objects.get(classroom=world.alpha_class)
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk
+    )
+    assert response.status_code == 302
+    copy = Instrument.objects.get(classroom=second)
+    assert (copy.symbol, copy.mark_price, copy.taker_fee_rate) == (
+        source.symbol,
+        source.mark_price,
+        source.taker_fee_rate,
+    )
+    assert [t.as_tier() for t in copy.tiers.all()] == [t.as_tier() for t in source.tiers.all()]
+    assert copy.feed.kind == source.feed.kind
+    assert list(copy.feed.replay_points.values_list("offset_seconds", "price")) == list(
+        source.feed.replay_points.values_list("offset_seconds", "price")
+    )
+    assert logged(second, f"Copied {source.symbol} from alpha class")
+    # Copying again adds nothing; the source is untouched.
+    run(alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk)
+    assert Instrument.objects.filter(classroom=second).count() == 1
+    assert Instrument.objects.get(pk=source.pk).classroom == world.alpha_class
+
+
+def test_copy_instruments_only_from_her_own_classrooms(world, alpha_client):
+    second = make_classroom(instructor=world.alpha, name="alpha second class")
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.bravo_class.pk
+    )
+    assert response.status_code == 200  # the form refuses a classroom she cannot see
+    assert "Select a valid choice" in response.content.decode()
+    assert not Instrument.objects.filter(classroom=second).exists()

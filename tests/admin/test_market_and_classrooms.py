@@ -55,6 +55,8 @@ def test_instructor_creates_a_classroom_with_pockets_for_herself(db, client):
     assert Membership.objects.filter(
         classroom=classroom, user=teacher, role=Membership.Role.INSTRUCTOR
     ).exists()
+    page = client.get(response["Location"]).content.decode()
+    assert "has no instruments yet" in page
     (seed,) = LedgerTransaction.objects.filter(classroom=classroom)
     assert seed.kind == LedgerTransaction.Kind.INSURANCE_SEED
     assert ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance == D(250)
