@@ -9,16 +9,21 @@ that would confirm they exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
 from accounts.models import User
+from accounts.money import plain
 
 
 def _sees_everything(user: Any) -> bool:
@@ -47,9 +52,25 @@ def scoped_choices(site: admin.AdminSite, db_field: Any, request: HttpRequest) -
     return None  # the field's own default
 
 
+class PlainDecimalField(forms.DecimalField):
+    """A decimal form field that shows a stored value as written (0, 0.004), not as ``0E-8``:
+    the embedded SQLite database hands back Decimals quantised to the column's places."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            return plain(value)
+        return value
+
+
+PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
+    models.DecimalField: {"form_class": PlainDecimalField}
+}
+
+
 class ClassroomScopedAdmin(admin.ModelAdmin):
     """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
 
+    formfield_overrides = PLAIN_DECIMALS
     classroom_path: str | None = None
     # Money and ledger records: nobody adds, changes or deletes them here; services do.
     read_only_records = False
@@ -149,6 +170,7 @@ class ScopedInline(admin.TabularInline):
     """An inline whose foreign-key choices follow the same scoping as the admin pages."""
 
     extra = 0
+    formfield_overrides = PLAIN_DECIMALS
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         choices = scoped_choices(self.admin_site, db_field, request)

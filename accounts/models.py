@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.money import MONEY_DIGITS, RATE_DIGITS
+from accounts.money import MONEY_DIGITS, RATE_DIGITS, plain
 
 JOIN_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -248,4 +248,4 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.pocket} {self.amount}"
+        return f"{self.pocket} {plain(self.amount)}"

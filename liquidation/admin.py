@@ -200,7 +200,12 @@ class SignedAmountForm(forms.Form):
     reason_help = "Written in the ledger."
 
     direction = forms.ChoiceField()
-    amount = forms.DecimalField(min_value=Decimal("0.00000001"), max_digits=24, decimal_places=8)
+    amount = forms.DecimalField(
+        min_value=Decimal("0.00000001"),
+        max_digits=24,
+        decimal_places=8,
+        error_messages={"min_value": "Enter an amount of at least 0.00000001."},
+    )
     reason = forms.CharField(max_length=200)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Classroom, User
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, plain
 from positions.models import Instrument, Position
 
 
@@ -75,7 +75,7 @@ class ReplayPoint(models.Model):
         indexes = [models.Index(fields=["feed", "offset_seconds"], name="replay_feed_offset")]
 
     def __str__(self) -> str:
-        return f"+{self.offset_seconds}s {self.price}"
+        return f"+{plain(self.offset_seconds)}s {plain(self.price)}"
 
 
 class PriceTick(models.Model):
@@ -90,7 +90,7 @@ class PriceTick(models.Model):
         indexes = [models.Index(fields=["instrument", "created_at"], name="tick_instrument_time")]
 
     def __str__(self) -> str:
-        return f"{self.instrument_id} {self.price} at {self.created_at:%H:%M:%S}"
+        return f"{self.instrument_id} {plain(self.price)} at {self.created_at:%H:%M:%S}"
 
 
 class Scenario(models.Model):
@@ -179,7 +179,7 @@ class AdlFill(models.Model):
         verbose_name = "auto-deleveraging fill"
 
     def __str__(self) -> str:
-        return f"ADL of position #{self.position_id} at {self.price}"
+        return f"ADL of position #{self.position_id} at {plain(self.price)}"
 
 
 class MarginCall(models.Model):

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Classroom, TradingAccount
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, plain
 from positions import margin
 
 # Exchanges charge takers 0.02-0.1%; 10% is already a lesson in fees, not a market.
@@ -120,7 +120,7 @@ class MarginTier(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.instrument} from {self.notional_floor}"
+        return f"{self.instrument} from {plain(self.notional_floor)}"
 
     def as_tier(self) -> margin.Tier:
         return margin.Tier(
@@ -201,7 +201,9 @@ class Position(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.side} {self.quantity} {self.instrument}"
+        # A closed position holds 0: name it by the size it was opened with.
+        size = self.quantity or self.opened_quantity
+        return f"#{self.pk} {self.side} {plain(size)} {self.instrument}"
 
     @property
     def is_open(self) -> bool:
@@ -226,7 +228,7 @@ class Collateral(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} for position #{self.position_id}"
+        return f"{plain(self.amount)} for position #{self.position_id}"
 
 
 class Order(models.Model):
@@ -299,7 +301,7 @@ class Order(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.type} {self.side} {self.quantity} {self.instrument}"
+        return f"#{self.pk} {self.type} {self.side} {plain(self.quantity)} {self.instrument}"
 
 
 class Fill(models.Model):
@@ -326,4 +328,4 @@ class Fill(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.quantity} @ {self.price}"
+        return f"{self.kind} {plain(self.quantity)} @ {plain(self.price)}"

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, Membership, User
 from positions.margin import tiers_from_table
-from positions.models import Instrument, MarginTier
+from positions.models import Instrument, MarginTier, Position
 from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
 from tests.factories import BTC_BRACKETS, UserFactory
@@ -308,3 +308,13 @@ def test_the_admin_index_speaks_of_ringfence_in_plain_names(world, alpha_client)
     assert "Django administration" not in page
     assert "Ledger entries" in page and "Ledger entrys" not in page
     assert "Auto-deleveraging fills" in page
+
+
+def test_admin_shows_stored_numbers_as_written_never_in_exponent_form(world, alpha_client):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    page = alpha_client.get(reverse("admin:positions_instrument_change", args=[btc.pk]))
+    html = page.content.decode()
+    assert 'name="tiers-0-notional_floor" value="0"' in html
+    assert "E-" not in html and "E+" not in html
+    closed = Position.objects.filter(account__classroom=world.alpha_class, status="closed").first()
+    assert closed is not None and str(closed) == f"#{closed.pk} short 0.05 {btc.symbol}"
