@@ -12,8 +12,11 @@ from typing import Any, cast
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -607,8 +610,21 @@ class PositionTpslView(PositionWriteView):
         return self.respond(position_id)
 
 
-def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Any other path under /api/v1/: a JSON 404 in the API's error shape."""
+@csrf_exempt
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    """Any other path under /api/v1/: the endpoint it names with its trailing slash added or
+    dropped (``/orders`` is ``/orders/``), else a JSON 404 in the API's error shape.
+
+    Exempt from Django's CSRF check, which would answer a POST with an HTML 403: this view
+    changes nothing, and the API views it hands over to check CSRF for session callers.
+    """
+    path = request.path_info
+    try:
+        match = resolve(path[:-1] if path.endswith("/") else f"{path}/")
+    except Resolver404:
+        match = None
+    if match is not None and match.namespace == "api":
+        return match.func(request, *match.args, **match.kwargs)
     return JsonResponse(
         error_body("not_found", "No such API endpoint; see /api/docs/."), status=404
     )

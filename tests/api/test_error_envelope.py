@@ -6,6 +6,7 @@ import json
 
 import pytest
 from django.urls import URLPattern, reverse
+from rest_framework.test import APIClient
 
 from api.urls import v1
 from positions.models import Order
@@ -54,3 +55,32 @@ def test_a_body_over_the_upload_limit_is_payload_too_large_in_json(api, account,
         assert response["Content-Type"] == "application/json"
         assert response.json()["error"]["code"] == "payload_too_large", path
     assert not Order.objects.exists()
+
+
+def bot_client(key: str) -> APIClient:
+    # A bot over real HTTP: Django's CSRF middleware runs as it does in production.
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def test_writes_to_unknown_api_paths_are_a_json_404_not_a_csrf_page(trade_key, account):
+    bot = bot_client(trade_key)
+    for method in ("post", "put", "patch", "delete"):
+        response = getattr(bot, method)("/api/v1/nothing-here", {}, format="json")
+        assert response.status_code == 404, (method, response.content[:200])
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_the_other_slash_form_of_an_endpoint_is_that_endpoint(trade_key, account, btc):
+    bot = bot_client(trade_key)
+    preview = bot.post("/api/v1/orders/preview/", order_body(account), format="json")
+    assert preview.status_code == 200, preview.content[:200]
+    placed = bot.post("/api/v1/orders", order_body(account, client_order_id="s1"), format="json")
+    assert placed.status_code == 201, placed.content[:200]
+    position_id = placed.json()["position"]
+    closed = bot.post(f"/api/v1/positions/{position_id}/close/", {}, format="json")
+    assert closed.status_code == 200, closed.content[:200]
+    assert closed.json()["status"] == "closed"
+    assert bot.get("/api/v1/me/").json()["username"] == "alice"
+    assert bot.get(f"/api/v1/orders/{placed.json()['id']}").json()["client_order_id"] == "s1"
