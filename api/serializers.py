@@ -117,8 +117,12 @@ class ClosePositionSerializer(serializers.Serializer):
 
 
 class TpslChangeSerializer(serializers.Serializer):
-    take_profit = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
-    stop_loss = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+    take_profit = DecimalInput(
+        required=False, allow_null=True, help_text="null clears it; left out, it stays."
+    )
+    stop_loss = DecimalInput(
+        required=False, allow_null=True, help_text="null clears it; left out, it stays."
+    )
 
 
 class MarginChangeSerializer(serializers.Serializer):

@@ -590,7 +590,8 @@ class PositionMarginView(PositionWriteView):
 
 
 class PositionTpslView(PositionWriteView):
-    """Attach a take-profit and a stop-loss to an open position (null clears one)."""
+    """Set the take-profit and the stop-loss of an open position: a field sent changes (null
+    clears it), a field left out stays as it is."""
 
     @extend_schema(
         parameters=[ID_PARAM],
@@ -604,8 +605,8 @@ class PositionTpslView(PositionWriteView):
         body.is_valid(raise_exception=True)
         services.position_set_tpsl(
             position_id=position_id,
-            take_profit=body.validated_data.get("take_profit"),
-            stop_loss=body.validated_data.get("stop_loss"),
+            take_profit=body.validated_data.get("take_profit", services.UNCHANGED),
+            stop_loss=body.validated_data.get("stop_loss", services.UNCHANGED),
         )
         return self.respond(position_id)
 

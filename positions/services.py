@@ -801,17 +801,23 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
     return _fresh(position.pk)
 
 
+# For position_set_tpsl: leave this price as it is (None clears it).
+UNCHANGED = object()
+
+
 @transaction.atomic
 def position_set_tpsl(
     *, position_id: int, take_profit: object = None, stop_loss: object = None
 ) -> Position:
-    """Attach (or clear, with None) a take-profit and a stop-loss to a position."""
+    """Attach (or clear, with None) a take-profit and a stop-loss to a position; a price
+    passed as UNCHANGED keeps its current value."""
     _, position, _ = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     instrument = position.instrument
-    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    keep_tp, keep_sl = take_profit is UNCHANGED, stop_loss is UNCHANGED
+    tp = None if keep_tp else clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = None if keep_sl else clean_price(stop_loss, instrument=instrument, field="stop_loss")
     _validate_tpsl(
         side=position.side,
         reference=current_mark(instrument),
@@ -819,7 +825,10 @@ def position_set_tpsl(
         take_profit=tp,
         stop_loss=sl,
     )
-    position.take_profit, position.stop_loss = tp, sl
+    if not keep_tp:
+        position.take_profit = tp
+    if not keep_sl:
+        position.stop_loss = sl
     position.save(update_fields=["take_profit", "stop_loss"])
     return _fresh(position.pk)
 

@@ -388,6 +388,22 @@ def test_take_profit_stop_loss_and_reduce_only_orders(api, account, btc):
     assert_ledger_invariants()
 
 
+def test_tpsl_changes_only_the_fields_sent_and_null_clears(api, account, btc):
+    order = api.post(ORDERS, order_body(account), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/tpsl"
+    api.post(url, {"take_profit": "70000", "stop_loss": "56000"}, format="json")
+    moved = api.post(url, {"stop_loss": "57000"}, format="json").json()
+    assert (moved["take_profit"], moved["stop_loss"]) == ("70000", "57000")
+    moved = api.post(url, {"take_profit": "71000"}, format="json").json()
+    assert (moved["take_profit"], moved["stop_loss"]) == ("71000", "57000")
+    cleared = api.post(url, {"take_profit": None}, format="json").json()
+    assert (cleared["take_profit"], cleared["stop_loss"]) == (None, "57000")
+    untouched = api.post(url, {}, format="json").json()
+    assert (untouched["take_profit"], untouched["stop_loss"]) == (None, "57000")
+    position = Position.objects.get()
+    assert (position.take_profit, position.stop_loss) == (None, Decimal("57000"))
+
+
 def test_unknown_api_paths_answer_in_the_error_shape(api):
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404
