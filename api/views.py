@@ -29,7 +29,7 @@ from accounts.models import Classroom, Membership, TradingAccount, User
 from accounts.money import ZERO
 from accounts.services import clean_amount
 from api import serializers as s
-from api.exceptions import error_body
+from api.exceptions import ClientOrderIdReused, error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation import performance
@@ -373,6 +373,44 @@ ORDER_STATUS_PARAM = OpenApiParameter(
 )
 
 
+def _same_decimal(sent: Any, stored: Decimal | None) -> bool:
+    if sent is None or stored is None:
+        return sent is None and stored is None
+    try:
+        return bool(Decimal(str(sent).strip()) == stored)
+    except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
+        return False
+
+
+def _check_same_order(order: Order, data: dict[str, Any]) -> None:
+    """Refuse a client_order_id repeated with other terms than its first order's.
+
+    Returning the first order would tell the bot that the second one was placed. Leverage is
+    the position's own on a reduce-only order, and only such an order names a position.
+    """
+    differ = [
+        name
+        for name, same in (
+            ("symbol", data["symbol"].strip().lower() == order.instrument.symbol.lower()),
+            ("side", data["side"] == order.side),
+            ("type", data["type"] == order.type),
+            ("quantity", _same_decimal(data["quantity"], order.quantity)),
+            ("leverage", order.reduce_only or data["leverage"] == order.leverage),
+            ("price", _same_decimal(data.get("price"), order.price)),
+            ("stop_price", _same_decimal(data.get("stop_price"), order.stop_price)),
+            ("reduce_only", data["reduce_only"] == order.reduce_only),
+            ("position", not order.reduce_only or data.get("position") == order.position_id),
+        )
+        if not same
+    ]
+    if differ:
+        message = (
+            f"client_order_id {order.client_order_id!r} was used for order {order.pk}, which "
+            f"has another {', '.join(differ)}; send a new client_order_id for a new order."
+        )
+        raise ClientOrderIdReused(message, field="client_order_id")
+
+
 class OrderListView(ApiView):
     """Your orders, newest first; POST places one (market orders fill at once); DELETE
     cancels every resting one."""
@@ -408,6 +446,12 @@ class OrderListView(ApiView):
                 s.OrderSerializer, description="The client_order_id was seen before: the original."
             ),
             **WRITE_ERRORS,
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="The rules refuse it now (balance, trading window, state), or "
+                "client_order_id_reused: the client_order_id belongs to an order with other "
+                "terms (its id is in the message).",
+            ),
         },
         tags=["orders"],
     )
@@ -416,7 +460,6 @@ class OrderListView(ApiView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         position_id = data.get("position")
-        started = timezone.now()
         # The service checks that the account is the caller's and finds the symbol in its
         # classroom, under the account's lock (404s as account_for/instrument_for give).
         order = services.order_place(
@@ -436,8 +479,9 @@ class OrderListView(ApiView):
             position_id=None if position_id is None else _id(position_id, field="position"),
             client_order_id=data["client_order_id"],
         )
-        # The service hands back the first order for a repeated client_order_id.
-        repeated = order.created_at < started
+        repeated = getattr(order, "repeated", False)
+        if repeated:
+            _check_same_order(order, data)
         return Response(
             s.OrderSerializer(order).data,
             status=status.HTTP_200_OK if repeated else status.HTTP_201_CREATED,

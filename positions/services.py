@@ -858,7 +858,8 @@ def order_place(
 ) -> Order:
     """Place an order: a market order fills now, a limit or stop order rests until triggered.
 
-    A repeated ``client_order_id`` on the same account returns the first order unchanged.
+    A repeated ``client_order_id`` on the same account returns the first order unchanged,
+    with ``repeated`` set on it (decided under the account's lock, so concurrent retries agree).
     A reduce-only order names the position it reduces and takes the opposite side.
     The instrument is named by ``instrument_id``, or by ``symbol`` in the account's
     classroom; with ``owner_id`` the account must be that user's (else NotFound).
@@ -875,7 +876,9 @@ def order_place(
         account, instrument_id=instrument_id, symbol=symbol.strip(), client_order_id=client_order_id
     )
     if repeated is not None:
-        return fresh_order(repeated)
+        first = fresh_order(repeated)
+        first.repeated = True  # type: ignore[attr-defined]
+        return first
     assert instrument is not None  # found, or NotFound was raised
     side = clean_side(side)
     if type not in Order.Type.values:

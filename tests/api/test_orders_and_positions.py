@@ -50,12 +50,37 @@ def test_buy_and_sell_are_aliases_of_long_and_short(api, account, btc):
 def test_repeated_client_order_id_returns_the_original_without_opening_twice(api, account, btc):
     body = order_body(account, client_order_id="alpha-1")
     first = api.post(ORDERS, body, format="json")
-    again = api.post(ORDERS, {**body, "quantity": "0.02"}, format="json")
+    again = api.post(ORDERS, {**body, "quantity": "0.010", "symbol": "btcusdt"}, format="json")
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["quantity"] == "0.01"
     assert Position.objects.count() == 1
     assert Order.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"quantity": "0.02"},
+        {"side": "short"},
+        {"leverage": 5},
+        {"symbol": "ETHUSDT"},
+        {"type": "limit", "price": "50000"},
+        {"reduce_only": True, "position": 1},
+    ],
+    ids=lambda change: "+".join(change),
+)
+def test_a_client_order_id_reused_with_other_terms_is_a_conflict(api, account, btc, change):
+    body = order_body(account, client_order_id="alpha-2")
+    first = api.post(ORDERS, body, format="json").json()
+    other = api.post(ORDERS, {**body, **change}, format="json")
+    assert other.status_code == 409, other.json()
+    error = other.json()["error"]
+    assert error["code"] == "client_order_id_reused"
+    assert f"order {first['id']}" in error["message"]
+    assert list(error["fields"]) == ["client_order_id"]
+    assert Order.objects.count() == 1
+    assert Position.objects.count() == 1
 
 
 def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, btc):
