@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+
+from accounts import errors
 
 
 class NewestFirst(CursorPagination):
@@ -10,6 +15,33 @@ class NewestFirst(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 200
+
+    def get_page_size(self, request: Request) -> int:
+        # DRF falls back to the default page size for a limit it cannot read; a bot that
+        # asked for 0 or "ten" rows should learn that it was not understood.
+        raw = request.query_params.get("limit") or ""
+        if not raw:  # as the views read every empty parameter: not sent
+            return self.page_size
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if limit < 1:
+            raise errors.DomainError(
+                f"limit is a whole number from 1 to {self.max_page_size}.", field="limit"
+            )
+        return min(limit, self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == "limit":
+                parameter["description"] = (
+                    f"Rows per page, 1 to {self.max_page_size} (default {self.page_size}); "
+                    "more is cut to the maximum."
+                )
+                parameter["schema"]["minimum"] = 1
+        return parameters
 
 
 class OldestFirst(NewestFirst):

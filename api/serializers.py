@@ -8,6 +8,7 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +68,30 @@ class DecimalInput(serializers.CharField):
 # --- requests -----------------------------------------------------------------------------
 
 
+class RequestSerializer(serializers.Serializer):
+    """A request body that refuses fields it does not declare.
+
+    DRF drops them silently, so a bot that misspells a field (``takeProfit``) would get an
+    order without the protection it asked for.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = (
+            {str(name): ["Unknown field."] for name in data if name not in self.fields}
+            if isinstance(data, Mapping)
+            else {}
+        )
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
 class SideField(serializers.ChoiceField):
     """``long`` or ``short``; ``buy`` and ``sell`` are accepted as aliases."""
 
@@ -78,7 +103,7 @@ class SideField(serializers.ChoiceField):
         return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
 
 
-class PlaceOrderSerializer(serializers.Serializer):
+class PlaceOrderSerializer(RequestSerializer):
     account = serializers.IntegerField(
         min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
     )
@@ -109,14 +134,31 @@ class PlaceOrderSerializer(serializers.Serializer):
         help_text="Your own id: repeating it on the same account returns the original order.",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Fields an order of this kind would not use: refused rather than ignored.
+        unused: dict[str, str] = {}
+        if attrs.get("price") is not None and attrs["type"] != Order.Type.LIMIT:
+            unused["price"] = "Only a limit order has a price."
+        if attrs.get("stop_price") is not None and attrs["type"] != Order.Type.STOP:
+            unused["stop_price"] = "Only a stop order has a stop price."
+        if attrs.get("position") is not None and not attrs["reduce_only"]:
+            unused["position"] = "Only a reduce-only order names a position (reduce_only: true)."
+        if attrs["reduce_only"]:
+            for name in ("take_profit", "stop_loss", "extra_collateral"):
+                if attrs.get(name) is not None:
+                    unused[name] = f"A reduce-only order takes no {name}."
+        if unused:
+            raise serializers.ValidationError({k: [v] for k, v in unused.items()})
+        return attrs
 
-class ClosePositionSerializer(serializers.Serializer):
+
+class ClosePositionSerializer(RequestSerializer):
     quantity = DecimalInput(
         required=False, allow_null=True, help_text="Part of the position to close; all if absent."
     )
 
 
-class TpslChangeSerializer(serializers.Serializer):
+class TpslChangeSerializer(RequestSerializer):
     take_profit = DecimalInput(
         required=False, allow_null=True, help_text="null clears it; left out, it stays."
     )
@@ -125,7 +167,7 @@ class TpslChangeSerializer(serializers.Serializer):
     )
 
 
-class MarginChangeSerializer(serializers.Serializer):
+class MarginChangeSerializer(RequestSerializer):
     amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
 
 

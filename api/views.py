@@ -84,6 +84,14 @@ class ApiView(generics.GenericAPIView):
     # False on endpoints that change nothing whatever their method (the order preview).
     writes = True
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # The views read one value of each parameter: ?symbol=A&symbol=B would quietly
+        # become a filter on B alone.
+        for name, values in request.query_params.lists():
+            if len(values) > 1:
+                raise errors.DomainError(f"Send {name} once.", field=name)
+
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
