@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from base64 import b64decode
 from typing import Any
 
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 
 from accounts import errors
@@ -42,6 +44,25 @@ class NewestFirst(CursorPagination):
                 )
                 parameter["schema"]["minimum"] = 1
         return parameters
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        # DRF answers an unreadable cursor with 404, which a bot would take for a missing
+        # list, and its decoding skips what is not base64 ("!!!" read as the first page).
+        # Every ordering here is by id, so a cursor's position is a whole number.
+        encoded = request.query_params.get(self.cursor_query_param)
+        try:
+            valid = encoded is None or bool(b64decode(encoded.encode("ascii"), validate=True))
+            cursor = super().decode_cursor(request)
+        except (NotFound, ValueError):
+            valid, cursor = False, None
+        if cursor is not None and cursor.position is not None:
+            valid = valid and str(cursor.position).isdigit()
+        if not valid:
+            raise errors.DomainError(
+                "cursor is not one this API gave; use the next or previous link as it is.",
+                field="cursor",
+            )
+        return cursor
 
 
 class OldestFirst(NewestFirst):

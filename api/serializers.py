@@ -111,7 +111,11 @@ class PlaceOrderSerializer(RequestSerializer):
     side = SideField()
     type = serializers.ChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
-    leverage = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    leverage = serializers.IntegerField(
+        default=1,
+        help_text="1 or more. Over the cap of the instrument, its margin tier or the classroom it "
+        "is leverage_too_high; under 1, invalid_leverage.",
+    )
     price = DecimalInput(required=False, allow_null=True, help_text="Limit price.")
     stop_price = DecimalInput(required=False, allow_null=True)
     take_profit = DecimalInput(required=False, allow_null=True)

@@ -84,6 +84,14 @@ class ApiView(generics.GenericAPIView):
     # False on endpoints that change nothing whatever their method (the order preview).
     writes = True
 
+    # Fields that the services name otherwise than this endpoint's request does.
+    request_fields: dict[str, str] = {}
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, errors.DomainError) and exc.field in self.request_fields:
+            exc.field = self.request_fields[exc.field]
+        return super().handle_exception(exc)
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         # The views read one value of each parameter: ?symbol=A&symbol=B would quietly
@@ -331,6 +339,7 @@ class OrderPreviewView(ApiView):
     """What an opening order would cost and risk, without placing it."""
 
     writes = False
+    request_fields = {"instrument": "symbol"}
 
     @extend_schema(
         request=s.PlaceOrderSerializer,
@@ -425,6 +434,7 @@ class OrderListView(ApiView):
 
     serializer_class = s.OrderSerializer
     pagination_class = NewestFirst
+    request_fields = {"instrument": "symbol"}
 
     @extend_schema(
         parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM, CLIENT_ORDER_ID_PARAM],
