@@ -278,8 +278,12 @@ class InstrumentListView(ApiView):
         return self.get_paginated_response(s.InstrumentSerializer(page, many=True).data)
 
 
+LATEST_MARKS = PriceHistory.max_page_size
+
+
 class PriceHistoryView(ApiView):
-    """Mark price history of an instrument, oldest first (``?since=`` to get only new marks)."""
+    """Mark price history of an instrument, oldest first (``?since=`` to get only new marks,
+    ``?latest=N`` for the N newest ones)."""
 
     serializer_class = s.PriceTickSerializer
     pagination_class = PriceHistory
@@ -289,6 +293,13 @@ class PriceHistoryView(ApiView):
             OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH),
             OpenApiParameter(
                 "since", OpenApiTypes.DATETIME, description="Only marks after this moment."
+            ),
+            OpenApiParameter(
+                "latest",
+                int,
+                description=f"Only the newest N marks (1 to {LATEST_MARKS}), still oldest "
+                "first, on one page: what a signal on recent prices wants. Not with cursor "
+                "or limit.",
             ),
             CLASSROOM_PARAM,
         ],
@@ -312,8 +323,35 @@ class PriceHistoryView(ApiView):
         since = self._since(request.query_params.get("since"))
         if since is not None:
             ticks = ticks.filter(created_at__gt=since)
+        latest = self._latest(request)
+        if latest is not None:
+            # The history runs oldest first over pages of at most 1000 marks, so without this a
+            # bot that wants the last few marks would walk the whole history to reach them.
+            newest = list(ticks.order_by("-id")[:latest])
+            results = s.PriceTickSerializer(reversed(newest), many=True).data
+            return Response({"next": None, "previous": None, "results": results})
         page = self.paginate_queryset(ticks)
         return self.get_paginated_response(s.PriceTickSerializer(page, many=True).data)
+
+    @staticmethod
+    def _latest(request: Request) -> int | None:
+        raw = request.query_params.get("latest") or ""
+        if not raw:
+            return None
+        if request.query_params.get("cursor") or request.query_params.get("limit"):
+            raise errors.DomainError(
+                "latest is one page of the newest marks: send it without cursor or limit.",
+                field="latest",
+            )
+        try:
+            latest = int(raw)
+        except ValueError:
+            latest = 0
+        if not 1 <= latest <= LATEST_MARKS:
+            raise errors.DomainError(
+                f"latest is a whole number from 1 to {LATEST_MARKS}.", field="latest"
+            )
+        return latest
 
     @staticmethod
     def _since(raw: str | None) -> datetime | None:

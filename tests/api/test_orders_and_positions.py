@@ -309,6 +309,25 @@ def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, acc
     assert api.get("/api/v1/instruments/ETHUSDT/prices/").status_code == 404
 
 
+def test_price_history_latest_gives_the_newest_marks_oldest_first(api, account, btc):
+    from liquidation.models import PriceTick
+
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=Decimal(50000 + n)) for n in range(1200)
+    )
+    url = "/api/v1/instruments/BTCUSDT/prices/"
+    first_page = api.get(url, {"limit": 1000}).json()["results"]
+    assert first_page[-1]["price"] == "50999"  # oldest first: a page is not the newest marks
+    latest = api.get(url, {"latest": 3}).json()
+    assert [t["price"] for t in latest["results"]] == ["51197", "51198", "51199"]
+    assert latest["next"] is None
+    assert len(api.get(url, {"latest": 1000}).json()["results"]) == 1000
+    for bad in ({"latest": "0"}, {"latest": "1001"}, {"latest": "x"}, {"latest": 5, "limit": 5}):
+        response = api.get(url, bad)
+        assert response.status_code == 400, bad
+        assert list(response.json()["error"]["fields"]) == ["latest"], bad
+
+
 def test_leaderboard_ranks_the_callers_classroom_by_return(api, account, other_account, btc):
     api.post(ORDERS, order_body(account), format="json")  # pays a fee: behind bob
     board = api.get(f"/api/v1/classrooms/{account.classroom_id}/leaderboard").json()
