@@ -191,6 +191,10 @@ class AccountSerializer(serializers.Serializer):
     fees_paid = money_out()
     return_pct = money_out(allow_null=True)
     trading_frozen = serializers.BooleanField(read_only=True)
+    max_leverage = serializers.IntegerField(
+        read_only=True,
+        help_text="The classroom's leverage cap; an instrument or its margin tier may cap lower.",
+    )
     trading_open = serializers.BooleanField(
         read_only=True,
         help_text="Whether the classroom takes orders now (its switch and its trading window); "

@@ -188,6 +188,7 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "fees_paid": overview.fees_paid,
         "return_pct": overview.return_pct,
         "trading_frozen": account.trading_frozen,
+        "max_leverage": account.classroom.max_leverage,
         "trading_open": account.classroom.is_trading_open(),
         "trading_opens_at": account.classroom.trading_opens_at,
         "trading_closes_at": account.classroom.trading_closes_at,

@@ -520,3 +520,10 @@ def test_delete_on_the_order_list_cancels_every_resting_order_of_yours(
     assert statuses[theirs] == "resting"  # another student's order is never touched
     assert statuses[filled] == "filled"
     assert Order.objects.get(pk=eth_order).instrument == eth
+
+
+def test_accounts_carry_the_classrooms_leverage_cap(api, account, btc):
+    account.classroom.max_leverage = 50
+    account.classroom.save(update_fields=["max_leverage"])
+    assert api.get(f"/api/v1/accounts/{account.pk}/").json()["max_leverage"] == 50
+    assert api.get("/api/v1/me").json()["accounts"][0]["max_leverage"] == 50
