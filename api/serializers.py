@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import LedgerTransaction
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, to_tick
 from api.models import ApiKey
 from positions.models import Fill, Order, Side
 
@@ -63,6 +63,40 @@ class DecimalInput(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         # The parser reads JSON numbers with a fraction as Decimal: keep them exact.
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
+
+
+def towards_entry(price: Decimal | None, *, side: str, tick: Decimal) -> Decimal | None:
+    """A liquidation or bankruptcy price on the instrument's tick grid, rounded towards the
+    entry (up for a long, down for a short): the mark reaches the price shown no later than
+    the exact one, so a bot that acts at the shown price is never late."""
+    return None if price is None else to_tick(price, tick, up=side == Side.LONG)
+
+
+class PositionPriceField(serializers.DecimalField):
+    """A position's stored liquidation or bankruptcy price, rounded by ``towards_entry``;
+    null once the position is closed or liquidated (it no longer has one)."""
+
+    def __init__(self, attribute: str, **kwargs: Any) -> None:
+        self.attribute = attribute
+        super().__init__(
+            max_digits=PRICE_DIGITS["max_digits"] + 2,
+            decimal_places=PRICE_DIGITS["decimal_places"],
+            normalize_output=True,
+            read_only=True,
+            allow_null=True,
+            source="*",
+            **kwargs,
+        )
+
+    def to_representation(self, position: Any) -> Any:
+        rounded = towards_entry(
+            getattr(position, self.attribute),
+            side=position.side,
+            tick=position.instrument.tick_size,
+        )
+        if rounded is None or not position.is_open:
+            return None
+        return super().to_representation(rounded)
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -319,8 +353,15 @@ class PositionSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call.",
     )
-    liquidation_price = price_out(allow_null=True)
-    bankruptcy_price = price_out()
+    liquidation_price = PositionPriceField(
+        "liquidation_price",
+        help_text="On the tick grid, rounded towards the entry; null for a long that cannot be "
+        "liquidated and once the position is closed.",
+    )
+    bankruptcy_price = PositionPriceField(
+        "bankruptcy_price",
+        help_text="On the tick grid, rounded towards the entry; null once the position is closed.",
+    )
     take_profit = price_out(allow_null=True)
     stop_loss = price_out(allow_null=True)
     realized_pnl = money_out()

@@ -421,6 +421,10 @@ class OrderPreviewView(ApiView):
             stop_loss=data.get("stop_loss"),
         )
         payload = {**quote.__dict__, "symbol": instrument.symbol, "side": data["side"]}
+        for name in ("liquidation_price", "bankruptcy_price"):  # as positions show them
+            payload[name] = s.towards_entry(
+                payload[name], side=data["side"], tick=instrument.tick_size
+            )
         return Response(s.PreviewSerializer(payload).data)
 
 

@@ -173,7 +173,7 @@ def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
     quote = response.json()
     assert quote["initial_margin"] == "4.8"
     assert quote["fee"] == "0.3"
-    assert quote["liquidation_price"] == "59759.0361445784"
+    assert quote["liquidation_price"] == "59759.1"  # 59759.036…, on the tick towards the entry
     assert quote["bankruptcy_price"] == "59520"
     assert quote["max_loss"] == "4.8"
     assert quote["distance_to_liquidation"] == "240.9638554216"
@@ -527,3 +527,22 @@ def test_accounts_carry_the_classrooms_leverage_cap(api, account, btc):
     account.classroom.save(update_fields=["max_leverage"])
     assert api.get(f"/api/v1/accounts/{account.pk}/").json()["max_leverage"] == 50
     assert api.get("/api/v1/me").json()["accounts"][0]["max_leverage"] == 50
+
+
+@pytest.mark.parametrize(("side", "up"), [("long", True), ("short", False)])
+def test_position_prices_are_on_the_tick_rounded_towards_the_entry(api, account, btc, side, up):
+    preview = api.post("/api/v1/orders/preview", order_body(account, side=side), format="json")
+    placed = api.post(ORDERS, order_body(account, side=side), format="json").json()
+    url = f"/api/v1/positions/{placed['position']}/"
+    shown = api.get(url).json()
+    stored = Position.objects.get()
+    for name in ("liquidation_price", "bankruptcy_price"):
+        exact, rounded = getattr(stored, name), Decimal(shown[name])
+        assert rounded % btc.tick_size == 0, name
+        assert abs(rounded - exact) < btc.tick_size, name
+        assert (rounded >= exact) if up else (rounded <= exact), name
+        assert preview.json()[name] == shown[name], name
+    assert stored.liquidation_price % btc.tick_size != 0  # the case is not trivially on grid
+    api.post(f"/api/v1/positions/{stored.pk}/close", {}, format="json")
+    closed = api.get(url).json()
+    assert (closed["liquidation_price"], closed["bankruptcy_price"]) == (None, None)
