@@ -38,3 +38,7 @@ class ExactJSONParser(JSONParser):
             return json.load(decoded, parse_float=Decimal, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            # json decodes nested arrays and objects recursively: a body of 100,000 "[" runs
+            # out of stack long before it runs out of the upload size limit.
+            raise ParseError("JSON parse error - nested too deeply.") from None

@@ -8,6 +8,7 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import LedgerTransaction
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS
+from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, to_tick
 from api.models import ApiKey
 from positions.models import Fill, Order, Side
 
@@ -64,7 +65,65 @@ class DecimalInput(serializers.CharField):
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
 
 
+def towards_entry(price: Decimal | None, *, side: str, tick: Decimal) -> Decimal | None:
+    """A liquidation or bankruptcy price on the instrument's tick grid, rounded towards the
+    entry (up for a long, down for a short): the mark reaches the price shown no later than
+    the exact one, so a bot that acts at the shown price is never late."""
+    return None if price is None else to_tick(price, tick, up=side == Side.LONG)
+
+
+class PositionPriceField(serializers.DecimalField):
+    """A position's stored liquidation or bankruptcy price, rounded by ``towards_entry``;
+    null once the position is closed or liquidated (it no longer has one)."""
+
+    def __init__(self, attribute: str, **kwargs: Any) -> None:
+        self.attribute = attribute
+        super().__init__(
+            max_digits=PRICE_DIGITS["max_digits"] + 2,
+            decimal_places=PRICE_DIGITS["decimal_places"],
+            normalize_output=True,
+            read_only=True,
+            allow_null=True,
+            source="*",
+            **kwargs,
+        )
+
+    def to_representation(self, position: Any) -> Any:
+        rounded = towards_entry(
+            getattr(position, self.attribute),
+            side=position.side,
+            tick=position.instrument.tick_size,
+        )
+        if rounded is None or not position.is_open:
+            return None
+        return super().to_representation(rounded)
+
+
 # --- requests -----------------------------------------------------------------------------
+
+
+class RequestSerializer(serializers.Serializer):
+    """A request body that refuses fields it does not declare.
+
+    DRF drops them silently, so a bot that misspells a field (``takeProfit``) would get an
+    order without the protection it asked for.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = (
+            {str(name): ["Unknown field."] for name in data if name not in self.fields}
+            if isinstance(data, Mapping)
+            else {}
+        )
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
 
 class SideField(serializers.ChoiceField):
@@ -78,7 +137,7 @@ class SideField(serializers.ChoiceField):
         return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
 
 
-class PlaceOrderSerializer(serializers.Serializer):
+class PlaceOrderSerializer(RequestSerializer):
     account = serializers.IntegerField(
         min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
     )
@@ -86,7 +145,11 @@ class PlaceOrderSerializer(serializers.Serializer):
     side = SideField()
     type = serializers.ChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
-    leverage = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    leverage = serializers.IntegerField(
+        default=1,
+        help_text="1 or more. Over the cap of the instrument, its margin tier or the classroom it "
+        "is leverage_too_high; under 1, invalid_leverage.",
+    )
     price = DecimalInput(required=False, allow_null=True, help_text="Limit price.")
     stop_price = DecimalInput(required=False, allow_null=True)
     take_profit = DecimalInput(required=False, allow_null=True)
@@ -109,19 +172,40 @@ class PlaceOrderSerializer(serializers.Serializer):
         help_text="Your own id: repeating it on the same account returns the original order.",
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Fields an order of this kind would not use: refused rather than ignored.
+        unused: dict[str, str] = {}
+        if attrs.get("price") is not None and attrs["type"] != Order.Type.LIMIT:
+            unused["price"] = "Only a limit order has a price."
+        if attrs.get("stop_price") is not None and attrs["type"] != Order.Type.STOP:
+            unused["stop_price"] = "Only a stop order has a stop price."
+        if attrs.get("position") is not None and not attrs["reduce_only"]:
+            unused["position"] = "Only a reduce-only order names a position (reduce_only: true)."
+        if attrs["reduce_only"]:
+            for name in ("take_profit", "stop_loss", "extra_collateral"):
+                if attrs.get(name) is not None:
+                    unused[name] = f"A reduce-only order takes no {name}."
+        if unused:
+            raise serializers.ValidationError({k: [v] for k, v in unused.items()})
+        return attrs
 
-class ClosePositionSerializer(serializers.Serializer):
+
+class ClosePositionSerializer(RequestSerializer):
     quantity = DecimalInput(
         required=False, allow_null=True, help_text="Part of the position to close; all if absent."
     )
 
 
-class TpslChangeSerializer(serializers.Serializer):
-    take_profit = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
-    stop_loss = DecimalInput(required=False, allow_null=True, help_text="null clears it.")
+class TpslChangeSerializer(RequestSerializer):
+    take_profit = DecimalInput(
+        required=False, allow_null=True, help_text="null clears it; left out, it stays."
+    )
+    stop_loss = DecimalInput(
+        required=False, allow_null=True, help_text="null clears it; left out, it stays."
+    )
 
 
-class MarginChangeSerializer(serializers.Serializer):
+class MarginChangeSerializer(RequestSerializer):
     amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
 
 
@@ -141,6 +225,10 @@ class AccountSerializer(serializers.Serializer):
     fees_paid = money_out()
     return_pct = money_out(allow_null=True)
     trading_frozen = serializers.BooleanField(read_only=True)
+    max_leverage = serializers.IntegerField(
+        read_only=True,
+        help_text="The classroom's leverage cap; an instrument or its margin tier may cap lower.",
+    )
     trading_open = serializers.BooleanField(
         read_only=True,
         help_text="Whether the classroom takes orders now (its switch and its trading window); "
@@ -265,8 +353,15 @@ class PositionSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call.",
     )
-    liquidation_price = price_out(allow_null=True)
-    bankruptcy_price = price_out()
+    liquidation_price = PositionPriceField(
+        "liquidation_price",
+        help_text="On the tick grid, rounded towards the entry; null for a long that cannot be "
+        "liquidated and once the position is closed.",
+    )
+    bankruptcy_price = PositionPriceField(
+        "bankruptcy_price",
+        help_text="On the tick grid, rounded towards the entry; null once the position is closed.",
+    )
     take_profit = price_out(allow_null=True)
     stop_loss = price_out(allow_null=True)
     realized_pnl = money_out()

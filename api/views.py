@@ -12,8 +12,11 @@ from typing import Any, cast
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -26,7 +29,7 @@ from accounts.models import Classroom, Membership, TradingAccount, User
 from accounts.money import ZERO
 from accounts.services import clean_amount
 from api import serializers as s
-from api.exceptions import error_body
+from api.exceptions import ClientOrderIdReused, error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation import performance
@@ -80,6 +83,22 @@ class ApiView(generics.GenericAPIView):
 
     # False on endpoints that change nothing whatever their method (the order preview).
     writes = True
+
+    # Fields that the services name otherwise than this endpoint's request does.
+    request_fields: dict[str, str] = {}
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, errors.DomainError) and exc.field in self.request_fields:
+            exc.field = self.request_fields[exc.field]
+        return super().handle_exception(exc)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # The views read one value of each parameter: ?symbol=A&symbol=B would quietly
+        # become a filter on B alone.
+        for name, values in request.query_params.lists():
+            if len(values) > 1:
+                raise errors.DomainError(f"Send {name} once.", field=name)
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -169,6 +188,7 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "fees_paid": overview.fees_paid,
         "return_pct": overview.return_pct,
         "trading_frozen": account.trading_frozen,
+        "max_leverage": account.classroom.max_leverage,
         "trading_open": account.classroom.is_trading_open(),
         "trading_opens_at": account.classroom.trading_opens_at,
         "trading_closes_at": account.classroom.trading_closes_at,
@@ -259,8 +279,12 @@ class InstrumentListView(ApiView):
         return self.get_paginated_response(s.InstrumentSerializer(page, many=True).data)
 
 
+LATEST_MARKS = PriceHistory.max_page_size
+
+
 class PriceHistoryView(ApiView):
-    """Mark price history of an instrument, oldest first (``?since=`` to get only new marks)."""
+    """Mark price history of an instrument, oldest first (``?since=`` to get only new marks,
+    ``?latest=N`` for the N newest ones)."""
 
     serializer_class = s.PriceTickSerializer
     pagination_class = PriceHistory
@@ -270,6 +294,13 @@ class PriceHistoryView(ApiView):
             OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH),
             OpenApiParameter(
                 "since", OpenApiTypes.DATETIME, description="Only marks after this moment."
+            ),
+            OpenApiParameter(
+                "latest",
+                int,
+                description=f"Only the newest N marks (1 to {LATEST_MARKS}), still oldest "
+                "first, on one page: what a signal on recent prices wants. Not with cursor "
+                "or limit.",
             ),
             CLASSROOM_PARAM,
         ],
@@ -293,8 +324,35 @@ class PriceHistoryView(ApiView):
         since = self._since(request.query_params.get("since"))
         if since is not None:
             ticks = ticks.filter(created_at__gt=since)
+        latest = self._latest(request)
+        if latest is not None:
+            # The history runs oldest first over pages of at most 1000 marks, so without this a
+            # bot that wants the last few marks would walk the whole history to reach them.
+            newest = list(ticks.order_by("-id")[:latest])
+            results = s.PriceTickSerializer(reversed(newest), many=True).data
+            return Response({"next": None, "previous": None, "results": results})
         page = self.paginate_queryset(ticks)
         return self.get_paginated_response(s.PriceTickSerializer(page, many=True).data)
+
+    @staticmethod
+    def _latest(request: Request) -> int | None:
+        raw = request.query_params.get("latest") or ""
+        if not raw:
+            return None
+        if request.query_params.get("cursor") or request.query_params.get("limit"):
+            raise errors.DomainError(
+                "latest is one page of the newest marks: send it without cursor or limit.",
+                field="latest",
+            )
+        try:
+            latest = int(raw)
+        except ValueError:
+            latest = 0
+        if not 1 <= latest <= LATEST_MARKS:
+            raise errors.DomainError(
+                f"latest is a whole number from 1 to {LATEST_MARKS}.", field="latest"
+            )
+        return latest
 
     @staticmethod
     def _since(raw: str | None) -> datetime | None:
@@ -320,6 +378,7 @@ class OrderPreviewView(ApiView):
     """What an opening order would cost and risk, without placing it."""
 
     writes = False
+    request_fields = {"instrument": "symbol"}
 
     @extend_schema(
         request=s.PlaceOrderSerializer,
@@ -356,6 +415,10 @@ class OrderPreviewView(ApiView):
             stop_loss=data.get("stop_loss"),
         )
         payload = {**quote.__dict__, "symbol": instrument.symbol, "side": data["side"]}
+        for name in ("liquidation_price", "bankruptcy_price"):  # as positions show them
+            payload[name] = s.towards_entry(
+                payload[name], side=data["side"], tick=instrument.tick_size
+            )
         return Response(s.PreviewSerializer(payload).data)
 
 
@@ -364,12 +427,51 @@ ORDER_STATUS_PARAM = OpenApiParameter(
 )
 
 
+def _same_decimal(sent: Any, stored: Decimal | None) -> bool:
+    if sent is None or stored is None:
+        return sent is None and stored is None
+    try:
+        return bool(Decimal(str(sent).strip()) == stored)
+    except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
+        return False
+
+
+def _check_same_order(order: Order, data: dict[str, Any]) -> None:
+    """Refuse a client_order_id repeated with other terms than its first order's.
+
+    Returning the first order would tell the bot that the second one was placed. Leverage is
+    the position's own on a reduce-only order, and only such an order names a position.
+    """
+    differ = [
+        name
+        for name, same in (
+            ("symbol", data["symbol"].strip().lower() == order.instrument.symbol.lower()),
+            ("side", data["side"] == order.side),
+            ("type", data["type"] == order.type),
+            ("quantity", _same_decimal(data["quantity"], order.quantity)),
+            ("leverage", order.reduce_only or data["leverage"] == order.leverage),
+            ("price", _same_decimal(data.get("price"), order.price)),
+            ("stop_price", _same_decimal(data.get("stop_price"), order.stop_price)),
+            ("reduce_only", data["reduce_only"] == order.reduce_only),
+            ("position", not order.reduce_only or data.get("position") == order.position_id),
+        )
+        if not same
+    ]
+    if differ:
+        message = (
+            f"client_order_id {order.client_order_id!r} was used for order {order.pk}, which "
+            f"has another {', '.join(differ)}; send a new client_order_id for a new order."
+        )
+        raise ClientOrderIdReused(message, field="client_order_id")
+
+
 class OrderListView(ApiView):
     """Your orders, newest first; POST places one (market orders fill at once); DELETE
     cancels every resting one."""
 
     serializer_class = s.OrderSerializer
     pagination_class = NewestFirst
+    request_fields = {"instrument": "symbol"}
 
     @extend_schema(
         parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM, CLIENT_ORDER_ID_PARAM],
@@ -399,6 +501,12 @@ class OrderListView(ApiView):
                 s.OrderSerializer, description="The client_order_id was seen before: the original."
             ),
             **WRITE_ERRORS,
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="The rules refuse it now (balance, trading window, state), or "
+                "client_order_id_reused: the client_order_id belongs to an order with other "
+                "terms (its id is in the message).",
+            ),
         },
         tags=["orders"],
     )
@@ -407,7 +515,6 @@ class OrderListView(ApiView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         position_id = data.get("position")
-        started = timezone.now()
         # The service checks that the account is the caller's and finds the symbol in its
         # classroom, under the account's lock (404s as account_for/instrument_for give).
         order = services.order_place(
@@ -427,8 +534,9 @@ class OrderListView(ApiView):
             position_id=None if position_id is None else _id(position_id, field="position"),
             client_order_id=data["client_order_id"],
         )
-        # The service hands back the first order for a repeated client_order_id.
-        repeated = order.created_at < started
+        repeated = getattr(order, "repeated", False)
+        if repeated:
+            _check_same_order(order, data)
         return Response(
             s.OrderSerializer(order).data,
             status=status.HTTP_200_OK if repeated else status.HTTP_201_CREATED,
@@ -581,7 +689,8 @@ class PositionMarginView(PositionWriteView):
 
 
 class PositionTpslView(PositionWriteView):
-    """Attach a take-profit and a stop-loss to an open position (null clears one)."""
+    """Set the take-profit and the stop-loss of an open position: a field sent changes (null
+    clears it), a field left out stays as it is."""
 
     @extend_schema(
         parameters=[ID_PARAM],
@@ -595,14 +704,27 @@ class PositionTpslView(PositionWriteView):
         body.is_valid(raise_exception=True)
         services.position_set_tpsl(
             position_id=position_id,
-            take_profit=body.validated_data.get("take_profit"),
-            stop_loss=body.validated_data.get("stop_loss"),
+            take_profit=body.validated_data.get("take_profit", services.UNCHANGED),
+            stop_loss=body.validated_data.get("stop_loss", services.UNCHANGED),
         )
         return self.respond(position_id)
 
 
-def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Any other path under /api/v1/: a JSON 404 in the API's error shape."""
+@csrf_exempt
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    """Any other path under /api/v1/: the endpoint it names with its trailing slash added or
+    dropped (``/orders`` is ``/orders/``), else a JSON 404 in the API's error shape.
+
+    Exempt from Django's CSRF check, which would answer a POST with an HTML 403: this view
+    changes nothing, and the API views it hands over to check CSRF for session callers.
+    """
+    path = request.path_info
+    try:
+        match = resolve(path[:-1] if path.endswith("/") else f"{path}/")
+    except Resolver404:
+        match = None
+    if match is not None and match.namespace == "api":
+        return match.func(request, *match.args, **match.kwargs)
     return JsonResponse(
         error_body("not_found", "No such API endpoint; see /api/docs/."), status=404
     )

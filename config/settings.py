@@ -221,12 +221,25 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "api.pagination.NewestFirst",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.ExactJSONParser"],
+    "DEFAULT_METADATA_CLASS": "api.metadata.EndpointMetadata",
     "EXCEPTION_HANDLER": "api.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ringfence API",
-    "DESCRIPTION": "Paper trading with isolated margin, for classroom bots.",
+    "DESCRIPTION": (
+        "Paper trading with isolated margin, for classroom bots.\n\n"
+        "- **Auth**: `Authorization: Bearer rf_…`, a key from the API keys page; a read-only "
+        "key may not write (403).\n"
+        '- **Errors**: always `{"error": {"code", "message", "fields"}}`; `code` is stable, '
+        "`fields` names the request fields at fault. Numbers are decimal strings.\n"
+        "- **Idempotency**: repeat an order's `client_order_id` to retry it safely: 200 with "
+        "the original order (201 when placed); other terms are `client_order_id_reused` (409).\n"
+        "- **Pagination**: lists are `{next, previous, results}`; follow `next` until null; "
+        "`?limit=` sets the page size.\n"
+        "- **Throttling**: per key; `X-RateLimit-*` headers say what is left, past it 429 "
+        "with `Retry-After` seconds to wait."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

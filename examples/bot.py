@@ -169,11 +169,12 @@ def trade_once(
         print(f"round {round_no}: {symbol} has no price yet", flush=True)
         return
     mark = Decimal(instrument["mark_price"])
+    # The history runs oldest first: ask for the newest marks, not for its first page.
     history = api.call(
         "GET", f"/instruments/{symbol}/prices/",
-        params={"classroom": account["classroom"], "limit": 1000},
+        params={"classroom": account["classroom"], "latest": 20},
     )["results"]  # fmt: skip
-    marks = [Decimal(t["price"]) for t in history[-20:]] or [mark]
+    marks = [Decimal(t["price"]) for t in history] or [mark]
     mine = api.all_pages("/positions/", status="open", account=account["id"], symbol=symbol)
     print(f"round {round_no}: mark {mark}, open positions: {len(mine)}", flush=True)
 

@@ -867,17 +867,23 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
     return _fresh(position.pk)
 
 
+# For position_set_tpsl: leave this price as it is (None clears it).
+UNCHANGED = object()
+
+
 @transaction.atomic
 def position_set_tpsl(
     *, position_id: int, take_profit: object = None, stop_loss: object = None
 ) -> Position:
-    """Attach (or clear, with None) a take-profit and a stop-loss to a position."""
+    """Attach (or clear, with None) a take-profit and a stop-loss to a position; a price
+    passed as UNCHANGED keeps its current value."""
     _, position, _ = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     instrument = position.instrument
-    tp = clean_price(take_profit, instrument=instrument, field="take_profit")
-    sl = clean_price(stop_loss, instrument=instrument, field="stop_loss")
+    keep_tp, keep_sl = take_profit is UNCHANGED, stop_loss is UNCHANGED
+    tp = None if keep_tp else clean_price(take_profit, instrument=instrument, field="take_profit")
+    sl = None if keep_sl else clean_price(stop_loss, instrument=instrument, field="stop_loss")
     _validate_tpsl(
         side=position.side,
         reference=current_mark(instrument),
@@ -885,7 +891,10 @@ def position_set_tpsl(
         take_profit=tp,
         stop_loss=sl,
     )
-    position.take_profit, position.stop_loss = tp, sl
+    if not keep_tp:
+        position.take_profit = tp
+    if not keep_sl:
+        position.stop_loss = sl
     position.save(update_fields=["take_profit", "stop_loss"])
     return _fresh(position.pk)
 
@@ -915,7 +924,8 @@ def order_place(
 ) -> Order:
     """Place an order: a market order fills now, a limit or stop order rests until triggered.
 
-    A repeated ``client_order_id`` on the same account returns the first order unchanged.
+    A repeated ``client_order_id`` on the same account returns the first order unchanged,
+    with ``repeated`` set on it (decided under the account's lock, so concurrent retries agree).
     A reduce-only order names the position it reduces and takes the opposite side.
     The instrument is named by ``instrument_id``, or by ``symbol`` in the account's
     classroom; with ``owner_id`` the account must be that user's (else NotFound).
@@ -932,7 +942,9 @@ def order_place(
         account, instrument_id=instrument_id, symbol=symbol.strip(), client_order_id=client_order_id
     )
     if repeated is not None:
-        return fresh_order(repeated)
+        first = fresh_order(repeated)
+        first.repeated = True  # type: ignore[attr-defined]
+        return first
     assert instrument is not None  # found, or NotFound was raised
     side = clean_side(side)
     prices = clean_order_prices(

@@ -87,3 +87,10 @@ def test_swagger_ui_renders_under_the_strict_csp(live_server):
         finally:
             browser.close()
     assert violations == []
+
+
+def test_the_schema_says_how_to_authenticate_retry_page_and_read_errors(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    description = schema["info"]["description"]
+    for topic in ("Bearer", '"error"', "client_order_id", "next", "Retry-After"):
+        assert topic in description, topic

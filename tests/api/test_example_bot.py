@@ -109,3 +109,32 @@ def test_example_bot_waits_while_trading_is_closed(live_server):
     assert output.count("trading is closed: waiting") == 2, output
     assert "refused" not in output, output  # it asked first instead of meeting trading_closed
     assert not Order.objects.filter(client_order_id__startswith="bot-").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_trades_on_the_newest_marks_not_the_oldest(live_server):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from liquidation.models import PriceTick
+
+    seed_demo()
+    btc = Instrument.objects.get(symbol="BTCUSDT")
+    PriceTick.objects.filter(instrument=btc).delete()
+    start = timezone.now() - timedelta(hours=1)
+    # An hour ago the price fell for 1,100 ticks (a short signal); in the last 30 ticks it
+    # rose (a long one). More than a page of history: its first page is all old marks.
+    old = [Decimal(70000 - 5 * n) for n in range(1100)]
+    new = [Decimal(60000 + 10 * n) for n in range(30)]
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=price, created_at=start + timedelta(seconds=n))
+        for n, price in enumerate(old + new)
+    )
+    btc.mark_price = new[-1]
+    btc.save(update_fields=["mark_price"])
+    result = run_bot(live_server.url, create_key("alice"), "--iterations", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
+    assert placed.side == "long", output

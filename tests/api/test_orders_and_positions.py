@@ -50,12 +50,37 @@ def test_buy_and_sell_are_aliases_of_long_and_short(api, account, btc):
 def test_repeated_client_order_id_returns_the_original_without_opening_twice(api, account, btc):
     body = order_body(account, client_order_id="alpha-1")
     first = api.post(ORDERS, body, format="json")
-    again = api.post(ORDERS, {**body, "quantity": "0.02"}, format="json")
+    again = api.post(ORDERS, {**body, "quantity": "0.010", "symbol": "btcusdt"}, format="json")
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["quantity"] == "0.01"
     assert Position.objects.count() == 1
     assert Order.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"quantity": "0.02"},
+        {"side": "short"},
+        {"leverage": 5},
+        {"symbol": "ETHUSDT"},
+        {"type": "limit", "price": "50000"},
+        {"reduce_only": True, "position": 1},
+    ],
+    ids=lambda change: "+".join(change),
+)
+def test_a_client_order_id_reused_with_other_terms_is_a_conflict(api, account, btc, change):
+    body = order_body(account, client_order_id="alpha-2")
+    first = api.post(ORDERS, body, format="json").json()
+    other = api.post(ORDERS, {**body, **change}, format="json")
+    assert other.status_code == 409, other.json()
+    error = other.json()["error"]
+    assert error["code"] == "client_order_id_reused"
+    assert f"order {first['id']}" in error["message"]
+    assert list(error["fields"]) == ["client_order_id"]
+    assert Order.objects.count() == 1
+    assert Position.objects.count() == 1
 
 
 def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, btc):
@@ -117,13 +142,19 @@ def test_read_only_fields_are_never_taken_from_input(api, account, btc):
     )
     body.update(entry_price="1", balance="1000000", collateral="0", user=1)
     response = api.post(ORDERS, body, format="json")
-    assert response.status_code == 201
-    order = Order.objects.get()
-    assert order.pk != 999 or response.json()["id"] == order.pk
-    assert order.status == Order.Status.FILLED
-    assert order.position is not None and order.position.entry_price == Decimal("60000")
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {
+        "status",
+        "id",
+        "filled_at",
+        "entry_price",
+        "balance",
+        "collateral",
+        "user",
+    }
+    assert not Order.objects.exists()
     account.refresh_from_db()
-    assert account.balance < Decimal("10000")
+    assert account.balance == Decimal("10000")
 
 
 def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
@@ -142,7 +173,7 @@ def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
     quote = response.json()
     assert quote["initial_margin"] == "4.8"
     assert quote["fee"] == "0.3"
-    assert quote["liquidation_price"] == "59759.0361445784"
+    assert quote["liquidation_price"] == "59759.1"  # 59759.036…, on the tick towards the entry
     assert quote["bankruptcy_price"] == "59520"
     assert quote["max_loss"] == "4.8"
     assert quote["distance_to_liquidation"] == "240.9638554216"
@@ -299,6 +330,25 @@ def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, acc
     assert api.get("/api/v1/instruments/ETHUSDT/prices/").status_code == 404
 
 
+def test_price_history_latest_gives_the_newest_marks_oldest_first(api, account, btc):
+    from liquidation.models import PriceTick
+
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=Decimal(50000 + n)) for n in range(1200)
+    )
+    url = "/api/v1/instruments/BTCUSDT/prices/"
+    first_page = api.get(url, {"limit": 1000}).json()["results"]
+    assert first_page[-1]["price"] == "50999"  # oldest first: a page is not the newest marks
+    latest = api.get(url, {"latest": 3}).json()
+    assert [t["price"] for t in latest["results"]] == ["51197", "51198", "51199"]
+    assert latest["next"] is None
+    assert len(api.get(url, {"latest": 1000}).json()["results"]) == 1000
+    for bad in ({"latest": "0"}, {"latest": "1001"}, {"latest": "x"}, {"latest": 5, "limit": 5}):
+        response = api.get(url, bad)
+        assert response.status_code == 400, bad
+        assert list(response.json()["error"]["fields"]) == ["latest"], bad
+
+
 def test_leaderboard_ranks_the_callers_classroom_by_return(api, account, other_account, btc):
     api.post(ORDERS, order_body(account), format="json")  # pays a fee: behind bob
     board = api.get(f"/api/v1/classrooms/{account.classroom_id}/leaderboard").json()
@@ -409,6 +459,22 @@ def test_take_profit_stop_loss_and_reduce_only_orders(api, account, btc):
     assert_ledger_invariants()
 
 
+def test_tpsl_changes_only_the_fields_sent_and_null_clears(api, account, btc):
+    order = api.post(ORDERS, order_body(account), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/tpsl"
+    api.post(url, {"take_profit": "70000", "stop_loss": "56000"}, format="json")
+    moved = api.post(url, {"stop_loss": "57000"}, format="json").json()
+    assert (moved["take_profit"], moved["stop_loss"]) == ("70000", "57000")
+    moved = api.post(url, {"take_profit": "71000"}, format="json").json()
+    assert (moved["take_profit"], moved["stop_loss"]) == ("71000", "57000")
+    cleared = api.post(url, {"take_profit": None}, format="json").json()
+    assert (cleared["take_profit"], cleared["stop_loss"]) == (None, "57000")
+    untouched = api.post(url, {}, format="json").json()
+    assert (untouched["take_profit"], untouched["stop_loss"]) == (None, "57000")
+    position = Position.objects.get()
+    assert (position.take_profit, position.stop_loss) == (None, Decimal("57000"))
+
+
 def test_unknown_api_paths_answer_in_the_error_shape(api):
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404
@@ -475,3 +541,29 @@ def test_delete_on_the_order_list_cancels_every_resting_order_of_yours(
     assert statuses[theirs] == "resting"  # another student's order is never touched
     assert statuses[filled] == "filled"
     assert Order.objects.get(pk=eth_order).instrument == eth
+
+
+def test_accounts_carry_the_classrooms_leverage_cap(api, account, btc):
+    account.classroom.max_leverage = 50
+    account.classroom.save(update_fields=["max_leverage"])
+    assert api.get(f"/api/v1/accounts/{account.pk}/").json()["max_leverage"] == 50
+    assert api.get("/api/v1/me").json()["accounts"][0]["max_leverage"] == 50
+
+
+@pytest.mark.parametrize(("side", "up"), [("long", True), ("short", False)])
+def test_position_prices_are_on_the_tick_rounded_towards_the_entry(api, account, btc, side, up):
+    preview = api.post("/api/v1/orders/preview", order_body(account, side=side), format="json")
+    placed = api.post(ORDERS, order_body(account, side=side), format="json").json()
+    url = f"/api/v1/positions/{placed['position']}/"
+    shown = api.get(url).json()
+    stored = Position.objects.get()
+    for name in ("liquidation_price", "bankruptcy_price"):
+        exact, rounded = getattr(stored, name), Decimal(shown[name])
+        assert rounded % btc.tick_size == 0, name
+        assert abs(rounded - exact) < btc.tick_size, name
+        assert (rounded >= exact) if up else (rounded <= exact), name
+        assert preview.json()[name] == shown[name], name
+    assert stored.liquidation_price % btc.tick_size != 0  # the case is not trivially on grid
+    api.post(f"/api/v1/positions/{stored.pk}/close", {}, format="json")
+    closed = api.get(url).json()
+    assert (closed["liquidation_price"], closed["bankruptcy_price"]) == (None, None)

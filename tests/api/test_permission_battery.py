@@ -113,10 +113,15 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
     return table[name]
 
 
-def url_of(pattern: URLPattern, kwargs: dict[str, object]) -> str:
+def url_of(pattern: URLPattern, kwargs: dict[str, object], other_slash: bool = False) -> str:
+    """The endpoint's URL, or with ``other_slash`` its trailing slash dropped or added (which
+    names the same endpoint)."""
     from django.urls import reverse
 
-    return reverse(f"api:{pattern.name}", kwargs=kwargs or None)
+    url = reverse(f"api:{pattern.name}", kwargs=kwargs or None)
+    if other_slash:
+        return url[:-1] if url.endswith("/") else f"{url}/"
+    return url
 
 
 def snapshot() -> tuple[object, ...]:
@@ -152,13 +157,14 @@ def callers(victim, outsider, read_key, revoked_key, expired_key):
     }
 
 
-def test_every_endpoint_refuses_every_outsider(victim, callers):
+@pytest.mark.parametrize("other_slash", [False, True], ids=["as-routed", "other-slash"])
+def test_every_endpoint_refuses_every_outsider(victim, callers, other_slash):
     checked = 0
     for name, method, pattern in endpoints():
         if name in PUBLIC:
             continue
         kwargs, body = request_for(name, method, victim)
-        url = url_of(pattern, kwargs)
+        url = url_of(pattern, kwargs, other_slash)
         for caller, client in callers.items():
             writes = method in WRITE_METHODS and getattr(
                 pattern.callback.view_class,  # type: ignore[attr-defined]
@@ -193,7 +199,8 @@ def test_every_endpoint_refuses_every_outsider(victim, callers):
     assert checked >= 60
 
 
-def test_the_owner_succeeds_with_the_same_requests(victim, account):
+@pytest.mark.parametrize("other_slash", [False, True], ids=["as-routed", "other-slash"])
+def test_the_owner_succeeds_with_the_same_requests(victim, account, other_slash):
     """The battery's requests are real ones: with the owner's trade key every one succeeds."""
     owner = client_for(new_key(account, "trade"))
     order_created = False
@@ -202,7 +209,8 @@ def test_the_owner_succeeds_with_the_same_requests(victim, account):
         endpoints(), key=lambda e: e[:2] == ("order-list", "delete")
     ):
         kwargs, body = request_for(name, method, victim)
-        response = getattr(owner, method)(url_of(pattern, kwargs), body, format="json")
+        url = url_of(pattern, kwargs, other_slash)
+        response = getattr(owner, method)(url, body, format="json")
         assert response.status_code in (200, 201), (name, method, response.content[:300])
         order_created |= name == "order-list" and method == "post"
         if name not in PUBLIC and method == "get":
@@ -217,7 +225,8 @@ def test_the_owner_succeeds_with_the_same_requests(victim, account):
     assert order_created
 
 
-def test_session_callers_need_csrf_for_writes(victim, account, client):
+@pytest.mark.parametrize("path", ["/api/v1/orders/", "/api/v1/orders"])
+def test_session_callers_need_csrf_for_writes(victim, account, client, path):
     client.force_login(account.user)
     from rest_framework.test import APIClient
 
@@ -225,7 +234,7 @@ def test_session_callers_need_csrf_for_writes(victim, account, client):
     browser.force_login(account.user)
     before = snapshot()
     response = browser.post(
-        "/api/v1/orders/",
+        path,
         {"account": account.pk, "symbol": "BTCUSDT", "side": "long", "quantity": "0.01"},
         format="json",
     )

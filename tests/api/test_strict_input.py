@@ -1,0 +1,81 @@
+"""Input the API would not use is refused with the field named, never silently dropped."""
+
+from __future__ import annotations
+
+import pytest
+
+from positions.models import Order, Position
+from tests.api.conftest import order_body
+
+pytestmark = pytest.mark.django_db
+
+ORDERS = "/api/v1/orders/"
+
+
+def assert_refused(response, field: str, code: str = "invalid_request") -> None:
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert field in error["fields"], error
+
+
+@pytest.fixture
+def position(api, account, btc):
+    placed = api.post(ORDERS, order_body(account), format="json").json()
+    return Position.objects.get(pk=placed["position"])
+
+
+def test_unknown_body_fields_are_refused_on_every_post(api, account, position):
+    for path, body in (
+        (ORDERS, order_body(account)),
+        ("/api/v1/orders/preview", order_body(account)),
+        (f"/api/v1/positions/{position.pk}/close", {}),
+        (f"/api/v1/positions/{position.pk}/margin", {"amount": "5"}),
+        (f"/api/v1/positions/{position.pk}/tpsl", {"take_profit": "70000"}),
+    ):
+        response = api.post(path, {**body, "takeProfit": "70000"}, format="json")
+        assert_refused(response, "takeProfit")
+        assert response.json()["error"]["fields"]["takeProfit"] == ["Unknown field."]
+    position.refresh_from_db()
+    assert (position.take_profit, position.quantity) == (None, position.opened_quantity)
+    assert Order.objects.count() == 1
+
+
+def test_unknown_fields_are_named_beside_the_other_errors(api, account, btc):
+    response = api.post(ORDERS, {**order_body(account), "side": "up", "qty": "1"}, format="json")
+    assert_refused(response, "qty")
+    assert set(response.json()["error"]["fields"]) == {"side", "qty"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"position": 1}, "position"),
+        ({"price": "60000"}, "price"),
+        ({"type": "stop", "stop_price": "61000", "price": "61000"}, "price"),
+        ({"stop_price": "61000"}, "stop_price"),
+        ({"type": "limit", "price": "59000", "stop_price": "61000"}, "stop_price"),
+        ({"reduce_only": True, "position": 1, "take_profit": "70000"}, "take_profit"),
+    ],
+)
+def test_order_fields_that_the_order_would_not_use_are_refused(api, account, btc, extra, field):
+    for path in (ORDERS, "/api/v1/orders/preview"):
+        assert_refused(api.post(path, order_body(account, **extra), format="json"), field)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
+def test_a_limit_that_is_not_a_positive_whole_number_is_refused(api, account, btc, limit):
+    for path in ("/api/v1/orders/", "/api/v1/instruments/", "/api/v1/instruments/BTCUSDT/prices/"):
+        assert_refused(api.get(path, {"limit": limit}), "limit")
+
+
+def test_a_limit_over_the_maximum_is_cut_to_it(api, account, btc):
+    assert api.get("/api/v1/orders/", {"limit": "5000"}).status_code == 200
+
+
+def test_repeated_query_parameters_are_refused(api, account, btc):
+    response = api.get("/api/v1/positions/?symbol=BTCUSDT&symbol=ETHUSDT")
+    assert_refused(response, "symbol")
+    response = api.get("/api/v1/orders/?status=filled&limit=5&limit=6")
+    assert_refused(response, "limit")
