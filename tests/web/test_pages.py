@@ -104,6 +104,24 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert 'hx-trigger="every 2s"' in content
 
 
+def test_the_margin_ratio_is_shown_as_a_percentage_of_the_collateral(alice_client, account, btc):
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    ).position
+    assert position is not None
+    # Maintenance 0.4% of 6,000 against 600 of collateral: 4% of the way to liquidation.
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert 'title="4.00%"' in dashboard and "<small>4.00%</small>" in dashboard
+    page = alice_client.get(reverse("position-live", args=[position.pk])).content.decode()
+    assert "</meter> 4.00%" in page
+
+
+def test_a_margin_call_shows_its_ratio_as_a_percentage(alice_client, account, btc, position):
+    set_price(btc, "57260")  # maintenance 114.52 against a margin balance of 130
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert "ratio 88.09% at 57,260.0" in dashboard
+
+
 def test_the_live_partial_renders_without_the_page_around_it(alice_client, account, position):
     response = alice_client.get(
         reverse("dashboard-live", args=[account.pk]), HTTP_HX_REQUEST="true"

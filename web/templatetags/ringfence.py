@@ -79,6 +79,16 @@ def pct(value: object, signed: bool = False) -> str:
 
 
 @register.filter
+def share_pct(value: object) -> str:
+    """A share (0.04) shown as a percentage ("4.00%"): margin ratios are kept as shares,
+    while ``pct`` is for numbers that are percentages already."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return pct(number * 100)
+
+
+@register.filter
 def qty(value: object, instrument: Instrument | None = None) -> str:
     number = _decimal(value)
     if number is None:
