@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Max, Min, Prefetch, QuerySet
+from django.db.models import Max, Min, OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 from django.utils import timezone
 
@@ -14,7 +14,7 @@ from accounts.models import LedgerEntry, TradingAccount, User
 from accounts.money import ZERO, money, plain
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position
+from positions.models import Fill, Instrument, MarginTier, Order, Position
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -60,6 +60,19 @@ def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:
 def resting_orders(account: TradingAccount) -> QuerySet[Order]:
     return Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING).select_related(
         "instrument"
+    )
+
+
+def recent_orders(account: TradingAccount, limit: int = 100) -> list[Order]:
+    """The account's latest orders in every state, newest first, each with the price of its
+    first fill (``fill_price``, None when it never filled): a resting order the engine refused
+    when it triggered leaves the dashboard, and this is where the student reads why."""
+    first_fill = Fill.objects.filter(order_id=OuterRef("pk")).order_by("created_at", "id")
+    return list(
+        Order.objects.filter(account_id=account.pk)
+        .select_related("instrument")
+        .annotate(fill_price=Subquery(first_fill.values("price")[:1]))
+        .order_by("-created_at", "-id")[:limit]
     )
 
 

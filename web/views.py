@@ -549,6 +549,7 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
             "classroom": account.classroom,
             "currency": account.classroom.currency,
             "positions": selectors.closed_positions(account),
+            "orders": selectors.recent_orders(account),
             "statement": statement,
         },
     )

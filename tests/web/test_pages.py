@@ -482,3 +482,47 @@ def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
     assert response.status_code == 400
     assert "Leverage is capped at 10x" in response.content.decode()
     assert not Position.objects.exists()
+
+
+def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
+    alice_client, account, other_account, btc
+):
+    resting = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="55000",
+    )  # fmt: skip
+    # The free balance goes into another position before the limit price is reached.
+    big = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10
+    )
+    cancelled = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.01", leverage=5, stop_price="50000",
+    )  # fmt: skip
+    alice_client.post(reverse("order-cancel", args=[cancelled.pk]))
+    bobs = order_place(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    set_price(btc, "55000")
+    resting.refresh_from_db()
+    assert resting.status == Order.Status.REJECTED
+
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert f"Order #{resting.pk}" not in dashboard  # no longer resting
+    page = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    rows = {
+        int(row.split('"', 1)[0]): row.split("</tr>", 1)[0]
+        for row in page.split('<tr data-order="')[1:]
+    }
+    assert set(rows) == {resting.pk, big.pk, cancelled.pk}  # bob's order is not listed
+    assert bobs.pk not in rows
+    refused = rows[resting.pk]
+    assert f"Order #{resting.pk} BTCUSDT" in refused and "Limit" in refused and "0.100" in refused
+    assert "limit 55,000.0" in refused and ">rejected<" in refused
+    assert "This needs 552.75" in refused and "your free balance is" in refused
+    filled = rows[big.pk]
+    assert ">filled<" in filled and "market; filled at 60,000.0" in filled
+    assert (
+        f'opened <a href="/positions/{big.position_id}/">Position #{big.position_id}</a>' in filled
+    )
+    assert ">cancelled<" in rows[cancelled.pk] and "stop 50,000.0" in rows[cancelled.pk]
