@@ -333,6 +333,13 @@ def _position(request: HttpRequest, position_id: int) -> Position:
     return position
 
 
+def _on_tick(value: Decimal | None, instrument: Instrument) -> Decimal | None:
+    """A stored price (kept to 10 places) written to the tick's places for an input: 62088.4."""
+    if value is None:
+        return None
+    return value.quantize(Decimal(1).scaleb(-price_places(instrument)))
+
+
 def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
     """The position page's three action forms, with the submitted one kept bound."""
     forms = {
@@ -340,7 +347,10 @@ def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
         "close_form": CloseForm(prefix="close"),
         "tpsl_form": TpSlForm(
             prefix="tpsl",
-            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
+            initial={
+                "take_profit": _on_tick(position.take_profit, position.instrument),
+                "stop_loss": _on_tick(position.stop_loss, position.instrument),
+            },
         ),
     }
     for name, form in forms.items():

@@ -519,10 +519,38 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     refused = rows[resting.pk]
     assert f"Order #{resting.pk} BTCUSDT" in refused and "Limit" in refused and "0.100" in refused
     assert "limit 55,000.0" in refused and ">rejected<" in refused
-    assert "This needs 552.75" in refused and "your free balance is" in refused
+    assert "This needs 552.75 (margin 550.00 + fee 2.75); your free balance is 352.00." in refused
     filled = rows[big.pk]
     assert ">filled<" in filled and "market; filled at 60,000.0" in filled
     assert (
         f'opened <a href="/positions/{big.position_id}/">Position #{big.position_id}</a>' in filled
     )
     assert ">cancelled<" in rows[cancelled.pk] and "stop 50,000.0" in rows[cancelled.pk]
+
+
+def test_the_timeline_and_statement_read_amounts_rounded_to_cents_and_ticks(
+    alice_client, account, position, btc
+):
+    url = reverse("position-margin", args=[position.pk])
+    alice_client.post(url, {"margin-action": "add", "margin-amount": "500.125"})
+    alice_client.post(url, {"margin-action": "remove", "margin-amount": "500.125"})
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"Add 500.12 margin to position #{position.pk}" in history
+    assert f"Remove 500.12 margin from position #{position.pk}" in history
+    set_price(btc, "57260")  # a margin call
+    set_price(btc, "57000")  # the liquidation
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert "Long 0.5 BTCUSDT at 60,000.0, 20x; collateral" in page
+    assert "Margin ratio 88.09% at mark 57,260.0" in page
+    liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
+    assert "Closed 0.5 at mark 57,000.0; collateral lost 1,500.00, liquidation fee " in liquidated
+    assert "0000" not in liquidated  # no amount written to 8 or 10 places
+
+
+def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
+    alice_client.post(
+        reverse("position-tpsl", args=[position.pk]),
+        {"tpsl-take_profit": "62088.4", "tpsl-stop_loss": "58000"},
+    )
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'value="62088.4"' in page and 'value="58000.0"' in page
