@@ -37,6 +37,7 @@ from web.forms import (
     TradeForm,
     add_domain_error,
 )
+from web.templatetags import ringfence as shown
 from web.templatetags.ringfence import price_places
 
 # Recent losses shown with their isolation lesson on the dashboard.
@@ -375,13 +376,13 @@ def position_live(request: HttpRequest, position_id: int) -> HttpResponse:
     return render(request, "_partials/position_live.html", _position_context(request, position))
 
 
-def _position_action(
-    request: HttpRequest, position_id: int, form: Any, act: Any, done: str
-) -> HttpResponse:
+def _position_action(request: HttpRequest, position_id: int, form: Any, act: Any) -> HttpResponse:
+    """Validate ``form``, then ``act(position, data)``, which changes the position through a
+    service and returns the message that tells the student what changed."""
     position = _position(request, position_id)
     if form.is_valid():
         try:
-            act(position, form.cleaned_data)
+            done = act(position, form.cleaned_data)
         except DomainError as exc:
             if position.is_open:
                 add_domain_error(form, exc)
@@ -398,47 +399,63 @@ def _position_action(
 @login_required
 @require_POST
 def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
-        change = (
-            services.position_add_margin
-            if data["action"] == "add"
-            else services.position_remove_margin
+    def act(position: Position, data: dict[str, Any]) -> str:
+        adding = data["action"] == "add"
+        change = services.position_add_margin if adding else services.position_remove_margin
+        changed = change(position_id=position.pk, amount=data["amount"])
+        currency = position.account.classroom.currency
+        amount = shown.money(data["amount"], currency)
+        lp = changed.liquidation_price
+        moved = (
+            f"liquidation price now {shown.price(lp, changed.instrument)}"
+            if lp is not None
+            else "it can no longer be liquidated"
         )
-        change(position_id=position.pk, amount=data["amount"])
+        verb = f"Added {amount} to" if adding else f"Removed {amount} from"
+        return (
+            f"{verb} the collateral of position #{position.pk} "
+            f"(now {shown.money(changed.collateral.amount, currency)} {currency}); {moved}."
+        )
 
-    return _position_action(
-        request, position_id, MarginForm(request.POST, prefix="margin"), act, "Collateral changed."
-    )
+    return _position_action(request, position_id, MarginForm(request.POST, prefix="margin"), act)
 
 
 @login_required
 @require_POST
 def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
-        services.position_close(position_id=position.pk, quantity=data.get("quantity"))
+    def act(position: Position, data: dict[str, Any]) -> str:
+        quantity = data.get("quantity")
+        closed = services.position_close(position_id=position.pk, quantity=quantity)
+        instrument, currency = closed.instrument, position.account.classroom.currency
+        result = shown.pnl(closed.realized_pnl - position.realized_pnl, currency)
+        if closed.is_open and quantity is not None:
+            # A partial close closes exactly what was asked, or nothing.
+            return (
+                f"Closed {shown.qty(quantity, instrument)} of "
+                f"{shown.qty(quantity + closed.quantity, instrument)} {instrument.symbol} "
+                f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
+                f"stays open in position #{position.pk}."
+            )
+        return (
+            f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
+            f"(realised PnL {result})."
+        )
 
-    return _position_action(
-        request, position_id, CloseForm(request.POST, prefix="close"), act, "Position closed."
-    )
+    return _position_action(request, position_id, CloseForm(request.POST, prefix="close"), act)
 
 
 @login_required
 @require_POST
 def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
+    def act(position: Position, data: dict[str, Any]) -> str:
         services.position_set_tpsl(
             position_id=position.pk,
             take_profit=data.get("take_profit"),
             stop_loss=data.get("stop_loss"),
         )
+        return "Take-profit and stop-loss saved."
 
-    return _position_action(
-        request,
-        position_id,
-        TpSlForm(request.POST, prefix="tpsl"),
-        act,
-        "Take-profit and stop-loss saved.",
-    )
+    return _position_action(request, position_id, TpSlForm(request.POST, prefix="tpsl"), act)
 
 
 def _chart_time(value: Any) -> int:

@@ -554,3 +554,43 @@ def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_clie
     )
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert 'value="62088.4"' in page and 'value="58000.0"' in page
+
+
+def _message(response) -> str:
+    return [str(m) for m in response.context["messages"]][-1]
+
+
+def test_a_partial_close_says_what_was_closed_and_what_stays_open(alice_client, account, btc):
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    ).position
+    assert position is not None
+    url = reverse("position-close", args=[position.pk])
+    response = alice_client.post(url, {"close-quantity": "0.03"}, follow=True)
+    assert _message(response) == (
+        f"Closed 0.030 of 0.100 BTCUSDT (realised PnL 0.00); 0.070 stays open in position "
+        f"#{position.pk}."
+    )
+    set_price(btc, "61000")
+    response = alice_client.post(url, {"close-quantity": ""}, follow=True)
+    assert _message(response) == (
+        f"Position #{position.pk} closed at 61,000.0 (realised PnL +70.00)."
+    )
+
+
+def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
+    alice_client, account, position
+):
+    url = reverse("position-margin", args=[position.pk])
+    response = alice_client.post(url, {"margin-action": "add", "margin-amount": "500"}, follow=True)
+    assert _message(response) == (
+        f"Added 500.00 to the collateral of position #{position.pk} (now 2,000.00 USDT); "
+        "liquidation price now 56,224.9."
+    )
+    response = alice_client.post(
+        url, {"margin-action": "remove", "margin-amount": "200"}, follow=True
+    )
+    assert _message(response) == (
+        f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
+        "liquidation price now 56,626.5."
+    )
