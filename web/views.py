@@ -28,6 +28,7 @@ from positions import services
 from positions.models import Instrument, Order, Position
 from positions.selectors import account_overview, accounts_for_user, position_valuation
 from web import selectors
+from web.context_processors import remember_account
 from web.forms import (
     CloseForm,
     JoinForm,
@@ -135,6 +136,7 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
 @require_GET
 def dashboard(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     return render(request, "web/dashboard.html", _dashboard_context(account))
 
 
@@ -202,6 +204,7 @@ def _entry_reference(data: dict[str, Any]) -> Decimal | None:
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     form = _trade_form(request, account)
     if request.method == "POST" and form.is_valid():
         quantity = _quantity(form)
@@ -364,6 +367,7 @@ def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
 @require_GET
 def position_detail(request: HttpRequest, position_id: int) -> HttpResponse:
     position = _position(request, position_id)
+    remember_account(request, position.account)
     context = _position_context(request, position)
     context.update(_action_forms(position))
     return render(request, "web/position.html", context)
@@ -562,6 +566,7 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
 @require_GET
 def history(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     running = ZERO
     statement = []
     for entry in selectors.ledger_statement(account):
@@ -635,6 +640,7 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
 @require_GET
 def leaderboard(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     return render(
         request,
         "web/leaderboard.html",

@@ -594,3 +594,65 @@ def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
         f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
         "liquidation price now 56,626.5."
     )
+
+
+def _nav(content: str) -> str:
+    return content.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("page", "current"),
+    [
+        ("api-keys", "API keys"),
+        ("classrooms", "Classrooms"),
+        ("password_change", "alice"),
+        ("password_change_done", None),
+    ],
+)
+def test_pages_about_no_account_keep_the_navigation_and_the_class_bar(
+    alice_client, account, page, current
+):
+    content = alice_client.get(reverse(page)).content.decode()
+    nav = _nav(content)
+    for name, label in [
+        ("dashboard", "Dashboard"),
+        ("trade", "Trade"),
+        ("history", "History"),
+        ("leaderboard", "Leaderboard"),
+    ]:
+        assert f'<a href="{reverse(name, args=[account.pk])}">{label}</a>' in nav
+    assert '<div class="classbar">Trading 101' in content
+    marked = [m.split("<", 1)[0] for m in nav.split('aria-current="page">')[1:]]
+    assert marked == ([current] if current else [])
+
+
+@pytest.mark.parametrize(
+    ("page", "current"),
+    [("dashboard", "Dashboard"), ("trade", "Trade"), ("history", "History"),
+     ("leaderboard", "Leaderboard")],
+)  # fmt: skip
+def test_the_navigation_marks_the_page_being_read(alice_client, account, btc, page, current):
+    nav = _nav(alice_client.get(reverse(page, args=[account.pk])).content.decode())
+    assert nav.count('aria-current="page"') == 1
+    assert f'aria-current="page">{current}</a>' in nav
+
+
+def test_the_navigation_leads_to_the_classroom_last_opened(alice_client, account):
+    other = make_classroom(name="Advanced Futures")
+    alice_client.post(reverse("classrooms"), {"join_code": other.join_code})
+    second = TradingAccount.objects.get(user=account.user, classroom=other)
+    alice_client.get(reverse("dashboard", args=[account.pk]))
+    content = alice_client.get(reverse("api-keys")).content.decode()
+    assert f'href="{reverse("history", args=[account.pk])}"' in _nav(content)
+    assert '<div class="classbar">Trading 101' in content
+    alice_client.get(reverse("history", args=[second.pk]))
+    content = alice_client.get(reverse("api-keys")).content.decode()
+    assert f'href="{reverse("history", args=[second.pk])}"' in _nav(content)
+    assert '<div class="classbar">Advanced Futures' in content
+
+
+def test_a_user_without_an_account_gets_the_navigation_without_account_pages(client, classroom):
+    client.force_login(classroom.instructor)
+    content = client.get(reverse("classrooms")).content.decode()
+    assert "Dashboard" not in _nav(content) and "Classrooms" in _nav(content)
+    assert 'class="classbar"' not in content
