@@ -21,6 +21,10 @@ The rules, applied by the services (never by views, serializers or templates):
   are validated, never rounded.
 - **Rates** (fees, maintenance rates, spreads as a share) are kept to 8 places.
 
+What people read (messages, ledger memos, timelines) is rounded for reading only, never
+stored as an amount: money to the currency's places (cents for paper dollars), prices to the
+instrument's tick (``money_text``, ``price_text``; ``memo_money`` for memo texts).
+
 Rounding never raises for a finite value, however large: quantising happens in a context
 wide enough for any column, and too-large values are refused by the input cleaners (and the
 column sizes) rather than by an arithmetic error.
@@ -143,3 +147,39 @@ def parse_decimal(value: object) -> Decimal:
     if not _WRITTEN_NUMBER.fullmatch(text) and text.lower().lstrip("+-") not in _SPECIAL:
         raise InvalidOperation(f"not a number: {text[:40]!r}")
     return Decimal(text)
+
+
+# Decimal places shown per currency; paper dollars show cents.
+CURRENCY_PLACES = {"USDT": 2, "USDC": 2, "USD": 2, "EUR": 2, "BTC": 8, "ETH": 6}
+DEFAULT_CURRENCY_PLACES = 2
+
+
+def currency_places(currency: str | None) -> int:
+    return CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES)
+
+
+def shown(value: Decimal, digits: int, *, down: bool = False) -> Decimal:
+    """``value`` rounded half-even (or down) to ``digits`` places for display, never "-0"."""
+    rounded = value.quantize(
+        Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR if down else ROUND_HALF_EVEN, context=_WIDE
+    )
+    return abs(rounded) if rounded == 0 else rounded
+
+
+def money_text(value: Decimal, currency: str | None, *, down: bool = False) -> str:
+    """Money in a message as the pages show it: 59,852.37 (USDT), 0.00123400 (BTC). ``down``
+    for a limit the reader may type back ("at most ..."), which must not round above it."""
+    digits = currency_places(currency)
+    return f"{shown(value, digits, down=down):,.{digits}f}"
+
+
+def price_text(value: Decimal, tick: Decimal | None) -> str:
+    """A price in a message on the instrument's tick grid: 57,228.9 for a 0.1 tick."""
+    digits = places(tick) if tick else 2
+    return f"{shown(value, digits):,.{digits}f}"
+
+
+def memo_money(value: Decimal, currency: str | None) -> str:
+    """Money in a ledger memo: rounded to the currency's places, written plainly (6, -118.77),
+    since a memo is also read by bots and exported as CSV, where separators get in the way."""
+    return plain(shown(value, currency_places(currency)))

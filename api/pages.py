@@ -51,12 +51,16 @@ def rate_in_words(rate: str | None) -> str:
     return f"{count} requests {PERIODS[seconds]}"
 
 
+# The secret of a key just created, kept in the session only between the form's redirect and
+# the next page view, which shows it once and drops it: a reload then shows it no more and
+# cannot post the form again (which would create a second key).
+NEW_KEY_SESSION = "api_keys_new"
+
+
 @login_required
 def api_keys(request: HttpRequest) -> HttpResponse:
     user = cast(User, request.user)
     form = ApiKeyForm(request.POST or None)
-    new_key: str | None = None
-    new_key_name = ""
     if request.method == "POST" and form.is_valid():
         try:
             created = api_key_create(
@@ -68,25 +72,28 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         except errors.DomainError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            # Rendered once in this response and never stored: no redirect, no session.
-            new_key, new_key_name = created.raw, created.api_key.name
-            form = ApiKeyForm()
+            request.session[NEW_KEY_SESSION] = {
+                "raw": created.raw,
+                "name": created.api_key.name,
+            }
+            return redirect("api-keys")
+    new = request.session.pop(NEW_KEY_SESSION, None) if request.method == "GET" else None
     keys = ApiKey.objects.filter(user_id=user.pk)
     response = render(
         request,
         "api/keys.html",
         {
             "form": form,
-            "new_key": new_key,
-            "new_key_name": new_key_name,
+            "new_key": new["raw"] if new else None,
+            "new_key_name": new["name"] if new else "",
             "me_url": request.build_absolute_uri(reverse("api:me")),
             "throttle_rate": rate_in_words(settings.API_THROTTLE_RATE),
             "keys": keys,
             "now": timezone.now(),
         },
-        status=400 if request.method == "POST" and new_key is None else 200,
+        status=400 if request.method == "POST" else 200,
     )
-    if new_key:
+    if new:
         response.headers["Cache-Control"] = "no-store"
     return response
 

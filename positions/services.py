@@ -25,14 +25,17 @@ from accounts.money import (
     QUANTITY_PLACES,
     ZERO,
     is_multiple,
+    memo_money,
     money,
     money_charged,
     money_pnl,
+    money_text,
     parse_decimal,
     places,
     plain,
     price,
     price_down,
+    price_text,
     price_up,
     to_tick,
 )
@@ -278,9 +281,11 @@ def quote_open(
         else fill_price(instrument=instrument, buying=side == Side.LONG, mark=mark)
     )
     notional = qty * entry
+    currency = account.classroom.currency
     if notional < instrument.min_notional:
         raise errors.BelowMinNotional(
-            f"The order is worth {money(notional)}; the minimum is {plain(instrument.min_notional)}.",
+            f"The order is worth {money_text(notional, currency)}; "
+            f"the minimum is {money_text(instrument.min_notional, currency)}.",
             field="quantity",
         )
     cap = max_leverage_for(account=account, instrument=instrument, notional=notional)
@@ -299,7 +304,9 @@ def quote_open(
     total = collateral + fee
     if check_balance and total > account.balance:
         raise errors.InsufficientBalance(
-            f"This needs {total} (margin {collateral} + fee {fee}); your free balance is {account.balance}.",
+            f"This needs {money_text(total, currency)} (margin {money_text(collateral, currency)}"
+            f" + fee {money_text(fee, currency)}); "
+            f"your free balance is {money_text(account.balance, currency)}.",
             field="quantity",
         )
     if entry_price is None and margin.is_liquidatable(
@@ -329,6 +336,7 @@ def quote_open(
         liquidation_price=lp,
         take_profit=tp,
         stop_loss=sl,
+        tick=instrument.tick_size,
     )
     # From the mark for a fill now; from the entry for an order that rests until then.
     start = mark if entry_price is None else entry
@@ -364,6 +372,7 @@ def _validate_tpsl(
     take_profit: Decimal | None,
     stop_loss: Decimal | None,
     mark: Decimal | None = None,
+    tick: Decimal | None = None,
 ) -> None:
     """A take-profit lies on the winning side, a stop-loss on the losing side before the LP.
 
@@ -378,18 +387,19 @@ def _validate_tpsl(
         if s * (take_profit - reference) <= 0:
             word = "above" if s > 0 else "below"
             raise errors.InvalidPrice(
-                f"A take-profit must be {word} {plain(reference)}.", field="take_profit"
+                f"A take-profit must be {word} {price_text(reference, tick)}.", field="take_profit"
             )
     reference = min(references, key=lambda r: s * r)
     if stop_loss is not None:
         if s * (reference - stop_loss) <= 0:
             word = "below" if s > 0 else "above"
             raise errors.InvalidPrice(
-                f"A stop-loss must be {word} {plain(reference)}.", field="stop_loss"
+                f"A stop-loss must be {word} {price_text(reference, tick)}.", field="stop_loss"
             )
         if liquidation_price is not None and s * (stop_loss - liquidation_price) <= 0:
             raise errors.InvalidPrice(
-                f"This stop-loss lies beyond the liquidation price {plain(liquidation_price)} "
+                "This stop-loss lies beyond the liquidation price "
+                f"{price_text(liquidation_price, tick)} "
                 "and would never trigger.",
                 field="stop_loss",
             )
@@ -757,7 +767,8 @@ def _close(
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
         memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}: "
-        f"realised PnL {plain(applied_pnl)}, fee {plain(fee)}",
+        f"realised PnL {memo_money(applied_pnl, account.classroom.currency)}, "
+        f"fee {memo_money(fee, account.classroom.currency)}",
         legs=legs,
     )
     position.quantity -= qty
@@ -800,12 +811,16 @@ def position_add_margin(*, position_id: int, amount: object) -> Position:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     if value > account.balance:
-        raise errors.InsufficientBalance(f"Your free balance is {account.balance}.", field="amount")
+        raise errors.InsufficientBalance(
+            f"Your free balance is {money_text(account.balance, account.classroom.currency)}.",
+            field="amount",
+        )
     position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.ADD_MARGIN,
         position_id=position.pk,
-        memo=f"Add {value} margin to position #{position.pk}",
+        memo=f"Add {memo_money(value, account.classroom.currency)} margin "
+        f"to position #{position.pk}",
         legs=[
             Leg(Pocket.ACCOUNT, -value, account_id=account.pk),
             Leg(Pocket.COLLATERAL, value, account_id=account.pk, position_id=position.pk),
@@ -848,7 +863,8 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
     limit = removable_margin(position=position, collateral=collateral.amount)
     if value > limit:
         raise errors.MarginRemovalTooLarge(
-            f"At most {limit} can be removed: the collateral may not fall below the initial "
+            f"At most {money_text(limit, account.classroom.currency, down=True)} can be removed: "
+            "the collateral may not fall below the initial "
             "margin at the mark, nor the margin balance to maintenance.",
             field="amount",
         )
@@ -856,7 +872,8 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.REMOVE_MARGIN,
         position_id=position.pk,
-        memo=f"Remove {value} margin from position #{position.pk}",
+        memo=f"Remove {memo_money(value, account.classroom.currency)} margin "
+        f"from position #{position.pk}",
         legs=[
             Leg(Pocket.COLLATERAL, -value, account_id=account.pk, position_id=position.pk),
             Leg(Pocket.ACCOUNT, value, account_id=account.pk),
@@ -890,6 +907,7 @@ def position_set_tpsl(
         liquidation_price=position.liquidation_price,
         take_profit=tp,
         stop_loss=sl,
+        tick=instrument.tick_size,
     )
     if not keep_tp:
         position.take_profit = tp

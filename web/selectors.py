@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Max, Min, Prefetch, QuerySet
+from django.db.models import Max, Min, OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import LedgerEntry, TradingAccount, User
-from accounts.money import ZERO, money, plain
+from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position
+from positions.models import Fill, Instrument, MarginTier, Order, Position
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -60,6 +60,19 @@ def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:
 def resting_orders(account: TradingAccount) -> QuerySet[Order]:
     return Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING).select_related(
         "instrument"
+    )
+
+
+def recent_orders(account: TradingAccount, limit: int = 100) -> list[Order]:
+    """The account's latest orders in every state, newest first, each with the price of its
+    first fill (``fill_price``, None when it never filled): a resting order the engine refused
+    when it triggered leaves the dashboard, and this is where the student reads why."""
+    first_fill = Fill.objects.filter(order_id=OuterRef("pk")).order_by("created_at", "id")
+    return list(
+        Order.objects.filter(account_id=account.pk)
+        .select_related("instrument")
+        .annotate(fill_price=Subquery(first_fill.values("price")[:1]))
+        .order_by("-created_at", "-id")[:limit]
     )
 
 
@@ -144,6 +157,8 @@ def position_timeline(
     liquidation: LiquidationEvent | None,
 ) -> list[TimelineEvent]:
     events: list[TimelineEvent] = []
+    currency = position.account.classroom.currency
+    tick = position.instrument.tick_size
     for entry in movements:
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
@@ -151,7 +166,7 @@ def position_timeline(
         if tx.kind == tx.Kind.OPEN:
             detail = (
                 f"{position.get_side_display()} {plain(position.opened_quantity)} "
-                f"{position.instrument.symbol} at {plain(position.entry_price)}, "
+                f"{position.instrument.symbol} at {price_text(position.entry_price, tick)}, "
                 f"{position.leverage}x; collateral"
             )
         elif tx.kind in (tx.Kind.ADD_MARGIN, tx.Kind.REMOVE_MARGIN):
@@ -169,7 +184,8 @@ def position_timeline(
                 call.created_at,
                 "margin_call",
                 "Margin call",
-                f"Margin ratio {money(call.margin_ratio * 100)}% at mark {plain(call.mark_price)}"
+                f"Margin ratio {call.margin_ratio * 100:.2f}% at mark "
+                f"{price_text(call.mark_price, tick)}"
                 f" — {call.get_outcome_display().lower()}",
             )
         )
@@ -179,22 +195,23 @@ def position_timeline(
                 liquidation.created_at,
                 "liquidation",
                 "Liquidated",
-                f"Closed {plain(liquidation.quantity)} at mark {plain(liquidation.mark_price)}; "
-                f"collateral lost {plain(liquidation.collateral_lost)}, liquidation fee "
-                f"{plain(liquidation.liquidation_fee)}, returned to you "
-                f"{plain(liquidation.returned_to_trader)}; free balance untouched",
+                f"Closed {plain(liquidation.quantity)} at mark "
+                f"{price_text(liquidation.mark_price, tick)}; collateral lost "
+                f"{money_text(liquidation.collateral_lost, currency)}, liquidation fee "
+                f"{money_text(liquidation.liquidation_fee, currency)}, returned to you "
+                f"{money_text(liquidation.returned_to_trader, currency)}; free balance untouched",
                 -liquidation.collateral_lost,
                 is_pnl=True,
             )
         )
     elif position.status == Position.Status.CLOSED and position.closed_at:
+        exit_text = "—" if position.exit_price is None else price_text(position.exit_price, tick)
         events.append(
             TimelineEvent(
                 position.closed_at,
                 "closed",
                 "Closed",
-                f"Exit at {plain(position.exit_price) if position.exit_price is not None else '—'}; realised PnL "
-                f"{plain(position.realized_pnl)}",
+                f"Exit at {exit_text}; realised PnL {money_text(position.realized_pnl, currency)}",
                 position.realized_pnl,
                 is_pnl=True,
             )

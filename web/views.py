@@ -28,6 +28,7 @@ from positions import services
 from positions.models import Instrument, Order, Position
 from positions.selectors import account_overview, accounts_for_user, position_valuation
 from web import attempts, selectors
+from web.context_processors import remember_account
 from web.forms import (
     CloseForm,
     JoinForm,
@@ -37,6 +38,7 @@ from web.forms import (
     TradeForm,
     add_domain_error,
 )
+from web.templatetags import ringfence as shown
 from web.templatetags.ringfence import price_places
 
 # Recent losses shown with their isolation lesson on the dashboard.
@@ -144,6 +146,7 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
 @require_GET
 def dashboard(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     return render(request, "web/dashboard.html", _dashboard_context(account))
 
 
@@ -203,6 +206,7 @@ def _check_price_grid(data: dict[str, Any]) -> None:
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     form = _trade_form(request, account)
     if request.method == "POST" and form.is_valid():
         quantity = _quantity(form)
@@ -342,6 +346,13 @@ def _position(request: HttpRequest, position_id: int) -> Position:
     return position
 
 
+def _on_tick(value: Decimal | None, instrument: Instrument) -> Decimal | None:
+    """A stored price (kept to 10 places) written to the tick's places for an input: 62088.4."""
+    if value is None:
+        return None
+    return value.quantize(Decimal(1).scaleb(-price_places(instrument)))
+
+
 def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
     """The position page's three action forms, with the submitted one kept bound."""
     forms = {
@@ -349,7 +360,10 @@ def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
         "close_form": CloseForm(prefix="close"),
         "tpsl_form": TpSlForm(
             prefix="tpsl",
-            initial={"take_profit": position.take_profit, "stop_loss": position.stop_loss},
+            initial={
+                "take_profit": _on_tick(position.take_profit, position.instrument),
+                "stop_loss": _on_tick(position.stop_loss, position.instrument),
+            },
         ),
     }
     for name, form in forms.items():
@@ -362,6 +376,7 @@ def _action_forms(position: Position, bound: Any = None) -> dict[str, Any]:
 @require_GET
 def position_detail(request: HttpRequest, position_id: int) -> HttpResponse:
     position = _position(request, position_id)
+    remember_account(request, position.account)
     context = _position_context(request, position)
     context.update(_action_forms(position))
     return render(request, "web/position.html", context)
@@ -374,13 +389,13 @@ def position_live(request: HttpRequest, position_id: int) -> HttpResponse:
     return render(request, "_partials/position_live.html", _position_context(request, position))
 
 
-def _position_action(
-    request: HttpRequest, position_id: int, form: Any, act: Any, done: str
-) -> HttpResponse:
+def _position_action(request: HttpRequest, position_id: int, form: Any, act: Any) -> HttpResponse:
+    """Validate ``form``, then ``act(position, data)``, which changes the position through a
+    service and returns the message that tells the student what changed."""
     position = _position(request, position_id)
     if form.is_valid():
         try:
-            act(position, form.cleaned_data)
+            done = act(position, form.cleaned_data)
         except DomainError as exc:
             if position.is_open:
                 add_domain_error(form, exc)
@@ -397,47 +412,63 @@ def _position_action(
 @login_required
 @require_POST
 def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
-        change = (
-            services.position_add_margin
-            if data["action"] == "add"
-            else services.position_remove_margin
+    def act(position: Position, data: dict[str, Any]) -> str:
+        adding = data["action"] == "add"
+        change = services.position_add_margin if adding else services.position_remove_margin
+        changed = change(position_id=position.pk, amount=data["amount"])
+        currency = position.account.classroom.currency
+        amount = shown.money(data["amount"], currency)
+        lp = changed.liquidation_price
+        moved = (
+            f"liquidation price now {shown.price(lp, changed.instrument)}"
+            if lp is not None
+            else "it can no longer be liquidated"
         )
-        change(position_id=position.pk, amount=data["amount"])
+        verb = f"Added {amount} to" if adding else f"Removed {amount} from"
+        return (
+            f"{verb} the collateral of position #{position.pk} "
+            f"(now {shown.money(changed.collateral.amount, currency)} {currency}); {moved}."
+        )
 
-    return _position_action(
-        request, position_id, MarginForm(request.POST, prefix="margin"), act, "Collateral changed."
-    )
+    return _position_action(request, position_id, MarginForm(request.POST, prefix="margin"), act)
 
 
 @login_required
 @require_POST
 def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
-        services.position_close(position_id=position.pk, quantity=data.get("quantity"))
+    def act(position: Position, data: dict[str, Any]) -> str:
+        quantity = data.get("quantity")
+        closed = services.position_close(position_id=position.pk, quantity=quantity)
+        instrument, currency = closed.instrument, position.account.classroom.currency
+        result = shown.pnl(closed.realized_pnl - position.realized_pnl, currency)
+        if closed.is_open and quantity is not None:
+            # A partial close closes exactly what was asked, or nothing.
+            return (
+                f"Closed {shown.qty(quantity, instrument)} of "
+                f"{shown.qty(quantity + closed.quantity, instrument)} {instrument.symbol} "
+                f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
+                f"stays open in position #{position.pk}."
+            )
+        return (
+            f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
+            f"(realised PnL {result})."
+        )
 
-    return _position_action(
-        request, position_id, CloseForm(request.POST, prefix="close"), act, "Position closed."
-    )
+    return _position_action(request, position_id, CloseForm(request.POST, prefix="close"), act)
 
 
 @login_required
 @require_POST
 def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
-    def act(position: Position, data: dict[str, Any]) -> None:
+    def act(position: Position, data: dict[str, Any]) -> str:
         services.position_set_tpsl(
             position_id=position.pk,
             take_profit=data.get("take_profit"),
             stop_loss=data.get("stop_loss"),
         )
+        return "Take-profit and stop-loss saved."
 
-    return _position_action(
-        request,
-        position_id,
-        TpSlForm(request.POST, prefix="tpsl"),
-        act,
-        "Take-profit and stop-loss saved.",
-    )
+    return _position_action(request, position_id, TpSlForm(request.POST, prefix="tpsl"), act)
 
 
 def _chart_time(value: Any) -> int:
@@ -544,6 +575,7 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
 @require_GET
 def history(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     running = ZERO
     statement = []
     for entry in selectors.ledger_statement(account):
@@ -558,6 +590,7 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
             "classroom": account.classroom,
             "currency": account.classroom.currency,
             "positions": selectors.closed_positions(account),
+            "orders": selectors.recent_orders(account),
             "statement": statement,
         },
     )
@@ -616,6 +649,7 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
 @require_GET
 def leaderboard(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
+    remember_account(request, account)
     return render(
         request,
         "web/leaderboard.html",

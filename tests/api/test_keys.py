@@ -33,7 +33,10 @@ def test_keys_page_creates_shows_once_lists_and_revokes(client, account):
     page = client.get("/api-keys/")
     assert page.status_code == 200
     assert b"You have no API keys yet" in page.content
-    created = client.post("/api-keys/", {"name": "momentum bot", "scope": "trade"})
+    posted = client.post("/api-keys/", {"name": "momentum bot", "scope": "trade"})
+    # Answered by a redirect, so reloading the page that shows the key posts nothing again.
+    assert (posted.status_code, posted["Location"]) == (302, "/api-keys/")
+    created = client.get(posted["Location"])
     assert created.status_code == 200
     assert created.headers["Cache-Control"] == "no-store"
     shown = re.search(rb'id="new-key">(rf_[^<]+)<', created.content)
@@ -42,7 +45,10 @@ def test_keys_page_creates_shows_once_lists_and_revokes(client, account):
     assert client_for(raw).get("/api/v1/me").json()["key_scope"] == "trade"
     again = client.get("/api-keys/")
     assert raw.encode() not in again.content
+    assert "no-store" not in again.headers.get("Cache-Control", "")
     assert b"momentum bot" in again.content
+    assert raw not in str(dict(client.session))  # dropped from the session once shown
+    assert ApiKey.objects.count() == 1
     key = ApiKey.objects.get()
     revoked = client.post(f"/api-keys/{key.pk}/revoke")
     assert revoked.status_code == 302
@@ -172,7 +178,9 @@ def test_the_keys_page_states_the_rate_limit_in_words(rate, words):
 def test_a_new_key_comes_with_a_command_to_try_it_and_the_rate_limit(client, account, settings):
     settings.API_THROTTLE_RATE = "120/min"
     client.force_login(account.user)
-    created = client.post("/api-keys/", {"name": "grid bot", "scope": "read"}).content.decode()
+    created = client.post(
+        "/api-keys/", {"name": "grid bot", "scope": "read"}, follow=True
+    ).content.decode()
     raw = re.search(r'id="new-key">(rf_[^<]+)<', created).group(1)  # type: ignore[union-attr]
     assert "Your new key “grid bot”" in created
     assert f'curl -H "Authorization: Bearer {raw}" http://testserver/api/v1/me' in created

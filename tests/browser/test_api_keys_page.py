@@ -95,3 +95,23 @@ def test_without_the_clipboard_the_copy_button_selects_the_key(live_server, brow
         assert page.evaluate("window.getSelection().toString()").strip() == shown
     finally:
         context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reloading_the_page_after_creating_a_key_creates_no_second_key(live_server, browser):
+    from playwright.sync_api import expect
+
+    make_learner(make_classroom(name="Bot club"), "erin")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        shown = _sign_in_and_create_a_key(page, live_server.url, "grid bot")
+        assert shown.startswith("rf_")
+        assert page.url == f"{live_server.url}/api-keys/"  # the form was answered by a redirect
+        page.reload()
+        expect(page.locator("table.keys tbody tr")).to_have_count(1)
+        assert page.locator("#new-key").count() == 0  # shown once, and gone on reload
+        assert shown not in page.content()
+    finally:
+        context.close()

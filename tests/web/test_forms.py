@@ -63,7 +63,11 @@ def test_collateral_beyond_the_free_balance_is_refused(alice_client, account, bt
         reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, extra_collateral="999999")
     )
     assert response.status_code == 400
-    assert "your free balance is 10000" in response.content.decode()
+    # Amounts read as the pages show them, not as stored (1001514.00000000).
+    assert (
+        "This needs 1,001,514.00 (margin 1,001,499.00 + fee 15.00); "
+        "your free balance is 10,000.00." in response.content.decode()
+    )
     assert not Position.objects.exists()
 
 
@@ -125,8 +129,8 @@ BAD_MARGIN = [
     ("add", "0", "Must be greater than zero."),
     ("add", "ten", "Enter a number."),
     ("add", "1.000000001", "no more than 8 decimal places"),
-    ("add", "20000", "Your free balance is"),
-    ("remove", "1400", "At most"),
+    ("add", "20000", "Your free balance is 8,485.00."),
+    ("remove", "1400", "At most 0.00 can be removed"),
     ("sideways", "10", "Select a valid choice."),
 ]
 
@@ -170,9 +174,9 @@ def test_bad_close_quantities_are_refused(alice_client, position, quantity, mess
     [
         ({"tpsl-take_profit": "-1"}, "Must be greater than zero."),
         ({"tpsl-take_profit": "abc"}, "Enter a number."),
-        ({"tpsl-take_profit": "59000"}, "A take-profit must be above"),
+        ({"tpsl-take_profit": "59000"}, "A take-profit must be above 60,000.0."),
         ({"tpsl-stop_loss": "1.00000000001"}, "no more than 10 decimal places"),
-        ({"tpsl-stop_loss": "10000"}, "beyond the liquidation price"),
+        ({"tpsl-stop_loss": "10000"}, "beyond the liquidation price 57,228.9 and would"),
     ],
 )
 def test_bad_tpsl_is_refused(alice_client, position, data, message):

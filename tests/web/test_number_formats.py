@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from web.templatetags.ringfence import money, nonzero, pct, pnl, tone
+from web.templatetags.ringfence import money, nonzero, pct, pnl, share_pct, tone
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,20 @@ def test_a_pnl_is_painted_by_what_it_shows(value, currency, shown, expected_tone
 def test_a_percentage_is_painted_by_its_two_shown_places():
     assert (pct(Decimal("-0.003"), True), tone(Decimal("-0.003"))) == ("0.00%", "flat")
     assert (pct(Decimal("-0.006"), True), tone(Decimal("-0.006"))) == ("-0.01%", "loss")
+
+
+@pytest.mark.parametrize(
+    ("share", "shown"),
+    [
+        (Decimal("0.04"), "4.00%"),  # a 10x BTC long's margin ratio
+        (Decimal("0.88092308"), "88.09%"),
+        (Decimal("1"), "100.00%"),
+        (Decimal("0.00004"), "0.00%"),
+        (None, "—"),
+    ],
+)
+def test_a_share_is_shown_as_a_percentage(share, shown):
+    assert share_pct(share) == shown
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,24 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert 'hx-trigger="every 2s"' in content
 
 
+def test_the_margin_ratio_is_shown_as_a_percentage_of_the_collateral(alice_client, account, btc):
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    ).position
+    assert position is not None
+    # Maintenance 0.4% of 6,000 against 600 of collateral: 4% of the way to liquidation.
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert 'title="4.00%"' in dashboard and "<small>4.00%</small>" in dashboard
+    page = alice_client.get(reverse("position-live", args=[position.pk])).content.decode()
+    assert "</meter> 4.00%" in page
+
+
+def test_a_margin_call_shows_its_ratio_as_a_percentage(alice_client, account, btc, position):
+    set_price(btc, "57260")  # maintenance 114.52 against a margin balance of 130
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert "ratio 88.09% at 57,260.0" in dashboard
+
+
 def test_the_live_partial_renders_without_the_page_around_it(alice_client, account, position):
     response = alice_client.get(
         reverse("dashboard-live", args=[account.pk]), HTTP_HX_REQUEST="true"
@@ -464,3 +482,177 @@ def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
     assert response.status_code == 400
     assert "Leverage is capped at 10x" in response.content.decode()
     assert not Position.objects.exists()
+
+
+def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
+    alice_client, account, other_account, btc
+):
+    resting = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="55000",
+    )  # fmt: skip
+    # The free balance goes into another position before the limit price is reached.
+    big = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10
+    )
+    cancelled = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.01", leverage=5, stop_price="50000",
+    )  # fmt: skip
+    alice_client.post(reverse("order-cancel", args=[cancelled.pk]))
+    bobs = order_place(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    set_price(btc, "55000")
+    resting.refresh_from_db()
+    assert resting.status == Order.Status.REJECTED
+
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert f"Order #{resting.pk}" not in dashboard  # no longer resting
+    page = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    rows = {
+        int(row.split('"', 1)[0]): row.split("</tr>", 1)[0]
+        for row in page.split('<tr data-order="')[1:]
+    }
+    assert set(rows) == {resting.pk, big.pk, cancelled.pk}  # bob's order is not listed
+    assert bobs.pk not in rows
+    refused = rows[resting.pk]
+    assert f"Order #{resting.pk} BTCUSDT" in refused and "Limit" in refused and "0.100" in refused
+    assert "limit 55,000.0" in refused and ">rejected<" in refused
+    assert "This needs 552.75 (margin 550.00 + fee 2.75); your free balance is 352.00." in refused
+    filled = rows[big.pk]
+    assert ">filled<" in filled and "market; filled at 60,000.0" in filled
+    assert (
+        f'opened <a href="/positions/{big.position_id}/">Position #{big.position_id}</a>' in filled
+    )
+    assert ">cancelled<" in rows[cancelled.pk] and "stop 50,000.0" in rows[cancelled.pk]
+
+
+def test_the_timeline_and_statement_read_amounts_rounded_to_cents_and_ticks(
+    alice_client, account, position, btc
+):
+    url = reverse("position-margin", args=[position.pk])
+    alice_client.post(url, {"margin-action": "add", "margin-amount": "500.125"})
+    alice_client.post(url, {"margin-action": "remove", "margin-amount": "500.125"})
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"Add 500.12 margin to position #{position.pk}" in history
+    assert f"Remove 500.12 margin from position #{position.pk}" in history
+    set_price(btc, "57260")  # a margin call
+    set_price(btc, "57000")  # the liquidation
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert "Long 0.5 BTCUSDT at 60,000.0, 20x; collateral" in page
+    assert "Margin ratio 88.09% at mark 57,260.0" in page
+    liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
+    assert "Closed 0.5 at mark 57,000.0; collateral lost 1,500.00, liquidation fee " in liquidated
+    assert "0000" not in liquidated  # no amount written to 8 or 10 places
+
+
+def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
+    alice_client.post(
+        reverse("position-tpsl", args=[position.pk]),
+        {"tpsl-take_profit": "62088.4", "tpsl-stop_loss": "58000"},
+    )
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'value="62088.4"' in page and 'value="58000.0"' in page
+
+
+def _message(response) -> str:
+    return [str(m) for m in response.context["messages"]][-1]
+
+
+def test_a_partial_close_says_what_was_closed_and_what_stays_open(alice_client, account, btc):
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    ).position
+    assert position is not None
+    url = reverse("position-close", args=[position.pk])
+    response = alice_client.post(url, {"close-quantity": "0.03"}, follow=True)
+    assert _message(response) == (
+        f"Closed 0.030 of 0.100 BTCUSDT (realised PnL 0.00); 0.070 stays open in position "
+        f"#{position.pk}."
+    )
+    set_price(btc, "61000")
+    response = alice_client.post(url, {"close-quantity": ""}, follow=True)
+    assert _message(response) == (
+        f"Position #{position.pk} closed at 61,000.0 (realised PnL +70.00)."
+    )
+
+
+def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
+    alice_client, account, position
+):
+    url = reverse("position-margin", args=[position.pk])
+    response = alice_client.post(url, {"margin-action": "add", "margin-amount": "500"}, follow=True)
+    assert _message(response) == (
+        f"Added 500.00 to the collateral of position #{position.pk} (now 2,000.00 USDT); "
+        "liquidation price now 56,224.9."
+    )
+    response = alice_client.post(
+        url, {"margin-action": "remove", "margin-amount": "200"}, follow=True
+    )
+    assert _message(response) == (
+        f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
+        "liquidation price now 56,626.5."
+    )
+
+
+def _nav(content: str) -> str:
+    return content.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("page", "current"),
+    [
+        ("api-keys", "API keys"),
+        ("classrooms", "Classrooms"),
+        ("password_change", "alice"),
+        ("password_change_done", None),
+    ],
+)
+def test_pages_about_no_account_keep_the_navigation_and_the_class_bar(
+    alice_client, account, page, current
+):
+    content = alice_client.get(reverse(page)).content.decode()
+    nav = _nav(content)
+    for name, label in [
+        ("dashboard", "Dashboard"),
+        ("trade", "Trade"),
+        ("history", "History"),
+        ("leaderboard", "Leaderboard"),
+    ]:
+        assert f'<a href="{reverse(name, args=[account.pk])}">{label}</a>' in nav
+    assert '<div class="classbar">Trading 101' in content
+    marked = [m.split("<", 1)[0] for m in nav.split('aria-current="page">')[1:]]
+    assert marked == ([current] if current else [])
+
+
+@pytest.mark.parametrize(
+    ("page", "current"),
+    [("dashboard", "Dashboard"), ("trade", "Trade"), ("history", "History"),
+     ("leaderboard", "Leaderboard")],
+)  # fmt: skip
+def test_the_navigation_marks_the_page_being_read(alice_client, account, btc, page, current):
+    nav = _nav(alice_client.get(reverse(page, args=[account.pk])).content.decode())
+    assert nav.count('aria-current="page"') == 1
+    assert f'aria-current="page">{current}</a>' in nav
+
+
+def test_the_navigation_leads_to_the_classroom_last_opened(alice_client, account):
+    other = make_classroom(name="Advanced Futures")
+    alice_client.post(reverse("classrooms"), {"join_code": other.join_code})
+    second = TradingAccount.objects.get(user=account.user, classroom=other)
+    alice_client.get(reverse("dashboard", args=[account.pk]))
+    content = alice_client.get(reverse("api-keys")).content.decode()
+    assert f'href="{reverse("history", args=[account.pk])}"' in _nav(content)
+    assert '<div class="classbar">Trading 101' in content
+    alice_client.get(reverse("history", args=[second.pk]))
+    content = alice_client.get(reverse("api-keys")).content.decode()
+    assert f'href="{reverse("history", args=[second.pk])}"' in _nav(content)
+    assert '<div class="classbar">Advanced Futures' in content
+
+
+def test_a_user_without_an_account_gets_the_navigation_without_account_pages(client, classroom):
+    client.force_login(classroom.instructor)
+    content = client.get(reverse("classrooms")).content.decode()
+    assert "Dashboard" not in _nav(content) and "Classrooms" in _nav(content)
+    assert 'class="classbar"' not in content

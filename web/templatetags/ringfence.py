@@ -6,14 +6,10 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import template
 
-from accounts.money import places
+from accounts.money import currency_places, places
 from positions.models import Instrument
 
 register = template.Library()
-
-# Decimal places shown per currency; paper dollars show cents.
-CURRENCY_PLACES = {"USDT": 2, "USDC": 2, "USD": 2, "EUR": 2, "BTC": 8, "ETH": 6}
-DEFAULT_CURRENCY_PLACES = 2
 
 
 def _decimal(value: object) -> Decimal | None:
@@ -58,7 +54,7 @@ def money(value: object, currency: str | None = None) -> str:
     number = _decimal(value)
     if number is None:
         return "—"
-    return _fixed(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES))
+    return _fixed(number, currency_places(currency))
 
 
 @register.filter
@@ -67,7 +63,7 @@ def pnl(value: object, currency: str | None = None) -> str:
     number = _decimal(value)
     if number is None:
         return "—"
-    return _fixed(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES), signed=True)
+    return _fixed(number, currency_places(currency), signed=True)
 
 
 @register.filter
@@ -76,6 +72,16 @@ def pct(value: object, signed: bool = False) -> str:
     if number is None:
         return "—"
     return _fixed(number, 2, signed=bool(signed)) + "%"
+
+
+@register.filter
+def share_pct(value: object) -> str:
+    """A share (0.04) shown as a percentage ("4.00%"): margin ratios are kept as shares,
+    while ``pct`` is for numbers that are percentages already."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return pct(number * 100)
 
 
 @register.filter
@@ -92,7 +98,7 @@ def _as_shown(value: object, currency: str | None) -> Decimal | None:
     number = _decimal(value)
     if number is None:
         return None
-    return _rounded(number, CURRENCY_PLACES.get(currency or "", DEFAULT_CURRENCY_PLACES))
+    return _rounded(number, currency_places(currency))
 
 
 @register.filter
