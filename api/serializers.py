@@ -322,6 +322,19 @@ class OrderSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     filled_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    filled_price = price_out(
+        source="fill_price",
+        allow_null=True,
+        default=None,
+        help_text="The price it filled at; null until it fills.",
+    )
+    filled_quantity = quantity_out(
+        source="fill_quantity",
+        allow_null=True,
+        default=None,
+        help_text="How much it filled (a reduce-only order at most what was open); null until "
+        "it fills.",
+    )
 
 
 class CancelledOrdersSerializer(serializers.Serializer):

@@ -1,7 +1,11 @@
 """URL configuration of Ringfence."""
 
+from typing import Any
+
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from api import pages as api_pages
 
@@ -10,7 +14,22 @@ admin.site.site_header = "Ringfence classroom admin"
 admin.site.site_title = "Ringfence admin"
 admin.site.index_title = "Your classrooms, markets and engine"
 
+
+class FaviconRedirect(RedirectView):
+    """Browsers ask for /favicon.ico on pages that name no icon (the admin, the API docs).
+
+    The static URL is looked up per request, not when the URLs load: with hashed static
+    names it exists only once ``collectstatic`` has run.
+    """
+
+    permanent = True
+
+    def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
+        return static("img/favicon.svg")
+
+
 urlpatterns = [
+    path("favicon.ico", FaviconRedirect.as_view()),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     path("api-keys/", api_pages.api_keys, name="api-keys"),

@@ -209,6 +209,12 @@ class Position(models.Model):
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
 
+    @property
+    def net_result(self) -> Decimal:
+        """What the position did to the free balance so far: realised PnL less every fee
+        (opening, closing and liquidation fees)."""
+        return self.realized_pnl - self.fees_paid
+
 
 class Collateral(models.Model):
     """The isolated margin a position owns: initial margin plus added minus removed."""
@@ -329,3 +335,13 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {plain(self.quantity)} @ {plain(self.price)}"
+
+
+def with_fill(orders: models.QuerySet[Order]) -> models.QuerySet[Order]:
+    """Orders with ``fill_price`` and ``fill_quantity`` from their fill (an order fills at
+    once, in one fill, or not at all): ``None`` for an order that has not filled."""
+    fill = Fill.objects.filter(order=models.OuterRef("pk")).order_by("pk")
+    return orders.annotate(
+        fill_price=models.Subquery(fill.values("price")[:1]),
+        fill_quantity=models.Subquery(fill.values("quantity")[:1]),
+    )

@@ -16,7 +16,7 @@ from django.db.models import Prefetch, QuerySet, Sum
 from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money
 from positions import margin
-from positions.models import Fill, Instrument, MarginTier, Order, Position
+from positions.models import Fill, Instrument, MarginTier, Order, Position, with_fill
 
 WARNING_RATIO = Decimal("0.8")
 FUNDING_KINDS = (
@@ -39,7 +39,9 @@ def positions_for_user(user: User) -> QuerySet[Position]:
 
 
 def orders_for_user(user: User) -> QuerySet[Order]:
-    return Order.objects.filter(account__user_id=user.pk).select_related("instrument", "position")
+    return with_fill(
+        Order.objects.filter(account__user_id=user.pk).select_related("instrument", "position")
+    )
 
 
 def fills_for_user(user: User) -> QuerySet[Fill]:

@@ -41,7 +41,16 @@ from accounts.money import (
 )
 from accounts.services import clean_amount, lock_accounts
 from positions import margin
-from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, Side
+from positions.models import (
+    Collateral,
+    Fill,
+    Instrument,
+    MarginTier,
+    Order,
+    Position,
+    Side,
+    with_fill,
+)
 
 Pocket = LedgerEntry.Pocket
 
@@ -525,8 +534,10 @@ def _fresh(position_id: int) -> Position:
 
 def fresh_order(order_id: int) -> Order:
     """The order as stored now, with its instrument and position (and that one's collateral)."""
-    return Order.objects.select_related(
-        "instrument", "position", "position__collateral", "position__instrument"
+    return with_fill(
+        Order.objects.select_related(
+            "instrument", "position", "position__collateral", "position__instrument"
+        )
     ).get(pk=order_id)
 
 
@@ -623,6 +634,9 @@ def _open(
         fee=quote.fee,
         created_at=now,
     )
+    # What ``with_fill`` annotates on orders read back, for the order handed back now.
+    setattr(order, "fill_price", quote.entry_price)  # noqa: B010
+    setattr(order, "fill_quantity", quote.quantity)  # noqa: B010
     position_ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.OPEN,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Max, Min, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Max, Min, Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -14,7 +14,7 @@ from accounts.models import LedgerEntry, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Fill, Instrument, MarginTier, Order, Position
+from positions.models import Instrument, MarginTier, Order, Position, with_fill
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -65,13 +65,11 @@ def resting_orders(account: TradingAccount) -> QuerySet[Order]:
 
 def recent_orders(account: TradingAccount, limit: int = 100) -> list[Order]:
     """The account's latest orders in every state, newest first, each with the price of its
-    first fill (``fill_price``, None when it never filled): a resting order the engine refused
+    fill (``fill_price``, None when it never filled): a resting order the engine refused
     when it triggered leaves the dashboard, and this is where the student reads why."""
-    first_fill = Fill.objects.filter(order_id=OuterRef("pk")).order_by("created_at", "id")
     return list(
-        Order.objects.filter(account_id=account.pk)
+        with_fill(Order.objects.filter(account_id=account.pk))
         .select_related("instrument")
-        .annotate(fill_price=Subquery(first_fill.values("price")[:1]))
         .order_by("-created_at", "-id")[:limit]
     )
 
@@ -173,11 +171,12 @@ def position_timeline(
             detail = "collateral"
         else:
             detail = tx.memo
-        title = tx.get_kind_display()
+        title, amount = tx.get_kind_display(), entry.amount
         if tx.kind == tx.Kind.CLOSE:
-            # Each close (part or all) hands collateral back; the result is its own event.
-            title, detail = "Collateral released", f"{tx.memo}; collateral"
-        events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, entry.amount))
+            # Each close (part or all) hands collateral back to the free balance: shown as
+            # what the student gets back, not as the collateral pocket's debit.
+            title, detail, amount = "Close", f"{tx.memo}; collateral released", -entry.amount
+        events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:
         events.append(
             TimelineEvent(
@@ -211,7 +210,7 @@ def position_timeline(
                 position.closed_at,
                 "closed",
                 "Closed",
-                f"Exit at {exit_text}; realised PnL {money_text(position.realized_pnl, currency)}",
+                f"Exit at {exit_text}; realised PnL",
                 position.realized_pnl,
                 is_pnl=True,
             )

@@ -41,6 +41,24 @@ def test_market_order_opens_a_position_with_exact_decimal_strings(api, account, 
     assert_ledger_invariants()
 
 
+def test_orders_say_at_what_price_and_how_much_they_filled(api, account, btc):
+    btc.spread = Decimal(2)
+    btc.save(update_fields=["spread"])
+    market = api.post(ORDERS, order_body(account), format="json").json()
+    assert (market["filled_price"], market["filled_quantity"]) == ("60001", "0.01")
+    resting = api.post(
+        ORDERS, order_body(account, type="limit", price="59000"), format="json"
+    ).json()
+    assert (resting["status"], resting["filled_price"], resting["filled_quantity"]) == (
+        "resting", None, None,
+    )  # fmt: skip
+    listed = {o["id"]: o for o in api.get(ORDERS).json()["results"]}
+    assert listed[market["id"]]["filled_price"] == "60001"
+    assert listed[resting["id"]]["filled_price"] is None
+    detail = api.get(f"{ORDERS}{market['id']}/").json()
+    assert detail["filled_quantity"] == "0.01"
+
+
 def test_buy_and_sell_are_aliases_of_long_and_short(api, account, btc):
     short = api.post(ORDERS, order_body(account, side="sell"), format="json").json()
     long = api.post(ORDERS, order_body(account, side="BUY"), format="json").json()

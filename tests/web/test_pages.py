@@ -7,6 +7,7 @@ import io
 from decimal import Decimal
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -275,20 +276,22 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
     position.refresh_from_db()
     assert position.status == Position.Status.CLOSED
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
-    for label in ("Margin added", "Margin removed", "Collateral released", "Closed"):
+    for label in ("Margin added", "Margin removed", "<strong>Close</strong>", "Closed"):
         assert label in page
-    # Collateral moving back to the free balance is not a loss: only the result is coloured.
-    assert page.count("<strong>Collateral released</strong> Close 0.2 of position") == 1
+    # Collateral moving back to the free balance is not a loss: shown as what comes back,
+    # uncoloured; only the result is coloured.
+    assert page.count("<strong>Close</strong> Close 0.2 of position") == 1
     # Each close says what it realised, so a partial close's result is not lost in the total.
-    partial = page.split("<strong>Collateral released</strong> Close 0.2", 1)[1].split("</li>", 1)[
-        0
-    ]
+    partial = page.split("<strong>Close</strong> Close 0.2", 1)[1].split("</li>", 1)[0]
     assert "at 60000: realised PnL 0, fee 6" in partial
-    released = page.split("<strong>Collateral released</strong>", 2)[2].split("</li>", 1)[0]
-    assert '; collateral <span class="flat">-' in released
+    assert '; collateral released <span class="flat">+720.00</span>' in partial
     result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
     assert position.realized_pnl > 0
+    assert result.count(f"{position.realized_pnl:,.2f}") == 1  # said once, not twice
     assert '<span class="gain">+' in result
+    # A closed position no longer refreshes, and shows its exit, not a liquidation price.
+    assert 'hx-trigger="every 2s"' not in page.split('id="position-live"', 1)[1].split(">", 1)[0]
+    assert '<span class="label">Exit</span><span class="value">61,000.0</span>' in page
     assert_ledger_invariants()
 
 
@@ -336,6 +339,13 @@ def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, accou
     assert_ledger_invariants()
     dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
     assert 'data-testid="lesson"' in dashboard
+    # The net result (the collateral and the 15.00 opening fee) reads the same on the
+    # position page and in the history.
+    position.refresh_from_db()
+    assert position.net_result == Decimal("-1515")
+    assert 'data-testid="net-result">-1,515.00<' in content
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f'data-testid="net-result-{position.pk}">-1,515.00<' in history
 
 
 def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
@@ -656,3 +666,11 @@ def test_a_user_without_an_account_gets_the_navigation_without_account_pages(cli
     content = client.get(reverse("classrooms")).content.decode()
     assert "Dashboard" not in _nav(content) and "Classrooms" in _nav(content)
     assert 'class="classbar"' not in content
+
+
+def test_every_page_has_an_icon(client, account):
+    home = client.get(reverse("login")).content.decode()
+    assert 'rel="icon" href="/static/img/favicon.svg"' in home
+    icon = client.get("/favicon.ico")
+    assert (icon.status_code, icon["Location"]) == (301, "/static/img/favicon.svg")
+    assert finders.find("img/favicon.svg")  # collected with the other static files
