@@ -909,6 +909,7 @@ class ScenarioAdmin(InstructorActionsMixin):
     classroom_path = "instrument__classroom"
     list_display = (
         "instrument",
+        "classroom",
         "kind",
         "status",
         "target_price",
@@ -917,9 +918,15 @@ class ScenarioAdmin(InstructorActionsMixin):
         "created_by",
         "created_at",
     )
-    list_filter = ("status", "kind", ("instrument", related_only))
-    search_fields = ("instrument__symbol",)
-    list_select_related = ("instrument", "created_by")
+    # Symbols repeat across classrooms (every class may trade its own BTCUSDT).
+    list_filter = ("status", "kind", ("instrument__classroom", related_only))
+    search_fields = ("instrument__symbol", "instrument__classroom__name")
+    list_select_related = ("instrument__classroom", "created_by")
+
+    @admin.display(description="classroom", ordering="instrument__classroom__name")
+    def classroom(self, scenario: Scenario) -> str:
+        return scenario.instrument.classroom.name
+
     readonly_fields = (
         "instrument",
         "kind",

@@ -43,6 +43,9 @@ from web.templatetags.ringfence import price_places
 
 # Recent losses shown with their isolation lesson on the dashboard.
 DASHBOARD_LESSONS = 2
+# An open position earns its lesson once it has lost this share of its collateral: a few
+# cents of spread are not yet a story about isolation.
+LESSON_LOSS_SHARE = Decimal("0.25")
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -122,7 +125,7 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
     losing = [
         (p, v)
         for p, v in overview.open_positions
-        if v.unrealized_pnl is not None and v.unrealized_pnl < 0
+        if v.unrealized_pnl is not None and v.unrealized_pnl <= -v.collateral * LESSON_LOSS_SHARE
     ]
     losing.sort(key=lambda pv: pv[1].unrealized_pnl or ZERO)
     for position, valuation in losing[:DASHBOARD_LESSONS]:

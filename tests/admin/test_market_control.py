@@ -38,6 +38,8 @@ def test_start_a_move_then_stop_it(world, alpha_client):
     )  # fmt: skip
     assert response.status_code == 302
     scenario = Scenario.objects.get(instrument=btc, status=Scenario.Status.ACTIVE)
+    listed = alpha_client.get(SCENARIOS).content.decode()
+    assert '<td class="field-classroom">alpha class</td>' in listed  # symbols repeat per class
     assert (scenario.kind, scenario.percent, scenario.duration_seconds) == ("move", D(-30), D(60))
     assert scenario.start_price == btc.mark_price and scenario.created_by == world.alpha
     assert LogEntry.objects.filter(

@@ -149,6 +149,7 @@ def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client,
     assert "15.00" in content  # fee 0.05% of 30,000
     assert '<dd data-testid="preview-lp">57,228.9</dd>' in content
     assert '<dd class="maxloss loss" data-testid="preview-max-loss">1,500.00</dd>' in content
+    assert "The fee (15.00) is paid when the order fills, win or lose." in content
     assert "57,000.0" in content  # bankruptcy price
     assert not Position.objects.exists()
 
@@ -458,6 +459,10 @@ def test_leaderboard_queries_do_not_grow_with_students_or_trades(
 def test_a_losing_open_position_gets_its_lesson_on_the_dashboard(
     alice_client, account, position, btc
 ):
+    btc.mark_price = Decimal("59900")  # 50.00 of 1,500.00 collateral: not yet a lesson
+    btc.save()
+    content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert 'data-testid="lesson"' not in content
     btc.mark_price = Decimal("58000")
     btc.save()
     content = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
