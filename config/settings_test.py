@@ -12,3 +12,6 @@ from config.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Serve static files from the finders without a collected STATIC_ROOT (tests never collect).
 WHITENOISE_AUTOREFRESH = True
+# Cache keys (failed sign-ins, API throttling) carry the database's name, so two test runs
+# against different databases never count each other's requests in the shared Redis.
+CACHES["default"]["KEY_PREFIX"] = "test-" + DATABASES["default"]["NAME"]  # noqa: F405

@@ -32,7 +32,8 @@ def other_account(classroom):
 def _delete_failed_attempts() -> None:
     if settings.REDIS_URL:
         client = redis.Redis.from_url(settings.REDIS_URL)
-        keys = list(client.scan_iter(match="*ringfence:attempts:*"))
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+        keys = list(client.scan_iter(match=f"{prefix}:*:ringfence:attempts:*"))
         if keys:
             client.delete(*keys)
 

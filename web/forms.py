@@ -29,8 +29,9 @@ def money_field(
         required=required,
         max_digits=24,
         decimal_places=MONEY_PLACES,
+        # One rule, one message: "positive" already refuses what a minimum of 0 would.
         validators=[] if allow_zero else [positive],
-        min_value=Decimal(0),
+        min_value=Decimal(0) if allow_zero else None,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -136,6 +137,8 @@ class TradeForm(forms.Form):
             and not self.has_error("notional")
         ):
             self.add_error("quantity", "Enter a quantity or a notional.")
+        if data.get("quantity") and data.get("notional"):
+            self.add_error("notional", "Give a quantity or a notional, not both.")
         order_type = data.get("type")
         if order_type == Order.Type.LIMIT and not data.get("price") and not self.has_error("price"):
             self.add_error("price", "A limit order needs a price.")

@@ -33,7 +33,8 @@ BAD_TRADES = [
     ("take_profit", "0", "Must be greater than zero."),
     ("stop_loss", "59000.05", "multiple of the tick size 0.1"),
     ("price", "59000.05", "multiple of the tick size 0.1"),
-    ("notional", "-10", "greater than or equal to 0"),
+    ("notional", "-10", "Must be greater than zero."),
+    ("notional", "5000", "Give a quantity or a notional, not both."),  # _trade has a quantity
 ]
 # Rules the order service checks when the order is placed (the preview shows the quote).
 BAD_ORDERS = [
@@ -89,6 +90,7 @@ def test_bad_trade_input_is_refused_next_to_the_field(
     assert response.status_code == (400 if endpoint == "trade" else 200)
     error_span = content.split(f'id="error-{field}"', 1)[1].split("</span>", 1)[0]
     assert message in error_span
+    assert error_span.count("<li") <= 1  # one message per mistake, not the same one twice
     assert not Position.objects.exists()
     assert not Order.objects.exists()
     assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
@@ -125,7 +127,7 @@ def test_a_classroom_with_trading_closed_says_so_above_the_form(alice_client, ac
 
 
 BAD_MARGIN = [
-    ("add", "-1", "greater than or equal to 0"),
+    ("add", "-1", "Must be greater than zero."),
     ("add", "0", "Must be greater than zero."),
     ("add", "ten", "Enter a number."),
     ("add", "1.000000001", "no more than 8 decimal places"),
