@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
+from web.templatetags import ringfence
 from web.templatetags.ringfence import money, nonzero, pct, pnl, share_pct, tone
 
 
@@ -57,3 +60,10 @@ def test_a_share_is_shown_as_a_percentage(share, shown):
 def test_an_amount_is_nonzero_when_it_shows_as_nonzero(value, currency, expected):
     assert nonzero(value, currency) is expected
     assert (money(value, currency) not in ("0.00", "—")) is expected
+
+
+def test_how_long_ago_reads_just_now_in_the_first_minute():
+    now = timezone.now()
+    assert ringfence.ago(now - timedelta(seconds=20)) == "just now"
+    assert ringfence.ago(now - timedelta(minutes=5, seconds=3)) == "5\xa0minutes ago"
+    assert ringfence.ago(None) == ""

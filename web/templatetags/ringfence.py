@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 from accounts.money import currency_places, places
 from positions.models import Instrument
@@ -126,3 +129,14 @@ def gauge(value: object) -> str:
     if number is None:
         return "1"
     return str(min(max(number, Decimal(0)), Decimal(1)).quantize(Decimal("0.0001")))
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
+    """How long ago, as people say it: "just now" within the first minute, then Django's
+    "5 minutes ago", "1 hour, 3 minutes ago"."""
+    if moment is None:
+        return ""
+    if timezone.now() - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"
