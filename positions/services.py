@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from django.db import transaction
 from django.db.models import BigIntegerField, Q, Subquery, Value
@@ -242,6 +242,45 @@ def max_leverage_for(*, account: TradingAccount, instrument: Instrument, notiona
     if tiers:
         caps.append(margin.max_leverage_for_notional(notional=notional, tiers=tiers))
     return min(caps)
+
+
+def max_open_quantity(
+    *, account: TradingAccount, instrument: Instrument, leverage: int, entry_price: Decimal
+) -> Decimal:
+    """The largest whole-lot quantity the free balance opens at ``leverage`` and
+    ``entry_price``, its fee included, within the margin tiers that allow that leverage
+    (0 when not even one lot fits, or the leverage is above every cap)."""
+    tiers = instrument.margin_tiers()
+    if not tiers or entry_price <= 0 or leverage < 1:
+        return ZERO
+    if leverage > min(account.classroom.max_leverage, instrument.max_leverage):
+        return ZERO
+    allowed = [t for t in tiers if t.max_leverage >= leverage]
+    if not allowed:
+        return ZERO
+    per_unit = entry_price / Decimal(leverage) + entry_price * instrument.taker_fee_rate
+    limit = account.balance / per_unit
+    cap = allowed[-1].notional_cap  # tiers allowing a leverage are the first ones
+    if cap is not None:
+        limit = min(limit, cap / entry_price)
+    lots = (limit / instrument.lot_size).to_integral_value(rounding=ROUND_FLOOR)
+
+    def fits(quantity: Decimal) -> bool:
+        notional = quantity * entry_price
+        im = money_charged(
+            margin.initial_margin(entry_price=entry_price, quantity=quantity, leverage=leverage)
+        )
+        cost = im + money_charged(notional * instrument.taker_fee_rate)
+        within_tier = cap is None or notional < cap
+        return cost <= account.balance and within_tier
+
+    # The rounding of margin and fee (up, to the cent's fraction) may cost one lot.
+    while lots > 0 and not fits(lots * instrument.lot_size):
+        lots -= 1
+    quantity = lots * instrument.lot_size
+    if quantity * entry_price < instrument.min_notional:
+        return ZERO
+    return quantity
 
 
 def _check_can_trade(account: TradingAccount, instrument: Instrument) -> None:

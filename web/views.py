@@ -303,8 +303,36 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             "quote": quote,
             "instrument": instrument,
             "currency": account.classroom.currency,
+            "sizing": _sizing(account, form),
         },
     )
+
+
+def _sizing(account: TradingAccount, form: TradeForm) -> dict[str, Any] | None:
+    """What the ticket can open: the free balance, the mark and the largest quantity at the
+    chosen leverage and price (a limit or stop price, else the market's fill price)."""
+    data = getattr(form, "cleaned_data", {})
+    instrument: Instrument | None = data.get("instrument")
+    leverage = data.get("leverage")
+    if instrument is None or not leverage or instrument.mark_price is None:
+        return None
+    if data.get("type") == Order.Type.LIMIT and data.get("price"):
+        entry = data["price"]
+    elif data.get("type") == Order.Type.STOP and data.get("stop_price"):
+        entry = data["stop_price"]
+    else:
+        buying = data.get("side") != "short"
+        entry = services.fill_price(
+            instrument=instrument, buying=buying, mark=instrument.mark_price
+        )
+    return {
+        "balance": account.balance,
+        "mark": instrument.mark_price,
+        "leverage": leverage,
+        "max_quantity": services.max_open_quantity(
+            account=account, instrument=instrument, leverage=leverage, entry_price=entry
+        ),
+    }
 
 
 # --- position page ------------------------------------------------------------------

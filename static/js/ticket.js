@@ -20,6 +20,18 @@ document.addEventListener("DOMContentLoaded", function () {
     if (capLabel) capLabel.textContent = String(cap);
     show();
   }
+  // "use it" in the preview puts the largest quantity the balance opens into the ticket.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-fill-quantity]") : null;
+    if (!button) return;
+    var quantity = form.querySelector("input[name=quantity]");
+    var notional = form.querySelector("input[name=notional]");
+    if (!quantity) return;
+    quantity.value = button.getAttribute("data-fill-quantity");
+    if (notional) notional.value = "";
+    quantity.dispatchEvent(new Event("input", { bubbles: true }));
+    quantity.focus();
+  });
   if (slider) slider.addEventListener("input", show);
   if (instrument) instrument.addEventListener("change", bound);
   bound();

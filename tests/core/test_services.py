@@ -31,6 +31,7 @@ from accounts.models import (
 from accounts.services import account_adjust, classroom_create, classroom_join
 from positions.models import Collateral, Fill, Order, Position
 from positions.services import (
+    max_open_quantity,
     order_cancel,
     order_execute,
     order_place,
@@ -1178,3 +1179,36 @@ def test_order_execute_of_a_missing_order_is_not_found(db):
     with pytest.raises(DomainError) as info:
         order_execute(order_id=999999)
     assert info.value.code == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("leverage", "expected", "one_lot_more"),
+    [
+        # 10,000 / (60,000 x (1/10 + 0.05%)) = 1.6583: margin 9,948 and fee 49.74 fit.
+        (10, D("1.658"), "insufficient_balance"),
+        # At 125x the balance would open 19.6, but only notional under 50,000 allows 125x.
+        (125, D("0.833"), "leverage_too_high"),
+    ],
+)
+def test_max_open_quantity_is_exactly_what_the_balance_and_the_tiers_allow(
+    account, btc, leverage, expected, one_lot_more
+):
+    quantity = max_open_quantity(
+        account=account, instrument=btc, leverage=leverage, entry_price=D(60000)
+    )
+    assert quantity == expected
+    with refused(one_lot_more):
+        place(account, btc, quantity=str(quantity + btc.lot_size), leverage=leverage)
+    assert place(account, btc, quantity=str(quantity), leverage=leverage).status == "filled"
+    assert_ledger_invariants()
+
+
+def test_max_open_quantity_is_zero_above_the_caps_or_below_one_lot(classroom, account, btc):
+    assert (
+        max_open_quantity(account=account, instrument=btc, leverage=126, entry_price=D(60000)) == 0
+    )
+    TradingAccount.objects.filter(pk=account.pk).update(balance=D("0.5"))
+    account.refresh_from_db()
+    assert (
+        max_open_quantity(account=account, instrument=btc, leverage=10, entry_price=D(60000)) == 0
+    )

@@ -1,0 +1,37 @@
+"""The trade ticket tells what the balance can open, and fills that size in on request."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import csp_violations, make_learner, sign_in
+from tests.factories import make_classroom, make_instrument
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.mark.django_db(transaction=True)
+def test_use_it_fills_in_the_largest_quantity_the_balance_opens(live_server, browser):
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Sizing class", max_leverage=20)
+    make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "sam")
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    try:
+        sign_in(page, live_server.url, "sam")
+        page.goto(f"{live_server.url}/accounts/{account.pk}/trade/")
+        page.fill("#id_leverage", "10")
+        page.dispatch_event("#id_leverage", "change")
+        # 10,000 / (60,000 x (1/10 + 0.05%)) = 1.658 whole lots of 0.001, fee included.
+        expect(page.get_by_test_id("max-quantity")).to_have_text("1.658")
+        page.click("[data-fill-quantity]")
+        expect(page.locator("#id_quantity")).to_have_value("1.658")
+        expect(page.get_by_test_id("preview-max-loss")).to_have_text("9,948.00")
+        assert "9,997.74" in page.inner_text("#preview")  # margin and fee: all but 2.26
+        assert csp_violations(console) == []
+    finally:
+        page.close()
