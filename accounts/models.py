@@ -179,6 +179,7 @@ class LedgerTransaction(models.Model):
         DEDUCT = "deduct", "Deduction"
         RESET = "reset", "Reset to starting balance"
         INSURANCE_SEED = "insurance_seed", "Insurance fund seeded"
+        INSURANCE_ADJUST = "insurance_adjust", "Insurance fund topped up or drawn down"
         OPEN = "open", "Position opened"
         ADD_MARGIN = "add_margin", "Margin added"
         REMOVE_MARGIN = "remove_margin", "Margin removed"
@@ -203,6 +204,25 @@ class LedgerTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_kind_display()}"
+
+    # Kinds whose memo, written by the service, says everything ("Close 0.4 of position #2
+    # at …"); for the others the memo is the instructor's reason, shown after the kind.
+    SELF_DESCRIBED = frozenset(
+        {
+            Kind.DEPOSIT, Kind.RESET, Kind.INSURANCE_SEED, Kind.OPEN, Kind.ADD_MARGIN,
+            Kind.REMOVE_MARGIN, Kind.CLOSE, Kind.LIQUIDATION, Kind.ADL,
+        }
+    )  # fmt: skip
+
+    @property
+    def description(self) -> str:
+        """What a statement line says about this movement."""
+        label = self.get_kind_display()
+        if not self.memo:
+            return label
+        if self.kind in self.SELF_DESCRIBED:
+            return self.memo
+        return f"{label}: {self.memo}"
 
 
 class LedgerEntry(models.Model):

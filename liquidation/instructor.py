@@ -158,7 +158,7 @@ def insurance_fund_adjust(
         )
     return ledger_post(
         classroom_id=classroom_id,
-        kind=LedgerTransaction.Kind.INSURANCE_SEED,
+        kind=LedgerTransaction.Kind.INSURANCE_ADJUST,
         memo=reason,
         created_by_id=actor_id,
         legs=[Leg(Pocket.HOUSE, -value), Leg(Pocket.INSURANCE, value)],

@@ -175,7 +175,8 @@ def position_timeline(
         if tx.kind == tx.Kind.CLOSE:
             # Each close (part or all) hands collateral back to the free balance: shown as
             # what the student gets back, not as the collateral pocket's debit.
-            title, detail, amount = "Close", f"{tx.memo}; collateral released", -entry.amount
+            what = tx.memo.removeprefix("Close ")  # the title says it already
+            title, detail, amount = "Close", f"{what}; collateral released", -entry.amount
         events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:
         events.append(
@@ -215,7 +216,8 @@ def position_timeline(
                 is_pnl=True,
             )
         )
-    events.sort(key=lambda e: e.at)
+    # The end of a position comes last, even when its last close was written a moment after.
+    events.sort(key=lambda e: (e.kind in ("closed", "liquidation"), e.at))
     return events
 
 

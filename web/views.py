@@ -349,9 +349,16 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         collateral = valuation.collateral
     else:
         collateral = selectors.peak_collateral(movements)
+    # The lesson compares isolated with cross margin on this position's price path: for a
+    # liquidation, or an open position that has lost enough to make the point. A position
+    # closed by hand has its money back in the free balance, where the comparison no
+    # longer holds.
     lesson = None
-    losing = valuation.unrealized_pnl is not None and valuation.unrealized_pnl < 0
-    if liquidation is not None or losing or position.realized_pnl < 0:
+    losing = (
+        valuation.unrealized_pnl is not None
+        and valuation.unrealized_pnl <= -valuation.collateral * LESSON_LOSS_SHARE
+    )
+    if liquidation is not None or (position.is_open and losing):
         lesson = selectors.lesson_for(position, liquidation=liquidation, collateral=collateral)
     account = position.account
     return {
@@ -480,9 +487,17 @@ def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
                 f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
                 f"stays open in position #{position.pk}."
             )
+        if closed.realized_pnl == closed.realized_pnl - position.realized_pnl:
+            return (
+                f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
+                f"(realised PnL {result})."
+            )
+        # Earlier partial closes realised part of it: say this close's share and the total,
+        # the figure the position page shows.
+        total = shown.pnl(closed.realized_pnl, currency)
         return (
             f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
-            f"(realised PnL {result})."
+            f"(realised PnL {result} on this close, {total} in all)."
         )
 
     return _position_action(request, position_id, CloseForm(request.POST, prefix="close"), act)

@@ -272,7 +272,7 @@ def test_top_up_and_draw_down_the_insurance_fund_through_the_ledger(world, alpha
     assert response.status_code == 302
     (txn,) = new_transactions(before)
     assert (txn.kind, txn.memo, txn.created_by) == (
-        Kind.INSURANCE_SEED,
+        Kind.INSURANCE_ADJUST,
         "Crash lesson next week",
         world.alpha,
     )

@@ -1212,3 +1212,18 @@ def test_max_open_quantity_is_zero_above_the_caps_or_below_one_lot(classroom, ac
     assert (
         max_open_quantity(account=account, instrument=btc, leverage=10, entry_price=D(60000)) == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "memo", "description"),
+    [
+        ("grant", "Won the quiz", "Grant: Won the quiz"),
+        ("insurance_adjust", "Crash lesson", "Insurance fund topped up or drawn down: Crash lesson"),
+        ("deposit", "Starting balance", "Starting balance"),
+        ("close", "Close 0.4 of position #2 at 2947.3: realised PnL -8.6, fee 0.59",
+         "Close 0.4 of position #2 at 2947.3: realised PnL -8.6, fee 0.59"),
+        ("deduct", "", "Deduction"),
+    ],
+)  # fmt: skip
+def test_a_statement_line_says_what_happened_once(kind, memo, description):
+    assert LedgerTransaction(kind=kind, memo=memo).description == description

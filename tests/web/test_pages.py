@@ -281,9 +281,9 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
         assert label in page
     # Collateral moving back to the free balance is not a loss: shown as what comes back,
     # uncoloured; only the result is coloured.
-    assert page.count("<strong>Close</strong> Close 0.2 of position") == 1
+    assert page.count("<strong>Close</strong> 0.2 of position") == 1
     # Each close says what it realised, so a partial close's result is not lost in the total.
-    partial = page.split("<strong>Close</strong> Close 0.2", 1)[1].split("</li>", 1)[0]
+    partial = page.split("<strong>Close</strong> 0.2", 1)[1].split("</li>", 1)[0]
     assert "at 60000: realised PnL 0, fee 6" in partial
     assert '; collateral released <span class="flat">+720.00</span>' in partial
     result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
@@ -355,6 +355,9 @@ def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
     alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
     page = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f"#{position.pk} BTCUSDT" in page and "Starting balance" in page
+    # Each statement line says what happened once: the service's memo, not "Kind memo".
+    assert "Starting balance Starting balance" not in page
+    assert f"<td>Close 0.5 of position #{position.pk} at 60000" in page
     response = alice_client.get(reverse("statement-csv", args=[account.pk]))
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
@@ -591,6 +594,38 @@ def test_a_partial_close_says_what_was_closed_and_what_stays_open(alice_client, 
     assert _message(response) == (
         f"Position #{position.pk} closed at 61,000.0 (realised PnL +70.00)."
     )
+
+
+def test_the_last_close_after_partial_ones_says_the_total_the_page_shows(
+    alice_client, account, btc
+):
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    ).position
+    assert position is not None
+    url = reverse("position-close", args=[position.pk])
+    set_price(btc, "61000")
+    alice_client.post(url, {"close-quantity": "0.03"})  # +30.00
+    set_price(btc, "62000")
+    response = alice_client.post(url, {"close-quantity": ""}, follow=True)
+    assert _message(response) == (
+        f"Position #{position.pk} closed at 62,000.0 (realised PnL +140.00 on this close, "
+        "+170.00 in all)."
+    )
+    assert "realised PnL <span" in response.content.decode()
+    assert "+170.00" in response.content.decode().split('data-testid="position-status"', 1)[1]
+
+
+def test_a_position_closed_by_hand_at_a_loss_gets_no_isolation_lesson(
+    alice_client, account, position, btc
+):
+    """Its collateral is back in the free balance: a cross-margin comparison would count it
+    twice."""
+    set_price(btc, "58000")
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'data-testid="lesson"' not in page
+    assert "Cross margin" not in page
 
 
 def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
