@@ -185,7 +185,7 @@ class ClassroomForm(forms.ModelForm):
 
 class CopyInstrumentsForm(forms.Form):
     source = forms.ModelChoiceField(
-        queryset=Classroom.objects.none(), help_text="One of your classrooms."
+        queryset=Classroom.objects.none(), help_text="One of your other classrooms."
     )
 
     def __init__(self, *args: Any, sources: QuerySet[Any], **kwargs: Any) -> None:
@@ -471,7 +471,7 @@ class ClassroomAdmin(InstructorActionsMixin):
     def copy_instruments(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
         form = CopyInstrumentsForm(
             request.POST if self.confirmed(request) else None,
-            sources=self.get_queryset(request),
+            sources=self.get_queryset(request).exclude(pk__in=queryset.values("pk")),
         )
         page: dict[str, Any] = {
             "action": "copy_instruments",
@@ -487,8 +487,6 @@ class ClassroomAdmin(InstructorActionsMixin):
         source: Classroom = form.cleaned_data["source"]
 
         def apply(classroom: Classroom) -> str | None:
-            if classroom.pk == source.pk:
-                return None
             copied = classroom_copy_instruments(source_id=source.pk, target_id=classroom.pk)
             if not copied:
                 return None
@@ -531,7 +529,10 @@ class ClassroomAdmin(InstructorActionsMixin):
             request,
             queryset,
             apply=apply,
-            done="Moved the insurance fund of {count} classroom(s).",
+            done=(
+                f"{'Topped up' if amount > 0 else 'Drew down'} the insurance fund of {{count}} "
+                f"classroom(s) by {abs(amount)} each."
+            ),
             form=form,
             **page,
         )

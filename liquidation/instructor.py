@@ -147,13 +147,14 @@ def insurance_fund_adjust(
     reason = str(reason or "").strip()
     if not reason:
         raise errors.DomainError("Say why the insurance fund changes.", field="reason")
-    _lock_classroom(classroom_id)
+    classroom = _lock_classroom(classroom_id)
     fund = lock_classroom_pockets(classroom_id=classroom_id, kinds=[Pocket.INSURANCE])[
         Pocket.INSURANCE
     ]
     if fund.balance + value < 0:
         raise errors.InsufficientBalance(
-            f"The insurance fund holds {plain(fund.balance)}; it cannot go below zero.",
+            f"The insurance fund of {classroom.name} holds {plain(fund.balance)}; it cannot "
+            "go below zero.",
             field="amount",
         )
     return ledger_post(

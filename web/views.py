@@ -19,7 +19,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.errors import DomainError
-from accounts.models import TradingAccount
+from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO
 from accounts.services import classroom_join
 from liquidation import performance
@@ -101,10 +101,15 @@ def classrooms(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"You joined {account.classroom.name}.")
             return redirect("dashboard", account_id=account.pk)
     accounts = accounts_for_user(request.user)  # type: ignore[arg-type]
+    taught = (
+        list(Classroom.objects.filter(instructor_id=request.user.pk).order_by("name"))
+        if request.user.is_staff
+        else []
+    )
     return render(
         request,
         "web/classrooms.html",
-        {"accounts": accounts, "form": form},
+        {"accounts": accounts, "form": form, "taught": taught},
         status=400 if form.errors else 200,
     )
 
@@ -304,6 +309,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             "instrument": instrument,
             "currency": account.classroom.currency,
             "sizing": _sizing(account, form),
+            "field_errors": any(name != "__all__" for name in form.errors),
         },
     )
 

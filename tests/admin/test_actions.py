@@ -286,6 +286,8 @@ def test_top_up_and_draw_down_the_insurance_fund_through_the_ledger(world, alpha
         direction="draw_down", amount="1000000", reason="Oops",
     )  # fmt: skip
     assert too_much.status_code == 302
+    messages = [str(m) for m in too_much.wsgi_request._messages]
+    assert any(f"The insurance fund of {classroom.name} holds" in m for m in messages)
     assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance + 500
     assert last_txn_id() == txn.pk
     assert_ledger_invariants()
@@ -314,6 +316,17 @@ def test_copy_instruments_from_another_of_her_classrooms(world, alpha_client):
     run(alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk)
     assert Instrument.objects.filter(classroom=second).count() == 1
     assert Instrument.objects.get(pk=source.pk).classroom == world.alpha_class
+
+
+def test_copy_instruments_never_from_a_classroom_being_copied_into(world, alpha_client):
+    second = make_classroom(instructor=world.alpha, name="alpha second class")
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [second, world.alpha_class],
+        source=world.alpha_class.pk,
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    assert not Instrument.objects.filter(classroom=second).exists()
 
 
 def test_copy_instruments_only_from_her_own_classrooms(world, alpha_client):

@@ -124,6 +124,12 @@ def test_a_classroom_with_trading_closed_says_so_above_the_form(alice_client, ac
     assert response.status_code == 400
     assert "Trading is closed in this classroom right now." in response.content.decode()
     assert not Position.objects.exists()
+    # The preview says why, and does not send the student looking for a red field.
+    preview = alice_client.post(
+        reverse("trade-preview", args=[account.pk]), _trade(instrument=btc.pk)
+    ).content.decode()
+    assert "Trading is closed in this classroom right now." in preview
+    assert "marked in red" not in preview
 
 
 BAD_MARGIN = [

@@ -708,6 +708,24 @@ def test_a_user_without_an_account_gets_the_navigation_without_account_pages(cli
     assert 'class="classbar"' not in content
 
 
+def test_an_instructor_sees_the_classrooms_she_teaches_not_an_empty_list(client, classroom):
+    make_classroom(name="Someone else's class")
+    client.force_login(classroom.instructor)
+    content = client.get(reverse("classrooms")).content.decode()
+    assert "You are not in a classroom yet" not in content
+    taught = content.split('data-testid="taught"', 1)[1].split("</section>", 1)[0]
+    assert classroom.name in taught and classroom.join_code in taught
+    assert "Someone else" not in taught
+    assert reverse("admin:accounts_classroom_change", args=[classroom.pk]) in taught
+
+
+def test_live_parts_are_one_element_each_so_each_refreshes_once(alice_client, account, position):
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert dashboard.count('id="dashboard-live"') == 1
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert page.count('id="position-live"') == 1
+
+
 def test_every_page_has_an_icon(client, account):
     home = client.get(reverse("login")).content.decode()
     assert 'rel="icon" href="/static/img/favicon.svg"' in home
