@@ -64,3 +64,21 @@ def test_classroom_list_links_to_the_monitor(world, alpha_client):
     listing = alpha_client.get(reverse("admin:accounts_classroom_changelist"))
     url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
     assert url.encode() in listing.content
+
+
+def test_the_monitor_shows_numbers_as_the_students_pages_do(world, alpha_client):
+    """Same filters, so an instructor and a student read the same collateral, the same
+    liquidation price on the tick and the same margin ratio to two decimals."""
+    from positions.models import Position
+    from positions.selectors import position_valuation
+    from web.templatetags.ringfence import money, price, share_pct
+
+    position = Position.objects.get(account__classroom=world.alpha_class, status="open")
+    valuation = position_valuation(position)
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    row = alpha_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    row = row.split(f"#{position.pk} ", 1)[1].split("</tr>", 1)[0]
+    currency = world.alpha_class.currency
+    assert f"<td>{money(valuation.collateral, currency)}</td>" in row
+    assert f"<td>{price(position.liquidation_price, position.instrument)}</td>" in row
+    assert f"<td>{share_pct(valuation.margin_ratio)}</td>" in row
