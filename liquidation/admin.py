@@ -26,6 +26,7 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
+from accounts.money import money_text
 from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
@@ -222,6 +223,10 @@ class InsuranceFundForm(SignedAmountForm):
     choices = (("top_up", "Top up (from the house)"), ("draw_down", "Draw down (to the house)"))
 
 
+def _currency(membership: Membership) -> str:
+    return membership.classroom.currency
+
+
 class RosterInline(ScopedInline):
     """The classroom's members: role, free balance and equity at the current marks."""
 
@@ -258,12 +263,14 @@ class RosterInline(ScopedInline):
     @admin.display(description="free balance")
     def balance(self, membership: Membership) -> Any:
         account = self._account(membership)
-        return "-" if account is None else account.balance
+        return "-" if account is None else money_text(account.balance, _currency(membership))
 
     @admin.display(description="equity")
     def equity(self, membership: Membership) -> Any:
         account = self._account(membership)
-        return "-" if account is None else self.__dict__["_equities"][account.pk]
+        if account is None:
+            return "-"
+        return money_text(self.__dict__["_equities"][account.pk], _currency(membership))
 
     @admin.display(description="frozen", boolean=True)
     def trading_frozen(self, membership: Membership) -> bool | None:
@@ -273,8 +280,15 @@ class RosterInline(ScopedInline):
 
 class PocketInline(ReadOnlyInline):
     model = ClassroomPocket
-    fields = ("kind", "balance")
+    fields = ("kind", "amount")
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).select_related("classroom")
+
+    @admin.display(description="balance")
+    def amount(self, pocket: ClassroomPocket) -> str:
+        return money_text(pocket.balance, pocket.classroom.currency)
 
 
 @admin.register(Classroom)
@@ -570,11 +584,13 @@ class TradingAccountAdmin(InstructorActionsMixin):
     """A student's paper money in one classroom; corrections go through the actions."""
 
     classroom_path = "classroom"
-    list_display = ("user", "classroom", "balance", "equity", "trading_frozen", "created_at")
+    list_display = ("user", "classroom", "free_balance", "equity", "trading_frozen", "created_at")
     list_filter = ("trading_frozen", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
     list_select_related = ("user", "classroom")
-    readonly_fields = ("user", "classroom", "balance", "equity", "trading_frozen", "created_at")
+    readonly_fields = (
+        "user", "classroom", "free_balance", "equity", "trading_frozen", "created_at",
+    )  # fmt: skip
     fields = readonly_fields
     actions = [
         "grant_or_deduct",
@@ -598,10 +614,15 @@ class TradingAccountAdmin(InstructorActionsMixin):
             setattr(account, "current_equity", equities[account.pk])  # noqa: B010
         return changelist
 
+    @admin.display(description="free balance", ordering="balance")
+    def free_balance(self, account: TradingAccount) -> str:
+        return money_text(account.balance, account.classroom.currency)
+
     @admin.display(description="equity")
-    def equity(self, account: TradingAccount) -> Decimal:
+    def equity(self, account: TradingAccount) -> str:
         cached = getattr(account, "current_equity", None)
-        return cached if cached is not None else account_equities([account])[account.pk]
+        value = cached if cached is not None else account_equities([account])[account.pk]
+        return money_text(value, account.classroom.currency)
 
     @admin.action(description="Grant or deduct paper money", permissions=["change"])
     def grant_or_deduct(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.models import TradingAccount
+from accounts.money import money_text
 from positions.selectors import account_overview
 from positions.services import position_open
 from tests.factories import UserFactory, make_classroom, make_instrument, make_student
@@ -56,7 +57,8 @@ def test_the_accounts_list_and_roster_do_not_query_per_student(
     assert account is not None
     equity = account_overview(account).equity
     assert account.balance < equity < Decimal(10000)  # collateral counted, the loss taken
-    assert f'<td class="field-equity">{equity}</td>' in response.content.decode()
+    shown = money_text(equity, large.currency)  # in the class currency, as students read it
+    assert f'<td class="field-equity">{shown}</td>' in response.content.decode()
 
     roster_small, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[small.pk]))
     roster_large, _ = _queries(client, reverse("admin:accounts_classroom_change", args=[large.pk]))
