@@ -20,7 +20,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.errors import DomainError
 from accounts.models import Classroom, TradingAccount
-from accounts.money import ZERO
+from accounts.money import ZERO, currency_places
+from accounts.money import shown as shown_rounded
 from accounts.services import classroom_join
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
@@ -628,11 +629,15 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
 def history(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
     remember_account(request, account)
+    # Each line shows the change of the balance as shown (in cents), so the column adds up on
+    # the page even where the exact amounts carry fractions of a cent (the CSV keeps them).
+    digits = currency_places(account.classroom.currency)
     running = ZERO
     statement = []
     for entry in selectors.ledger_statement(account):
+        before = shown_rounded(running, digits)
         running += entry.amount
-        statement.append((entry, running))
+        statement.append((entry, shown_rounded(running, digits) - before, running))
     statement.reverse()
     return render(
         request,

@@ -726,6 +726,25 @@ def test_live_parts_are_one_element_each_so_each_refreshes_once(alice_client, ac
     assert page.count('id="position-live"') == 1
 
 
+def test_the_statement_column_adds_up_to_the_balances_shown(alice_client, account):
+    """Amounts with fractions of a cent: each line shows how the shown balance moved."""
+    for amount in ("0.005", "0.005", "-0.004"):
+        account_adjust(account_id=account.pk, amount=Decimal(amount), reason="Rounding drill")
+    page = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    amounts = [
+        Decimal(cell.split(">", 1)[1].split("<", 1)[0].replace(",", ""))
+        for cell in page.split('data-testid="statement-amount"')[1:]
+    ]
+    balances = [
+        Decimal(cell.split(">", 1)[1].split("<", 1)[0].replace(",", ""))
+        for cell in page.split('data-testid="statement-balance"')[1:]
+    ]
+    # Newest first: every balance is the one below it plus the amount on its line.
+    for index in range(len(balances) - 1):
+        assert balances[index] == balances[index + 1] + amounts[index]
+    assert amounts[:3] == [Decimal(0), Decimal("0.01"), Decimal(0)]
+
+
 def test_every_page_has_an_icon(client, account):
     home = client.get(reverse("login")).content.decode()
     assert 'rel="icon" href="/static/img/favicon.svg"' in home
