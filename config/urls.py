@@ -8,11 +8,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from api import pages as api_pages
+from web.forms import AdminSignInForm
 
 # Instructors run their classrooms here; the admin speaks of Ringfence, not of Django.
 admin.site.site_header = "Ringfence classroom admin"
 admin.site.site_title = "Ringfence admin"
 admin.site.index_title = "Your classrooms, markets and engine"
+admin.site.login_form = AdminSignInForm  # failed sign-ins are limited as on the site
 
 
 class FaviconRedirect(RedirectView):
@@ -22,7 +24,7 @@ class FaviconRedirect(RedirectView):
     names it exists only once ``collectstatic`` has run.
     """
 
-    permanent = True
+    permanent = False  # the hashed name changes with the icon; never cache the redirect
 
     def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
         return static("img/favicon.svg")

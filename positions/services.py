@@ -1107,6 +1107,9 @@ def order_place(
     if target is not None and prices.fills_now:
         collateral = Collateral.objects.select_for_update(no_key=True).get(pk=target.pk)
         target.account = account
+        # The instrument as read when the limit was checked: closing at a mark read again
+        # later (the engine may have moved it since) could fill beyond the limit.
+        target.instrument = instrument
         order, _ = _close(
             account=account, position=target, collateral=collateral, quantity=qty, order=order
         )

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
@@ -62,22 +63,41 @@ def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
     form.add_error(field, error.message)
 
 
-class SignInForm(AuthenticationForm):
-    """Django's sign-in form, which stops checking passwords after too many failures."""
+class LimitedSignIn:
+    """Stops checking passwords for a username from an address after too many failures.
+
+    Mixed into Django's sign-in forms (the site's and the admin's): only a password that was
+    checked and refused counts, and only a successful sign-in clears the count.
+    """
+
+    request: Any
+    data: Any
+    user_cache: Any
 
     def clean(self) -> dict[str, Any]:
         if self.request is None:
-            return super().clean()
+            return super().clean()  # type: ignore[misc,no-any-return]
         tries = attempts.sign_in(self.request, str(self.data.get("username", "")))
         if tries.blocked():
             raise forms.ValidationError(attempts.TOO_MANY, code="too_many_attempts")
+        checked = bool(self.data.get("username")) and bool(self.data.get("password"))
         try:
-            cleaned = super().clean()
+            cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
         except forms.ValidationError:
-            tries.failed()
+            if checked:
+                tries.failed()
             raise
-        tries.clear()
+        if self.user_cache is not None:
+            tries.clear()
         return cleaned
+
+
+class SignInForm(LimitedSignIn, AuthenticationForm):
+    """The site's sign-in form."""
+
+
+class AdminSignInForm(LimitedSignIn, AdminAuthenticationForm):
+    """The admin's sign-in form: instructors' accounts are the ones most worth guessing."""
 
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]

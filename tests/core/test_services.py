@@ -29,7 +29,7 @@ from accounts.models import (
     TradingAccount,
 )
 from accounts.services import account_adjust, classroom_create, classroom_join
-from positions.models import Collateral, Fill, Order, Position
+from positions.models import Collateral, Fill, Instrument, Order, Position
 from positions.services import (
     max_open_quantity,
     order_cancel,
@@ -1227,3 +1227,28 @@ def test_max_open_quantity_is_zero_above_the_caps_or_below_one_lot(classroom, ac
 )  # fmt: skip
 def test_a_statement_line_says_what_happened_once(kind, memo, description):
     assert LedgerTransaction(kind=kind, memo=memo).description == description
+
+
+def test_a_reduce_only_limit_fills_at_the_mark_it_was_checked_against(account, btc, monkeypatch):
+    """The engine may move the mark between the limit check and the close: the close uses
+    the instrument as checked, so a sell limited at 59,900 never fills at 59,000."""
+    from positions import services
+
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    )
+    check = services.clean_order_prices
+
+    def check_then_the_engine_moves_the_mark(**kwargs):
+        prices = check(**kwargs)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=D(59000))
+        return prices
+
+    monkeypatch.setattr(services, "clean_order_prices", check_then_the_engine_moves_the_mark)
+    order = place(
+        account, btc, side="short", type="limit", price="59900", quantity="0.1",
+        reduce_only=True, position_id=position.pk,
+    )  # fmt: skip
+    assert order.status == "filled"
+    assert Fill.objects.get(order=order).price == D(60000)  # the checked mark, above the limit
+    assert_ledger_invariants()

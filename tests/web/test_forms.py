@@ -228,6 +228,29 @@ def test_sign_ins_stop_being_checked_after_ten_failures_for_that_username(client
     assert other.status_code == 302
 
 
+def test_an_empty_password_neither_counts_nor_resets_the_failures(client, account):
+    login = reverse("login")
+    for _ in range(3):
+        for _ in range(4):
+            client.post(login, {"username": "alice", "password": "guess"})
+        client.post(login, {"username": "alice", "password": ""})
+    blocked = client.post(login, {"username": "alice", "password": "ringfence-test"})
+    assert "Too many failed attempts" in blocked.content.decode()  # 12 guesses, not 3 x 4
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_admin_sign_in_is_limited_too(client, classroom):
+    instructor = classroom.instructor
+    instructor.set_password("teach-2026-x")
+    instructor.save()
+    login = reverse("admin:login")
+    for _ in range(10):
+        client.post(login, {"username": instructor.username, "password": "guess"})
+    right = client.post(login, {"username": instructor.username, "password": "teach-2026-x"})
+    assert "Too many failed attempts" in right.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
 def test_join_codes_stop_being_checked_after_ten_wrong_ones(alice_client, classroom):
     other = make_classroom(name="Physics")
     page = reverse("classrooms")

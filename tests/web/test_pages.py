@@ -749,5 +749,5 @@ def test_every_page_has_an_icon(client, account):
     home = client.get(reverse("login")).content.decode()
     assert 'rel="icon" href="/static/img/favicon.svg"' in home
     icon = client.get("/favicon.ico")
-    assert (icon.status_code, icon["Location"]) == (301, "/static/img/favicon.svg")
+    assert (icon.status_code, icon["Location"]) == (302, "/static/img/favicon.svg")
     assert finders.find("img/favicon.svg")  # collected with the other static files
