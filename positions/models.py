@@ -7,9 +7,10 @@ from decimal import Decimal
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.models import Classroom, TradingAccount
+from accounts.models import Classroom, LedgerEntry, TradingAccount
 from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, plain
 from positions import margin
 
@@ -209,12 +210,6 @@ class Position(models.Model):
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
 
-    @property
-    def net_result(self) -> Decimal:
-        """What the position did to the free balance so far: realised PnL less every fee
-        (opening, closing and liquidation fees)."""
-        return self.realized_pnl - self.fees_paid
-
 
 class Collateral(models.Model):
     """The isolated margin a position owns: initial margin plus added minus removed."""
@@ -344,4 +339,24 @@ def with_fill(orders: models.QuerySet[Order]) -> models.QuerySet[Order]:
     return orders.annotate(
         fill_price=models.Subquery(fill.values("price")[:1]),
         fill_quantity=models.Subquery(fill.values("quantity")[:1]),
+    )
+
+
+def with_net_result(positions: models.QuerySet[Position]) -> models.QuerySet[Position]:
+    """Positions with ``net_result``: what each did to its account's free balance, the sum
+    of the free-balance legs of its ledger transactions (margin in and out, fees, PnL; for a
+    liquidation, the collateral kept, whatever went to the insurance fund)."""
+    legs = (
+        LedgerEntry.objects.filter(
+            pocket=LedgerEntry.Pocket.ACCOUNT, transaction__position_id=models.OuterRef("pk")
+        )
+        .order_by()
+        .values("transaction__position_id")
+        .annotate(total=models.Sum("amount"))
+        .values("total")
+    )
+    return positions.annotate(
+        net_result=Coalesce(
+            models.Subquery(legs), models.Value(Decimal(0)), output_field=models.DecimalField()
+        )
     )

@@ -14,7 +14,7 @@ from accounts.models import LedgerEntry, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position, with_fill
+from positions.models import Instrument, MarginTier, Order, Position, with_fill, with_net_result
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -97,10 +97,19 @@ def recent_liquidations(account: TradingAccount, limit: int = 5) -> list[Liquida
 
 def closed_positions(account: TradingAccount, limit: int = 200) -> list[Position]:
     return list(
-        with_valuation_data(
-            Position.objects.filter(account_id=account.pk).exclude(status=Position.Status.OPEN)
+        with_net_result(
+            with_valuation_data(
+                Position.objects.filter(account_id=account.pk).exclude(status=Position.Status.OPEN)
+            )
         ).order_by("-closed_at", "-id")[:limit]
     )
+
+
+def net_result(position: Position) -> Decimal:
+    """What one position did to its account's free balance (see ``with_net_result``)."""
+    annotated = with_net_result(Position.objects.filter(pk=position.pk)).get()
+    result: Decimal = annotated.net_result  # type: ignore[attr-defined]
+    return result
 
 
 def ledger_statement(account: TradingAccount) -> QuerySet[LedgerEntry]:

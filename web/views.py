@@ -379,6 +379,7 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         "collateral": collateral,
         "timeline": selectors.position_timeline(position, movements, calls, liquidation),
         "lesson": lesson,
+        "net_result": None if position.is_open else selectors.net_result(position),
         "orders": list(Order.objects.filter(position_id=position.pk, status=Order.Status.RESTING)),
     }
 

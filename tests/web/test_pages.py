@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from accounts.models import LedgerTransaction, TradingAccount, User
+from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent
 from positions.models import Order, Position
@@ -342,11 +342,36 @@ def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, accou
     assert 'data-testid="lesson"' in dashboard
     # The net result (the collateral and the 15.00 opening fee) reads the same on the
     # position page and in the history.
-    position.refresh_from_db()
-    assert position.net_result == Decimal("-1515")
+    balance_after = TradingAccount.objects.get(pk=account.pk).balance
+    assert balance_after - (balance_before + 1500 + 15) == Decimal("-1515")  # opened at 1,515
     assert 'data-testid="net-result">-1,515.00<' in content
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f'data-testid="net-result-{position.pk}">-1,515.00<' in history
+
+
+def test_the_net_result_of_a_liquidation_counts_what_went_to_the_insurance_fund(
+    alice_client, account, btc
+):
+    """Liquidated before the bankruptcy price: part of the collateral goes to the insurance
+    fund, not into the realised PnL; the net result is still what the balance lost."""
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    start = TradingAccount.objects.get(pk=account.pk).balance
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=20
+    ).position
+    assert position is not None
+    # Past the liquidation price 57,228.9, short of bankruptcy at 57,000: 1.00 is left, of
+    # which 0.571 is the liquidation fee and the rest goes to the insurance fund.
+    set_price(btc, "57100")
+    position.refresh_from_db()
+    assert position.status == "liquidated"
+    lost = TradingAccount.objects.get(pk=account.pk).balance - start
+    assert lost == Decimal("-30.3")  # the collateral and the opening fee
+    assert position.realized_pnl - position.fees_paid != lost  # not what the PnL says
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f'data-testid="net-result-{position.pk}">-30.30<' in history
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'data-testid="net-result">-30.30<' in page
 
 
 def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
