@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.errors import DomainError
 from accounts.models import Classroom, TradingAccount
-from accounts.money import ZERO, currency_places
+from accounts.money import ZERO, currency_places, plain
 from accounts.money import shown as shown_rounded
 from accounts.services import classroom_join
 from liquidation import performance
@@ -195,7 +195,7 @@ def _quantity(form: TradeForm) -> Decimal | None:
     if data.get("quantity"):
         return data["quantity"]
     instrument: Instrument = data["instrument"]
-    reference = data.get("price") or data.get("stop_price") or instrument.mark_price
+    reference = _entry_estimate(data, instrument)
     if reference is None:
         form.add_error("notional", f"{instrument.symbol} has no price yet.")
         return None
@@ -315,30 +315,50 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
     )
 
 
+def _entry_estimate(data: dict[str, Any], instrument: Instrument) -> Decimal | None:
+    """Where the ticket's order would open: its limit or stop price if it rests, else the
+    market's fill price (a limit the market has reached fills at once, at market)."""
+    if instrument.mark_price is None:
+        return None
+    try:
+        prices = services.clean_order_prices(
+            instrument=instrument,
+            side=data.get("side") or "long",
+            type=data.get("type") or Order.Type.MARKET,
+            price=data.get("price"),
+            stop_price=data.get("stop_price"),
+        )
+    except DomainError:
+        prices = None
+    if prices is not None and prices.entry_price is not None:
+        return prices.entry_price
+    buying = data.get("side") != "short"
+    return services.fill_price(instrument=instrument, buying=buying, mark=instrument.mark_price)
+
+
 def _sizing(account: TradingAccount, form: TradeForm) -> dict[str, Any] | None:
     """What the ticket can open: the free balance, the mark and the largest quantity at the
-    chosen leverage and price (a limit or stop price, else the market's fill price)."""
+    chosen leverage and entry, after the extra collateral asked for."""
     data = getattr(form, "cleaned_data", {})
     instrument: Instrument | None = data.get("instrument")
     leverage = data.get("leverage")
-    if instrument is None or not leverage or instrument.mark_price is None:
+    entry = None if instrument is None else _entry_estimate(data, instrument)
+    if instrument is None or not leverage or entry is None:
         return None
-    if data.get("type") == Order.Type.LIMIT and data.get("price"):
-        entry = data["price"]
-    elif data.get("type") == Order.Type.STOP and data.get("stop_price"):
-        entry = data["stop_price"]
-    else:
-        buying = data.get("side") != "short"
-        entry = services.fill_price(
-            instrument=instrument, buying=buying, mark=instrument.mark_price
-        )
+    extra = data.get("extra_collateral") or ZERO
+    spendable = TradingAccount(
+        pk=account.pk, classroom=account.classroom, balance=max(account.balance - extra, ZERO)
+    )
+    quantity = services.max_open_quantity(
+        account=spendable, instrument=instrument, leverage=leverage, entry_price=entry
+    )
     return {
         "balance": account.balance,
         "mark": instrument.mark_price,
         "leverage": leverage,
-        "max_quantity": services.max_open_quantity(
-            account=account, instrument=instrument, leverage=leverage, entry_price=entry
-        ),
+        "max_quantity": quantity,
+        # As a number input reads it: no thousands separator.
+        "max_quantity_plain": plain(quantity),
     }
 
 

@@ -770,6 +770,37 @@ def test_the_statement_column_adds_up_to_the_balances_shown(alice_client, accoun
     assert amounts[:3] == [Decimal(0), Decimal("0.01"), Decimal(0)]
 
 
+def _max_quantity(alice_client, account, btc, **ticket):
+    data = {"instrument": btc.pk, "side": "long", "type": "market", "leverage": "10", **ticket}
+    page = alice_client.post(reverse("trade-preview", args=[account.pk]), data).content.decode()
+    shown = page.split('data-testid="max-quantity">', 1)[1].split("<", 1)[0]
+    filled = (
+        page.split('data-fill-quantity="', 1)[1].split('"', 1)[0] if "data-fill" in page else ""
+    )
+    return shown, filled
+
+
+def test_the_ticket_sizes_what_it_would_really_open(alice_client, account, btc):
+    # At market: 10,000 / (60,000 x (1/10 + 0.05%)) = 1.658.
+    assert _max_quantity(alice_client, account, btc) == ("1.658", "1.658")
+    # A sell limited at 50,000 with the mark at 60,000 fills at once at 60,000: sized there.
+    assert (
+        _max_quantity(alice_client, account, btc, side="short", type="limit", price="50000")[0]
+        == "1.658"
+    )
+    # A buy resting at 50,000 is sized at 50,000.
+    assert _max_quantity(alice_client, account, btc, type="limit", price="50000")[0] == "1.990"
+    # Extra collateral comes out of the balance first.
+    assert _max_quantity(alice_client, account, btc, extra_collateral="5000")[0] == "0.829"
+    # Large sizes go into the quantity input without thousands separators.
+    account_adjust(account_id=account.pk, amount=Decimal(10_000_000), reason="Whale drill")
+    shown, filled = _max_quantity(alice_client, account, btc, leverage="1")
+    assert shown == "166.749" and filled == "166.749"  # 10,010,000 / 60,030
+    account_adjust(account_id=account.pk, amount=Decimal(90_000_000), reason="Whale drill")
+    shown, filled = _max_quantity(alice_client, account, btc, leverage="1")
+    assert "," in shown and "," not in filled and Decimal(filled) > 1000
+
+
 def test_every_page_has_an_icon(client, account):
     home = client.get(reverse("login")).content.decode()
     assert 'rel="icon" href="/static/img/favicon.svg"' in home
