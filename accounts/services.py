@@ -18,7 +18,15 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
-from accounts.money import MAX_AMOUNT, MONEY_PLACES, ZERO, money, parse_decimal, places
+from accounts.money import (
+    MAX_AMOUNT,
+    MONEY_PLACES,
+    ZERO,
+    money,
+    money_text,
+    parse_decimal,
+    places,
+)
 
 Pocket = LedgerEntry.Pocket
 
@@ -167,7 +175,9 @@ def account_adjust(
         raise errors.NotFound("No such trading account.")
     if account.balance + amount < 0:
         raise errors.InsufficientBalance(
-            f"The free balance is {account.balance}; it cannot go below zero.", field="amount"
+            f"The free balance is {money_text(account.balance, account.classroom.currency)}; "
+            "it cannot go below zero.",
+            field="amount",
         )
     if account.balance + amount >= MAX_AMOUNT:
         raise errors.InvalidAmount("The free balance would grow too large.", field="amount")

@@ -50,6 +50,8 @@ class NewestFirst(CursorPagination):
         # list, and its decoding skips what is not base64 ("!!!" read as the first page).
         # Every ordering here is by id, so a cursor's position is a whole number.
         encoded = request.query_params.get(self.cursor_query_param)
+        if not encoded:
+            return None  # an empty ?cursor= is the first page, as an empty ?limit= is the default
         try:
             valid = encoded is None or bool(b64decode(encoded.encode("ascii"), validate=True))
             cursor = super().decode_cursor(request)

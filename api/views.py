@@ -26,7 +26,7 @@ from rest_framework.response import Response
 
 from accounts import errors
 from accounts.models import Classroom, Membership, TradingAccount, User
-from accounts.money import ZERO
+from accounts.money import ZERO, parse_decimal
 from accounts.services import clean_amount
 from api import serializers as s
 from api.exceptions import ClientOrderIdReused, error_body
@@ -431,7 +431,7 @@ def _same_decimal(sent: Any, stored: Decimal | None) -> bool:
     if sent is None or stored is None:
         return sent is None and stored is None
     try:
-        return bool(Decimal(str(sent).strip()) == stored)
+        return bool(parse_decimal(sent) == stored)
     except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
         return False
 
@@ -454,6 +454,12 @@ def _check_same_order(order: Order, data: dict[str, Any]) -> None:
             ("stop_price", _same_decimal(data.get("stop_price"), order.stop_price)),
             ("reduce_only", data["reduce_only"] == order.reduce_only),
             ("position", not order.reduce_only or data.get("position") == order.position_id),
+            ("take_profit", _same_decimal(data.get("take_profit"), order.take_profit)),
+            ("stop_loss", _same_decimal(data.get("stop_loss"), order.stop_loss)),
+            (
+                "extra_collateral",
+                _same_decimal(data.get("extra_collateral") or 0, order.extra_collateral),
+            ),
         )
         if not same
     ]

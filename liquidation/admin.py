@@ -686,7 +686,9 @@ class TradingAccountAdmin(InstructorActionsMixin):
         verb = "Freeze" if frozen else "Unfreeze"
         action = "freeze_trading" if frozen else "unfreeze_trading"
 
-        def apply(account: TradingAccount) -> str:
+        def apply(account: TradingAccount) -> str | None:
+            if account.trading_frozen == frozen:
+                return None  # already so: nothing to log or count
             account_set_frozen(account_id=account.pk, frozen=frozen)
             return f"{verb} trading."
 

@@ -28,7 +28,7 @@ from accounts.models import (
     TradingAccount,
     new_join_code,
 )
-from accounts.money import ZERO, money, plain
+from accounts.money import ZERO, memo_money, money, money_text, plain
 from accounts.services import clean_amount
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
@@ -72,7 +72,8 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
     return ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.RESET,
-        memo=f"Reset to the starting balance {account.classroom.starting_balance}",
+        memo="Reset to the starting balance "
+        f"{memo_money(account.classroom.starting_balance, account.classroom.currency)}",
         created_by_id=actor_id,
         legs=[Leg(Pocket.HOUSE, -delta), Leg(Pocket.ACCOUNT, delta, account_id=account.pk)],
     )
@@ -153,8 +154,8 @@ def insurance_fund_adjust(
     ]
     if fund.balance + value < 0:
         raise errors.InsufficientBalance(
-            f"The insurance fund of {classroom.name} holds {plain(fund.balance)}; it cannot "
-            "go below zero.",
+            f"The insurance fund of {classroom.name} holds "
+            f"{money_text(fund.balance, classroom.currency)}; it cannot go below zero.",
             field="amount",
         )
     return ledger_post(

@@ -168,6 +168,7 @@ def test_reset_closes_positions_cancels_orders_and_restores_the_starting_balance
     for txn in txns:
         if txn.kind == Kind.RESET:
             assert txn.created_by == world.alpha
+            assert txn.memo == "Reset to the starting balance 10000"  # not 10000.00000000
             assert sum(e.amount for e in txn.entries.all()) == 0
     assert_ledger_invariants()
 
@@ -199,6 +200,20 @@ def test_freeze_and_unfreeze_move_no_money_and_are_logged(world, alpha_client):
     assert not TradingAccount.objects.get(pk=accounts[0].pk).trading_frozen
     assert TradingAccount.objects.get(pk=accounts[1].pk).trading_frozen
     assert last_txn_id() == before
+    # Freezing again an account that is frozen changes nothing, and is neither logged nor
+    # counted.
+    again = alpha_client.post(
+        ACCOUNTS,
+        {"action": "freeze_trading", "_selected_action": [accounts[1].pk], "confirm": "yes"},
+        follow=True,
+    )
+    assert "Froze trading on 0 account(s)." in again.content.decode()
+    assert (
+        LogEntry.objects.filter(
+            object_id=str(accounts[1].pk), change_message="Freeze trading."
+        ).count()
+        == 1
+    )
     assert_ledger_invariants()
 
 

@@ -34,6 +34,9 @@ def test_a_cursor_the_api_gave_still_pages(api, account, btc):
     second = api.get(first["next"])
     assert second.status_code == 200
     assert len(second.json()["results"]) == 1
+    # An empty cursor is no cursor, as an empty limit is the default.
+    empty = api.get(ORDERS, {"limit": 2, "cursor": ""})
+    assert empty.status_code == 200 and empty.json()["results"] == first["results"]
 
 
 @pytest.mark.parametrize("leverage", [51, 1001, 10**30])

@@ -85,6 +85,9 @@ def test_repeated_client_order_id_returns_the_original_without_opening_twice(api
         {"symbol": "ETHUSDT"},
         {"type": "limit", "price": "50000"},
         {"reduce_only": True, "position": 1},
+        {"take_profit": "65000"},
+        {"stop_loss": "58000"},
+        {"extra_collateral": "10"},
     ],
     ids=lambda change: "+".join(change),
 )
