@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+import json
+from datetime import UTC, date, datetime, time, timedelta
 from typing import cast
 
 from django import forms
@@ -30,6 +31,12 @@ class ApiKeyForm(forms.Form):
         help_text="Optional: the key stops working at the end of this day (UTC).",
     )
 
+    def clean_expires_on(self) -> date | None:
+        day: date | None = self.cleaned_data.get("expires_on")
+        if day is not None and day > timezone.now().date() + timedelta(days=MAX_EXPIRY_DAYS):
+            raise forms.ValidationError("Pick a day within the next ten years.")
+        return day
+
     def expires_at(self) -> datetime | None:
         day = self.cleaned_data.get("expires_on")
         if day is None:
@@ -51,10 +58,15 @@ def rate_in_words(rate: str | None) -> str:
     return f"{count} requests {PERIODS[seconds]}"
 
 
-# The secret of a key just created, kept in the session only between the form's redirect and
-# the next page view, which shows it once and drops it: a reload then shows it no more and
-# cannot post the form again (which would create a second key).
-NEW_KEY_SESSION = "api_keys_new"
+MAX_EXPIRY_DAYS = 3660
+
+# The secret of a key just created travels from the form's redirect to the next page view in a
+# signed, short-lived cookie of the student's own browser (the server keeps only the hash),
+# which that view shows once and deletes: a reload shows it no more and cannot post the form
+# again (which would create a second key).
+NEW_KEY_COOKIE = "rf_new_api_key"
+NEW_KEY_SALT = "ringfence.api-keys.new"
+NEW_KEY_SECONDS = 120
 
 
 @login_required
@@ -72,12 +84,19 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         except errors.DomainError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
-            request.session[NEW_KEY_SESSION] = {
-                "raw": created.raw,
-                "name": created.api_key.name,
-            }
-            return redirect("api-keys")
-    new = request.session.pop(NEW_KEY_SESSION, None) if request.method == "GET" else None
+            answer = redirect("api-keys")
+            answer.set_signed_cookie(
+                NEW_KEY_COOKIE,
+                json.dumps({"user": user.pk, "raw": created.raw, "name": created.api_key.name}),
+                salt=NEW_KEY_SALT,
+                max_age=NEW_KEY_SECONDS,
+                path=reverse("api-keys"),
+                secure=request.is_secure(),
+                httponly=True,
+                samesite="Strict",
+            )
+            return answer
+    new = _new_key(request) if request.method == "GET" else None
     keys = ApiKey.objects.filter(user_id=user.pk)
     response = render(
         request,
@@ -93,9 +112,27 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         },
         status=400 if request.method == "POST" else 200,
     )
+    if NEW_KEY_COOKIE in request.COOKIES:
+        response.delete_cookie(NEW_KEY_COOKIE, path=reverse("api-keys"), samesite="Strict")
     if new:
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _new_key(request: HttpRequest) -> dict[str, str] | None:
+    """The key created just before this view, if this browser and user created it."""
+    value = request.get_signed_cookie(
+        NEW_KEY_COOKIE, default=None, salt=NEW_KEY_SALT, max_age=NEW_KEY_SECONDS
+    )
+    if value is None:
+        return None
+    try:
+        new = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(new, dict) or new.get("user") != request.user.pk:
+        return None
+    return {"raw": str(new.get("raw", "")), "name": str(new.get("name", ""))}
 
 
 @login_required

@@ -47,7 +47,8 @@ def test_keys_page_creates_shows_once_lists_and_revokes(client, account):
     assert raw.encode() not in again.content
     assert "no-store" not in again.headers.get("Cache-Control", "")
     assert b"momentum bot" in again.content
-    assert raw not in str(dict(client.session))  # dropped from the session once shown
+    assert raw not in str(dict(client.session))  # never kept on the server
+    assert not client.cookies["rf_new_api_key"].value  # and dropped from the browser once shown
     assert ApiKey.objects.count() == 1
     key = ApiKey.objects.get()
     revoked = client.post(f"/api-keys/{key.pk}/revoke")
@@ -188,3 +189,23 @@ def test_a_new_key_comes_with_a_command_to_try_it_and_the_rate_limit(client, acc
     listed = client.get("/api-keys/").content.decode()
     assert '<span class="badge gain">active</span>' in listed
     assert raw not in listed and "curl" not in listed
+
+
+def test_an_expiry_day_beyond_ten_years_is_a_form_error_not_a_server_error(client, account):
+    client.force_login(account.user)
+    response = client.post(
+        "/api-keys/", {"name": "forever", "scope": "read", "expires_on": "9999-12-31"}
+    )
+    assert response.status_code == 400
+    assert "within the next ten years" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_a_new_key_is_shown_only_to_the_student_who_created_it(client, account, other_account):
+    client.force_login(account.user)
+    posted = client.post("/api-keys/", {"name": "alices grid bot", "scope": "trade"})
+    assert posted.status_code == 302
+    client.force_login(other_account.user)  # someone else signs in on the same browser
+    page = client.get("/api-keys/").content.decode()
+    assert 'id="new-key"' not in page
+    assert "alices grid bot" not in page

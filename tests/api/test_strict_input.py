@@ -70,8 +70,15 @@ def test_a_limit_that_is_not_a_positive_whole_number_is_refused(api, account, bt
         assert_refused(api.get(path, {"limit": limit}), "limit")
 
 
-def test_a_limit_over_the_maximum_is_cut_to_it(api, account, btc):
-    assert api.get("/api/v1/orders/", {"limit": "5000"}).status_code == 200
+def test_a_limit_over_the_maximum_is_cut_to_it(api, account, btc, monkeypatch):
+    from api.pagination import NewestFirst
+
+    monkeypatch.setattr(NewestFirst, "max_page_size", 2)
+    for _ in range(3):
+        api.post("/api/v1/orders/", order_body(account), format="json")
+    page = api.get("/api/v1/orders/", {"limit": "5000"})
+    assert page.status_code == 200
+    assert len(page.json()["results"]) == 2 and page.json()["next"]
 
 
 def test_repeated_query_parameters_are_refused(api, account, btc):
