@@ -183,3 +183,11 @@ def memo_money(value: Decimal, currency: str | None) -> str:
     """Money in a ledger memo: rounded to the currency's places, written plainly (6, -118.77),
     since a memo is also read by bots and exported as CSV, where separators get in the way."""
     return plain(shown(value, currency_places(currency)))
+
+
+def towards_entry(value: Decimal | None, *, side: str, tick: Decimal) -> Decimal | None:
+    """A liquidation or bankruptcy price on the instrument's tick grid, rounded towards the
+    entry (up for a long, down for a short): the mark reaches the price shown no later than
+    the exact one, so whoever acts at the shown price is never late. Pages and the API
+    show these prices the same way."""
+    return None if value is None else to_tick(value, tick, up=side == "long")

@@ -16,7 +16,13 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import LedgerTransaction
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, to_tick
+from accounts.money import (
+    MONEY_DIGITS,
+    PRICE_DIGITS,
+    QUANTITY_DIGITS,
+    RATE_DIGITS,
+    towards_entry,
+)
 from api.models import ApiKey
 from positions.models import Fill, Order, Side
 
@@ -63,13 +69,6 @@ class DecimalInput(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         # The parser reads JSON numbers with a fraction as Decimal: keep them exact.
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
-
-
-def towards_entry(price: Decimal | None, *, side: str, tick: Decimal) -> Decimal | None:
-    """A liquidation or bankruptcy price on the instrument's tick grid, rounded towards the
-    entry (up for a long, down for a short): the mark reaches the price shown no later than
-    the exact one, so a bot that acts at the shown price is never late."""
-    return None if price is None else to_tick(price, tick, up=side == Side.LONG)
 
 
 class PositionPriceField(serializers.DecimalField):

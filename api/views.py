@@ -26,7 +26,7 @@ from rest_framework.response import Response
 
 from accounts import errors
 from accounts.models import Classroom, Membership, TradingAccount, User
-from accounts.money import ZERO, parse_decimal
+from accounts.money import ZERO, parse_decimal, towards_entry
 from accounts.services import clean_amount
 from api import serializers as s
 from api.exceptions import ClientOrderIdReused, error_body
@@ -416,7 +416,7 @@ class OrderPreviewView(ApiView):
         )
         payload = {**quote.__dict__, "symbol": instrument.symbol, "side": data["side"]}
         for name in ("liquidation_price", "bankruptcy_price"):  # as positions show them
-            payload[name] = s.towards_entry(
+            payload[name] = towards_entry(
                 payload[name], side=data["side"], tick=instrument.tick_size
             )
         return Response(s.PreviewSerializer(payload).data)

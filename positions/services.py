@@ -38,6 +38,7 @@ from accounts.money import (
     price_text,
     price_up,
     to_tick,
+    towards_entry,
 )
 from accounts.services import clean_amount, lock_accounts
 from positions import margin
@@ -412,6 +413,13 @@ def quote_open(
     )
 
 
+def _shown_risk_price(value: Decimal, side: str, tick: Decimal | None) -> Decimal:
+    """A liquidation price as pages and the API show it (on the tick, towards the entry)."""
+    if tick is None:
+        return value
+    return towards_entry(value, side=side, tick=tick) or value
+
+
 def _validate_tpsl(
     *,
     side: str,
@@ -447,7 +455,7 @@ def _validate_tpsl(
         if liquidation_price is not None and s * (stop_loss - liquidation_price) <= 0:
             raise errors.InvalidPrice(
                 "This stop-loss lies beyond the liquidation price "
-                f"{price_text(liquidation_price, tick)} "
+                f"{price_text(_shown_risk_price(liquidation_price, side, tick), tick)} "
                 "and would never trigger.",
                 field="stop_loss",
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from decimal import ROUND_FLOOR, Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib import messages
@@ -310,6 +311,10 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             "instrument": instrument,
             "currency": account.classroom.currency,
             "sizing": _sizing(account, form),
+            # What the preview's prices are rounded for: its side, on its instrument's tick.
+            "order": SimpleNamespace(
+                side=getattr(form, "cleaned_data", {}).get("side"), instrument=instrument
+            ),
             "field_errors": any(name != "__all__" for name in form.errors),
         },
     )

@@ -78,7 +78,7 @@ def test_a_price_shock_liquidates_only_the_collateral(live_server, browser, scre
             "el => { el.value = '20'; el.dispatchEvent(new Event('input', {bubbles: true})); }",
         )
         expect(page.locator("#leverage-value")).to_have_text("20")
-        expect(page.get_by_test_id("preview-lp")).to_have_text("57,228.9")
+        expect(page.get_by_test_id("preview-lp")).to_have_text("57,229.0")
         expect(page.get_by_test_id("preview-max-loss")).to_have_text("1,500.00")
         assert "Maximum loss = the collateral (1,500.00)" in page.inner_text("#preview")
         page.screenshot(path=str(screenshots / "trade-ticket.png"), full_page=True)

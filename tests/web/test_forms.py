@@ -184,7 +184,7 @@ def test_bad_close_quantities_are_refused(alice_client, position, quantity, mess
         ({"tpsl-take_profit": "abc"}, "Enter a number."),
         ({"tpsl-take_profit": "59000"}, "A take-profit must be above 60,000.0."),
         ({"tpsl-stop_loss": "1.00000000001"}, "no more than 10 decimal places"),
-        ({"tpsl-stop_loss": "10000"}, "beyond the liquidation price 57,228.9 and would"),
+        ({"tpsl-stop_loss": "10000"}, "beyond the liquidation price 57,229.0 and would"),
     ],
 )
 def test_bad_tpsl_is_refused(alice_client, position, data, message):

@@ -101,7 +101,7 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert "BTCUSDT</strong> 60,000.0" in content  # the ticker, priced to the 0.1 tick
     assert f"#{position.pk} BTCUSDT" in content
     assert "1,500.00" in content  # collateral locked
-    assert "57,228.9" in content  # liquidation price on the tick grid
+    assert "57,229.0" in content  # liquidation price 57,228.92 on the tick, towards the entry
     assert 'hx-trigger="every 2s"' in content
 
 
@@ -147,7 +147,7 @@ def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client,
     assert response.status_code == 200
     assert "1,500.00" in content  # initial margin and maximum loss
     assert "15.00" in content  # fee 0.05% of 30,000
-    assert '<dd data-testid="preview-lp">57,228.9</dd>' in content
+    assert '<dd data-testid="preview-lp">57,229.0</dd>' in content
     assert '<dd class="maxloss loss" data-testid="preview-max-loss">1,500.00</dd>' in content
     assert "The fee (15.00) is paid when the order fills, win or lose." in content
     assert "57,000.0" in content  # bankruptcy price

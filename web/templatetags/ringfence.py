@@ -9,7 +9,7 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from accounts.money import currency_places, places
+from accounts.money import currency_places, places, towards_entry
 from positions.models import Instrument
 
 register = template.Library()
@@ -49,6 +49,19 @@ def price(value: object, instrument: Instrument | Decimal | None = None) -> str:
     if number is None:
         return "—"
     return _fixed(number, price_places(instrument))
+
+
+@register.filter
+def risk_price(value: object, position: object) -> str:
+    """A liquidation or bankruptcy price as the API gives it: on the tick, rounded towards the
+    entry (``towards_entry``). ``position`` is anything with a ``side`` and an
+    ``instrument``: a position, or the order a preview quotes."""
+    number = _decimal(value)
+    instrument = getattr(position, "instrument", None)
+    side = getattr(position, "side", None)
+    if number is None or not isinstance(instrument, Instrument) or side is None:
+        return price(value, instrument if isinstance(instrument, Instrument) else None)
+    return price(towards_entry(number, side=str(side), tick=instrument.tick_size), instrument)
 
 
 @register.filter
