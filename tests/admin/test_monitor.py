@@ -71,7 +71,7 @@ def test_the_monitor_shows_numbers_as_the_students_pages_do(world, alpha_client)
     liquidation price on the tick and the same margin ratio to two decimals."""
     from positions.models import Position
     from positions.selectors import position_valuation
-    from web.templatetags.ringfence import money, price, share_pct
+    from web.templatetags.ringfence import money, risk_price, share_pct
 
     position = Position.objects.get(account__classroom=world.alpha_class, status="open")
     valuation = position_valuation(position)
@@ -80,5 +80,5 @@ def test_the_monitor_shows_numbers_as_the_students_pages_do(world, alpha_client)
     row = row.split(f"#{position.pk} ", 1)[1].split("</tr>", 1)[0]
     currency = world.alpha_class.currency
     assert f"<td>{money(valuation.collateral, currency)}</td>" in row
-    assert f"<td>{price(position.liquidation_price, position.instrument)}</td>" in row
+    assert f"<td>{risk_price(position.liquidation_price, position)}</td>" in row
     assert f"<td>{share_pct(valuation.margin_ratio)}</td>" in row
