@@ -32,6 +32,15 @@ document.addEventListener("DOMContentLoaded", function () {
     quantity.dispatchEvent(new Event("input", { bubbles: true }));
     quantity.focus();
   });
+  // The preview sends each field's error out of band; mark the field itself red with it, as
+  // a submitted ticket does, so "the fields marked in red" can be found.
+  function markErrors() {
+    form.querySelectorAll(".field-error").forEach(function (span) {
+      var field = span.closest(".field, fieldset");
+      if (field) field.classList.toggle("has-error", span.textContent.trim() !== "");
+    });
+  }
+  document.body.addEventListener("htmx:afterSettle", markErrors);
   if (slider) slider.addEventListener("input", show);
   if (instrument) instrument.addEventListener("change", bound);
   bound();

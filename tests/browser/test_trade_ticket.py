@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.browser.conftest import csp_violations, make_learner, sign_in
@@ -33,5 +35,28 @@ def test_use_it_fills_in_the_largest_quantity_the_balance_opens(live_server, bro
         expect(page.get_by_test_id("preview-max-loss")).to_have_text("9,948.00")
         assert "9,997.74" in page.inner_text("#preview")  # margin and fee: all but 2.26
         assert csp_violations(console) == []
+    finally:
+        page.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_preview_marks_the_field_it_refuses_in_red(live_server, browser):
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Red class", max_leverage=20)
+    make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "ria")
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        sign_in(page, live_server.url, "ria")
+        page.goto(f"{live_server.url}/accounts/{account.pk}/trade/")
+        quantity = page.locator(".field", has=page.locator("#id_quantity"))
+        page.fill("#id_quantity", "0.0015")  # not a whole number of 0.001 lots
+        expect(page.locator("#error-quantity")).to_contain_text("multiple of the lot size")
+        expect(quantity).to_have_class(re.compile(r"\bhas-error\b"))
+        page.fill("#id_quantity", "0.002")
+        expect(page.get_by_test_id("preview-lp")).to_be_visible()
+        expect(quantity).not_to_have_class(re.compile(r"\bhas-error\b"))
     finally:
         page.close()
