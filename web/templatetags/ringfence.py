@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from accounts.money import currency_places, places, towards_entry
+from accounts.money import currency_places, places, shown, towards_entry
 from positions.models import Instrument
 
 register = template.Library()
@@ -25,14 +25,9 @@ def _decimal(value: object) -> Decimal | None:
     return result if result.is_finite() else None
 
 
-def _rounded(value: Decimal, digits: int) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_EVEN)
-
-
 def _fixed(value: Decimal, digits: int, *, signed: bool = False) -> str:
-    quantized = _rounded(value, digits)
-    if quantized == 0:
-        quantized = abs(quantized)  # never show "-0.00"
+    # The same rounding as the services' messages (accounts.money.shown): half-even, no "-0".
+    quantized = shown(value, digits)
     text = f"{quantized:,.{digits}f}"
     return f"+{text}" if signed and quantized > 0 else text
 
@@ -114,7 +109,7 @@ def _as_shown(value: object, currency: str | None) -> Decimal | None:
     number = _decimal(value)
     if number is None:
         return None
-    return _rounded(number, currency_places(currency))
+    return shown(number, currency_places(currency))
 
 
 @register.filter
