@@ -1,22 +1,24 @@
-"""The trade ticket tells what the balance can open, and fills that size in on request."""
+"""The trade ticket tells what the balance can open, fills that size in on request, and marks
+the field its live preview refuses."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
 from tests.browser.conftest import csp_violations, make_learner, sign_in
 from tests.factories import make_classroom, make_instrument
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_use_it_fills_in_the_largest_quantity_the_balance_opens(live_server, browser):
-    from playwright.sync_api import expect
-
-    classroom = make_classroom(name="Sizing class", max_leverage=20)
+@pytest.fixture
+def ticket(live_server, browser) -> Iterator[tuple[object, list[str]]]:
+    """A learner's trade ticket on a 60,000 BTC market (10,000 free, up to 20x), and the
+    browser console's messages."""
+    classroom = make_classroom(name="Ticket class", max_leverage=20)
     make_instrument(classroom, symbol="BTCUSDT", mark="60000")
     account = make_learner(classroom, "sam")
     page = browser.new_page()
@@ -26,37 +28,35 @@ def test_use_it_fills_in_the_largest_quantity_the_balance_opens(live_server, bro
     try:
         sign_in(page, live_server.url, "sam")
         page.goto(f"{live_server.url}/accounts/{account.pk}/trade/")
-        page.fill("#id_leverage", "10")
-        page.dispatch_event("#id_leverage", "change")
-        # 10,000 / (60,000 x (1/10 + 0.05%)) = 1.658 whole lots of 0.001, fee included.
-        expect(page.get_by_test_id("max-quantity")).to_have_text("1.658")
-        page.click("[data-fill-quantity]")
-        expect(page.locator("#id_quantity")).to_have_value("1.658")
-        expect(page.get_by_test_id("preview-max-loss")).to_have_text("9,948.00")
-        assert "9,997.74" in page.inner_text("#preview")  # margin and fee: all but 2.26
-        assert csp_violations(console) == []
+        yield page, console
     finally:
         page.close()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_live_preview_marks_the_field_it_refuses_in_red(live_server, browser):
+def test_use_it_fills_in_the_largest_quantity_the_balance_opens(ticket):
     from playwright.sync_api import expect
 
-    classroom = make_classroom(name="Red class", max_leverage=20)
-    make_instrument(classroom, symbol="BTCUSDT", mark="60000")
-    account = make_learner(classroom, "ria")
-    page = browser.new_page()
-    page.set_default_timeout(15_000)
-    try:
-        sign_in(page, live_server.url, "ria")
-        page.goto(f"{live_server.url}/accounts/{account.pk}/trade/")
-        quantity = page.locator(".field", has=page.locator("#id_quantity"))
-        page.fill("#id_quantity", "0.0015")  # not a whole number of 0.001 lots
-        expect(page.locator("#error-quantity")).to_contain_text("multiple of the lot size")
-        expect(quantity).to_have_class(re.compile(r"\bhas-error\b"))
-        page.fill("#id_quantity", "0.002")
-        expect(page.get_by_test_id("preview-lp")).to_be_visible()
-        expect(quantity).not_to_have_class(re.compile(r"\bhas-error\b"))
-    finally:
-        page.close()
+    page, console = ticket
+    page.fill("#id_leverage", "10")
+    page.dispatch_event("#id_leverage", "change")
+    # 10,000 / (60,000 x (1/10 + 0.05%)) = 1.658 whole lots of 0.001, fee included.
+    expect(page.get_by_test_id("max-quantity")).to_have_text("1.658")
+    page.click("[data-fill-quantity]")
+    expect(page.locator("#id_quantity")).to_have_value("1.658")
+    expect(page.get_by_test_id("preview-max-loss")).to_have_text("9,948.00")
+    assert "9,997.74" in page.inner_text("#preview")  # margin and fee: all but 2.26
+    assert csp_violations(console) == []
+
+
+def test_the_live_preview_marks_the_field_it_refuses_in_red(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    quantity = page.locator(".field", has=page.locator("#id_quantity"))
+    page.fill("#id_quantity", "0.0015")  # not a whole number of 0.001 lots
+    expect(page.locator("#error-quantity")).to_contain_text("multiple of the lot size")
+    expect(quantity).to_have_class(re.compile(r"\bhas-error\b"))
+    page.fill("#id_quantity", "0.002")
+    expect(page.get_by_test_id("preview-lp")).to_be_visible()
+    expect(quantity).not_to_have_class(re.compile(r"\bhas-error\b"))
+    assert csp_violations(console) == []
