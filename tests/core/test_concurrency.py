@@ -335,3 +335,38 @@ def test_simultaneous_shortfalls_never_overdraw_the_insurance_fund(market):
         # Nothing comes back from a position past bankruptcy; nothing more is taken.
         assert balance(account) == D(10000) - D(1515) - added.get(account.pk, D(0))
     assert_ledger_invariants()
+
+
+def test_an_insurance_fund_draw_down_racing_shortfall_closes_never_overdraws_it(market):
+    """Two positions gapped past bankruptcy (500 short each) close while the instructor
+    draws 600 out of the 1,000 fund: whichever goes first, the fund never goes below zero,
+    no money appears or vanishes, and nothing deadlocks."""
+    from liquidation.instructor import insurance_fund_adjust
+
+    classroom, btc, first = market
+    accounts = [first, make_student(classroom)]
+    positions = [
+        position_open(
+            account_id=a.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+        )
+        for a in accounts
+    ]
+    btc.mark_price = D(56000)
+    btc.save(update_fields=["mark_price"])
+    outcomes = simultaneously(
+        *[partial(position_close, position_id=p.pk) for p in positions],
+        partial(
+            insurance_fund_adjust, classroom_id=classroom.pk, amount="-600", reason="Next term"
+        ),
+    )
+    assert codes(outcomes[:2]) == ["ok", "ok"]
+    # The draw-down goes through only if it came first (1,000 - 600 leaves 400 for the
+    # shortfalls); after any close the fund holds 500 or less and it is refused whole.
+    assert outcomes[2][0] == "ok" or outcomes[2] == ("refused", "insufficient_balance")
+    drawn = LedgerTransaction.objects.filter(kind="insurance_adjust").count()
+    assert drawn == (1 if outcomes[2][0] == "ok" else 0)
+    # Either way the shortfalls took everything the fund had left, and no more.
+    assert ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance == 0
+    for account in accounts:
+        assert balance(account) == D(10000) - D(1515)  # loss stopped at the collateral
+    assert_ledger_invariants()
