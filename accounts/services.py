@@ -131,12 +131,20 @@ def classroom_create(
     return classroom
 
 
+NO_SUCH_JOIN_CODE = "No classroom has this join code."
+
+
+def classroom_for_join_code(join_code: str | None) -> Classroom | None:
+    """The classroom a join code opens (codes are read without case or spaces), if any."""
+    code = (join_code or "").strip().upper()
+    return Classroom.objects.filter(join_code=code).first() if code else None
+
+
 def classroom_join(*, user_id: int, join_code: str) -> TradingAccount:
     """Join a classroom by its code as a student; the house funds the new account."""
-    code = (join_code or "").strip().upper()
-    classroom = Classroom.objects.filter(join_code=code).first() if code else None
+    classroom = classroom_for_join_code(join_code)
     if classroom is None:
-        raise errors.InvalidJoinCode("No classroom has this join code.", field="join_code")
+        raise errors.InvalidJoinCode(NO_SUCH_JOIN_CODE, field="join_code")
     try:
         with transaction.atomic():
             Membership.objects.create(

@@ -23,7 +23,7 @@ from accounts.errors import DomainError
 from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, plain
 from accounts.money import shown as shown_rounded
-from accounts.services import classroom_join
+from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
@@ -64,7 +64,13 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("classrooms")
     form = SignUpForm(request.POST or None)
     tries = attempts.join_code(request)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not form.is_valid():
+        # Say what is wrong with the code too, not only once the password is fixed.
+        code = form.cleaned_data.get("join_code")
+        if code and not tries.blocked() and classroom_for_join_code(code) is None:
+            tries.failed()
+            form.add_error("join_code", NO_SUCH_JOIN_CODE)
+    elif request.method == "POST":
         try:
             if tries.blocked():
                 raise DomainError(attempts.TOO_MANY, field="join_code")

@@ -276,3 +276,21 @@ def test_behind_the_proxy_failures_count_per_forwarded_address(client, classroom
         assert "No classroom has this join code." in sign_up("10.0.0.1", f"BAD{n}").content.decode()
     assert "Too many failed attempts" in sign_up("10.0.0.1", classroom.join_code).content.decode()
     assert sign_up("10.0.0.2", classroom.join_code).status_code == 302
+
+
+def test_sign_up_names_a_wrong_join_code_together_with_a_weak_password(client, classroom):
+    response = client.post(
+        reverse("signup"),
+        {"username": "newbie", "password1": "123", "password2": "123", "join_code": "NOPE42"},
+    )
+    content = response.content.decode()
+    assert response.status_code == 400
+    assert "No classroom has this join code." in content
+    assert "This password is too short" in content
+    # A right code with a weak password is not called wrong.
+    right = client.post(
+        reverse("signup"),
+        {"username": "newbie", "password1": "123", "password2": "123",
+         "join_code": classroom.join_code.lower()},
+    ).content.decode()  # fmt: skip
+    assert "No classroom has this join code." not in right
