@@ -107,3 +107,36 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if settings.REDIS_URL:
             return getattr(self, "_wait", None)
         return super().wait()
+
+
+# How many keys' budgets one student's keys share: more keys than this buy no more requests.
+USER_KEY_BUDGETS = 3
+
+
+class ApiUserRateThrottle(ApiKeyRateThrottle):
+    """All of one student's keys together get at most ``USER_KEY_BUDGETS`` times one key's
+    budget, so creating keys (up to the active-key limit) does not multiply a student's share
+    of the server. Browser sessions and anonymous callers are counted per user or address by
+    the key throttle already. Answers keep the key's own budget in their headers.
+    """
+
+    scope = "api-user"
+
+    def get_rate(self) -> str | None:
+        rate = settings.API_THROTTLE_RATE
+        if not rate:
+            return None
+        count, period = rate.split("/", 1)
+        return f"{int(count) * USER_KEY_BUDGETS}/{period}"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if not isinstance(request.auth, ApiKey):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": f"user_{request.auth.user_id}"}
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        shown = getattr(request, "rate_limit", None)
+        allowed = super().allow_request(request, view)
+        if shown is not None:
+            request.rate_limit = shown  # type: ignore[attr-defined]
+        return allowed

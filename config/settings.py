@@ -217,7 +217,10 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "api.permissions.KeyScopePermission",
     ],
-    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "api.throttling.ApiKeyRateThrottle",
+        "api.throttling.ApiUserRateThrottle",
+    ],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.NewestFirst",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.ExactJSONParser"],

@@ -113,6 +113,25 @@ def test_throttling_answers_429_with_retry_after_per_key(account, settings):
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_more_keys_buy_a_student_at_most_three_keys_budgets(
+    account, other_account, settings, shared
+):
+    settings.API_THROTTLE_RATE = "2/hour"
+    if not shared:
+        settings.REDIS_URL = ""
+    keys = [client_for(new_key(account)) for _ in range(4)]
+    codes = [key.get("/api/v1/me").status_code for key in keys for _ in range(2)]
+    assert codes.count(200) == 6 and codes[-2:] == [429, 429]
+    refused = keys[3].get("/api/v1/me")
+    assert (
+        refused.json()["error"]["code"] == "throttled" and int(refused.headers["Retry-After"]) > 0
+    )
+    # The answers still speak of the key's own budget; another student is not affected.
+    assert keys[0].get("/api/v1/me").headers["X-RateLimit-Limit"] == "2"
+    assert client_for(new_key(other_account)).get("/api/v1/me").status_code == 200
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
 def test_every_answer_says_how_much_of_the_budget_is_left(account, settings, shared):
     settings.API_THROTTLE_RATE = "3/hour"  # one window: the four requests cannot straddle two
     if not shared:
