@@ -48,7 +48,7 @@ from accounts.models import (
     LedgerTransaction,
     TradingAccount,
 )
-from accounts.money import ZERO, money, money_charged, money_pnl
+from accounts.money import ZERO, money, money_charged, money_pnl, plain
 from liquidation.models import AdlFill, LiquidationEvent, MarginCall
 from positions import margin
 from positions.models import Collateral, Fill, Instrument, Order, Position, Side
@@ -313,7 +313,7 @@ def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> Del
     Returns what the free balances and the classroom pockets receive; the caller applies
     it last (see :func:`_apply_deltas`).
     """
-    at = f"{settled[0].event['mark_price']:f}".rstrip("0").rstrip(".")
+    at = plain(settled[0].event["mark_price"])  # type: ignore[arg-type]
     txn_ids = insert_rows(
         LedgerTransaction,
         [
@@ -574,8 +574,8 @@ def auto_deleverage(
             classroom_id=account.classroom_id,
             kind=LedgerTransaction.Kind.ADL,
             position_id=locked.pk,
-            memo=f"Auto-deleveraging of {qty.normalize()} of position #{locked.pk} at "
-            f"{bp.normalize()} for liquidation #{event_id}",
+            memo=f"Auto-deleveraging of {plain(qty)} of position #{locked.pk} at "
+            f"{plain(bp)} for liquidation #{event_id}",
             legs=[
                 Leg(Pocket.COLLATERAL, -released, account_id=account.pk, position_id=locked.pk),
                 Leg(Pocket.HOUSE, -pnl),

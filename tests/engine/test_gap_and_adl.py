@@ -7,7 +7,9 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import ClassroomPocket, LedgerTransaction, TradingAccount
+from accounts.services import account_adjust
 from liquidation.models import AdlFill, LiquidationEvent
+from liquidation.settlement import breached_position_ids, liquidate_batch
 from positions.models import Position
 from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
@@ -76,4 +78,37 @@ def test_with_an_empty_fund_adl_closes_the_best_ranked_counterparties_at_bp():
     assert LedgerTransaction.objects.filter(kind="adl").count() == 2
     assert _fund(classroom) == 0
     assert Position.objects.get(pk=bankrupt.pk).status == "liquidated"
+    assert_ledger_invariants()
+
+
+def test_an_adl_statement_line_writes_its_quantity_and_price_as_people_do():
+    classroom = make_classroom(name="No fund", max_leverage=100)
+    btc = make_instrument(classroom, lot_size=Decimal(1), min_notional=Decimal(5))
+    alice, bob = make_student(classroom), make_student(classroom)
+    account_adjust(account_id=alice.pk, amount=Decimal(100_000), reason="Big class")
+    account_adjust(account_id=bob.pk, amount=Decimal(100_000), reason="Big class")
+    bankrupt = open_position(alice, btc, "long", "10", 50)
+    assert bankrupt.bankruptcy_price == Decimal("58800")
+    winner = open_position(bob, btc, "short", "10", 10)
+
+    set_price(btc, "58000")
+
+    fill = AdlFill.objects.get(position=winner)
+    assert fill.quantity == Decimal(10)
+    memo = LedgerTransaction.objects.get(kind="adl", position_id=winner.pk).memo
+    assert memo == (
+        f"Auto-deleveraging of 10 of position #{winner.pk} at 58800 "
+        f"for liquidation #{fill.liquidation_id}"
+    )
+    assert_ledger_invariants()
+
+
+def test_a_liquidation_memo_names_a_whole_number_mark_in_full(classroom, btc, account):
+    position = open_position(account, btc, "long", "0.1", 50)
+    mark = Decimal(58000)  # a mark written without decimal places
+
+    liquidate_batch(instrument=btc, mark=mark, rows=breached_position_ids(btc.pk, mark))
+
+    memo = LedgerTransaction.objects.get(kind="liquidation", position_id=position.pk).memo
+    assert memo == f"Liquidation of position #{position.pk} at 58000"
     assert_ledger_invariants()
