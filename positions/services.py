@@ -21,7 +21,9 @@ from accounts import errors
 from accounts.ledger import Leg, ledger_post, lock_classroom_pockets, plus
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import (
+    MONEY_STEP,
     PRICE_PLACES,
+    PRICE_STEP,
     QUANTITY_PLACES,
     ZERO,
     is_multiple,
@@ -892,8 +894,27 @@ def position_add_margin(*, position_id: int, amount: object) -> Position:
     return _fresh(position.pk)
 
 
-def removable_margin(*, position: Position, collateral: Decimal) -> Decimal:
-    """The most that can leave the collateral: never below IM at the mark, never to maintenance."""
+def _removable_above_maintenance(
+    *, position: Position, collateral: Decimal, price: Decimal, tiers: list[margin.Tier]
+) -> Decimal:
+    """The most that can leave the collateral with MB still strictly above MM at ``price``."""
+    balance = margin.margin_balance(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=collateral,
+        mark_price=price,
+    )
+    mm = margin.maintenance_margin(notional=position.quantity * price, tiers=tiers)
+    return money_pnl(balance - mm) - MONEY_STEP
+
+
+def removable_margin(
+    *, position: Position, collateral: Decimal, keep_stop_loss: bool = True
+) -> Decimal:
+    """The most that can leave the collateral: never below IM at the mark, never to
+    maintenance, and (with ``keep_stop_loss``) never so much that the liquidation price
+    reaches the stop-loss, which would then never trigger."""
     mark = current_mark(position.instrument)
     tiers = position.instrument.margin_tiers()
     im_at_mark = money_charged(
@@ -901,17 +922,24 @@ def removable_margin(*, position: Position, collateral: Decimal) -> Decimal:
             entry_price=mark, quantity=position.quantity, leverage=position.leverage
         )
     )
-    upnl = margin.unrealized_pnl(
-        side=position.side,
-        entry_price=position.entry_price,
-        quantity=position.quantity,
-        mark_price=mark,
-    )
-    mm = margin.maintenance_margin(notional=position.quantity * mark, tiers=tiers)
-    by_im = collateral - im_at_mark
-    # MB after removal must stay strictly above MM.
-    by_mm = money_pnl(collateral + upnl - mm) - Decimal("0.00000001")
-    return max(ZERO, min(by_im, by_mm, collateral))
+    limits = [
+        collateral,
+        collateral - im_at_mark,
+        _removable_above_maintenance(
+            position=position, collateral=collateral, price=mark, tiers=tiers
+        ),
+    ]
+    if keep_stop_loss and position.stop_loss is not None:
+        # Solvent one price step past the stop-loss: the exact LP lies beyond that step, so
+        # the stored one (rounded towards the mark by less than a step) stays behind the
+        # stop-loss, as position_set_tpsl requires of a new one.
+        beyond = position.stop_loss - margin.side_sign(position.side) * PRICE_STEP
+        limits.append(
+            _removable_above_maintenance(
+                position=position, collateral=collateral, price=beyond, tiers=tiers
+            )
+        )
+    return max(ZERO, min(limits))
 
 
 @transaction.atomic
@@ -923,8 +951,19 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
         raise errors.PositionNotOpen("This position is no longer open.")
     limit = removable_margin(position=position, collateral=collateral.amount)
     if value > limit:
+        most = money_text(limit, account.classroom.currency, down=True)
+        if value <= removable_margin(
+            position=position, collateral=collateral.amount, keep_stop_loss=False
+        ):
+            assert position.stop_loss is not None
+            stop = price_text(position.stop_loss, position.instrument.tick_size)
+            raise errors.MarginRemovalTooLarge(
+                f"At most {most} can be removed while the stop-loss at {stop} stays ahead of "
+                "the liquidation price; move or clear the stop-loss to remove more.",
+                field="amount",
+            )
         raise errors.MarginRemovalTooLarge(
-            f"At most {money_text(limit, account.classroom.currency, down=True)} can be removed: "
+            f"At most {most} can be removed: "
             "the collateral may not fall below the initial "
             "margin at the mark, nor the margin balance to maintenance.",
             field="amount",

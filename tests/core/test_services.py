@@ -29,6 +29,7 @@ from accounts.models import (
     TradingAccount,
 )
 from accounts.services import account_adjust, classroom_create, classroom_join
+from positions import margin
 from positions.models import Collateral, Fill, Instrument, Order, Position
 from positions.services import (
     max_open_quantity,
@@ -829,6 +830,42 @@ def test_removing_margin_never_leaves_the_margin_balance_at_maintenance(account,
         position_remove_margin(position_id=position.pk, amount="386")
     position_remove_margin(position_id=position.pk, amount="385.99999999")
     assert Collateral.objects.get(pk=position.pk).amount == D("1614.00000001")
+    assert_ledger_invariants()
+
+
+def test_removing_margin_never_moves_the_liquidation_price_past_the_stop_loss(account, btc):
+    # 2,000 collateral: LP 56,224.9, so a stop-loss at 56,500 triggers before liquidation.
+    position = open_position(account, btc, extra_collateral="500", stop_loss="56500")
+    stop_loss = D(56500)
+    assert position.liquidation_price is not None and position.liquidation_price < stop_loss
+    # The initial margin at the mark alone would let 500 go, which would move the LP to
+    # 57,228.9, above the stop-loss. At the stop-loss MB = 2,000 - 1,750 and MM = 113, so
+    # about 137 may go (one price step and one money step short of it, rounded down).
+    limit = removable_margin(position=position, collateral=D(2000))
+    assert limit == D("136.99999998")
+    with pytest.raises(DomainError) as info:
+        position_remove_margin(position_id=position.pk, amount="500")
+    assert info.value.code == "margin_removal_too_large"
+    assert "136.99" in info.value.message and "stop-loss at 56,500.0" in info.value.message
+    with refused("margin_removal_too_large"):
+        position_remove_margin(position_id=position.pk, amount=limit + D("0.00000001"))
+
+    changed = position_remove_margin(position_id=position.pk, amount=limit)
+    assert changed.stop_loss == stop_loss
+    assert changed.liquidation_price is not None and changed.liquidation_price < stop_loss
+    # Where the stop-loss triggers, the position is not yet liquidated.
+    assert not margin.is_liquidatable(
+        side="long",
+        entry_price=changed.entry_price,
+        quantity=changed.quantity,
+        collateral=changed.collateral.amount,
+        mark_price=stop_loss,
+        tiers=btc.margin_tiers(),
+    )
+    # Without a stop-loss, only the initial margin at the mark bounds the removal.
+    position_set_tpsl(position_id=position.pk, stop_loss=None)
+    position_remove_margin(position_id=position.pk, amount=D(500) - limit)
+    assert Collateral.objects.get(pk=position.pk).amount == D(1500)
     assert_ledger_invariants()
 
 
