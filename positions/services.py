@@ -78,6 +78,23 @@ def clean_quantity(value: object, *, instrument: Instrument, field: str = "quant
     return quantity
 
 
+def clean_reduce_quantity(
+    value: object, *, position: Position, instrument: Instrument, field: str = "quantity"
+) -> Decimal:
+    """A quantity to take off ``position``: whole lots, or exactly what is open, which is
+    whole lots of the size the position was opened with even if the lot size grew since."""
+    try:
+        return clean_quantity(value, instrument=instrument, field=field)
+    except errors.InvalidQuantity:
+        try:
+            whole = parse_decimal(value) == position.quantity
+        except (InvalidOperation, ValueError):
+            whole = False
+        if whole:
+            return position.quantity
+        raise
+
+
 def clean_price(value: object, *, instrument: Instrument, field: str) -> Decimal | None:
     if value is None or value == "":
         return None
@@ -763,7 +780,7 @@ def _close(
     qty = (
         position.quantity
         if quantity in (None, "")
-        else clean_quantity(quantity, instrument=instrument)
+        else clean_reduce_quantity(quantity, position=position, instrument=instrument)
     )
     if qty > position.quantity:
         raise errors.InvalidQuantity(f"Only {plain(position.quantity)} is open.", field="quantity")
@@ -1093,7 +1110,7 @@ def order_place(
             raise errors.InvalidOrder(
                 "A reduce-only order trades its position's instrument.", field="instrument"
             )
-        qty = clean_quantity(quantity, instrument=instrument)
+        qty = clean_reduce_quantity(quantity, position=target, instrument=instrument)
         if qty > target.quantity:
             raise errors.InvalidQuantity(
                 f"Only {plain(target.quantity)} is open.", field="quantity"

@@ -1191,6 +1191,45 @@ def test_order_execute_fills_a_resting_reduce_only_order(account, btc):
     assert_ledger_invariants()
 
 
+def test_the_whole_open_quantity_still_closes_after_the_lot_size_grew(account, btc):
+    stopped = open_position(account, btc, quantity="0.005")
+    stop = place(
+        account,
+        btc,
+        side="short",
+        type="stop",
+        stop_price="59000",
+        quantity="0.005",
+        reduce_only=True,
+        position_id=stopped.pk,
+    )
+    closed = open_position(account, btc, quantity="0.005")
+    reduced = open_position(account, btc, quantity="0.005")
+    Instrument.objects.filter(pk=btc.pk).update(lot_size=D("0.01"))
+
+    # A part of 0.005 is no whole number of the new lots; all of it is what is open.
+    with refused("invalid_quantity"):
+        position_close(position_id=closed.pk, quantity="0.002")
+    assert position_close(position_id=closed.pk, quantity="0.005").status == "closed"
+    order = place(
+        account,
+        btc,
+        side="short",
+        quantity="0.005",
+        reduce_only=True,
+        position_id=reduced.pk,
+    )
+    assert order.status == "filled"
+    reduced.refresh_from_db()
+    assert reduced.status == "closed"
+    # A stop-loss resting as a reduce-only order for all of the position still fills.
+    set_mark(btc, "58900")
+    assert order_execute(order_id=stop.pk).status == "filled"
+    stopped.refresh_from_db()
+    assert stopped.status == "closed"
+    assert_ledger_invariants()
+
+
 def test_order_execute_rejects_an_order_the_rules_now_refuse(classroom, account, btc):
     order = place(account, btc, type="limit", price="59000")
     _disabled(classroom)
