@@ -926,12 +926,39 @@ def _removable_above_maintenance(
     return money_pnl(balance - mm) - MONEY_STEP
 
 
+@dataclass(frozen=True)
+class ProtectiveStop:
+    """The stop that would close a position furthest from the mark: its stop-loss or a
+    resting reduce-only stop order (``what`` names it in messages)."""
+
+    price: Decimal
+    what: str
+
+
+def protective_stop(position: Position) -> ProtectiveStop | None:
+    """The furthest of the position's stop-loss and its resting reduce-only stop orders:
+    the liquidation price must stay behind it, or it could never trigger."""
+    stops: list[ProtectiveStop] = []
+    if position.stop_loss is not None:
+        stops.append(ProtectiveStop(position.stop_loss, "stop-loss"))
+    orders = Order.objects.filter(
+        position_id=position.pk,
+        status=Order.Status.RESTING,
+        reduce_only=True,
+        type=Order.Type.STOP,
+    ).values_list("stop_price", flat=True)
+    stops += [ProtectiveStop(price, "stop order") for price in orders if price is not None]
+    s = margin.side_sign(position.side)
+    return min(stops, key=lambda stop: s * stop.price, default=None)
+
+
 def removable_margin(
     *, position: Position, collateral: Decimal, keep_stop_loss: bool = True
 ) -> Decimal:
     """The most that can leave the collateral: never below IM at the mark, never to
     maintenance, and (with ``keep_stop_loss``) never so much that the liquidation price
-    reaches the stop-loss, which would then never trigger."""
+    reaches the stop-loss or a resting reduce-only stop order, which would then never
+    trigger."""
     mark = current_mark(position.instrument)
     tiers = position.instrument.margin_tiers()
     im_at_mark = money_charged(
@@ -946,11 +973,12 @@ def removable_margin(
             position=position, collateral=collateral, price=mark, tiers=tiers
         ),
     ]
-    if keep_stop_loss and position.stop_loss is not None:
-        # Solvent one price step past the stop-loss: the exact LP lies beyond that step, so
-        # the stored one (rounded towards the mark by less than a step) stays behind the
-        # stop-loss, as position_set_tpsl requires of a new one.
-        beyond = position.stop_loss - margin.side_sign(position.side) * PRICE_STEP
+    stop = protective_stop(position) if keep_stop_loss else None
+    if stop is not None:
+        # Solvent one price step past the stop: the exact LP lies beyond that step, so the
+        # stored one (rounded towards the mark by less than a step) stays behind the stop,
+        # as position_set_tpsl and order_place require of a new one.
+        beyond = stop.price - margin.side_sign(position.side) * PRICE_STEP
         limits.append(
             _removable_above_maintenance(
                 position=position, collateral=collateral, price=beyond, tiers=tiers
@@ -969,14 +997,14 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
     limit = removable_margin(position=position, collateral=collateral.amount)
     if value > limit:
         most = money_text(limit, account.classroom.currency, down=True)
-        if value <= removable_margin(
+        stop = protective_stop(position)
+        if stop is not None and value <= removable_margin(
             position=position, collateral=collateral.amount, keep_stop_loss=False
         ):
-            assert position.stop_loss is not None
-            stop = price_text(position.stop_loss, position.instrument.tick_size)
+            at = price_text(stop.price, position.instrument.tick_size)
             raise errors.MarginRemovalTooLarge(
-                f"At most {most} can be removed while the stop-loss at {stop} stays ahead of "
-                "the liquidation price; move or clear the stop-loss to remove more.",
+                f"At most {most} can be removed while the {stop.what} at {at} stays ahead of "
+                f"the liquidation price; move or remove the {stop.what} to remove more.",
                 field="amount",
             )
         raise errors.MarginRemovalTooLarge(
@@ -1114,6 +1142,19 @@ def order_place(
         if qty > target.quantity:
             raise errors.InvalidQuantity(
                 f"Only {plain(target.quantity)} is open.", field="quantity"
+            )
+        lp = target.liquidation_price
+        if (
+            trigger is not None
+            and lp is not None
+            and margin.side_sign(target.side) * (trigger - lp) <= 0
+        ):
+            # The engine liquidates before it triggers stops: this one could never fire.
+            shown = _shown_risk_price(lp, target.side, instrument.tick_size)
+            raise errors.InvalidPrice(
+                f"This stop lies beyond the liquidation price "
+                f"{price_text(shown, instrument.tick_size)} and would never trigger.",
+                field="stop_price",
             )
     elif type == Order.Type.MARKET:
         order, _ = _open(

@@ -963,6 +963,20 @@ def place(account, instrument, **kwargs):
     return order_place(account_id=account.pk, instrument_id=instrument.pk, **arguments)
 
 
+def stop_loss_order(account, instrument, position, stop_price, quantity="0.5"):
+    """A reduce-only stop order that sells a long position when the mark falls to it."""
+    return place(
+        account,
+        instrument,
+        side="short",
+        type="stop",
+        stop_price=stop_price,
+        quantity=quantity,
+        reduce_only=True,
+        position_id=position.pk,
+    )
+
+
 def test_a_market_order_opens_a_position(account, btc):
     order = place(account, btc, client_order_id="bot-1")
     assert order.status == "filled"
@@ -1141,6 +1155,32 @@ def test_reduce_only_refusals_write_nothing(account, other_account, btc):
         place(account, btc, side="short", reduce_only=True, position_id=position.pk)
 
 
+def test_a_reduce_only_stop_at_or_beyond_the_liquidation_price_is_refused(account, btc):
+    position = open_position(account, btc)  # long 0.5 at 20x: LP 57,228.92, shown 57,229.0
+    assert position.liquidation_price is not None
+    for stop_price in ("57000", "57228.9"):
+        with refused("invalid_price"):
+            stop_loss_order(account, btc, position, stop_price)
+    resting = stop_loss_order(account, btc, position, "57229")
+    assert resting.status == "resting"
+
+
+def test_removing_margin_keeps_a_resting_stop_order_ahead_of_the_liquidation_price(account, btc):
+    position = open_position(account, btc, extra_collateral="500")  # LP 56,224.9
+    assert removable_margin(position=position, collateral=D(2000)) == D(500)  # no stop yet
+    stop_loss_order(account, btc, position, "56500")
+    # As with a stop-loss at 56,500 on the position itself.
+    limit = removable_margin(position=position, collateral=D(2000))
+    assert limit == D("136.99999998")
+    with pytest.raises(DomainError) as info:
+        position_remove_margin(position_id=position.pk, amount="500")
+    assert info.value.code == "margin_removal_too_large"
+    assert "stop order at 56,500.0" in info.value.message
+    changed = position_remove_margin(position_id=position.pk, amount=limit)
+    assert changed.liquidation_price is not None and changed.liquidation_price < D(56500)
+    assert_ledger_invariants()
+
+
 def test_order_cancel_cancels_a_resting_order_only(account, btc):
     resting = place(account, btc, type="limit", price="59000")
     cancelled = order_cancel(order_id=resting.pk)
@@ -1193,16 +1233,7 @@ def test_order_execute_fills_a_resting_reduce_only_order(account, btc):
 
 def test_the_whole_open_quantity_still_closes_after_the_lot_size_grew(account, btc):
     stopped = open_position(account, btc, quantity="0.005")
-    stop = place(
-        account,
-        btc,
-        side="short",
-        type="stop",
-        stop_price="59000",
-        quantity="0.005",
-        reduce_only=True,
-        position_id=stopped.pk,
-    )
+    stop = stop_loss_order(account, btc, stopped, "59000", quantity="0.005")
     closed = open_position(account, btc, quantity="0.005")
     reduced = open_position(account, btc, quantity="0.005")
     Instrument.objects.filter(pk=btc.pk).update(lot_size=D("0.01"))
