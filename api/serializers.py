@@ -71,9 +71,9 @@ class DecimalInput(serializers.CharField):
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
 
 
-class PositionPriceField(serializers.DecimalField):
-    """A position's stored liquidation or bankruptcy price, rounded by ``towards_entry``;
-    null once the position is closed or liquidated (it no longer has one)."""
+class RiskPriceField(serializers.DecimalField):
+    """A stored liquidation or bankruptcy price as every endpoint and page shows it: on the
+    instrument's tick, rounded towards the entry by ``towards_entry``."""
 
     def __init__(self, attribute: str, **kwargs: Any) -> None:
         self.attribute = attribute
@@ -82,20 +82,44 @@ class PositionPriceField(serializers.DecimalField):
             decimal_places=PRICE_DIGITS["decimal_places"],
             normalize_output=True,
             read_only=True,
-            allow_null=True,
             source="*",
             **kwargs,
         )
 
-    def to_representation(self, position: Any) -> Any:
-        rounded = towards_entry(
-            getattr(position, self.attribute),
+    def position_of(self, instance: Any) -> Any:
+        """The position whose side and instrument round the price (the instance itself)."""
+        return instance
+
+    def rounded(self, instance: Any) -> Decimal | None:
+        position = self.position_of(instance)
+        return towards_entry(
+            getattr(instance, self.attribute),
             side=position.side,
             tick=position.instrument.tick_size,
         )
-        if rounded is None or not position.is_open:
-            return None
-        return super().to_representation(rounded)
+
+    def to_representation(self, instance: Any) -> Any:
+        rounded = self.rounded(instance)
+        return None if rounded is None else super().to_representation(rounded)
+
+
+class PositionPriceField(RiskPriceField):
+    """A position's stored liquidation or bankruptcy price, rounded; null once the position is
+    closed or liquidated (it no longer has one)."""
+
+    def __init__(self, attribute: str, **kwargs: Any) -> None:
+        super().__init__(attribute, allow_null=True, **kwargs)
+
+    def to_representation(self, position: Any) -> Any:
+        return super().to_representation(position) if position.is_open else None
+
+
+class EventPriceField(RiskPriceField):
+    """The liquidation or bankruptcy price a liquidation recorded, rounded as its position
+    showed it."""
+
+    def position_of(self, instance: Any) -> Any:
+        return instance.position
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -436,8 +460,17 @@ class LiquidationSerializer(serializers.Serializer):
     side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
     quantity = quantity_out()
     mark_price = price_out()
-    liquidation_price = price_out(allow_null=True)
-    bankruptcy_price = price_out()
+    liquidation_price = EventPriceField(
+        "liquidation_price",
+        allow_null=True,
+        help_text="The position's liquidation price, on the tick grid and rounded towards the "
+        "entry as positions show it.",
+    )
+    bankruptcy_price = EventPriceField(
+        "bankruptcy_price",
+        help_text="The position's bankruptcy price, on the tick grid and rounded towards the "
+        "entry as positions show it.",
+    )
     collateral_lost = money_out()
     liquidation_fee = money_out()
     returned_to_trader = money_out()

@@ -437,6 +437,22 @@ def test_liquidations_and_margin_calls_list_only_the_callers(api, account, other
     assert [c["position"] for c in calls] == [mine.pk]
 
 
+@pytest.mark.parametrize("side, crash", [("long", "50000"), ("short", "70000")])
+def test_a_liquidation_shows_the_prices_its_position_showed(api, account, btc, side, crash):
+    from tests.engine.helpers import set_price
+
+    order = api.post(ORDERS, order_body(account, side=side), format="json").json()
+    shown = api.get(f"/api/v1/positions/{order['position']}/").json()
+    exact = Position.objects.get(pk=order["position"]).liquidation_price
+    assert Decimal(shown["liquidation_price"]) != exact  # the stored price is off the tick
+    set_price(btc, crash)
+    (event,) = api.get("/api/v1/liquidations/").json()["results"]
+    assert event["position"] == order["position"]
+    assert event["liquidation_price"] == shown["liquidation_price"]
+    assert event["bankruptcy_price"] == shown["bankruptcy_price"]
+    assert Decimal(event["liquidation_price"]) % btc.tick_size == 0
+
+
 def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):
     TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
     response = api.post(ORDERS, order_body(account), format="json")
