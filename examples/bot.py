@@ -9,8 +9,8 @@ its unrealised PnL reaches +50% or -50% of its collateral.
     RINGFENCE_API_URL=http://127.0.0.1:8000 RINGFENCE_API_KEY=rf_... python examples/bot.py
 
 The bot handles the API's answers the way every client should: ``429`` waits for the
-``Retry-After`` seconds and tries again, a server error or a dropped connection is retried
-with the same ``client_order_id`` (so an order is never placed twice), and a refusal
+``Retry-After`` seconds and tries again, a server error, a dropped connection or a timeout
+is retried with the same ``client_order_id`` (so an order is never placed twice), and a refusal
 (``{"error": {"code": ...}}``) is printed and the bot carries on.
 """
 
@@ -49,8 +49,10 @@ class Ringfence:
         for attempt in range(self.retries):
             try:
                 response = self.session.request(method, url, timeout=15, **kwargs)
-            except requests.ConnectionError as exc:
-                print(f"  connection failed ({exc.__class__.__name__}); retrying", flush=True)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                # No answer: the server may have done it or not. Sending the same request
+                # again is safe for reads and for orders (same client_order_id).
+                print(f"  no answer ({exc.__class__.__name__}); retrying", flush=True)
                 time.sleep(min(2**attempt, 10))
                 continue
             if response.status_code == 429:

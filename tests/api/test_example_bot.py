@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.core.management import call_command, get_commands
 
-from accounts.models import User
+from accounts.models import TradingAccount, User
 from positions.models import Fill, Instrument, Order, Position
 from positions.services import position_close
 
@@ -138,3 +141,46 @@ def test_example_bot_trades_on_the_newest_marks_not_the_oldest(live_server):
     assert result.returncode == 0, output
     placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
     assert placed.side == "long", output
+
+
+def load_bot():
+    """The example bot as a module, to drive its client from a test."""
+    spec = importlib.util.spec_from_file_location("ringfence_example_bot", BOT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(live_server):
+    seed_demo()
+    bot = load_bot()
+    client = bot.Ringfence(live_server.url, create_key("alice"))
+    send = client.session.request
+    lost: list[dict[str, Any]] = []
+
+    def answer_lost_once(method, url, **kwargs):
+        response = send(method, url, **kwargs)  # the server places the order...
+        if method == "POST" and not lost:
+            lost.append(response.json())
+            raise requests.ReadTimeout("read timed out")  # ...but its answer never arrives
+        return response
+
+    client.session.request = answer_lost_once
+    account = TradingAccount.objects.get(user__username="alice")
+    body = {
+        "account": account.pk,
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "quantity": "0.001",
+        "leverage": 5,
+        "client_order_id": "bot-timeout",
+    }
+    try:
+        order = client.call("POST", "/orders/", json=body)
+    finally:
+        client.session.close()  # a kept-alive connection would hold the server's database one
+    assert order["id"] == lost[0]["id"]
+    assert Order.objects.filter(account=account, client_order_id="bot-timeout").count() == 1
+    assert Position.objects.filter(account=account, status=Position.Status.OPEN).count() == 1
