@@ -402,6 +402,14 @@ class PositionSerializer(serializers.Serializer):
     stop_loss = price_out(allow_null=True)
     realized_pnl = money_out()
     fees_paid = money_out()
+    net_result = money_out(
+        allow_null=True,
+        default=None,
+        help_text="What the position did to your free balance once it is over: realized_pnl "
+        "less fees_paid, and for a liquidation less the rest of the collateral it lost (the "
+        "share sent to the insurance fund). The sum of its statement entries; null while it is "
+        "open.",
+    )
     exit_price = price_out(allow_null=True)
     status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)

@@ -35,7 +35,7 @@ from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
-from positions.models import Instrument, Order, Position
+from positions.models import Instrument, Order, Position, with_net_result
 
 MAX_ID = 2**63 - 1
 SYMBOL_LENGTH = Instrument._meta.get_field("symbol").max_length or 20
@@ -594,6 +594,11 @@ class OrderDetailView(ApiView):
 # --- positions ---------------------------------------------------------------------------------
 
 
+def positions_shown(user: User) -> QuerySet[Position]:
+    """The caller's positions with all that a position answer shows."""
+    return with_net_result(selectors.positions_for_user(user))
+
+
 def valued(position: Position) -> Position:
     position.valuation = selectors.position_valuation(position)  # type: ignore[attr-defined]
     return position
@@ -619,7 +624,7 @@ class PositionListView(ApiView):
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
-        positions = self.filter_symbol(self.filter_account(selectors.positions_for_user(self.user)))
+        positions = self.filter_symbol(self.filter_account(positions_shown(self.user)))
         wanted = request.query_params.get("status")
         if wanted not in (None, ""):
             if wanted not in Position.Status.values:
@@ -640,7 +645,7 @@ class PositionDetailView(ApiView):
         tags=["positions"],
     )
     def get(self, request: Request, pk: str) -> Response:
-        position = _owned(selectors.positions_for_user(self.user), pk, "position")
+        position = _owned(positions_shown(self.user), pk, "position")
         return Response(s.PositionSerializer(valued(position)).data)
 
 
@@ -650,7 +655,7 @@ class PositionWriteView(ApiView):
         return int(_owned(Position.objects.filter(pk__in=ids), pk, "position").pk)
 
     def respond(self, position_id: int) -> Response:
-        position = selectors.positions_for_user(self.user).get(pk=position_id)
+        position = positions_shown(self.user).get(pk=position_id)
         return Response(s.PositionSerializer(valued(position)).data)
 
 

@@ -345,7 +345,8 @@ def with_fill(orders: models.QuerySet[Order]) -> models.QuerySet[Order]:
 def with_net_result(positions: models.QuerySet[Position]) -> models.QuerySet[Position]:
     """Positions with ``net_result``: what each did to its account's free balance, the sum
     of the free-balance legs of its ledger transactions (margin in and out, fees, PnL; for a
-    liquidation, the collateral kept, whatever went to the insurance fund)."""
+    liquidation, the collateral kept, whatever went to the insurance fund). None while a
+    position is open: its collateral is still out of the balance, not lost."""
     legs = (
         LedgerEntry.objects.filter(
             pocket=LedgerEntry.Pocket.ACCOUNT, transaction__position_id=models.OuterRef("pk")
@@ -356,7 +357,9 @@ def with_net_result(positions: models.QuerySet[Position]) -> models.QuerySet[Pos
         .values("total")
     )
     return positions.annotate(
-        net_result=Coalesce(
-            models.Subquery(legs), models.Value(Decimal(0)), output_field=models.DecimalField()
+        net_result=models.Case(
+            models.When(status=Position.Status.OPEN, then=models.Value(None)),
+            default=Coalesce(models.Subquery(legs), models.Value(Decimal(0))),
+            output_field=models.DecimalField(),
         )
     )

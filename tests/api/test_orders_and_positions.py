@@ -453,6 +453,37 @@ def test_a_liquidation_shows_the_prices_its_position_showed(api, account, btc, s
     assert Decimal(event["liquidation_price"]) % btc.tick_size == 0
 
 
+def test_a_position_says_what_it_did_to_the_free_balance_once_it_is_over(api, account, btc):
+    from accounts.models import Classroom
+    from tests.engine.helpers import set_price
+
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    start = TradingAccount.objects.get(pk=account.pk).balance
+    kept = api.post(ORDERS, order_body(account, side="short", leverage=5), format="json").json()
+    lost = api.post(ORDERS, order_body(account, leverage=20), format="json").json()
+    url = "/api/v1/positions/{}/"
+    assert api.get(url.format(lost["position"])).json()["net_result"] is None  # still open
+    # Past the liquidation price, short of bankruptcy at 57,000: part of what is left of the
+    # collateral is the liquidation fee, the rest goes to the insurance fund.
+    set_price(btc, "57100")
+    closed = api.post(f"/api/v1/positions/{kept['position']}/close", format="json").json()
+    liquidated = api.get(url.format(lost["position"])).json()
+    assert liquidated["status"] == "liquidated"
+    statement = api.get("/api/v1/statement/").json()["results"]
+    for position in (closed, liquidated):
+        legs = sum(Decimal(e["amount"]) for e in statement if e["position"] == position["id"])
+        assert Decimal(position["net_result"]) == legs
+    assert Decimal(closed["net_result"]) == Decimal(closed["realized_pnl"]) - Decimal(
+        closed["fees_paid"]
+    )
+    pnl_less_fees = Decimal(liquidated["realized_pnl"]) - Decimal(liquidated["fees_paid"])
+    assert Decimal(liquidated["net_result"]) < pnl_less_fees  # the insurance fund's share
+    balance = TradingAccount.objects.get(pk=account.pk).balance
+    assert balance - start == Decimal(closed["net_result"]) + Decimal(liquidated["net_result"])
+    listed = {p["id"]: p for p in api.get("/api/v1/positions/").json()["results"]}
+    assert listed[liquidated["id"]]["net_result"] == liquidated["net_result"]
+
+
 def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):
     TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
     response = api.post(ORDERS, order_body(account), format="json")
