@@ -125,9 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     if not me["accounts"]:
         print("this user has no trading account: join a classroom first", file=sys.stderr)
         return 1
-    account = next((a for a in me["accounts"] if a["id"] == args.account), me["accounts"][0])
+    if args.account is None:
+        account = me["accounts"][0]
+    else:
+        account = next((a for a in me["accounts"] if a["id"] == args.account), None)
+        if account is None:
+            mine = ", ".join(f"#{a['id']} ({a['classroom_name']})" for a in me["accounts"])
+            print(f"no trading account #{args.account}; yours: {mine}", file=sys.stderr)
+            return 1
     instruments = api.all_pages("/instruments/", classroom=account["classroom"])
-    instrument = next((i for i in instruments if args.symbol in (None, i["symbol"])), None)
+    wanted = None if args.symbol is None else args.symbol.upper()
+    instrument = next((i for i in instruments if wanted in (None, i["symbol"].upper())), None)
     if instrument is None:
         print(f"no instrument {args.symbol} in classroom {account['classroom']}", file=sys.stderr)
         return 1

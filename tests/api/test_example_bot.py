@@ -184,3 +184,30 @@ def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(
     assert order["id"] == lost[0]["id"]
     assert Order.objects.filter(account=account, client_order_id="bot-timeout").count() == 1
     assert Position.objects.filter(account=account, status=Position.Status.OPEN).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_on_an_account_that_is_not_yours_instead_of_trading_another(
+    live_server,
+):
+    seed_demo()
+    bobs = TradingAccount.objects.get(user__username="bob")
+    result = run_bot(
+        live_server.url, create_key("alice"), "--account", str(bobs.pk), "--iterations", "1"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    alices = TradingAccount.objects.get(user__username="alice")
+    assert f"no trading account #{bobs.pk}; yours: #{alices.pk} (Demo class)" in result.stderr
+    assert not Order.objects.filter(client_order_id__startswith="bot-").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_finds_its_symbol_in_any_letter_case(live_server):
+    seed_demo()
+    result = run_bot(
+        live_server.url, create_key("alice"), "--symbol", "ethusdt", "--iterations", "1"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
+    assert placed.instrument.symbol == "ETHUSDT", output
