@@ -149,14 +149,30 @@ class RequestSerializer(serializers.Serializer):
         return value
 
 
-class SideField(serializers.ChoiceField):
+class WordChoiceField(serializers.ChoiceField):
+    """A choice of words in any letter case (``MARKET`` is ``market``, as exchanges spell
+    it); a wrong one is answered with the words it may be."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error_messages["invalid_choice"] = (
+            f'"{{input}}" is not one of {", ".join(str(c) for c in self.choices)}.'
+        )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and data.lower() in self.choice_strings_to_values:
+            data = data.lower()
+        return super().to_internal_value(data)
+
+
+class SideField(WordChoiceField):
     """``long`` or ``short``; ``buy`` and ``sell`` are accepted as aliases."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(choices=[*Side.values, "buy", "sell"], **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data.lower() if isinstance(data, str) else data)
+        value = super().to_internal_value(data)
         return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
 
 
@@ -166,7 +182,7 @@ class PlaceOrderSerializer(RequestSerializer):
     )
     symbol = serializers.CharField(max_length=20)
     side = SideField()
-    type = serializers.ChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
+    type = WordChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
     leverage = serializers.IntegerField(
         default=1,
