@@ -358,6 +358,13 @@ class OrderSerializer(serializers.Serializer):
     position = serializers.IntegerField(source="position_id", read_only=True, allow_null=True)
     client_order_id = serializers.CharField(read_only=True)
     reject_reason = serializers.CharField(read_only=True)
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.values,
+        allow_blank=True,
+        read_only=True,
+        help_text="take_profit or stop_loss on the order that closed a position because the "
+        "mark reached its take-profit or stop-loss; empty on every other order.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     filled_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -449,6 +456,15 @@ class FillSerializer(serializers.Serializer):
         help_text="The position's side (a close of a long sells).",
     )
     kind = serializers.ChoiceField(choices=Fill.Kind.values, read_only=True)
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.values,
+        allow_blank=True,
+        source="order.trigger",
+        default="",
+        read_only=True,
+        help_text="take_profit or stop_loss on a close the position's take-profit or stop-loss "
+        "made; empty on every other fill.",
+    )
     quantity = quantity_out()
     price = price_out()
     fee = money_out()

@@ -246,6 +246,10 @@ class Order(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         REJECTED = "rejected", "Rejected"
 
+    class Trigger(models.TextChoices):
+        TAKE_PROFIT = "take_profit", "Take-profit"
+        STOP_LOSS = "stop_loss", "Stop-loss"
+
     # No index of its own: order_account_status (account, status) serves every lookup by
     # account, as pos_account_status does for positions.
     account = models.ForeignKey(
@@ -273,6 +277,15 @@ class Order(models.Model):
     reduce_only = models.BooleanField(default=False)
     client_order_id = models.CharField(max_length=64, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
+    trigger = models.CharField(
+        max_length=12,
+        choices=Trigger.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Set on the order the engine places when a position's take-profit or "
+        "stop-loss is reached.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     filled_at = models.DateTimeField(null=True, blank=True)

@@ -754,6 +754,7 @@ def _close(
     quantity: object,
     order: Order | None,
     kind: str = Fill.Kind.CLOSE,
+    trigger: str = "",
 ) -> tuple[Order, CloseSettlement]:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -808,11 +809,13 @@ def _close(
             quantity=qty,
             leverage=position.leverage,
             reduce_only=True,
+            trigger=trigger,
             created_at=now,
         )
     order.status = Order.Status.FILLED
     order.filled_at = order.updated_at = now
     order.save()
+    reached = f" ({order.get_trigger_display().lower()})" if order.trigger else ""
     Fill.objects.create(
         order=order,
         position=position,
@@ -827,7 +830,7 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}: "
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}{reached}: "
         f"realised PnL {memo_money(applied_pnl, account.classroom.currency)}, "
         f"fee {memo_money(fee, account.classroom.currency)}",
         legs=legs,
@@ -854,10 +857,18 @@ def _close(
 
 
 @transaction.atomic
-def position_close(*, position_id: int, quantity: object = None) -> Position:
-    """Close all of a position, or part of it (releasing its collateral pro rata), at market."""
+def position_close(*, position_id: int, quantity: object = None, trigger: str = "") -> Position:
+    """Close all of a position, or part of it (releasing its collateral pro rata), at market.
+    ``trigger`` names the take-profit or stop-loss that closes it, for the engine."""
     account, position, collateral = lock_position(position_id)
-    _close(account=account, position=position, collateral=collateral, quantity=quantity, order=None)
+    _close(
+        account=account,
+        position=position,
+        collateral=collateral,
+        quantity=quantity,
+        order=None,
+        trigger=trigger,
+    )
     return _fresh(position.pk)
 
 

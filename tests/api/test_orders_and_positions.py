@@ -484,6 +484,41 @@ def test_a_position_says_what_it_did_to_the_free_balance_once_it_is_over(api, ac
     assert listed[liquidated["id"]]["net_result"] == liquidated["net_result"]
 
 
+def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
+    api, account, btc
+):
+    from tests.engine.helpers import set_price
+
+    def place(**extra):
+        return api.post(ORDERS, order_body(account, **extra), format="json").json()["position"]
+
+    won = place(take_profit="61000", stop_loss="59000")
+    stopped = place(side="short", take_profit="59000", stop_loss="61000")
+    by_hand = place()
+    set_price(btc, "61000")  # the long's take-profit and the short's stop-loss
+    api.post(f"/api/v1/positions/{by_hand}/close", format="json")
+    closes = {
+        f["position"]: f
+        for f in api.get("/api/v1/fills/").json()["results"]
+        if f["kind"] == "close"
+    }
+    assert {p: f["trigger"] for p, f in closes.items()} == {
+        won: "take_profit",
+        stopped: "stop_loss",
+        by_hand: "",
+    }
+    orders = {o["id"]: o for o in api.get(ORDERS).json()["results"]}
+    assert [orders[closes[p]["order"]]["trigger"] for p in (won, stopped, by_hand)] == [
+        "take_profit",
+        "stop_loss",
+        "",
+    ]
+    opening = api.get("/api/v1/fills/", {"position": won}).json()["results"][-1]
+    assert (opening["kind"], opening["trigger"]) == ("open", "")
+    memos = [e["memo"] for e in api.get("/api/v1/statement/").json()["results"]]
+    assert any(f"position #{won} at 61000 (take-profit):" in memo for memo in memos), memos
+
+
 def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):
     TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
     response = api.post(ORDERS, order_body(account), format="json")
