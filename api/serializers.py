@@ -259,10 +259,16 @@ class AccountSerializer(serializers.Serializer):
     balance = money_out(help_text="Free balance, outside any position.")
     collateral_locked = money_out()
     equity = money_out()
+    funded = money_out(
+        help_text="What was paid into the account: its starting balance and the instructor's "
+        "grants, deductions and resets. equity - funded is all that trading made or lost: the "
+        "open positions' unrealized_pnl plus every position's realized_pnl less its fees_paid, "
+        "and less the collateral's share that liquidations sent to the insurance fund."
+    )
     unrealized_pnl = money_out()
     realized_pnl = money_out()
     fees_paid = money_out()
-    return_pct = money_out(allow_null=True)
+    return_pct = money_out(allow_null=True, help_text="equity - funded, in percent of funded.")
     trading_frozen = serializers.BooleanField(read_only=True)
     max_leverage = serializers.IntegerField(
         read_only=True,

@@ -183,6 +183,7 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "balance": overview.balance,
         "collateral_locked": overview.collateral_locked,
         "equity": overview.equity,
+        "funded": overview.funded,
         "unrealized_pnl": overview.unrealized_pnl,
         "realized_pnl": overview.realized_pnl,
         "fees_paid": overview.fees_paid,

@@ -484,6 +484,32 @@ def test_a_position_says_what_it_did_to_the_free_balance_once_it_is_over(api, ac
     assert listed[liquidated["id"]]["net_result"] == liquidated["net_result"]
 
 
+def test_an_account_says_what_was_paid_in_so_its_result_adds_up(api, account, btc):
+    from accounts.models import Classroom
+    from tests.engine.helpers import set_price
+
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    account_adjust(account_id=account.pk, amount=Decimal(500), reason="Grant")
+    for extra in ({"leverage": 20}, {"side": "short", "leverage": 5}, {"side": "short"}):
+        api.post(ORDERS, order_body(account, **extra), format="json")
+    set_price(btc, "57100")  # liquidates the 20x long short of its bankruptcy price
+    closing = api.get("/api/v1/positions/", {"status": "open"}).json()["results"][0]
+    api.post(f"/api/v1/positions/{closing['id']}/close", {"quantity": "0.004"}, format="json")
+    api.post(f"/api/v1/positions/{closing['id']}/close", format="json")
+    overview = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert Decimal(overview["funded"]) == Decimal(10500)
+    positions = api.get("/api/v1/positions/").json()["results"]
+    assert {p["status"] for p in positions} == {"open", "closed", "liquidated"}
+    made = Decimal(overview["unrealized_pnl"]) + sum(
+        Decimal(p["realized_pnl"]) - Decimal(p["fees_paid"])
+        if p["net_result"] is None
+        else Decimal(p["net_result"])
+        for p in positions
+    )
+    assert Decimal(overview["equity"]) - Decimal(overview["funded"]) == made
+    assert Decimal(overview["return_pct"]) == round(made / 10500 * 100, 8)
+
+
 def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
     api, account, btc
 ):
