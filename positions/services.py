@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from django.db import transaction
@@ -295,8 +296,21 @@ def _check_can_trade(account: TradingAccount, instrument: Instrument) -> None:
         )
     if account.trading_frozen:
         raise errors.AccountFrozen("Your instructor has frozen trading on this account.")
-    if not account.classroom.is_trading_open():
-        raise errors.TradingClosed("Trading is closed in this classroom right now.")
+    classroom = account.classroom
+    if not classroom.is_trading_open():
+        # Say when it opens, so a bot (or a student) knows how long to wait.
+        now = timezone.now()
+        if not classroom.trading_enabled:
+            when = "right now"
+        elif classroom.trading_opens_at and now < classroom.trading_opens_at:
+            when = f"until {_utc(classroom.trading_opens_at)}"
+        else:
+            when = f"since {_utc(classroom.trading_closes_at)}, the end of its trading window"
+        raise errors.TradingClosed(f"Trading is closed in this classroom {when}.")
+
+
+def _utc(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def quote_open(

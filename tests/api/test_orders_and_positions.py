@@ -126,6 +126,28 @@ def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, b
     assert account.balance == Decimal("10000")
 
 
+def test_a_refusal_outside_the_trading_window_says_when_it_opens_or_when_it_ended(
+    api, account, btc
+):
+    from datetime import UTC, datetime
+
+    classroom = account.classroom
+    classroom.trading_opens_at = datetime(2999, 1, 31, 9, 30, 15, tzinfo=UTC)
+    classroom.save()
+    early = api.post(ORDERS, order_body(account), format="json").json()["error"]
+    assert early["code"] == "trading_closed"
+    assert early["message"] == "Trading is closed in this classroom until 2999-01-31 09:30:15 UTC."
+    classroom.trading_opens_at = None
+    classroom.trading_closes_at = datetime(2020, 6, 1, 16, 0, tzinfo=UTC)
+    classroom.save()
+    late = api.post("/api/v1/orders/preview", order_body(account), format="json").json()["error"]
+    assert late["message"] == (
+        "Trading is closed in this classroom since 2020-06-01 16:00:00 UTC, the end of its "
+        "trading window."
+    )
+    assert not Order.objects.exists()
+
+
 def test_trading_closed_is_a_conflict(api, account, btc):
     detail = f"/api/v1/accounts/{account.pk}/"
     assert api.get(detail).json()["trading_open"] is True
