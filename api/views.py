@@ -143,6 +143,16 @@ class ApiView(generics.GenericAPIView):
             return queryset
         return queryset.filter(**{lookup: self.account_for(raw).pk})
 
+    def filter_position(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """Only the rows of ``?position=``, one of the caller's positions."""
+        raw = self.request.query_params.get("position")
+        if raw in (None, ""):
+            return queryset
+        position_id = _id(raw, field="position", what="position")
+        if not selectors.positions_for_user(self.user).filter(pk=position_id).exists():
+            raise errors.NotFound("No such position.", field="position")
+        return queryset.filter(position_id=position_id)
+
     def text_param(self, name: str, *, max_length: int) -> str | None:
         """A text query parameter, stripped; None when absent or empty."""
         raw = (self.request.query_params.get(name) or "").strip()
@@ -164,6 +174,12 @@ ACCOUNT_PARAM = OpenApiParameter(
 )
 SYMBOL_PARAM = OpenApiParameter(
     "symbol", OpenApiTypes.STR, description="Only this instrument (any letter case)."
+)
+POSITION_PARAM = OpenApiParameter(
+    "position",
+    OpenApiTypes.INT,
+    description="Only those of this position of yours: its fills, or the orders that opened or "
+    "reduce it.",
 )
 CLIENT_ORDER_ID_PARAM = OpenApiParameter(
     "client_order_id",
@@ -481,12 +497,19 @@ class OrderListView(ApiView):
     request_fields = {"instrument": "symbol"}
 
     @extend_schema(
-        parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM, CLIENT_ORDER_ID_PARAM],
+        parameters=[
+            ORDER_STATUS_PARAM,
+            ACCOUNT_PARAM,
+            SYMBOL_PARAM,
+            POSITION_PARAM,
+            CLIENT_ORDER_ID_PARAM,
+        ],
         responses={200: s.OrderSerializer(many=True), **READ_ERRORS},
         tags=["orders"],
     )
     def get(self, request: Request) -> Response:
         orders = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
+        orders = self.filter_position(orders)
         client_order_id = self.text_param("client_order_id", max_length=CLIENT_ORDER_ID_LENGTH)
         if client_order_id is not None:
             orders = orders.filter(client_order_id=client_order_id)
@@ -744,10 +767,6 @@ def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRes
 
 # --- fills and the account statement -----------------------------------------------------------
 
-POSITION_PARAM = OpenApiParameter(
-    "position", OpenApiTypes.INT, description="Only this position of yours."
-)
-
 
 class FillListView(ApiView):
     """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
@@ -763,13 +782,7 @@ class FillListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         fills = self.filter_account(selectors.fills_for_user(self.user), "position__account_id")
-        raw = request.query_params.get("position")
-        if raw not in (None, ""):
-            position_id = _id(raw, field="position", what="position")
-            if not selectors.positions_for_user(self.user).filter(pk=position_id).exists():
-                raise errors.NotFound("No such position.", field="position")
-            fills = fills.filter(position_id=position_id)
-        page = self.paginate_queryset(fills)
+        page = self.paginate_queryset(self.filter_position(fills))
         return self.get_paginated_response(s.FillSerializer(page, many=True).data)
 
 

@@ -567,6 +567,25 @@ def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_positi
     assert any(f"position #{won} at 61000 (take-profit):" in memo for memo in memos), memos
 
 
+def test_orders_are_listed_by_the_position_they_opened_or_reduce(api, account, other_account, btc):
+    first = api.post(ORDERS, order_body(account), format="json").json()
+    api.post(ORDERS, order_body(account), format="json")
+    reduce = order_body(account, side="short", quantity="0.005", type="limit", price="65000")
+    take = api.post(
+        ORDERS, {**reduce, "reduce_only": True, "position": first["position"]}, format="json"
+    ).json()
+    listed = api.get(ORDERS, {"position": first["position"], "status": "resting"}).json()
+    assert [o["id"] for o in listed["results"]] == [take["id"]]
+    every = api.get(ORDERS, {"position": first["position"]}).json()["results"]
+    assert [o["id"] for o in every] == [take["id"], first["id"]]
+    theirs = position_open(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    refused = api.get(ORDERS, {"position": theirs.pk})
+    assert refused.status_code == 404
+    assert refused.json()["error"]["fields"] == {"position": ["No such position."]}
+
+
 def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):
     TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
     response = api.post(ORDERS, order_body(account), format="json")
