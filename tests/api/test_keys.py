@@ -149,6 +149,18 @@ def test_a_refusal_by_the_students_shared_budget_says_no_request_is_left(account
     assert int(refused.headers["X-RateLimit-Reset"]) >= int(retry_at) - 1
 
 
+def test_the_keys_page_states_what_all_of_a_students_keys_may_make_together(
+    client, account, settings
+):
+    settings.API_THROTTLE_RATE = "120/min"
+    client.force_login(account.user)
+    page = " ".join(client.get("/api-keys/").content.decode().split())
+    assert (
+        "Each key may make 120 requests a minute, and all your keys together 360 requests a "
+        "minute;" in page
+    )
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
 def test_every_answer_says_how_much_of_the_budget_is_left(account, settings, shared):
     settings.API_THROTTLE_RATE = "3/hour"  # one window: the four requests cannot straddle two
