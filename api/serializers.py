@@ -439,7 +439,11 @@ class PositionSerializer(serializers.Serializer):
         "share sent to the insurance fund). The sum of its statement entries; null while it is "
         "open.",
     )
-    exit_price = price_out(allow_null=True)
+    exit_price = price_out(
+        allow_null=True,
+        help_text="The price of the fill that closed the last of it (the mark for a "
+        "liquidation); each part closed before is a fill of its own (/fills/?position=).",
+    )
     status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)
     closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
