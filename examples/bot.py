@@ -51,7 +51,8 @@ class Ringfence:
                 response = self.session.request(method, url, timeout=15, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # No answer: the server may have done it or not. Sending the same request
-                # again is safe for reads and for orders (same client_order_id).
+                # again is safe for reads, for orders (same client_order_id) and for a close
+                # of a whole position (a second one is refused with position_not_open).
                 print(f"  no answer ({exc.__class__.__name__}); retrying", flush=True)
                 time.sleep(min(2**attempt, 10))
                 continue
