@@ -24,6 +24,7 @@ from accounts.money import (
     towards_entry,
 )
 from api.models import ApiKey
+from liquidation.models import MarginCall
 from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -535,7 +536,12 @@ class MarginCallSerializer(serializers.Serializer):
     side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
     mark_price = price_out()
     margin_ratio = _decimal(20, 8)
-    outcome = serializers.CharField(read_only=True)
+    outcome = serializers.ChoiceField(
+        choices=MarginCall.Outcome.values,
+        read_only=True,
+        help_text="pending while the call stands; then how it ended: margin_added, reduced "
+        "(the position was reduced or closed), recovered (the price moved back) or liquidated.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
