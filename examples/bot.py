@@ -200,7 +200,8 @@ def trade_once(
             fees = sum((Decimal(f["fee"]) for f in fills), Decimal(0))
             print(
                 f"  closed position #{closed['id']} {closed['side']} at {closed['exit_price']}, "
-                f"realised PnL {closed['realized_pnl']}, fees {fees} over {len(fills)} fills",
+                f"realised PnL {closed['realized_pnl']}, fees {fees} over {len(fills)} fills: "
+                f"net {closed['net_result']} {account['currency']}",
                 flush=True,
             )
             held.pop(position["id"], None)

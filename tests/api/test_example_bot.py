@@ -75,12 +75,17 @@ def test_example_bot_places_lists_and_closes_orders(live_server):
     assert output.count("placed order #") == 2
     assert output.count("closed position #") == 2
     # After each close the bot reads the position's fills: its opening and its close.
-    reported = re.findall(r"closed position #(\d+) .*, fees ([0-9.]+) over (\d+) fills", output)
+    reported = re.findall(
+        r"closed position #(\d+) .*, fees ([0-9.]+) over (\d+) fills: net (-?[0-9.]+) USDT", output
+    )
     assert len(reported) == 2, output
-    for position_id, fees, count in reported:
+    for position_id, fees, count, net in reported:
         fills = Fill.objects.filter(position_id=int(position_id))
         assert int(count) == fills.count() == 2
         assert Decimal(fees) == sum(f.fee for f in fills)
+        # What the position did to the balance: its realised PnL less every fee.
+        ended = Position.objects.get(pk=int(position_id))
+        assert Decimal(net) == ended.realized_pnl - ended.fees_paid
     assert "listed " in output and "open positions: 1" in output
     assert "refused" not in output, output
 
