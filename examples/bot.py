@@ -243,4 +243,11 @@ def trade_once(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Ctrl-C is how a bot that runs forever stops. It closes nothing on its way out.
+        print(
+            "\nstopped; any open position stays open (GET /positions/?status=open)", file=sys.stderr
+        )
+        sys.exit(130)

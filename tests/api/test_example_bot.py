@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -216,3 +217,28 @@ def test_example_bot_finds_its_symbol_in_any_letter_case(live_server):
     assert result.returncode == 0, output
     placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
     assert placed.instrument.symbol == "ETHUSDT", output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_on_ctrl_c_with_a_word_instead_of_a_traceback(live_server):
+    seed_demo()
+    bot = subprocess.Popen(
+        [sys.executable, BOT, "--url", live_server.url, "--interval", "30"],
+        env={"RINGFENCE_API_KEY": create_key("alice"), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        assert bot.stdout is not None
+        for line in bot.stdout:  # runs forever: wait for its first round, then interrupt it
+            if line.startswith("round 1"):
+                break
+        bot.send_signal(signal.SIGINT)
+        _, errors = bot.communicate(timeout=30)
+    finally:
+        bot.kill()
+    assert bot.returncode == 130, errors
+    assert "Traceback" not in errors
+    assert "stopped; any open position stays open" in errors
