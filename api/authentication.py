@@ -11,10 +11,13 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from api.models import ApiKey
-from api.services import hash_key, split_key
+from api.services import KEY_TAG, hash_key, split_key
 
 # last_used_at is a hint for the student, not an audit log: one write a minute is plenty.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+WRONG_SCHEME = "Send the header as 'Authorization: Bearer <key>'."
+KEY_START = f"{KEY_TAG}_".encode()
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -24,12 +27,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
         header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != self.keyword.lower().encode():
+        if not header:
+            return None
+        if header[0].lower() != self.keyword.lower().encode():
+            # A Ringfence key under another scheme ("Token rf_…", or none at all) would
+            # otherwise be answered "credentials were not provided"; any other scheme (a
+            # proxy's Basic sign-in) is left to the browser session.
+            if any(part.startswith(KEY_START) for part in header):
+                raise exceptions.AuthenticationFailed(WRONG_SCHEME)
             return None
         if len(header) != 2:
-            raise exceptions.AuthenticationFailed(
-                "Send the header as 'Authorization: Bearer <key>'."
-            )
+            raise exceptions.AuthenticationFailed(WRONG_SCHEME)
         try:
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:

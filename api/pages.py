@@ -19,7 +19,7 @@ from accounts import errors
 from accounts.models import User
 from api.models import ApiKey
 from api.services import api_key_create, api_key_revoke
-from api.throttling import ApiKeyRateThrottle
+from api.throttling import ApiKeyRateThrottle, ApiUserRateThrottle
 
 
 class ApiKeyForm(forms.Form):
@@ -107,6 +107,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             "new_key_name": new["name"] if new else "",
             "me_url": request.build_absolute_uri(reverse("api:me")),
             "throttle_rate": rate_in_words(settings.API_THROTTLE_RATE),
+            "shared_rate": rate_in_words(ApiUserRateThrottle().get_rate()),
             "keys": keys,
             "now": timezone.now(),
         },

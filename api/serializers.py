@@ -24,6 +24,7 @@ from accounts.money import (
     towards_entry,
 )
 from api.models import ApiKey
+from liquidation.models import MarginCall
 from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -71,9 +72,9 @@ class DecimalInput(serializers.CharField):
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
 
 
-class PositionPriceField(serializers.DecimalField):
-    """A position's stored liquidation or bankruptcy price, rounded by ``towards_entry``;
-    null once the position is closed or liquidated (it no longer has one)."""
+class RiskPriceField(serializers.DecimalField):
+    """A stored liquidation or bankruptcy price as every endpoint and page shows it: on the
+    instrument's tick, rounded towards the entry by ``towards_entry``."""
 
     def __init__(self, attribute: str, **kwargs: Any) -> None:
         self.attribute = attribute
@@ -82,20 +83,44 @@ class PositionPriceField(serializers.DecimalField):
             decimal_places=PRICE_DIGITS["decimal_places"],
             normalize_output=True,
             read_only=True,
-            allow_null=True,
             source="*",
             **kwargs,
         )
 
-    def to_representation(self, position: Any) -> Any:
-        rounded = towards_entry(
-            getattr(position, self.attribute),
+    def position_of(self, instance: Any) -> Any:
+        """The position whose side and instrument round the price (the instance itself)."""
+        return instance
+
+    def rounded(self, instance: Any) -> Decimal | None:
+        position = self.position_of(instance)
+        return towards_entry(
+            getattr(instance, self.attribute),
             side=position.side,
             tick=position.instrument.tick_size,
         )
-        if rounded is None or not position.is_open:
-            return None
-        return super().to_representation(rounded)
+
+    def to_representation(self, instance: Any) -> Any:
+        rounded = self.rounded(instance)
+        return None if rounded is None else super().to_representation(rounded)
+
+
+class PositionPriceField(RiskPriceField):
+    """A position's stored liquidation or bankruptcy price, rounded; null once the position is
+    closed or liquidated (it no longer has one)."""
+
+    def __init__(self, attribute: str, **kwargs: Any) -> None:
+        super().__init__(attribute, allow_null=True, **kwargs)
+
+    def to_representation(self, position: Any) -> Any:
+        return super().to_representation(position) if position.is_open else None
+
+
+class EventPriceField(RiskPriceField):
+    """The liquidation or bankruptcy price a liquidation recorded, rounded as its position
+    showed it."""
+
+    def position_of(self, instance: Any) -> Any:
+        return instance.position
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -125,14 +150,30 @@ class RequestSerializer(serializers.Serializer):
         return value
 
 
-class SideField(serializers.ChoiceField):
+class WordChoiceField(serializers.ChoiceField):
+    """A choice of words in any letter case (``MARKET`` is ``market``, as exchanges spell
+    it); a wrong one is answered with the words it may be."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error_messages["invalid_choice"] = (
+            f'"{{input}}" is not one of {", ".join(str(c) for c in self.choices)}.'
+        )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and data.lower() in self.choice_strings_to_values:
+            data = data.lower()
+        return super().to_internal_value(data)
+
+
+class SideField(WordChoiceField):
     """``long`` or ``short``; ``buy`` and ``sell`` are accepted as aliases."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(choices=[*Side.values, "buy", "sell"], **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data.lower() if isinstance(data, str) else data)
+        value = super().to_internal_value(data)
         return {"buy": Side.LONG, "sell": Side.SHORT}.get(value, value)
 
 
@@ -142,7 +183,7 @@ class PlaceOrderSerializer(RequestSerializer):
     )
     symbol = serializers.CharField(max_length=20)
     side = SideField()
-    type = serializers.ChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
+    type = WordChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
     leverage = serializers.IntegerField(
         default=1,
@@ -219,10 +260,16 @@ class AccountSerializer(serializers.Serializer):
     balance = money_out(help_text="Free balance, outside any position.")
     collateral_locked = money_out()
     equity = money_out()
+    funded = money_out(
+        help_text="What was paid into the account: its starting balance and the instructor's "
+        "grants, deductions and resets. equity - funded is all that trading made or lost: the "
+        "open positions' unrealized_pnl plus every position's realized_pnl less its fees_paid, "
+        "and less the collateral's share that liquidations sent to the insurance fund."
+    )
     unrealized_pnl = money_out()
     realized_pnl = money_out()
     fees_paid = money_out()
-    return_pct = money_out(allow_null=True)
+    return_pct = money_out(allow_null=True, help_text="equity - funded, in percent of funded.")
     trading_frozen = serializers.BooleanField(read_only=True)
     max_leverage = serializers.IntegerField(
         read_only=True,
@@ -318,6 +365,13 @@ class OrderSerializer(serializers.Serializer):
     position = serializers.IntegerField(source="position_id", read_only=True, allow_null=True)
     client_order_id = serializers.CharField(read_only=True)
     reject_reason = serializers.CharField(read_only=True)
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.values,
+        allow_blank=True,
+        read_only=True,
+        help_text="take_profit or stop_loss on the order that closed a position because the "
+        "mark reached its take-profit or stop-loss; empty on every other order.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
     filled_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -378,7 +432,19 @@ class PositionSerializer(serializers.Serializer):
     stop_loss = price_out(allow_null=True)
     realized_pnl = money_out()
     fees_paid = money_out()
-    exit_price = price_out(allow_null=True)
+    net_result = money_out(
+        allow_null=True,
+        default=None,
+        help_text="What the position did to your free balance once it is over: realized_pnl "
+        "less fees_paid, and for a liquidation less the rest of the collateral it lost (the "
+        "share sent to the insurance fund). The sum of its statement entries; null while it is "
+        "open.",
+    )
+    exit_price = price_out(
+        allow_null=True,
+        help_text="The price of the fill that closed the last of it (the mark for a "
+        "liquidation); each part closed before is a fill of its own (/fills/?position=).",
+    )
     status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)
     closed_at = serializers.DateTimeField(read_only=True, allow_null=True)
@@ -401,6 +467,15 @@ class FillSerializer(serializers.Serializer):
         help_text="The position's side (a close of a long sells).",
     )
     kind = serializers.ChoiceField(choices=Fill.Kind.values, read_only=True)
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.values,
+        allow_blank=True,
+        source="order.trigger",
+        default="",
+        read_only=True,
+        help_text="take_profit or stop_loss on a close the position's take-profit or stop-loss "
+        "made; empty on every other fill.",
+    )
     quantity = quantity_out()
     price = price_out()
     fee = money_out()
@@ -436,8 +511,17 @@ class LiquidationSerializer(serializers.Serializer):
     side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
     quantity = quantity_out()
     mark_price = price_out()
-    liquidation_price = price_out(allow_null=True)
-    bankruptcy_price = price_out()
+    liquidation_price = EventPriceField(
+        "liquidation_price",
+        allow_null=True,
+        help_text="The position's liquidation price, on the tick grid and rounded towards the "
+        "entry as positions show it.",
+    )
+    bankruptcy_price = EventPriceField(
+        "bankruptcy_price",
+        help_text="The position's bankruptcy price, on the tick grid and rounded towards the "
+        "entry as positions show it.",
+    )
     collateral_lost = money_out()
     liquidation_fee = money_out()
     returned_to_trader = money_out()
@@ -452,7 +536,12 @@ class MarginCallSerializer(serializers.Serializer):
     side = serializers.ChoiceField(choices=Side.values, source="position.side", read_only=True)
     mark_price = price_out()
     margin_ratio = _decimal(20, 8)
-    outcome = serializers.CharField(read_only=True)
+    outcome = serializers.ChoiceField(
+        choices=MarginCall.Outcome.values,
+        read_only=True,
+        help_text="pending while the call stands; then how it ended: margin_added, reduced "
+        "(the position was reduced or closed), recovered (the price moved back) or liquidated.",
+    )
     created_at = serializers.DateTimeField(read_only=True)
     resolved_at = serializers.DateTimeField(read_only=True, allow_null=True)
 

@@ -117,7 +117,8 @@ class ApiUserRateThrottle(ApiKeyRateThrottle):
     """All of one student's keys together get at most ``USER_KEY_BUDGETS`` times one key's
     budget, so creating keys (up to the active-key limit) does not multiply a student's share
     of the server. Browser sessions and anonymous callers are counted per user or address by
-    the key throttle already. Answers keep the key's own budget in their headers.
+    the key throttle already. Answers keep the key's own budget in their headers; a refusal
+    by the shared budget says that none of it is left until the shared budget is whole.
     """
 
     scope = "api-user"
@@ -138,5 +139,9 @@ class ApiUserRateThrottle(ApiKeyRateThrottle):
         shown = getattr(request, "rate_limit", None)
         allowed = super().allow_request(request, view)
         if shown is not None:
-            request.rate_limit = shown  # type: ignore[attr-defined]
+            shared = getattr(request, "rate_limit", shown)
+            # A bot pacing itself on the headers must not read "requests left" on a 429.
+            request.rate_limit = (  # type: ignore[attr-defined]
+                shown if allowed else RateLimit(shown.limit, 0, max(shown.reset, shared.reset))
+            )
         return allowed

@@ -35,7 +35,7 @@ from api.pagination import NewestFirst, OldestFirst, PriceHistory
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
-from positions.models import Instrument, Order, Position
+from positions.models import Instrument, Order, Position, with_net_result
 
 MAX_ID = 2**63 - 1
 SYMBOL_LENGTH = Instrument._meta.get_field("symbol").max_length or 20
@@ -143,6 +143,16 @@ class ApiView(generics.GenericAPIView):
             return queryset
         return queryset.filter(**{lookup: self.account_for(raw).pk})
 
+    def filter_position(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """Only the rows of ``?position=``, one of the caller's positions."""
+        raw = self.request.query_params.get("position")
+        if raw in (None, ""):
+            return queryset
+        position_id = _id(raw, field="position", what="position")
+        if not selectors.positions_for_user(self.user).filter(pk=position_id).exists():
+            raise errors.NotFound("No such position.", field="position")
+        return queryset.filter(position_id=position_id)
+
     def text_param(self, name: str, *, max_length: int) -> str | None:
         """A text query parameter, stripped; None when absent or empty."""
         raw = (self.request.query_params.get(name) or "").strip()
@@ -165,6 +175,12 @@ ACCOUNT_PARAM = OpenApiParameter(
 SYMBOL_PARAM = OpenApiParameter(
     "symbol", OpenApiTypes.STR, description="Only this instrument (any letter case)."
 )
+POSITION_PARAM = OpenApiParameter(
+    "position",
+    OpenApiTypes.INT,
+    description="Only those of this position of yours: its fills, or the orders that opened or "
+    "reduce it.",
+)
 CLIENT_ORDER_ID_PARAM = OpenApiParameter(
     "client_order_id",
     OpenApiTypes.STR,
@@ -183,6 +199,7 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "balance": overview.balance,
         "collateral_locked": overview.collateral_locked,
         "equity": overview.equity,
+        "funded": overview.funded,
         "unrealized_pnl": overview.unrealized_pnl,
         "realized_pnl": overview.realized_pnl,
         "fees_paid": overview.fees_paid,
@@ -480,12 +497,19 @@ class OrderListView(ApiView):
     request_fields = {"instrument": "symbol"}
 
     @extend_schema(
-        parameters=[ORDER_STATUS_PARAM, ACCOUNT_PARAM, SYMBOL_PARAM, CLIENT_ORDER_ID_PARAM],
+        parameters=[
+            ORDER_STATUS_PARAM,
+            ACCOUNT_PARAM,
+            SYMBOL_PARAM,
+            POSITION_PARAM,
+            CLIENT_ORDER_ID_PARAM,
+        ],
         responses={200: s.OrderSerializer(many=True), **READ_ERRORS},
         tags=["orders"],
     )
     def get(self, request: Request) -> Response:
         orders = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
+        orders = self.filter_position(orders)
         client_order_id = self.text_param("client_order_id", max_length=CLIENT_ORDER_ID_LENGTH)
         if client_order_id is not None:
             orders = orders.filter(client_order_id=client_order_id)
@@ -594,6 +618,11 @@ class OrderDetailView(ApiView):
 # --- positions ---------------------------------------------------------------------------------
 
 
+def positions_shown(user: User) -> QuerySet[Position]:
+    """The caller's positions with all that a position answer shows."""
+    return with_net_result(selectors.positions_for_user(user))
+
+
 def valued(position: Position) -> Position:
     position.valuation = selectors.position_valuation(position)  # type: ignore[attr-defined]
     return position
@@ -619,7 +648,7 @@ class PositionListView(ApiView):
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
-        positions = self.filter_symbol(self.filter_account(selectors.positions_for_user(self.user)))
+        positions = self.filter_symbol(self.filter_account(positions_shown(self.user)))
         wanted = request.query_params.get("status")
         if wanted not in (None, ""):
             if wanted not in Position.Status.values:
@@ -640,7 +669,7 @@ class PositionDetailView(ApiView):
         tags=["positions"],
     )
     def get(self, request: Request, pk: str) -> Response:
-        position = _owned(selectors.positions_for_user(self.user), pk, "position")
+        position = _owned(positions_shown(self.user), pk, "position")
         return Response(s.PositionSerializer(valued(position)).data)
 
 
@@ -650,7 +679,7 @@ class PositionWriteView(ApiView):
         return int(_owned(Position.objects.filter(pk__in=ids), pk, "position").pk)
 
     def respond(self, position_id: int) -> Response:
-        position = selectors.positions_for_user(self.user).get(pk=position_id)
+        position = positions_shown(self.user).get(pk=position_id)
         return Response(s.PositionSerializer(valued(position)).data)
 
 
@@ -738,10 +767,6 @@ def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRes
 
 # --- fills and the account statement -----------------------------------------------------------
 
-POSITION_PARAM = OpenApiParameter(
-    "position", OpenApiTypes.INT, description="Only this position of yours."
-)
-
 
 class FillListView(ApiView):
     """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
@@ -757,13 +782,7 @@ class FillListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         fills = self.filter_account(selectors.fills_for_user(self.user), "position__account_id")
-        raw = request.query_params.get("position")
-        if raw not in (None, ""):
-            position_id = _id(raw, field="position", what="position")
-            if not selectors.positions_for_user(self.user).filter(pk=position_id).exists():
-                raise errors.NotFound("No such position.", field="position")
-            fills = fills.filter(position_id=position_id)
-        page = self.paginate_queryset(fills)
+        page = self.paginate_queryset(self.filter_position(fills))
         return self.get_paginated_response(s.FillSerializer(page, many=True).data)
 
 

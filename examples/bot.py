@@ -9,8 +9,8 @@ its unrealised PnL reaches +50% or -50% of its collateral.
     RINGFENCE_API_URL=http://127.0.0.1:8000 RINGFENCE_API_KEY=rf_... python examples/bot.py
 
 The bot handles the API's answers the way every client should: ``429`` waits for the
-``Retry-After`` seconds and tries again, a server error or a dropped connection is retried
-with the same ``client_order_id`` (so an order is never placed twice), and a refusal
+``Retry-After`` seconds and tries again, a server error, a dropped connection or a timeout
+is retried with the same ``client_order_id`` (so an order is never placed twice), and a refusal
 (``{"error": {"code": ...}}``) is printed and the bot carries on.
 """
 
@@ -49,8 +49,11 @@ class Ringfence:
         for attempt in range(self.retries):
             try:
                 response = self.session.request(method, url, timeout=15, **kwargs)
-            except requests.ConnectionError as exc:
-                print(f"  connection failed ({exc.__class__.__name__}); retrying", flush=True)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                # No answer: the server may have done it or not. Sending the same request
+                # again is safe for reads, for orders (same client_order_id) and for a close
+                # of a whole position (a second one is refused with position_not_open).
+                print(f"  no answer ({exc.__class__.__name__}); retrying", flush=True)
                 time.sleep(min(2**attempt, 10))
                 continue
             if response.status_code == 429:
@@ -123,9 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     if not me["accounts"]:
         print("this user has no trading account: join a classroom first", file=sys.stderr)
         return 1
-    account = next((a for a in me["accounts"] if a["id"] == args.account), me["accounts"][0])
+    if args.account is None:
+        account = me["accounts"][0]
+    else:
+        account = next((a for a in me["accounts"] if a["id"] == args.account), None)
+        if account is None:
+            mine = ", ".join(f"#{a['id']} ({a['classroom_name']})" for a in me["accounts"])
+            print(f"no trading account #{args.account}; yours: {mine}", file=sys.stderr)
+            return 1
     instruments = api.all_pages("/instruments/", classroom=account["classroom"])
-    instrument = next((i for i in instruments if args.symbol in (None, i["symbol"])), None)
+    wanted = None if args.symbol is None else args.symbol.upper()
+    instrument = next((i for i in instruments if wanted in (None, i["symbol"].upper())), None)
     if instrument is None:
         print(f"no instrument {args.symbol} in classroom {account['classroom']}", file=sys.stderr)
         return 1
@@ -189,7 +200,8 @@ def trade_once(
             fees = sum((Decimal(f["fee"]) for f in fills), Decimal(0))
             print(
                 f"  closed position #{closed['id']} {closed['side']} at {closed['exit_price']}, "
-                f"realised PnL {closed['realized_pnl']}, fees {fees} over {len(fills)} fills",
+                f"realised PnL {closed['realized_pnl']}, fees {fees} over {len(fills)} fills: "
+                f"net {closed['net_result']} {account['currency']}",
                 flush=True,
             )
             held.pop(position["id"], None)
@@ -231,4 +243,11 @@ def trade_once(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Ctrl-C is how a bot that runs forever stops. It closes nothing on its way out.
+        print(
+            "\nstopped; any open position stays open (GET /positions/?status=open)", file=sys.stderr
+        )
+        sys.exit(130)

@@ -309,12 +309,15 @@ def _order_triggered(order: Order, instrument: Instrument) -> bool:
     return False
 
 
-def _tpsl_triggered(position: Position, mark: Decimal) -> bool:
+def _tpsl_triggered(position: Position, mark: Decimal) -> str:
+    """Which of the position's take-profit and stop-loss the mark has reached ("" if none)."""
     long = position.side == Side.LONG
     tp, sl = position.take_profit, position.stop_loss
     if tp is not None and (mark >= tp if long else mark <= tp):
-        return True
-    return sl is not None and (mark <= sl if long else mark >= sl)
+        return Order.Trigger.TAKE_PROFIT
+    if sl is not None and (mark <= sl if long else mark >= sl):
+        return Order.Trigger.STOP_LOSS
+    return ""
 
 
 def triggered_order_ids(instrument: Instrument, mark: Decimal) -> list[int]:
@@ -374,9 +377,12 @@ def close_at_tpsl(position_id: int) -> bool:
         with transaction.atomic():
             _, position, _ = lock_position(position_id)
             mark = position.instrument.mark_price
-            if not position.is_open or mark is None or not _tpsl_triggered(position, mark):
+            trigger = (
+                "" if mark is None or not position.is_open else _tpsl_triggered(position, mark)
+            )
+            if not trigger:
                 return False
-            position_close(position_id=position_id)
+            position_close(position_id=position_id, trigger=trigger)
             return True
     except errors.DomainError as exc:
         log.info("TP/SL close of position %s refused: %s", position_id, exc.message)

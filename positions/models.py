@@ -246,6 +246,10 @@ class Order(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         REJECTED = "rejected", "Rejected"
 
+    class Trigger(models.TextChoices):
+        TAKE_PROFIT = "take_profit", "Take-profit"
+        STOP_LOSS = "stop_loss", "Stop-loss"
+
     # No index of its own: order_account_status (account, status) serves every lookup by
     # account, as pos_account_status does for positions.
     account = models.ForeignKey(
@@ -273,6 +277,15 @@ class Order(models.Model):
     reduce_only = models.BooleanField(default=False)
     client_order_id = models.CharField(max_length=64, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
+    trigger = models.CharField(
+        max_length=12,
+        choices=Trigger.choices,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Set on the order the engine places when a position's take-profit or "
+        "stop-loss is reached.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     filled_at = models.DateTimeField(null=True, blank=True)
@@ -345,7 +358,8 @@ def with_fill(orders: models.QuerySet[Order]) -> models.QuerySet[Order]:
 def with_net_result(positions: models.QuerySet[Position]) -> models.QuerySet[Position]:
     """Positions with ``net_result``: what each did to its account's free balance, the sum
     of the free-balance legs of its ledger transactions (margin in and out, fees, PnL; for a
-    liquidation, the collateral kept, whatever went to the insurance fund)."""
+    liquidation, the collateral kept, whatever went to the insurance fund). None while a
+    position is open: its collateral is still out of the balance, not lost."""
     legs = (
         LedgerEntry.objects.filter(
             pocket=LedgerEntry.Pocket.ACCOUNT, transaction__position_id=models.OuterRef("pk")
@@ -356,7 +370,9 @@ def with_net_result(positions: models.QuerySet[Position]) -> models.QuerySet[Pos
         .values("total")
     )
     return positions.annotate(
-        net_result=Coalesce(
-            models.Subquery(legs), models.Value(Decimal(0)), output_field=models.DecimalField()
+        net_result=models.Case(
+            models.When(status=Position.Status.OPEN, then=models.Value(None)),
+            default=Coalesce(models.Subquery(legs), models.Value(Decimal(0))),
+            output_field=models.DecimalField(),
         )
     )

@@ -46,7 +46,7 @@ def orders_for_user(user: User) -> QuerySet[Order]:
 
 def fills_for_user(user: User) -> QuerySet[Fill]:
     return Fill.objects.filter(position__account__user_id=user.pk).select_related(
-        "position__instrument"
+        "position__instrument", "order"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from django.db import transaction
@@ -314,8 +315,21 @@ def _check_can_trade(account: TradingAccount, instrument: Instrument) -> None:
         )
     if account.trading_frozen:
         raise errors.AccountFrozen("Your instructor has frozen trading on this account.")
-    if not account.classroom.is_trading_open():
-        raise errors.TradingClosed("Trading is closed in this classroom right now.")
+    classroom = account.classroom
+    if not classroom.is_trading_open():
+        # Say when it opens, so a bot (or a student) knows how long to wait.
+        now = timezone.now()
+        if not classroom.trading_enabled:
+            when = "right now"
+        elif classroom.trading_opens_at and now < classroom.trading_opens_at:
+            when = f"until {_utc(classroom.trading_opens_at)}"
+        else:
+            when = f"since {_utc(classroom.trading_closes_at)}, the end of its trading window"
+        raise errors.TradingClosed(f"Trading is closed in this classroom {when}.")
+
+
+def _utc(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def quote_open(
@@ -773,6 +787,7 @@ def _close(
     quantity: object,
     order: Order | None,
     kind: str = Fill.Kind.CLOSE,
+    trigger: str = "",
 ) -> tuple[Order, CloseSettlement]:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -827,11 +842,13 @@ def _close(
             quantity=qty,
             leverage=position.leverage,
             reduce_only=True,
+            trigger=trigger,
             created_at=now,
         )
     order.status = Order.Status.FILLED
     order.filled_at = order.updated_at = now
     order.save()
+    reached = f" ({order.get_trigger_display().lower()})" if order.trigger else ""
     Fill.objects.create(
         order=order,
         position=position,
@@ -846,7 +863,7 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}: "
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}{reached}: "
         f"realised PnL {memo_money(applied_pnl, account.classroom.currency)}, "
         f"fee {memo_money(fee, account.classroom.currency)}",
         legs=legs,
@@ -873,10 +890,18 @@ def _close(
 
 
 @transaction.atomic
-def position_close(*, position_id: int, quantity: object = None) -> Position:
-    """Close all of a position, or part of it (releasing its collateral pro rata), at market."""
+def position_close(*, position_id: int, quantity: object = None, trigger: str = "") -> Position:
+    """Close all of a position, or part of it (releasing its collateral pro rata), at market.
+    ``trigger`` names the take-profit or stop-loss that closes it, for the engine."""
     account, position, collateral = lock_position(position_id)
-    _close(account=account, position=position, collateral=collateral, quantity=quantity, order=None)
+    _close(
+        account=account,
+        position=position,
+        collateral=collateral,
+        quantity=quantity,
+        order=None,
+        trigger=trigger,
+    )
     return _fresh(position.pk)
 
 

@@ -94,3 +94,24 @@ def test_the_schema_says_how_to_authenticate_retry_page_and_read_errors(client):
     description = schema["info"]["description"]
     for topic in ("Bearer", '"error"', "client_order_id", "next", "Retry-After"):
         assert topic in description, topic
+
+
+def test_the_schema_lists_the_words_a_bot_may_read_in_every_enumerated_field(client):
+    from liquidation.models import MarginCall
+    from positions.models import Order
+
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    components = schema["components"]["schemas"]
+
+    def words(component: str, field: str) -> set[str]:
+        spec = components[component]["properties"][field]
+        refs = [spec, *spec.get("allOf", []), *spec.get("oneOf", [])]
+        found = set()
+        for ref in refs:
+            if "$ref" in ref:
+                found |= set(components[ref["$ref"].rsplit("/", 1)[1]].get("enum", []))
+        return found - {""}
+
+    assert words("MarginCall", "outcome") == set(MarginCall.Outcome.values)
+    assert words("Order", "trigger") == set(Order.Trigger.values)
+    assert words("Fill", "trigger") == set(Order.Trigger.values)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import signal
 import subprocess
 import sys
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.core.management import call_command, get_commands
 
-from accounts.models import User
+from accounts.models import TradingAccount, User
 from positions.models import Fill, Instrument, Order, Position
 from positions.services import position_close
 
@@ -72,12 +76,17 @@ def test_example_bot_places_lists_and_closes_orders(live_server):
     assert output.count("placed order #") == 2
     assert output.count("closed position #") == 2
     # After each close the bot reads the position's fills: its opening and its close.
-    reported = re.findall(r"closed position #(\d+) .*, fees ([0-9.]+) over (\d+) fills", output)
+    reported = re.findall(
+        r"closed position #(\d+) .*, fees ([0-9.]+) over (\d+) fills: net (-?[0-9.]+) USDT", output
+    )
     assert len(reported) == 2, output
-    for position_id, fees, count in reported:
+    for position_id, fees, count, net in reported:
         fills = Fill.objects.filter(position_id=int(position_id))
         assert int(count) == fills.count() == 2
         assert Decimal(fees) == sum(f.fee for f in fills)
+        # What the position did to the balance: its realised PnL less every fee.
+        ended = Position.objects.get(pk=int(position_id))
+        assert Decimal(net) == ended.realized_pnl - ended.fees_paid
     assert "listed " in output and "open positions: 1" in output
     assert "refused" not in output, output
 
@@ -138,3 +147,98 @@ def test_example_bot_trades_on_the_newest_marks_not_the_oldest(live_server):
     assert result.returncode == 0, output
     placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
     assert placed.side == "long", output
+
+
+def load_bot():
+    """The example bot as a module, to drive its client from a test."""
+    spec = importlib.util.spec_from_file_location("ringfence_example_bot", BOT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(live_server):
+    seed_demo()
+    bot = load_bot()
+    client = bot.Ringfence(live_server.url, create_key("alice"))
+    send = client.session.request
+    lost: list[dict[str, Any]] = []
+
+    def answer_lost_once(method, url, **kwargs):
+        response = send(method, url, **kwargs)  # the server places the order...
+        if method == "POST" and not lost:
+            lost.append(response.json())
+            raise requests.ReadTimeout("read timed out")  # ...but its answer never arrives
+        return response
+
+    client.session.request = answer_lost_once
+    account = TradingAccount.objects.get(user__username="alice")
+    body = {
+        "account": account.pk,
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "quantity": "0.001",
+        "leverage": 5,
+        "client_order_id": "bot-timeout",
+    }
+    try:
+        order = client.call("POST", "/orders/", json=body)
+    finally:
+        client.session.close()  # a kept-alive connection would hold the server's database one
+    assert order["id"] == lost[0]["id"]
+    assert Order.objects.filter(account=account, client_order_id="bot-timeout").count() == 1
+    assert Position.objects.filter(account=account, status=Position.Status.OPEN).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_on_an_account_that_is_not_yours_instead_of_trading_another(
+    live_server,
+):
+    seed_demo()
+    bobs = TradingAccount.objects.get(user__username="bob")
+    result = run_bot(
+        live_server.url, create_key("alice"), "--account", str(bobs.pk), "--iterations", "1"
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    alices = TradingAccount.objects.get(user__username="alice")
+    assert f"no trading account #{bobs.pk}; yours: #{alices.pk} (Demo class)" in result.stderr
+    assert not Order.objects.filter(client_order_id__startswith="bot-").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_finds_its_symbol_in_any_letter_case(live_server):
+    seed_demo()
+    result = run_bot(
+        live_server.url, create_key("alice"), "--symbol", "ethusdt", "--iterations", "1"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    placed = Order.objects.get(account__user__username="alice", client_order_id__startswith="bot-")
+    assert placed.instrument.symbol == "ETHUSDT", output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_on_ctrl_c_with_a_word_instead_of_a_traceback(live_server):
+    seed_demo()
+    bot = subprocess.Popen(
+        [sys.executable, BOT, "--url", live_server.url, "--interval", "30"],
+        env={"RINGFENCE_API_KEY": create_key("alice"), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        assert bot.stdout is not None
+        for line in bot.stdout:  # runs forever: wait for its first round, then interrupt it
+            if line.startswith("round 1"):
+                break
+        bot.send_signal(signal.SIGINT)
+        _, errors = bot.communicate(timeout=30)
+    finally:
+        bot.kill()
+    assert bot.returncode == 130, errors
+    assert "Traceback" not in errors
+    assert "stopped; any open position stays open" in errors

@@ -132,6 +132,36 @@ def test_more_keys_buy_a_student_at_most_three_keys_budgets(
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_a_refusal_by_the_students_shared_budget_says_no_request_is_left(account, settings, shared):
+    settings.API_THROTTLE_RATE = "2/hour"
+    if not shared:
+        settings.REDIS_URL = ""
+    keys = [client_for(new_key(account)) for _ in range(4)]
+    for key in keys[:3]:
+        assert [key.get("/api/v1/me").status_code for _ in range(2)] == [200, 200]
+    started = time.time()
+    refused = keys[3].get("/api/v1/me")  # the fourth key's own budget is untouched
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    # Whole again no sooner than Retry-After says the student may send again.
+    retry_at = started + int(refused.headers["Retry-After"])
+    assert int(refused.headers["X-RateLimit-Reset"]) >= int(retry_at) - 1
+
+
+def test_the_keys_page_states_what_all_of_a_students_keys_may_make_together(
+    client, account, settings
+):
+    settings.API_THROTTLE_RATE = "120/min"
+    client.force_login(account.user)
+    page = " ".join(client.get("/api-keys/").content.decode().split())
+    assert (
+        "Each key may make 120 requests a minute, and all your keys together 360 requests a "
+        "minute;" in page
+    )
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
 def test_every_answer_says_how_much_of_the_budget_is_left(account, settings, shared):
     settings.API_THROTTLE_RATE = "3/hour"  # one window: the four requests cannot straddle two
     if not shared:

@@ -126,6 +126,28 @@ def test_domain_errors_keep_their_stable_codes_and_write_nothing(api, account, b
     assert account.balance == Decimal("10000")
 
 
+def test_a_refusal_outside_the_trading_window_says_when_it_opens_or_when_it_ended(
+    api, account, btc
+):
+    from datetime import UTC, datetime
+
+    classroom = account.classroom
+    classroom.trading_opens_at = datetime(2999, 1, 31, 9, 30, 15, tzinfo=UTC)
+    classroom.save()
+    early = api.post(ORDERS, order_body(account), format="json").json()["error"]
+    assert early["code"] == "trading_closed"
+    assert early["message"] == "Trading is closed in this classroom until 2999-01-31 09:30:15 UTC."
+    classroom.trading_opens_at = None
+    classroom.trading_closes_at = datetime(2020, 6, 1, 16, 0, tzinfo=UTC)
+    classroom.save()
+    late = api.post("/api/v1/orders/preview", order_body(account), format="json").json()["error"]
+    assert late["message"] == (
+        "Trading is closed in this classroom since 2020-06-01 16:00:00 UTC, the end of its "
+        "trading window."
+    )
+    assert not Order.objects.exists()
+
+
 def test_trading_closed_is_a_conflict(api, account, btc):
     detail = f"/api/v1/accounts/{account.pk}/"
     assert api.get(detail).json()["trading_open"] is True
@@ -435,6 +457,133 @@ def test_liquidations_and_margin_calls_list_only_the_callers(api, account, other
     assert liquidations[0]["insurance_fund_paid"] == "0"
     calls = api.get("/api/v1/margin-calls/").json()["results"]
     assert [c["position"] for c in calls] == [mine.pk]
+
+
+@pytest.mark.parametrize("side, crash", [("long", "50000"), ("short", "70000")])
+def test_a_liquidation_shows_the_prices_its_position_showed(api, account, btc, side, crash):
+    from tests.engine.helpers import set_price
+
+    order = api.post(ORDERS, order_body(account, side=side), format="json").json()
+    shown = api.get(f"/api/v1/positions/{order['position']}/").json()
+    exact = Position.objects.get(pk=order["position"]).liquidation_price
+    assert Decimal(shown["liquidation_price"]) != exact  # the stored price is off the tick
+    set_price(btc, crash)
+    (event,) = api.get("/api/v1/liquidations/").json()["results"]
+    assert event["position"] == order["position"]
+    assert event["liquidation_price"] == shown["liquidation_price"]
+    assert event["bankruptcy_price"] == shown["bankruptcy_price"]
+    assert Decimal(event["liquidation_price"]) % btc.tick_size == 0
+
+
+def test_a_position_says_what_it_did_to_the_free_balance_once_it_is_over(api, account, btc):
+    from accounts.models import Classroom
+    from tests.engine.helpers import set_price
+
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    start = TradingAccount.objects.get(pk=account.pk).balance
+    kept = api.post(ORDERS, order_body(account, side="short", leverage=5), format="json").json()
+    lost = api.post(ORDERS, order_body(account, leverage=20), format="json").json()
+    url = "/api/v1/positions/{}/"
+    assert api.get(url.format(lost["position"])).json()["net_result"] is None  # still open
+    # Past the liquidation price, short of bankruptcy at 57,000: part of what is left of the
+    # collateral is the liquidation fee, the rest goes to the insurance fund.
+    set_price(btc, "57100")
+    closed = api.post(f"/api/v1/positions/{kept['position']}/close", format="json").json()
+    liquidated = api.get(url.format(lost["position"])).json()
+    assert liquidated["status"] == "liquidated"
+    statement = api.get("/api/v1/statement/").json()["results"]
+    for position in (closed, liquidated):
+        legs = sum(Decimal(e["amount"]) for e in statement if e["position"] == position["id"])
+        assert Decimal(position["net_result"]) == legs
+    assert Decimal(closed["net_result"]) == Decimal(closed["realized_pnl"]) - Decimal(
+        closed["fees_paid"]
+    )
+    pnl_less_fees = Decimal(liquidated["realized_pnl"]) - Decimal(liquidated["fees_paid"])
+    assert Decimal(liquidated["net_result"]) < pnl_less_fees  # the insurance fund's share
+    balance = TradingAccount.objects.get(pk=account.pk).balance
+    assert balance - start == Decimal(closed["net_result"]) + Decimal(liquidated["net_result"])
+    listed = {p["id"]: p for p in api.get("/api/v1/positions/").json()["results"]}
+    assert listed[liquidated["id"]]["net_result"] == liquidated["net_result"]
+
+
+def test_an_account_says_what_was_paid_in_so_its_result_adds_up(api, account, btc):
+    from accounts.models import Classroom
+    from tests.engine.helpers import set_price
+
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    account_adjust(account_id=account.pk, amount=Decimal(500), reason="Grant")
+    for extra in ({"leverage": 20}, {"side": "short", "leverage": 5}, {"side": "short"}):
+        api.post(ORDERS, order_body(account, **extra), format="json")
+    set_price(btc, "57100")  # liquidates the 20x long short of its bankruptcy price
+    closing = api.get("/api/v1/positions/", {"status": "open"}).json()["results"][0]
+    api.post(f"/api/v1/positions/{closing['id']}/close", {"quantity": "0.004"}, format="json")
+    api.post(f"/api/v1/positions/{closing['id']}/close", format="json")
+    overview = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert Decimal(overview["funded"]) == Decimal(10500)
+    positions = api.get("/api/v1/positions/").json()["results"]
+    assert {p["status"] for p in positions} == {"open", "closed", "liquidated"}
+    made = Decimal(overview["unrealized_pnl"]) + sum(
+        Decimal(p["realized_pnl"]) - Decimal(p["fees_paid"])
+        if p["net_result"] is None
+        else Decimal(p["net_result"])
+        for p in positions
+    )
+    assert Decimal(overview["equity"]) - Decimal(overview["funded"]) == made
+    assert Decimal(overview["return_pct"]) == round(made / 10500 * 100, 8)
+
+
+def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
+    api, account, btc
+):
+    from tests.engine.helpers import set_price
+
+    def place(**extra):
+        return api.post(ORDERS, order_body(account, **extra), format="json").json()["position"]
+
+    won = place(take_profit="61000", stop_loss="59000")
+    stopped = place(side="short", take_profit="59000", stop_loss="61000")
+    by_hand = place()
+    set_price(btc, "61000")  # the long's take-profit and the short's stop-loss
+    api.post(f"/api/v1/positions/{by_hand}/close", format="json")
+    closes = {
+        f["position"]: f
+        for f in api.get("/api/v1/fills/").json()["results"]
+        if f["kind"] == "close"
+    }
+    assert {p: f["trigger"] for p, f in closes.items()} == {
+        won: "take_profit",
+        stopped: "stop_loss",
+        by_hand: "",
+    }
+    orders = {o["id"]: o for o in api.get(ORDERS).json()["results"]}
+    assert [orders[closes[p]["order"]]["trigger"] for p in (won, stopped, by_hand)] == [
+        "take_profit",
+        "stop_loss",
+        "",
+    ]
+    opening = api.get("/api/v1/fills/", {"position": won}).json()["results"][-1]
+    assert (opening["kind"], opening["trigger"]) == ("open", "")
+    memos = [e["memo"] for e in api.get("/api/v1/statement/").json()["results"]]
+    assert any(f"position #{won} at 61000 (take-profit):" in memo for memo in memos), memos
+
+
+def test_orders_are_listed_by_the_position_they_opened_or_reduce(api, account, other_account, btc):
+    first = api.post(ORDERS, order_body(account), format="json").json()
+    api.post(ORDERS, order_body(account), format="json")
+    reduce = order_body(account, side="short", quantity="0.005", type="limit", price="65000")
+    take = api.post(
+        ORDERS, {**reduce, "reduce_only": True, "position": first["position"]}, format="json"
+    ).json()
+    listed = api.get(ORDERS, {"position": first["position"], "status": "resting"}).json()
+    assert [o["id"] for o in listed["results"]] == [take["id"]]
+    every = api.get(ORDERS, {"position": first["position"]}).json()["results"]
+    assert [o["id"] for o in every] == [take["id"], first["id"]]
+    theirs = position_open(
+        account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
+    )
+    refused = api.get(ORDERS, {"position": theirs.pk})
+    assert refused.status_code == 404
+    assert refused.json()["error"]["fields"] == {"position": ["No such position."]}
 
 
 def test_frozen_account_and_balance_untouched_by_other_accounts(api, account, other_account, btc):

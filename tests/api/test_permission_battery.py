@@ -254,3 +254,30 @@ def test_a_malformed_or_unknown_key_is_not_authenticated(victim):
         assert response.status_code == 401, header
         assert response.json()["error"]["code"] == "not_authenticated"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("scheme", ["Token {key}", "{key}", "Api-Key {key}"])
+def test_a_key_sent_under_another_scheme_is_told_how_to_send_it(account, trade_key, scheme):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=scheme.format(key=trade_key))
+    response = client.get("/api/v1/me")
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "not_authenticated",
+        "message": "Send the header as 'Authorization: Bearer <key>'.",
+        "fields": {},
+    }
+
+
+def test_another_scheme_without_a_key_leaves_the_browser_session_signed_in(account):
+    from rest_framework.test import APIClient
+
+    browser = APIClient()
+    browser.force_login(account.user)
+    # A proxy in front of the classroom may add its own Basic sign-in to every request.
+    browser.credentials(HTTP_AUTHORIZATION="Basic dGVhY2hlcjpwcm94eQ==")
+    response = browser.get("/api/v1/me")
+    assert response.status_code == 200, response.json()
+    assert response.json()["username"] == account.user.username

@@ -47,6 +47,24 @@ def test_unknown_fields_are_named_beside_the_other_errors(api, account, btc):
     assert set(response.json()["error"]["fields"]) == {"side", "qty"}
 
 
+def test_side_and_type_are_read_in_any_letter_case_as_exchanges_send_them(api, account, btc):
+    placed = api.post(
+        ORDERS, order_body(account, side="BUY", type="LIMIT", price="59000"), format="json"
+    )
+    assert placed.status_code == 201, placed.json()
+    assert (placed.json()["side"], placed.json()["type"]) == ("long", "limit")
+
+
+def test_a_wrong_side_or_type_is_answered_with_the_words_it_may_be(api, account, btc):
+    response = api.post(ORDERS, order_body(account, side="up", type="Limit_Order"), format="json")
+    assert_refused(response, "side")
+    assert response.json()["error"]["fields"] == {
+        "side": ['"up" is not one of long, short, buy, sell.'],
+        "type": ['"Limit_Order" is not one of market, limit, stop.'],
+    }
+    assert not Order.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
