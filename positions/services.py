@@ -281,7 +281,9 @@ def max_open_quantity(
         return ZERO
     per_unit = entry_price / Decimal(leverage) + entry_price * instrument.taker_fee_rate
     limit = account.balance / per_unit
-    cap = allowed[-1].notional_cap  # tiers allowing a leverage are the first ones
+    # Tiers allowing a leverage are the first ones; the last tier has no cap of its own (it
+    # holds every notional beyond the others, as opening and the margin maths take it).
+    cap = allowed[-1].notional_cap if len(allowed) < len(tiers) else None
     if cap is not None:
         limit = min(limit, cap / entry_price)
     lots = (limit / instrument.lot_size).to_integral_value(rounding=ROUND_FLOOR)

@@ -1310,6 +1310,18 @@ def test_max_open_quantity_is_exactly_what_the_balance_and_the_tiers_allow(
     assert_ledger_invariants()
 
 
+def test_max_open_quantity_goes_beyond_the_last_tiers_notional_as_opening_does(account, btc):
+    # The last bracket (from 12M, up to 25x) also holds every notional beyond its 70M.
+    account = account_adjust(account_id=account.pk, amount=D("499990000"), reason="Endowment")
+    quantity = max_open_quantity(account=account, instrument=btc, leverage=20, entry_price=D(60000))
+    # 500M / (60,000 x (1/20 + 0.05%)) = 165,016.5017: a notional of 9.9 billion.
+    assert quantity == D("165016.501")
+    with refused("insufficient_balance"):
+        place(account, btc, quantity=str(quantity + btc.lot_size), leverage=20)
+    assert place(account, btc, quantity=str(quantity), leverage=20).status == "filled"
+    assert_ledger_invariants()
+
+
 def test_max_open_quantity_is_zero_above_the_caps_or_below_one_lot(classroom, account, btc):
     assert (
         max_open_quantity(account=account, instrument=btc, leverage=126, entry_price=D(60000)) == 0
