@@ -68,7 +68,9 @@ class ApiKeyAdmin(InstructorActionsMixin):
 
     @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
-        def revoke_one(key: ApiKey) -> str:
+        def revoke_one(key: ApiKey) -> str | None:
+            if key.revoked_at is not None:
+                return None  # revoked already: nothing to log or count
             api_key_revoke(user_id=key.user_id, api_key_id=key.pk)
             return "Revoked"
 

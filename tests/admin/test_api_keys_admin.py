@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from accounts.models import User
@@ -64,3 +65,23 @@ def test_keys_of_a_student_also_in_another_instructors_class_are_not_hers(world,
     assert client_for(created.raw).get("/api/v1/me").status_code == 200
     # Her own students' keys are still hers.
     assert "alpha momentum bot" in alpha_client.get(CHANGELIST).content.decode()
+
+
+def test_revoking_a_revoked_key_again_neither_counts_nor_logs_it(world, alpha_client):
+    student = User.objects.get(username="alpha-student-2")
+    first = api_key_create(user_id=student.pk, name="old bot", scope="trade").api_key
+    second = api_key_create(user_id=student.pk, name="new bot", scope="trade").api_key
+    alpha_client.post(
+        CHANGELIST, {"action": "revoke", "_selected_action": [first.pk], "confirm": "yes"}
+    )
+    revoked_at = ApiKey.objects.get(pk=first.pk).revoked_at
+    assert revoked_at is not None
+
+    selected = {"action": "revoke", "_selected_action": [first.pk, second.pk], "confirm": "yes"}
+    page = alpha_client.post(CHANGELIST, selected, follow=True).content.decode()
+
+    assert "Revoked 1 key(s)" in page
+    assert ApiKey.objects.get(pk=first.pk).revoked_at == revoked_at
+    assert ApiKey.objects.get(pk=second.pk).revoked_at is not None
+    entries = LogEntry.objects.filter(object_id=str(first.pk), change_message__contains="Revoked")
+    assert entries.count() == 1
