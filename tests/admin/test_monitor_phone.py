@@ -1,0 +1,72 @@
+"""The live monitor on a phone (390 px wide): its tables scroll inside their sections and the
+page itself never becomes wider than the screen."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from positions.services import position_open
+from tests.admin.conftest import make_instructor
+from tests.admin.test_monitor_browser import restore_instructors_group
+from tests.browser.conftest import browser  # noqa: F401  (the Chromium fixture)
+from tests.factories import make_classroom, make_instrument, make_student
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+
+SECTIONS = """() => [...document.querySelectorAll(".monitor-grid section")].map((section) => {
+  const table = section.querySelector("table");
+  section.scrollLeft = 80;
+  const scrolled = section.scrollLeft;
+  section.scrollLeft = 0;
+  return {
+    id: table.id,
+    section: section.getBoundingClientRect().right,
+    table: table.getBoundingClientRect().width,
+    scrolled,
+  };
+})"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_monitor_fits_a_phone_and_its_tables_scroll_in_place(live_server, browser):  # noqa: F811
+    restore_instructors_group()
+    teacher = make_instructor("teacher")
+    classroom = make_classroom(instructor=teacher, name="Phone class", max_leverage=100)
+    btc = make_instrument(classroom, symbol="BTCUSDT")
+    for name, side in (("ada", "long"), ("bob", "short")):
+        account = make_student(classroom, username=name)
+        position_open(
+            account_id=account.pk, instrument_id=btc.pk, side=side, quantity="0.1", leverage=20
+        )
+    client = Client()
+    client.force_login(teacher)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    url = live_server.url + reverse("admin:accounts_classroom_monitor", args=[classroom.pk])
+
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        context.add_cookies(
+            [{"name": settings.SESSION_COOKIE_NAME, "value": session,
+              "domain": urlparse(live_server.url).hostname, "path": "/"}]
+        )  # fmt: skip
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(url)
+        page.wait_for_selector("#monitor-positions")
+        sections = page.evaluate(SECTIONS)
+        wide = [s for s in sections if s["table"] > PHONE["width"]]
+        assert wide, sections  # the positions table, at least, is wider than a phone
+        for s in sections:
+            assert s["section"] <= PHONE["width"], s
+        for s in wide:
+            assert s["scrolled"] > 0, s
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    finally:
+        context.close()
