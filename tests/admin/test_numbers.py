@@ -1,0 +1,89 @@
+"""Stored decimals read as written in the admin: lists, read-only fields and inlines show
+-30 and 50, not -30.0000 and 50.00000000, and never round what was stored."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from accounts.admin_numbers import written
+from accounts.models import LedgerEntry
+from liquidation.models import Scenario
+from positions.models import Instrument, Position
+
+pytestmark = pytest.mark.django_db
+
+
+def cell(html: str, css_class: str) -> list[str]:
+    """The texts of the list cells or read-only fields whose class is ``css_class``."""
+    return [
+        text.strip()
+        for text in re.findall(rf'<(?:td|th|p|div) class="{css_class}"[^>]*>(.*?)</', html, re.S)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("10000.00000000", "10,000"),
+        ("-120000.00000000", "-120,000"),
+        ("0.00080000", "0.0008"),
+        ("59708.3000000000", "59,708.3"),
+        ("131450.00000000", "131,450"),
+        ("0E-8", "0"),
+        ("-0.00000001", "-0.00000001"),
+        ("1E+15", "1,000,000,000,000,000"),
+    ],
+)
+def test_written_keeps_every_digit_and_drops_the_padding(stored, shown):
+    assert written(Decimal(stored)) == shown
+
+
+def test_a_scenario_reads_its_percent_and_duration_as_written(world, alpha_client):
+    scenario = Scenario.objects.get(instrument__classroom=world.alpha_class)
+    assert (scenario.percent, scenario.duration_seconds) == (Decimal("-10"), Decimal("60"))
+    page = alpha_client.get(reverse("admin:liquidation_scenario_change", args=[scenario.pk]))
+    html = page.content.decode()
+    assert re.search(r'<div class="readonly">\s*-10\s*</div>', html)
+    assert re.search(r'<div class="readonly">\s*60\s*</div>', html)
+    assert "-10.0000" not in html and "60.000<" not in html
+    listing = alpha_client.get(reverse("admin:liquidation_scenario_changelist")).content.decode()
+    assert cell(listing, "field-percent") == ["-10"]
+    assert cell(listing, "field-duration_seconds") == ["60"]
+
+
+def test_margin_tiers_show_their_maintenance_amounts_as_written(world, alpha_client):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    amounts = list(btc.tiers.order_by("notional_floor").values_list("cum", flat=True))
+    assert any(a != a.to_integral_value() or a >= 1000 for a in amounts)
+    html = alpha_client.get(
+        reverse("admin:positions_instrument_change", args=[btc.pk])
+    ).content.decode()
+    shown = [re.sub(r"<[^>]+>", "", c).strip() for c in cell(html, "field-cum")]
+    assert shown[: len(amounts)] == [written(a) for a in amounts]
+    assert not [c for c in shown if re.search(r"\.\d*0$", c)]  # no padded zeros
+
+
+def test_lists_of_money_and_prices_show_numbers_as_written(world, alpha_client):
+    classroom_list = alpha_client.get(
+        reverse("admin:accounts_classroom_changelist")
+    ).content.decode()
+    assert cell(classroom_list, "field-starting_balance") == [
+        written(world.alpha_class.starting_balance)
+    ]
+    position = Position.objects.filter(account__classroom=world.alpha_class).first()
+    assert position is not None
+    positions = alpha_client.get(reverse("admin:positions_position_changelist")).content.decode()
+    assert written(position.entry_price) in cell(positions, "field-entry_price")
+    entries = alpha_client.get(reverse("admin:accounts_ledgerentry_changelist")).content.decode()
+    amounts = {
+        written(a)
+        for a in LedgerEntry.objects.filter(classroom=world.alpha_class).values_list(
+            "amount", flat=True
+        )
+    }
+    assert set(cell(entries, "field-amount")) <= amounts
+    assert not [c for c in cell(entries, "field-amount") if c.endswith("00000")]
