@@ -127,6 +127,26 @@ def test_deduct_posts_a_deduction_and_too_large_a_deduction_writes_nothing(world
     assert_ledger_invariants()
 
 
+def test_a_refused_deduction_names_the_student_whose_balance_is_short(world, alpha_client):
+    from accounts.services import account_adjust
+
+    accounts = students(world)
+    account_adjust(account_id=accounts[0].pk, amount=Decimal(5000), reason="Prize")
+    for account in accounts:
+        account.refresh_from_db()
+    short = min(accounts, key=lambda a: a.balance)
+    other = max(accounts, key=lambda a: a.balance)
+    before = last_txn_id()
+    refused = run(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="deduct", amount=str(short.balance + 1), reason="Penalty",
+    )  # fmt: skip
+    message = refused.content.decode().split("Nothing was changed.", 1)[1].split("</", 1)[0]
+    assert f"The free balance of {short.user.username} in {world.alpha_class.name} is" in message
+    assert other.user.username not in message
+    assert last_txn_id() == before
+
+
 def test_invalid_adjustment_input_is_a_form_error(world, alpha_client):
     before = last_txn_id()
     for data in (
