@@ -79,6 +79,7 @@ class ApiKeyAdmin(InstructorActionsMixin):
             queryset,
             apply=revoke_one,
             done="Revoked {count} key(s): programs using them are refused from now on.",
+            nothing="Nothing was changed: the selected keys were revoked already.",
             action="revoke",
             title="Revoke API keys",
             question="Revoke these keys?",

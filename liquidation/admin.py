@@ -104,6 +104,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         *,
         apply: Callable[[Any], str | None],
         done: str,
+        nothing: str | None = None,
         lock_first: Callable[[list[int]], object] | None = None,
         **page: Any,
     ) -> TemplateResponse | None:
@@ -113,7 +114,8 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         ``lock_first`` takes the rows' locks before the first ``apply``, for services whose
         postings would otherwise hold a pocket while waiting for the next row. ``apply``
         returns ``None`` for a row it had nothing to do for: no log entry, and ``done``
-        counts only the rows that changed."""
+        counts only the rows that changed; when none did, ``nothing`` says why instead of
+        "... 0 row(s)"."""
         if not self.confirmed(request):
             return self.confirmation(request, queryset, **page)
         try:
@@ -129,7 +131,10 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         except errors.DomainError as exc:
             self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
             return None
-        self.message_user(request, done.format(count=changed))
+        if changed == 0 and nothing is not None:
+            self.message_user(request, nothing, messages.WARNING)
+        else:
+            self.message_user(request, done.format(count=changed))
         return None
 
     def grades_response(self, request: HttpRequest, rows: list[Any], filename: str) -> HttpResponse:
@@ -192,6 +197,12 @@ class CopyInstrumentsForm(forms.Form):
     def __init__(self, *args: Any, sources: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["source"].queryset = sources  # type: ignore[attr-defined]
+
+    def clean_source(self) -> Classroom:
+        source: Classroom = self.cleaned_data["source"]
+        if not Instrument.objects.filter(classroom=source).exists():
+            raise forms.ValidationError(f"{source.name} has no instruments to copy.")
+        return source
 
 
 class SignedAmountForm(forms.Form):
@@ -511,6 +522,10 @@ class ClassroomAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"Copied instruments from {source.name} into {{count}} classroom(s).",
+            nothing=(
+                f"Nothing was copied: every symbol of {source.name} is in the selected "
+                "classroom(s) already, and those are left as they are."
+            ),
             form=form,
             **page,
         )
@@ -697,6 +712,11 @@ class TradingAccountAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"{'Froze' if frozen else 'Unfroze'} trading on {{count}} account(s).",
+            nothing=(
+                "Nothing was changed: the selected accounts were frozen already."
+                if frozen
+                else "Nothing was changed: none of the selected accounts was frozen."
+            ),
             action=action,
             title=f"{verb} trading",
             question=f"{verb} trading on these accounts?",
@@ -986,6 +1006,7 @@ class ScenarioAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done="Stopped {count} scenario(s).",
+            nothing="Nothing was stopped: none of the selected scenarios was running.",
             action="stop_scenarios",
             title="Stop scenarios",
             question="Stop these scenarios?",

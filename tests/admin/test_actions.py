@@ -227,7 +227,10 @@ def test_freeze_and_unfreeze_move_no_money_and_are_logged(world, alpha_client):
         {"action": "freeze_trading", "_selected_action": [accounts[1].pk], "confirm": "yes"},
         follow=True,
     )
-    assert "Froze trading on 0 account(s)." in again.content.decode()
+    assert "Nothing was changed: the selected accounts were frozen already." in (
+        again.content.decode()
+    )
+    assert "0 account(s)" not in again.content.decode()
     assert (
         LogEntry.objects.filter(
             object_id=str(accounts[1].pk), change_message="Freeze trading."
@@ -347,8 +350,15 @@ def test_copy_instruments_from_another_of_her_classrooms(world, alpha_client):
         source.feed.replay_points.values_list("offset_seconds", "price")
     )
     assert logged(second, f"Copied {source.symbol} from alpha class")
-    # Copying again adds nothing; the source is untouched.
-    run(alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk)
+    # Copying again adds nothing, and says so; the source is untouched.
+    again = alpha_client.post(
+        CLASSROOMS,
+        {"action": "copy_instruments", "_selected_action": [second.pk], "confirm": "yes",
+         "source": world.alpha_class.pk},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Nothing was copied: every symbol of alpha class is in the selected" in again
+    assert "into 0 classroom(s)" not in again
     assert Instrument.objects.filter(classroom=second).count() == 1
     assert Instrument.objects.get(pk=source.pk).classroom == world.alpha_class
 
@@ -372,3 +382,13 @@ def test_copy_instruments_only_from_her_own_classrooms(world, alpha_client):
     assert response.status_code == 200  # the form refuses a classroom she cannot see
     assert "Select a valid choice" in response.content.decode()
     assert not Instrument.objects.filter(classroom=second).exists()
+
+
+def test_copy_instruments_from_a_classroom_without_any_is_a_form_error(world, alpha_client):
+    empty = make_classroom(instructor=world.alpha, name="alpha empty class")
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [world.alpha_class], source=empty.pk
+    )
+    assert response.status_code == 200
+    assert "alpha empty class has no instruments to copy." in response.content.decode()
+    assert not LogEntry.objects.exists()

@@ -85,3 +85,8 @@ def test_revoking_a_revoked_key_again_neither_counts_nor_logs_it(world, alpha_cl
     assert ApiKey.objects.get(pk=second.pk).revoked_at is not None
     entries = LogEntry.objects.filter(object_id=str(first.pk), change_message__contains="Revoked")
     assert entries.count() == 1
+    # Only revoked keys selected: nothing to do, and the message says so.
+    selected = {"action": "revoke", "_selected_action": [first.pk], "confirm": "yes"}
+    page = alpha_client.post(CHANGELIST, selected, follow=True).content.decode()
+    assert "Nothing was changed: the selected keys were revoked already." in page
+    assert "Revoked 0 key(s)" not in page

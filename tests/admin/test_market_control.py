@@ -57,7 +57,9 @@ def test_start_a_move_then_stop_it(world, alpha_client):
     # Stopping it again stops nothing, and says so instead of "Stopped 1".
     selected = {"action": "stop_scenarios", "_selected_action": [scenario.pk], "confirm": "yes"}
     again = alpha_client.post(SCENARIOS, selected, follow=True)
-    assert "Stopped 0 scenario(s)." in again.content.decode()
+    assert "Nothing was stopped: none of the selected scenarios was running." in (
+        again.content.decode()
+    )
     assert LogEntry.objects.filter(change_message__contains="Stopped").count() == 1
     assert_ledger_invariants()
 
