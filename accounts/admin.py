@@ -71,6 +71,7 @@ class LedgerTransactionAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
+    ordering = ("-id",)  # the latest movement first: the one an instructor just made
     list_display = ("id", "created_at", "classroom", "kind", "memo", "position_id", "created_by")
     list_filter = ("kind", ("classroom", related_only), ("created_by", related_only))
     search_fields = ("memo", "=position_id", "=id")
@@ -85,6 +86,7 @@ class LedgerEntryAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
+    ordering = ("-id",)
     list_display = ("id", "transaction", "classroom", "pocket", "account", "position_id", "amount")
     list_filter = ("pocket", ("classroom", related_only), "transaction__kind")
     search_fields = ("=transaction__id", "=position_id", "account__user__username")

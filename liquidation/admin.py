@@ -940,6 +940,8 @@ class PriceTickAdmin(ClassroomScopedAdmin):
 
     classroom_path = "instrument__classroom"
     read_only_records = True
+    # The latest marks first (the history keeps up to a week of them), along the index.
+    ordering = ("instrument_id", "-created_at", "-id")
     list_display = ("instrument", "price", "created_at")
     list_filter = (("instrument", related_only),)
     list_select_related = ("instrument",)
