@@ -32,19 +32,21 @@ class UserAdmin(ClassroomScopedAdmin, DjangoUserAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(ClassroomScopedAdmin):
-    """Who is in which classroom as what; members join with the classroom's code."""
+    """Who is in which classroom as what; members join with the classroom's code.
+
+    Read-only, as in the classroom's roster: the role follows from how someone came in (the
+    instructor creates the class, students join with its code), and an edited role would
+    grant nothing but drop the student from the grades.
+    """
 
     classroom_path = "classroom"
+    read_only_records = True  # classroom_create and classroom_join write memberships
     ordering = ("classroom_id", "role", "user__username")
     list_display = ("user", "classroom", "role", "joined_at")
     list_filter = ("role", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
     list_select_related = ("user", "classroom")
-    readonly_fields = ("user", "classroom", "joined_at")
     fields = ("user", "classroom", "role", "joined_at")
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False  # joining funds an account through the ledger: classroom_join does it
 
 
 @admin.register(ClassroomPocket)
