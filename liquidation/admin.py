@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.money import money_text
+from accounts.money import money_text, shown
 from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
@@ -1057,10 +1057,15 @@ class MarginCallAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
-    list_display = ("created_at", "position", "classroom", "margin_ratio", "outcome", "resolved_at")
+    list_display = ("created_at", "position", "classroom", "ratio", "outcome", "resolved_at")
     list_filter = ("outcome", ("classroom", related_only))
     search_fields = ("=position__id", "position__account__user__username")
     list_select_related = ("position__instrument", "classroom")
+
+    @admin.display(description="margin ratio", ordering="margin_ratio")
+    def ratio(self, call: MarginCall) -> str:
+        # Stored as a share (0.85); the monitor and the students' pages say 85.00%.
+        return f"{shown(call.margin_ratio * 100, 2):,.2f}%"
 
 
 @admin.register(EngineHeartbeat)

@@ -87,3 +87,13 @@ def test_lists_of_money_and_prices_show_numbers_as_written(world, alpha_client):
     }
     assert set(cell(entries, "field-amount")) <= amounts
     assert not [c for c in cell(entries, "field-amount") if c.endswith("00000")]
+
+
+def test_margin_calls_list_their_ratio_as_the_monitor_does(world, alpha_client):
+    from liquidation.models import MarginCall
+    from web.templatetags.ringfence import share_pct
+
+    call = MarginCall.objects.get(classroom=world.alpha_class)
+    assert call.margin_ratio == Decimal("0.85")
+    listing = alpha_client.get(reverse("admin:liquidation_margincall_changelist")).content.decode()
+    assert cell(listing, "field-ratio") == [share_pct(call.margin_ratio)]  # 85.00%
