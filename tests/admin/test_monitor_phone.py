@@ -1,5 +1,6 @@
-"""The live monitor on a phone (390 px wide): its tables scroll inside their sections and the
-page itself never becomes wider than the screen."""
+"""The live monitor on a phone (390 px wide): its tables scroll inside their sections, the
+page itself never becomes wider than the screen, and a section stays scrolled when the panel
+refreshes itself."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ SECTIONS = """() => [...document.querySelectorAll(".monitor-grid section")].map(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_monitor_fits_a_phone_and_its_tables_scroll_in_place(live_server, browser):  # noqa: F811
+def test_the_monitor_fits_a_phone_and_its_tables_stay_scrolled(live_server, browser):  # noqa: F811
     restore_instructors_group()
     teacher = make_instructor("teacher")
     classroom = make_classroom(instructor=teacher, name="Phone class", max_leverage=100)
@@ -68,5 +69,16 @@ def test_the_monitor_fits_a_phone_and_its_tables_scroll_in_place(live_server, br
         for s in wide:
             assert s["scrolled"] > 0, s
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        # The panel is swapped in again every two seconds: the positions stay where the
+        # instructor scrolled them, or the liquidation prices could never be read on a phone.
+        page.evaluate(
+            "() => { const box = document.getElementById('monitor-positions-box');"
+            " box.scrollLeft = 120; box.dataset.before = 'swap'; }"
+        )
+        page.wait_for_function(
+            "() => { const box = document.getElementById('monitor-positions-box');"
+            " return box && !box.dataset.before; }"
+        )
+        assert page.evaluate("document.getElementById('monitor-positions-box').scrollLeft") == 120
     finally:
         context.close()
