@@ -24,7 +24,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import errors
-from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
+from accounts.admin_scoping import (
+    PLAIN_DECIMALS,
+    ClassroomScopedAdmin,
+    ReadOnlyInline,
+    ScopedInline,
+)
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
 from accounts.money import money_text, shown
 from accounts.services import accounts_adjust, classroom_create, clean_amount
@@ -766,6 +771,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
+    formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
     fields = (

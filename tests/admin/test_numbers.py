@@ -97,3 +97,18 @@ def test_margin_calls_list_their_ratio_as_the_monitor_does(world, alpha_client):
     assert call.margin_ratio == Decimal("0.85")
     listing = alpha_client.get(reverse("admin:liquidation_margincall_changelist")).content.decode()
     assert cell(listing, "field-ratio") == [share_pct(call.margin_ratio)]  # 85.00%
+
+
+def test_the_price_feed_settings_are_edited_as_written(world, alpha_client):
+    from liquidation.models import PriceFeed
+
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    PriceFeed.objects.filter(instrument=btc).update(
+        kind=PriceFeed.Kind.SIMULATED, volatility=Decimal("0.0008"), replay_speed=Decimal(2)
+    )
+    html = alpha_client.get(
+        reverse("admin:positions_instrument_change", args=[btc.pk])
+    ).content.decode()
+    assert re.search(r'name="feed-0-volatility"[^>]*value="0.0008"', html)
+    assert re.search(r'name="feed-0-replay_speed"[^>]*value="2"', html)
+    assert "0.00080000" not in html and 'value="2.0000"' not in html
