@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import errors
+from accounts.admin_numbers import written
 from accounts.admin_scoping import (
     PLAIN_DECIMALS,
     ClassroomScopedAdmin,
@@ -557,7 +558,7 @@ class ClassroomAdmin(InstructorActionsMixin):
                 classroom_id=classroom.pk, amount=amount, reason=reason, actor_id=request.user.pk
             )
             verb = "Topped up" if amount > 0 else "Drew down"
-            return f"{verb} the insurance fund by {abs(amount)}: {reason}"
+            return f"{verb} the insurance fund by {written(abs(amount))}: {reason}"
 
         return self.confirm_then_each(
             request,
@@ -565,7 +566,7 @@ class ClassroomAdmin(InstructorActionsMixin):
             apply=apply,
             done=(
                 f"{'Topped up' if amount > 0 else 'Drew down'} the insurance fund of {{count}} "
-                f"classroom(s) by {abs(amount)} each."
+                f"classroom(s) by {written(abs(amount))} each."
             ),
             form=form,
             **page,
@@ -661,13 +662,18 @@ class TradingAccountAdmin(InstructorActionsMixin):
                         self.log_change(
                             request,
                             account,
-                            f"{'Granted' if amount > 0 else 'Deducted'} {abs(amount)}: "
+                            f"{'Granted' if amount > 0 else 'Deducted'} {written(abs(amount))}: "
                             f"{form.cleaned_data['reason']}",
                         )
             except errors.DomainError as exc:
                 form.add_error(None, f"Nothing was changed. {exc.message}")
             else:
-                self.message_user(request, f"Adjusted {len(queryset)} account(s) by {amount}.")
+                verb = "Granted" if amount > 0 else "Deducted"
+                self.message_user(
+                    request,
+                    f"{verb} {written(abs(amount))} {'to' if amount > 0 else 'from'} "
+                    f"{len(queryset)} account(s).",
+                )
                 return None
         return self.confirmation(
             request,

@@ -392,3 +392,32 @@ def test_copy_instruments_from_a_classroom_without_any_is_a_form_error(world, al
     assert response.status_code == 200
     assert "alpha empty class has no instruments to copy." in response.content.decode()
     assert not LogEntry.objects.exists()
+
+
+def test_amounts_typed_with_an_exponent_or_zeros_read_plainly_in_messages(world, alpha_client):
+    accounts = students(world)
+    granted = alpha_client.post(
+        ACCOUNTS,
+        {"action": "grant_or_deduct", "_selected_action": [a.pk for a in accounts],
+         "confirm": "yes", "direction": "grant", "amount": "1e3", "reason": "Prize"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert f"Granted 1,000 to {len(accounts)} account(s)." in granted
+    assert all(logged(a, "Granted 1,000: Prize") for a in accounts)
+    deducted = alpha_client.post(
+        ACCOUNTS,
+        {"action": "grant_or_deduct", "_selected_action": [accounts[0].pk],
+         "confirm": "yes", "direction": "deduct", "amount": "5.50", "reason": "Late"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Deducted 5.5 from 1 account(s)." in deducted
+    assert logged(accounts[0], "Deducted 5.5: Late")
+    topped = alpha_client.post(
+        CLASSROOMS,
+        {"action": "adjust_insurance_fund", "_selected_action": [world.alpha_class.pk],
+         "confirm": "yes", "direction": "top_up", "amount": "2E+2", "reason": "Buffer"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "by 200 each." in topped
+    assert logged(world.alpha_class, "Topped up the insurance fund by 200: Buffer")
+    assert "E+" not in granted + deducted + topped
