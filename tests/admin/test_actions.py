@@ -421,3 +421,20 @@ def test_amounts_typed_with_an_exponent_or_zeros_read_plainly_in_messages(world,
     assert "by 200 each." in topped
     assert logged(world.alpha_class, "Topped up the insurance fund by 200: Buffer")
     assert "E+" not in granted + deducted + topped
+
+
+def test_pages_with_nothing_to_edit_offer_close_instead_of_save(world, alpha_client):
+    from liquidation.models import Scenario
+
+    account = students(world)[0]
+    scenario = Scenario.objects.get(instrument__classroom=world.alpha_class)
+    instrument = Instrument.objects.get(classroom=world.alpha_class)
+    for url in (
+        reverse("admin:accounts_tradingaccount_change", args=[account.pk]),
+        reverse("admin:liquidation_scenario_change", args=[scenario.pk]),
+    ):
+        html = alpha_client.get(url).content.decode()
+        assert 'name="_save"' not in html and 'name="_continue"' not in html, url
+        assert "closelink" in html, url
+    editable = alpha_client.get(reverse("admin:positions_instrument_change", args=[instrument.pk]))
+    assert 'name="_save"' in editable.content.decode()
