@@ -820,6 +820,43 @@ class ScenarioForm(forms.Form):
         help_text="How long a move takes; 0 moves on the next tick.",
     )
 
+    def clean(self) -> dict[str, Any]:
+        # A field the chosen kind does not use would be stored and listed, but do nothing:
+        # say so rather than start something other than what the instructor typed.
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind == Scenario.Kind.MOVE:
+            if data.get("percent") is None and "percent" not in self.errors:
+                self.add_error("percent", "Enter the move in percent, e.g. -30 for a 30% fall.")
+            if data.get("target_price") is not None:
+                self.add_error(
+                    "target_price", "A move starts from the current mark: leave this empty."
+                )
+        elif kind == Scenario.Kind.SET_PRICE:
+            if data.get("target_price") is None and "target_price" not in self.errors:
+                self.add_error("target_price", "Enter the price to set.")
+            if data.get("percent") is not None:
+                self.add_error("percent", "Setting the price takes no percent: leave this empty.")
+            if data.get("duration_seconds"):
+                self.add_error(
+                    "duration_seconds", "The price is set on the next tick: leave this at 0."
+                )
+        return data
+
+
+def scenario_text(scenario: Scenario) -> str:
+    """What a scenario does, as the instructor typed it: "move by -30% over 60 s"."""
+    if scenario.kind == Scenario.Kind.SET_PRICE and scenario.target_price is not None:
+        return f"set the price to {written(scenario.target_price)}"
+    if scenario.percent is None:
+        return scenario.get_kind_display().lower()
+    over = (
+        f"over {written(scenario.duration_seconds)} s"
+        if scenario.duration_seconds
+        else "on the next tick"
+    )
+    return f"move by {written(scenario.percent)}% {over}"
+
 
 class ReplayForm(forms.Form):
     csv_file = forms.FileField(
@@ -843,6 +880,7 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
         form = ScenarioForm(request.POST if self.confirmed(request) else None)
         if form.is_valid():
             data = form.cleaned_data
+            what = ""
             try:
                 with transaction.atomic():
                     for instrument in queryset:
@@ -854,13 +892,19 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                             duration_seconds=data["duration_seconds"] or 0,
                             created_by_id=request.user.pk,
                         )
-                        self.log_addition(request, scenario, f"Started: {scenario}.")
-                        self.log_change(request, instrument, f"Started scenario #{scenario.pk}.")
+                        what = scenario_text(scenario)
+                        self.log_addition(request, scenario, f"Started: {what}.")
+                        self.log_change(
+                            request, instrument, f"Started scenario #{scenario.pk}: {what}."
+                        )
             except errors.DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
                 form.add_error(field, f"Nothing was started. {exc.message}")
             else:
-                self.message_user(request, f"Started a scenario on {len(queryset)} instrument(s).")
+                self.message_user(
+                    request,
+                    f"Started a scenario on {len(queryset)} instrument(s): {what}.",
+                )
                 return None
         return self.confirmation(
             request,

@@ -120,3 +120,42 @@ def test_a_broken_csv_changes_nothing(world, alpha_client):
     assert b"Nothing was changed" in response.content
     after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
     assert after == before
+
+
+def test_a_scenario_field_the_kind_does_not_use_is_a_form_error(world, alpha_client):
+    btc = alpha_btc(world)
+    before = Scenario.objects.count()
+    for data, field, message in (
+        ({"kind": "set_price", "target_price": "42000", "percent": "5"}, "percent",
+         "Setting the price takes no percent"),
+        ({"kind": "set_price", "target_price": "42000", "duration_seconds": "30"},
+         "duration_seconds", "The price is set on the next tick"),
+        ({"kind": "move", "percent": "-30", "target_price": "42000"}, "target_price",
+         "A move starts from the current mark"),
+        ({"kind": "move", "duration_seconds": "60"}, "percent", "Enter the move in percent"),
+        ({"kind": "set_price"}, "target_price", "Enter the price to set."),
+    ):  # fmt: skip
+        response = act(alpha_client, INSTRUMENTS, "start_scenario", [btc], **data)
+        assert response.status_code == 200, data
+        assert message in " ".join(response.context["form"].errors.get(field, [])), data
+    assert Scenario.objects.count() == before
+
+
+def test_a_started_scenario_says_what_it_does(world, alpha_client):
+    btc = alpha_btc(world)
+    page = alpha_client.post(
+        INSTRUMENTS,
+        {"action": "start_scenario", "_selected_action": [btc.pk], "confirm": "yes",
+         "kind": "move", "percent": "-30", "duration_seconds": "60"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Started a scenario on 1 instrument(s): move by -30% over 60 s." in page
+    scenario = Scenario.objects.get(instrument=btc, status=Scenario.Status.ACTIVE)
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk),
+        change_message=f"Started scenario #{scenario.pk}: move by -30% over 60 s.",
+    ).exists()
+    act(alpha_client, INSTRUMENTS, "start_scenario", [btc], kind="set_price", target_price="4.2e4")
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk), change_message__endswith=": set the price to 42,000."
+    ).exists()
