@@ -29,6 +29,18 @@ class UserAdmin(ClassroomScopedAdmin, DjangoUserAdmin):
     def scope(self, qs: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
         return qs.filter(pk__in=users_in_scope(request.user).values("pk"))
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None or self.has_change_permission(request, obj):
+            return super().get_fieldsets(request, obj)
+        # Someone who may only look (an instructor) gets who the person is: no password
+        # box whose "Reset password" leads to a page they may not open, and none of the
+        # site's permissions, which are the operator's business.
+        return (
+            (None, {"fields": ("username",)}),
+            ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+            ("Important dates", {"fields": ("last_login", "date_joined")}),
+        )
+
 
 @admin.register(Membership)
 class MembershipAdmin(ClassroomScopedAdmin):
