@@ -32,7 +32,7 @@ from accounts.admin_scoping import (
     ScopedInline,
 )
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.money import money_text, shown
+from accounts.money import money_text, price_text, shown
 from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
@@ -844,6 +844,16 @@ class ScenarioForm(forms.Form):
         return data
 
 
+def current_marks(instruments: QuerySet[Any]) -> str:
+    """The marks a scenario would start from, on each instrument's tick: "Marks now: ..."."""
+    marks = []
+    for instrument in instruments.select_related(None).order_by("symbol", "pk"):
+        mark = instrument.mark_price
+        shown_mark = "no mark yet" if mark is None else price_text(mark, instrument.tick_size)
+        marks.append(f"{instrument.symbol} {shown_mark}")
+    return f"Marks now: {', '.join(marks)}."
+
+
 def scenario_text(scenario: Scenario) -> str:
     """What a scenario does, as the instructor typed it: "move by -30% over 60 s"."""
     if scenario.kind == Scenario.Kind.SET_PRICE and scenario.target_price is not None:
@@ -912,7 +922,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
             action="start_scenario",
             title="Start a scenario",
             question="Move the market of these instruments?",
-            consequence="An active scenario on the same instrument is cancelled first.",
+            consequence="An active scenario on the same instrument is cancelled first. "
+            + current_marks(queryset),
             form=form,
             confirm_label="Start",
         )

@@ -159,3 +159,13 @@ def test_a_started_scenario_says_what_it_does(world, alpha_client):
     assert LogEntry.objects.filter(
         object_id=str(btc.pk), change_message__endswith=": set the price to 42,000."
     ).exists()
+
+
+def test_the_scenario_form_shows_the_marks_it_would_start_from(world, alpha_client):
+    btc = alpha_btc(world)
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=D("61234.5"))
+    asked = alpha_client.post(
+        INSTRUMENTS, {"action": "start_scenario", "_selected_action": [btc.pk]}
+    ).content.decode()
+    assert f"Marks now: {btc.symbol} 61,234.5." in asked
+    assert not Scenario.objects.filter(status=Scenario.Status.ACTIVE).exists()
