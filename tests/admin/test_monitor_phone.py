@@ -69,6 +69,13 @@ def test_the_monitor_fits_a_phone_and_its_tables_stay_scrolled(live_server, brow
         for s in wide:
             assert s["scrolled"] > 0, s
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        # The summary tiles sit two a row, so the positions start on the first screen.
+        tiles = page.locator(".monitor-summary .tile")
+        first, second = tiles.nth(0).bounding_box(), tiles.nth(1).bounding_box()
+        assert first is not None and second is not None
+        assert second["y"] == first["y"] and second["x"] > first["x"]
+        table = page.locator("#monitor-positions").bounding_box()
+        assert table is not None and table["y"] < PHONE["height"]
         # The panel is swapped in again every two seconds: the positions stay where the
         # instructor scrolled them, or the liquidation prices could never be read on a phone.
         page.evaluate(
