@@ -953,7 +953,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                                 f"{upload.name}.",
                             )
                 except errors.DomainError as exc:
-                    form.add_error("csv_file", f"Nothing was changed. {exc.message}")
+                    field = "speed" if exc.field == "speed" else "csv_file"
+                    form.add_error(field, f"Nothing was changed. {exc.message}")
                 else:
                     self.message_user(request, f"Replay started on {len(queryset)} instrument(s).")
                     return None

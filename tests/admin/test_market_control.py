@@ -118,6 +118,12 @@ def test_a_broken_csv_changes_nothing(world, alpha_client):
     response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
     assert response.status_code == 200
     assert b"Nothing was changed" in response.content
+    # A good file at a speed out of range: the error is the speed's, not the file's.
+    upload = SimpleUploadedFile("ok.csv", b"0,60000\n1,59000\n")
+    slow = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="0")
+    errors = slow.context["form"].errors
+    assert "The speed must be between 0.01 and 1000." in " ".join(errors.get("speed", []))
+    assert "csv_file" not in errors
     after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
     assert after == before
 
