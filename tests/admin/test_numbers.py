@@ -112,3 +112,22 @@ def test_the_price_feed_settings_are_edited_as_written(world, alpha_client):
     assert re.search(r'name="feed-0-volatility"[^>]*value="0.0008"', html)
     assert re.search(r'name="feed-0-replay_speed"[^>]*value="2"', html)
     assert "0.00080000" not in html and 'value="2.0000"' not in html
+
+
+def test_positions_list_the_liquidation_price_the_student_sees(world, alpha_client):
+    from web.templatetags.ringfence import risk_price
+
+    html = alpha_client.get(reverse("admin:positions_position_changelist")).content.decode()
+    rows = {
+        int(pk): row
+        for row in html.split("<tbody>", 1)[1].split("</tr>")
+        for pk in re.findall(r"/position/(\d+)/change/", row)[:1]
+    }
+    positions = Position.objects.filter(account__classroom=world.alpha_class)
+    open_one = positions.get(status=Position.Status.OPEN)
+    closed = positions.exclude(status=Position.Status.OPEN).first()
+    assert open_one.liquidation_price is not None and closed is not None
+    shown = risk_price(open_one.liquidation_price, open_one)  # on the 0.1 tick
+    assert cell(rows[open_one.pk], "field-shown_liquidation_price") == [shown]
+    assert written(open_one.liquidation_price) != shown  # the stored value has more digits
+    assert cell(rows[closed.pk], "field-shown_liquidation_price") == ["-"]
