@@ -5,14 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from accounts.models import Membership
 from api.models import ApiKey
 from api.services import api_key_revoke
 from liquidation.admin import InstructorActionsMixin
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    """Active, expired or revoked, as the status column says (``ApiKey.is_active``)."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True).filter(
+                Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+            )
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
 
 
 @admin.register(ApiKey)
@@ -29,7 +52,7 @@ class ApiKeyAdmin(InstructorActionsMixin):
         "name", "user", "shown_prefix", "scope", "created_at", "last_used_at", "expires_at",
         "status",
     )  # fmt: skip
-    list_filter = ("scope",)
+    list_filter = (KeyStatusFilter, "scope")
     search_fields = ("name", "user__username", "prefix")
     list_select_related = ("user",)
     fields = (

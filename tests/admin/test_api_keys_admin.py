@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts.models import User
 from accounts.services import classroom_join
 from api.models import ApiKey
-from api.services import api_key_create
+from api.services import api_key_create, api_key_revoke
 from tests.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -90,3 +90,24 @@ def test_revoking_a_revoked_key_again_neither_counts_nor_logs_it(world, alpha_cl
     page = alpha_client.post(CHANGELIST, selected, follow=True).content.decode()
     assert "Nothing was changed: the selected keys were revoked already." in page
     assert "Revoked 0 key(s)" not in page
+
+
+def test_keys_filter_by_status_so_the_active_bots_are_easy_to_find(world, alpha_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    student = User.objects.get(username="alpha-student-2")
+    running = api_key_create(user_id=student.pk, name="running bot", scope="trade").api_key
+    stopped = api_key_create(user_id=student.pk, name="stopped bot", scope="trade").api_key
+    lapsed = api_key_create(user_id=student.pk, name="lapsed bot", scope="trade").api_key
+    api_key_revoke(user_id=student.pk, api_key_id=stopped.pk)
+    ApiKey.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    shown = {
+        status: alpha_client.get(CHANGELIST, {"status": status}).content.decode()
+        for status in ("active", "expired", "revoked")
+    }
+    assert running.name in shown["active"] and "alpha momentum bot" in shown["active"]
+    assert stopped.name not in shown["active"] and lapsed.name not in shown["active"]
+    assert lapsed.name in shown["expired"] and running.name not in shown["expired"]
+    assert stopped.name in shown["revoked"] and lapsed.name not in shown["revoked"]
