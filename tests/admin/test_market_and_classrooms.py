@@ -336,3 +336,15 @@ def test_the_memberships_page_shows_roles_but_never_changes_them(world, alpha_cl
     assert membership.role == Membership.Role.STUDENT
     grades = [g.username for g in classroom_grades(classroom_id=world.alpha_class.pk)]
     assert "alpha-student-1" in grades
+
+
+def test_a_tier_refusal_names_the_notional_as_written(world, alpha_client):
+    rows = [(D(0), "5e4", D("0.004"), 125), ("6e4", None, D("0.005"), 100)]
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"), tier_post(world.alpha_class, rows)
+    )
+    assert response.status_code == 200
+    message = " ".join(response.context["inline_admin_formsets"][0].formset.non_form_errors())
+    assert "tier ending at 50000 must be followed by a tier starting there" in message
+    assert "E+" not in message
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
