@@ -449,8 +449,17 @@ class ClassroomAdmin(InstructorActionsMixin):
         action = "open_trading" if enabled else "close_trading"
         verb = "Open" if enabled else "Close"
 
-        def apply(classroom: Classroom) -> str:
-            classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+        def switch(classroom: Classroom) -> tuple[object, ...]:
+            return (
+                classroom.trading_enabled,
+                classroom.trading_opens_at,
+                classroom.trading_closes_at,
+            )
+
+        def apply(classroom: Classroom) -> str | None:
+            switched = classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+            if switch(switched) == switch(classroom):
+                return None  # open (or closed) already: nothing to log or count
             return f"{verb.rstrip('e')}ed trading now."
 
         return self.confirm_then_each(
@@ -458,6 +467,8 @@ class ClassroomAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"Trading {'opened' if enabled else 'closed'} in {{count}} classroom(s).",
+            nothing=f"Nothing was changed: trading was {'open' if enabled else 'closed'} already "
+            "in the selected classrooms.",
             action=action,
             title=f"{verb} trading now",
             question=f"{verb} trading now in these classrooms, whatever their window says?",

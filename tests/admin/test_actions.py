@@ -248,6 +248,14 @@ def test_close_and_open_trading_now(world, alpha_client):
     assert run(alpha_client, CLASSROOMS, "open_trading", [classroom]).status_code == 302
     assert Classroom.objects.get(pk=classroom.pk).is_trading_open()
     assert logged(classroom, "Closed trading now") and logged(classroom, "Opened trading now")
+    # Opening it again changes nothing, and says so instead of counting it.
+    again = alpha_client.post(
+        CLASSROOMS,
+        {"action": "open_trading", "_selected_action": [classroom.pk], "confirm": "yes"},
+        follow=True,
+    ).content.decode()
+    assert "Nothing was changed: trading was open already" in again
+    assert LogEntry.objects.filter(change_message__contains="Opened trading now").count() == 1
     assert last_txn_id() == before
     assert_ledger_invariants()
 
