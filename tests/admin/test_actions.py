@@ -446,3 +446,21 @@ def test_pages_with_nothing_to_edit_offer_close_instead_of_save(world, alpha_cli
         assert "closelink" in html, url
     editable = alpha_client.get(reverse("admin:positions_instrument_change", args=[instrument.pk]))
     assert 'name="_save"' in editable.content.decode()
+
+
+def test_an_insurance_fund_top_up_past_what_it_may_hold_is_refused_plainly(world, alpha_client):
+    """Each top-up is a valid amount, but the fund stays below the largest free balance, so
+    that repeated top-ups never overflow the ledger's columns (a server error before)."""
+    top_up = {"action": "adjust_insurance_fund", "_selected_action": [world.alpha_class.pk],
+              "confirm": "yes", "direction": "top_up", "reason": "Big buffer"}  # fmt: skip
+    first = alpha_client.post(CLASSROOMS, {**top_up, "amount": "999999999999000"})
+    assert first.status_code == 302
+    before = last_txn_id()
+    fund = ClassroomPocket.objects.get(classroom=world.alpha_class, kind="insurance")
+    refused = alpha_client.post(CLASSROOMS, {**top_up, "amount": "999999999999000"}, follow=True)
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "Nothing was changed. The insurance fund of alpha class would grow too large." in page
+    assert last_txn_id() == before
+    assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance
+    assert_ledger_invariants()
