@@ -58,7 +58,7 @@ from liquidation.models import (
 from liquidation.services import replay_upload, scenario_start, scenario_stop
 from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
-from positions.models import Instrument
+from positions.models import Instrument, Order, Position
 from positions.selectors import account_equities
 from positions.services import lock_accounts_with_open_positions
 
@@ -606,6 +606,21 @@ class ClassroomAdmin(InstructorActionsMixin):
 # --- trading accounts -----------------------------------------------------------------
 
 
+def reset_consequence(accounts: QuerySet[Any]) -> str:
+    """What a reset of ``accounts`` will do, counted, before the instructor confirms it."""
+    positions = Position.objects.filter(account__in=accounts, status=Position.Status.OPEN)
+    orders = Order.objects.filter(account__in=accounts, status=Order.Status.RESTING)
+    classrooms = Classroom.objects.filter(accounts__in=accounts).distinct().order_by("name")
+    balances = "; ".join(
+        f"{c.name}: {money_text(c.starting_balance, c.currency)} {c.currency}" for c in classrooms
+    )
+    return (
+        f"{positions.count()} open position(s) are closed at the current mark and "
+        f"{orders.count()} resting order(s) cancelled; then the house tops up or takes back "
+        f"the difference to the starting balance ({balances}). A reset cannot be undone."
+    )
+
+
 class AdjustForm(SignedAmountForm):
     choices = (("grant", "Grant (add paper money)"), ("deduct", "Deduct (take paper money)"))
     reason_help = "Shown in the student's ledger statement."
@@ -712,10 +727,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
             action="reset_to_starting_balance",
             title="Reset to the starting balance",
             question="Reset these accounts to their classroom's starting balance?",
-            consequence=(
-                "Their open positions are closed at the current mark, resting orders are "
-                "cancelled, and the house tops up or takes back the difference."
-            ),
+            consequence="" if self.confirmed(request) else reset_consequence(queryset),
             confirm_label="Yes, reset",
         )
 

@@ -464,3 +464,22 @@ def test_an_insurance_fund_top_up_past_what_it_may_hold_is_refused_plainly(world
     assert last_txn_id() == before
     assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance
     assert_ledger_invariants()
+
+
+def test_the_reset_page_counts_what_a_reset_will_close_and_cancel(world, alpha_client):
+    from accounts.money import money_text
+
+    accounts = students(world)
+    open_count = Position.objects.filter(account__in=accounts, status="open").count()
+    resting = Order.objects.filter(account__in=accounts, status="resting").count()
+    assert open_count and resting  # the class has both
+    asked = alpha_client.post(
+        ACCOUNTS,
+        {"action": "reset_to_starting_balance", "_selected_action": [a.pk for a in accounts]},
+    ).content.decode()
+    classroom = world.alpha_class
+    start = f"{money_text(classroom.starting_balance, classroom.currency)} {classroom.currency}"
+    assert f"{open_count} open position(s) are closed at the current mark" in asked
+    assert f"{resting} resting order(s) cancelled" in asked
+    assert f"({classroom.name}: {start})" in asked and "cannot be undone" in asked
+    assert Position.objects.filter(account__in=accounts, status="open").count() == open_count
