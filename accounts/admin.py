@@ -29,22 +29,36 @@ class UserAdmin(ClassroomScopedAdmin, DjangoUserAdmin):
     def scope(self, qs: QuerySet[Any], request: HttpRequest) -> QuerySet[Any]:
         return qs.filter(pk__in=users_in_scope(request.user).values("pk"))
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None or self.has_change_permission(request, obj):
+            return super().get_fieldsets(request, obj)
+        # Someone who may only look (an instructor) gets who the person is: no password
+        # box whose "Reset password" leads to a page they may not open, and none of the
+        # site's permissions, which are the operator's business.
+        return (
+            (None, {"fields": ("username",)}),
+            ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+            ("Important dates", {"fields": ("last_login", "date_joined")}),
+        )
+
 
 @admin.register(Membership)
 class MembershipAdmin(ClassroomScopedAdmin):
-    """Who is in which classroom as what; members join with the classroom's code."""
+    """Who is in which classroom as what; members join with the classroom's code.
+
+    Read-only, as in the classroom's roster: the role follows from how someone came in (the
+    instructor creates the class, students join with its code), and an edited role would
+    grant nothing but drop the student from the grades.
+    """
 
     classroom_path = "classroom"
+    read_only_records = True  # classroom_create and classroom_join write memberships
     ordering = ("classroom_id", "role", "user__username")
     list_display = ("user", "classroom", "role", "joined_at")
     list_filter = ("role", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
     list_select_related = ("user", "classroom")
-    readonly_fields = ("user", "classroom", "joined_at")
     fields = ("user", "classroom", "role", "joined_at")
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False  # joining funds an account through the ledger: classroom_join does it
 
 
 @admin.register(ClassroomPocket)
@@ -71,6 +85,7 @@ class LedgerTransactionAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
+    ordering = ("-id",)  # the latest movement first: the one an instructor just made
     list_display = ("id", "created_at", "classroom", "kind", "memo", "position_id", "created_by")
     list_filter = ("kind", ("classroom", related_only), ("created_by", related_only))
     search_fields = ("memo", "=position_id", "=id")
@@ -85,6 +100,7 @@ class LedgerEntryAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
+    ordering = ("-id",)
     list_display = ("id", "transaction", "classroom", "pocket", "account", "position_id", "amount")
     list_filter = ("pocket", ("classroom", related_only), "transaction__kind")
     search_fields = ("=transaction__id", "=position_id", "account__user__username")

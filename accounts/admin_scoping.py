@@ -117,6 +117,26 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
 
     # --- views: someone else's object is not found -------------------------------------
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        # A page on which nothing can be edited (a trading account, a scenario: they change
+        # through actions) offers "Close" rather than Save buttons that would save nothing.
+        nothing_editable = not context["adminform"].form.fields and not context.get(
+            "has_editable_inline_admin_formsets"
+        )
+        if change and nothing_editable:
+            context.update(
+                show_save=False, show_save_and_continue=False, show_save_and_add_another=False
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def _require_in_scope(self, request: HttpRequest, object_id: str | None) -> None:
         if object_id is None:
             return

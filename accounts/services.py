@@ -183,12 +183,15 @@ def account_adjust(
         raise errors.NotFound("No such trading account.")
     if account.balance + amount < 0:
         raise errors.InsufficientBalance(
-            f"The free balance is {money_text(account.balance, account.classroom.currency)}; "
-            "it cannot go below zero.",
+            f"The free balance of {account.user} in {account.classroom.name} is "
+            f"{money_text(account.balance, account.classroom.currency)}; it cannot go below zero.",
             field="amount",
         )
     if account.balance + amount >= MAX_AMOUNT:
-        raise errors.InvalidAmount("The free balance would grow too large.", field="amount")
+        raise errors.InvalidAmount(
+            f"The free balance of {account.user} in {account.classroom.name} would grow too large.",
+            field="amount",
+        )
     ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.GRANT if amount > 0 else LedgerTransaction.Kind.DEDUCT,

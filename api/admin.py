@@ -5,14 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from accounts.models import Membership
 from api.models import ApiKey
 from api.services import api_key_revoke
 from liquidation.admin import InstructorActionsMixin
+
+
+class KeyStatusFilter(admin.SimpleListFilter):
+    """Active, expired or revoked, as the status column says (``ApiKey.is_active``)."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True).filter(
+                Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+            )
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
 
 
 @admin.register(ApiKey)
@@ -29,7 +52,7 @@ class ApiKeyAdmin(InstructorActionsMixin):
         "name", "user", "shown_prefix", "scope", "created_at", "last_used_at", "expires_at",
         "status",
     )  # fmt: skip
-    list_filter = ("scope",)
+    list_filter = (KeyStatusFilter, "scope")
     search_fields = ("name", "user__username", "prefix")
     list_select_related = ("user",)
     fields = (
@@ -68,7 +91,9 @@ class ApiKeyAdmin(InstructorActionsMixin):
 
     @admin.action(description="Revoke the selected keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
-        def revoke_one(key: ApiKey) -> str:
+        def revoke_one(key: ApiKey) -> str | None:
+            if key.revoked_at is not None:
+                return None  # revoked already: nothing to log or count
             api_key_revoke(user_id=key.user_id, api_key_id=key.pk)
             return "Revoked"
 
@@ -77,6 +102,7 @@ class ApiKeyAdmin(InstructorActionsMixin):
             queryset,
             apply=revoke_one,
             done="Revoked {count} key(s): programs using them are refused from now on.",
+            nothing="Nothing was changed: the selected keys were revoked already.",
             action="revoke",
             title="Revoke API keys",
             question="Revoke these keys?",

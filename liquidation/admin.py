@@ -24,9 +24,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts import errors
-from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
+from accounts.admin_numbers import written
+from accounts.admin_scoping import (
+    PLAIN_DECIMALS,
+    ClassroomScopedAdmin,
+    ReadOnlyInline,
+    ScopedInline,
+)
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.money import money_text
+from accounts.money import money_text, price_text, shown
 from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
@@ -52,7 +58,7 @@ from liquidation.models import (
 from liquidation.services import replay_upload, scenario_start, scenario_stop
 from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
-from positions.models import Instrument
+from positions.models import Instrument, Order, Position
 from positions.selectors import account_equities
 from positions.services import lock_accounts_with_open_positions
 
@@ -104,6 +110,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         *,
         apply: Callable[[Any], str | None],
         done: str,
+        nothing: str | None = None,
         lock_first: Callable[[list[int]], object] | None = None,
         **page: Any,
     ) -> TemplateResponse | None:
@@ -113,7 +120,8 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         ``lock_first`` takes the rows' locks before the first ``apply``, for services whose
         postings would otherwise hold a pocket while waiting for the next row. ``apply``
         returns ``None`` for a row it had nothing to do for: no log entry, and ``done``
-        counts only the rows that changed."""
+        counts only the rows that changed; when none did, ``nothing`` says why instead of
+        "... 0 row(s)"."""
         if not self.confirmed(request):
             return self.confirmation(request, queryset, **page)
         try:
@@ -129,7 +137,10 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
         except errors.DomainError as exc:
             self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
             return None
-        self.message_user(request, done.format(count=changed))
+        if changed == 0 and nothing is not None:
+            self.message_user(request, nothing, messages.WARNING)
+        else:
+            self.message_user(request, done.format(count=changed))
         return None
 
     def grades_response(self, request: HttpRequest, rows: list[Any], filename: str) -> HttpResponse:
@@ -192,6 +203,12 @@ class CopyInstrumentsForm(forms.Form):
     def __init__(self, *args: Any, sources: QuerySet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["source"].queryset = sources  # type: ignore[attr-defined]
+
+    def clean_source(self) -> Classroom:
+        source: Classroom = self.cleaned_data["source"]
+        if not Instrument.objects.filter(classroom=source).exists():
+            raise forms.ValidationError(f"{source.name} has no instruments to copy.")
+        return source
 
 
 class SignedAmountForm(forms.Form):
@@ -432,8 +449,17 @@ class ClassroomAdmin(InstructorActionsMixin):
         action = "open_trading" if enabled else "close_trading"
         verb = "Open" if enabled else "Close"
 
-        def apply(classroom: Classroom) -> str:
-            classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+        def switch(classroom: Classroom) -> tuple[object, ...]:
+            return (
+                classroom.trading_enabled,
+                classroom.trading_opens_at,
+                classroom.trading_closes_at,
+            )
+
+        def apply(classroom: Classroom) -> str | None:
+            switched = classroom_set_trading(classroom_id=classroom.pk, enabled=enabled)
+            if switch(switched) == switch(classroom):
+                return None  # open (or closed) already: nothing to log or count
             return f"{verb.rstrip('e')}ed trading now."
 
         return self.confirm_then_each(
@@ -441,6 +467,8 @@ class ClassroomAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"Trading {'opened' if enabled else 'closed'} in {{count}} classroom(s).",
+            nothing=f"Nothing was changed: trading was {'open' if enabled else 'closed'} already "
+            "in the selected classrooms.",
             action=action,
             title=f"{verb} trading now",
             question=f"{verb} trading now in these classrooms, whatever their window says?",
@@ -511,6 +539,10 @@ class ClassroomAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"Copied instruments from {source.name} into {{count}} classroom(s).",
+            nothing=(
+                f"Nothing was copied: every symbol of {source.name} is in the selected "
+                "classroom(s) already, and those are left as they are."
+            ),
             form=form,
             **page,
         )
@@ -537,7 +569,7 @@ class ClassroomAdmin(InstructorActionsMixin):
                 classroom_id=classroom.pk, amount=amount, reason=reason, actor_id=request.user.pk
             )
             verb = "Topped up" if amount > 0 else "Drew down"
-            return f"{verb} the insurance fund by {abs(amount)}: {reason}"
+            return f"{verb} the insurance fund by {written(abs(amount))}: {reason}"
 
         return self.confirm_then_each(
             request,
@@ -545,7 +577,7 @@ class ClassroomAdmin(InstructorActionsMixin):
             apply=apply,
             done=(
                 f"{'Topped up' if amount > 0 else 'Drew down'} the insurance fund of {{count}} "
-                f"classroom(s) by {abs(amount)} each."
+                f"classroom(s) by {written(abs(amount))} each."
             ),
             form=form,
             **page,
@@ -572,6 +604,21 @@ class ClassroomAdmin(InstructorActionsMixin):
 
 
 # --- trading accounts -----------------------------------------------------------------
+
+
+def reset_consequence(accounts: QuerySet[Any]) -> str:
+    """What a reset of ``accounts`` will do, counted, before the instructor confirms it."""
+    positions = Position.objects.filter(account__in=accounts, status=Position.Status.OPEN)
+    orders = Order.objects.filter(account__in=accounts, status=Order.Status.RESTING)
+    classrooms = Classroom.objects.filter(accounts__in=accounts).distinct().order_by("name")
+    balances = "; ".join(
+        f"{c.name}: {money_text(c.starting_balance, c.currency)} {c.currency}" for c in classrooms
+    )
+    return (
+        f"{positions.count()} open position(s) are closed at the current mark and "
+        f"{orders.count()} resting order(s) cancelled; then the house tops up or takes back "
+        f"the difference to the starting balance ({balances}). A reset cannot be undone."
+    )
 
 
 class AdjustForm(SignedAmountForm):
@@ -641,13 +688,18 @@ class TradingAccountAdmin(InstructorActionsMixin):
                         self.log_change(
                             request,
                             account,
-                            f"{'Granted' if amount > 0 else 'Deducted'} {abs(amount)}: "
+                            f"{'Granted' if amount > 0 else 'Deducted'} {written(abs(amount))}: "
                             f"{form.cleaned_data['reason']}",
                         )
             except errors.DomainError as exc:
                 form.add_error(None, f"Nothing was changed. {exc.message}")
             else:
-                self.message_user(request, f"Adjusted {len(queryset)} account(s) by {amount}.")
+                verb = "Granted" if amount > 0 else "Deducted"
+                self.message_user(
+                    request,
+                    f"{verb} {written(abs(amount))} {'to' if amount > 0 else 'from'} "
+                    f"{len(queryset)} account(s).",
+                )
                 return None
         return self.confirmation(
             request,
@@ -675,10 +727,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
             action="reset_to_starting_balance",
             title="Reset to the starting balance",
             question="Reset these accounts to their classroom's starting balance?",
-            consequence=(
-                "Their open positions are closed at the current mark, resting orders are "
-                "cancelled, and the house tops up or takes back the difference."
-            ),
+            consequence="" if self.confirmed(request) else reset_consequence(queryset),
             confirm_label="Yes, reset",
         )
 
@@ -697,6 +746,11 @@ class TradingAccountAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done=f"{'Froze' if frozen else 'Unfroze'} trading on {{count}} account(s).",
+            nothing=(
+                "Nothing was changed: the selected accounts were frozen already."
+                if frozen
+                else "Nothing was changed: none of the selected accounts was frozen."
+            ),
             action=action,
             title=f"{verb} trading",
             question=f"{verb} trading on these accounts?",
@@ -746,6 +800,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
+    formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
     fields = (
@@ -788,6 +843,53 @@ class ScenarioForm(forms.Form):
         help_text="How long a move takes; 0 moves on the next tick.",
     )
 
+    def clean(self) -> dict[str, Any]:
+        # A field the chosen kind does not use would be stored and listed, but do nothing:
+        # say so rather than start something other than what the instructor typed.
+        data = super().clean() or {}
+        kind = data.get("kind")
+        if kind == Scenario.Kind.MOVE:
+            if data.get("percent") is None and "percent" not in self.errors:
+                self.add_error("percent", "Enter the move in percent, e.g. -30 for a 30% fall.")
+            if data.get("target_price") is not None:
+                self.add_error(
+                    "target_price", "A move starts from the current mark: leave this empty."
+                )
+        elif kind == Scenario.Kind.SET_PRICE:
+            if data.get("target_price") is None and "target_price" not in self.errors:
+                self.add_error("target_price", "Enter the price to set.")
+            if data.get("percent") is not None:
+                self.add_error("percent", "Setting the price takes no percent: leave this empty.")
+            if data.get("duration_seconds"):
+                self.add_error(
+                    "duration_seconds", "The price is set on the next tick: leave this at 0."
+                )
+        return data
+
+
+def current_marks(instruments: QuerySet[Any]) -> str:
+    """The marks a scenario would start from, on each instrument's tick: "Marks now: ..."."""
+    marks = []
+    for instrument in instruments.select_related(None).order_by("symbol", "pk"):
+        mark = instrument.mark_price
+        shown_mark = "no mark yet" if mark is None else price_text(mark, instrument.tick_size)
+        marks.append(f"{instrument.symbol} {shown_mark}")
+    return f"Marks now: {', '.join(marks)}."
+
+
+def scenario_text(scenario: Scenario) -> str:
+    """What a scenario does, as the instructor typed it: "move by -30% over 60 s"."""
+    if scenario.kind == Scenario.Kind.SET_PRICE and scenario.target_price is not None:
+        return f"set the price to {written(scenario.target_price)}"
+    if scenario.percent is None:
+        return scenario.get_kind_display().lower()
+    over = (
+        f"over {written(scenario.duration_seconds)} s"
+        if scenario.duration_seconds
+        else "on the next tick"
+    )
+    return f"move by {written(scenario.percent)}% {over}"
+
 
 class ReplayForm(forms.Form):
     csv_file = forms.FileField(
@@ -811,6 +913,7 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
         form = ScenarioForm(request.POST if self.confirmed(request) else None)
         if form.is_valid():
             data = form.cleaned_data
+            what = ""
             try:
                 with transaction.atomic():
                     for instrument in queryset:
@@ -822,13 +925,19 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                             duration_seconds=data["duration_seconds"] or 0,
                             created_by_id=request.user.pk,
                         )
-                        self.log_addition(request, scenario, f"Started: {scenario}.")
-                        self.log_change(request, instrument, f"Started scenario #{scenario.pk}.")
+                        what = scenario_text(scenario)
+                        self.log_addition(request, scenario, f"Started: {what}.")
+                        self.log_change(
+                            request, instrument, f"Started scenario #{scenario.pk}: {what}."
+                        )
             except errors.DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
                 form.add_error(field, f"Nothing was started. {exc.message}")
             else:
-                self.message_user(request, f"Started a scenario on {len(queryset)} instrument(s).")
+                self.message_user(
+                    request,
+                    f"Started a scenario on {len(queryset)} instrument(s): {what}.",
+                )
                 return None
         return self.confirmation(
             request,
@@ -836,7 +945,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
             action="start_scenario",
             title="Start a scenario",
             question="Move the market of these instruments?",
-            consequence="An active scenario on the same instrument is cancelled first.",
+            consequence="An active scenario on the same instrument is cancelled first. "
+            + current_marks(queryset),
             form=form,
             confirm_label="Start",
         )
@@ -866,7 +976,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                                 f"{upload.name}.",
                             )
                 except errors.DomainError as exc:
-                    form.add_error("csv_file", f"Nothing was changed. {exc.message}")
+                    field = "speed" if exc.field == "speed" else "csv_file"
+                    form.add_error(field, f"Nothing was changed. {exc.message}")
                 else:
                     self.message_user(request, f"Replay started on {len(queryset)} instrument(s).")
                     return None
@@ -920,6 +1031,8 @@ class PriceTickAdmin(ClassroomScopedAdmin):
 
     classroom_path = "instrument__classroom"
     read_only_records = True
+    # The latest marks first (the history keeps up to a week of them), along the index.
+    ordering = ("instrument_id", "-created_at", "-id")
     list_display = ("instrument", "price", "created_at")
     list_filter = (("instrument", related_only),)
     list_select_related = ("instrument",)
@@ -986,6 +1099,7 @@ class ScenarioAdmin(InstructorActionsMixin):
             queryset,
             apply=apply,
             done="Stopped {count} scenario(s).",
+            nothing="Nothing was stopped: none of the selected scenarios was running.",
             action="stop_scenarios",
             title="Stop scenarios",
             question="Stop these scenarios?",
@@ -1034,10 +1148,15 @@ class MarginCallAdmin(ClassroomScopedAdmin):
 
     classroom_path = "classroom"
     read_only_records = True
-    list_display = ("created_at", "position", "classroom", "margin_ratio", "outcome", "resolved_at")
+    list_display = ("created_at", "position", "classroom", "ratio", "outcome", "resolved_at")
     list_filter = ("outcome", ("classroom", related_only))
     search_fields = ("=position__id", "position__account__user__username")
     list_select_related = ("position__instrument", "classroom")
+
+    @admin.display(description="margin ratio", ordering="margin_ratio")
+    def ratio(self, call: MarginCall) -> str:
+        # Stored as a share (0.85); the monitor and the students' pages say 85.00%.
+        return f"{shown(call.margin_ratio * 100, 2):,.2f}%"
 
 
 @admin.register(EngineHeartbeat)

@@ -31,6 +31,7 @@ EVENTS_SHOWN = 15
 class Imbalance:
     symbol: str
     mark_price: Decimal | None
+    tick_size: Decimal
     long_count: int
     long_quantity: Decimal
     short_count: int
@@ -88,12 +89,15 @@ def monitor_snapshot(classroom: Classroom) -> MonitorSnapshot:
         Imbalance(
             symbol=row["instrument__symbol"],
             mark_price=row["instrument__mark_price"],
+            tick_size=row["instrument__tick_size"],
             long_count=row["long_count"],
             long_quantity=row["long_quantity"] or ZERO,
             short_count=row["short_count"],
             short_quantity=row["short_quantity"] or ZERO,
         )
-        for row in open_qs.values("instrument__symbol", "instrument__mark_price")
+        for row in open_qs.values(
+            "instrument__symbol", "instrument__mark_price", "instrument__tick_size"
+        )
         .annotate(
             long_count=Count("pk", filter=Q(side=Side.LONG)),
             long_quantity=Sum("quantity", filter=Q(side=Side.LONG)),

@@ -28,7 +28,7 @@ from accounts.models import (
     TradingAccount,
     new_join_code,
 )
-from accounts.money import ZERO, memo_money, money, money_text, plain
+from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text, plain
 from accounts.services import clean_amount
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
@@ -157,6 +157,10 @@ def insurance_fund_adjust(
             f"The insurance fund of {classroom.name} holds "
             f"{money_text(fund.balance, classroom.currency)}; it cannot go below zero.",
             field="amount",
+        )
+    if fund.balance + value >= MAX_AMOUNT:  # as a free balance: well inside the column
+        raise errors.InvalidAmount(
+            f"The insurance fund of {classroom.name} would grow too large.", field="amount"
         )
     return ledger_post(
         classroom_id=classroom_id,

@@ -14,6 +14,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
+from accounts.money import price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position
 
@@ -130,7 +131,7 @@ class PositionAdmin(ClassroomScopedAdmin):
         "quantity",
         "entry_price",
         "leverage",
-        "liquidation_price",
+        "shown_liquidation_price",
         "status",
         "opened_at",
     )
@@ -144,6 +145,16 @@ class PositionAdmin(ClassroomScopedAdmin):
     list_select_related = ("account__user", "account__classroom", "instrument")
     date_hierarchy = "opened_at"
     inlines = [CollateralInline, FillInline]
+
+    @admin.display(description="liquidation price", ordering="liquidation_price")
+    def shown_liquidation_price(self, position: Position) -> str:
+        # As the student's pages, the monitor and the API show it: on the tick, rounded
+        # towards the entry; none once the position is closed or can never be liquidated.
+        if position.status != Position.Status.OPEN or position.liquidation_price is None:
+            return "-"
+        tick = position.instrument.tick_size
+        shown = towards_entry(position.liquidation_price, side=position.side, tick=tick)
+        return price_text(shown, tick) if shown is not None else "-"
 
 
 @admin.register(Collateral)

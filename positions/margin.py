@@ -66,6 +66,13 @@ class Tier:
 TableNumber = Decimal | int | str
 
 
+def _as_typed(value: Decimal | None) -> str:
+    """A notional in a message as people write it: 50000, not 5E+4 or 50000.00000000."""
+    if value is None:
+        return "no cap"
+    return "0" if value == 0 else f"{value.normalize():f}"
+
+
 def tiers_from_table(
     rows: Iterable[tuple[TableNumber, TableNumber | None, TableNumber, int]],
 ) -> list[Tier]:
@@ -93,9 +100,11 @@ def tiers_from_table(
         if cap is None and not last:
             raise ValueError("only the last tier may be open-ended")
         if cap is not None and cap <= floor:
-            raise ValueError(f"tier starting at {floor} must end above its floor")
+            raise ValueError(f"tier starting at {_as_typed(floor)} must end above its floor")
         if not last and cap != ordered[index + 1][0]:
-            raise ValueError(f"tier ending at {cap} must be followed by a tier starting there")
+            raise ValueError(
+                f"tier ending at {_as_typed(cap)} must be followed by a tier starting there"
+            )
         if not (_ZERO < mmr < 1):
             raise ValueError("a maintenance rate must lie strictly between 0 and 1")
         if mmr < previous_mmr:

@@ -6,6 +6,7 @@
     seconds: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" },
     minutes: { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" },
     day: { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" },
+    time: { hour: "2-digit", minute: "2-digit", second: "2-digit" },
   };
 
   function localise(root) {

@@ -127,6 +127,26 @@ def test_deduct_posts_a_deduction_and_too_large_a_deduction_writes_nothing(world
     assert_ledger_invariants()
 
 
+def test_a_refused_deduction_names_the_student_whose_balance_is_short(world, alpha_client):
+    from accounts.services import account_adjust
+
+    accounts = students(world)
+    account_adjust(account_id=accounts[0].pk, amount=Decimal(5000), reason="Prize")
+    for account in accounts:
+        account.refresh_from_db()
+    short = min(accounts, key=lambda a: a.balance)
+    other = max(accounts, key=lambda a: a.balance)
+    before = last_txn_id()
+    refused = run(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="deduct", amount=str(short.balance + 1), reason="Penalty",
+    )  # fmt: skip
+    message = refused.content.decode().split("Nothing was changed.", 1)[1].split("</", 1)[0]
+    assert f"The free balance of {short.user.username} in {world.alpha_class.name} is" in message
+    assert other.user.username not in message
+    assert last_txn_id() == before
+
+
 def test_invalid_adjustment_input_is_a_form_error(world, alpha_client):
     before = last_txn_id()
     for data in (
@@ -207,7 +227,10 @@ def test_freeze_and_unfreeze_move_no_money_and_are_logged(world, alpha_client):
         {"action": "freeze_trading", "_selected_action": [accounts[1].pk], "confirm": "yes"},
         follow=True,
     )
-    assert "Froze trading on 0 account(s)." in again.content.decode()
+    assert "Nothing was changed: the selected accounts were frozen already." in (
+        again.content.decode()
+    )
+    assert "0 account(s)" not in again.content.decode()
     assert (
         LogEntry.objects.filter(
             object_id=str(accounts[1].pk), change_message="Freeze trading."
@@ -225,6 +248,14 @@ def test_close_and_open_trading_now(world, alpha_client):
     assert run(alpha_client, CLASSROOMS, "open_trading", [classroom]).status_code == 302
     assert Classroom.objects.get(pk=classroom.pk).is_trading_open()
     assert logged(classroom, "Closed trading now") and logged(classroom, "Opened trading now")
+    # Opening it again changes nothing, and says so instead of counting it.
+    again = alpha_client.post(
+        CLASSROOMS,
+        {"action": "open_trading", "_selected_action": [classroom.pk], "confirm": "yes"},
+        follow=True,
+    ).content.decode()
+    assert "Nothing was changed: trading was open already" in again
+    assert LogEntry.objects.filter(change_message__contains="Opened trading now").count() == 1
     assert last_txn_id() == before
     assert_ledger_invariants()
 
@@ -327,8 +358,15 @@ def test_copy_instruments_from_another_of_her_classrooms(world, alpha_client):
         source.feed.replay_points.values_list("offset_seconds", "price")
     )
     assert logged(second, f"Copied {source.symbol} from alpha class")
-    # Copying again adds nothing; the source is untouched.
-    run(alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk)
+    # Copying again adds nothing, and says so; the source is untouched.
+    again = alpha_client.post(
+        CLASSROOMS,
+        {"action": "copy_instruments", "_selected_action": [second.pk], "confirm": "yes",
+         "source": world.alpha_class.pk},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Nothing was copied: every symbol of alpha class is in the selected" in again
+    assert "into 0 classroom(s)" not in again
     assert Instrument.objects.filter(classroom=second).count() == 1
     assert Instrument.objects.get(pk=source.pk).classroom == world.alpha_class
 
@@ -352,3 +390,96 @@ def test_copy_instruments_only_from_her_own_classrooms(world, alpha_client):
     assert response.status_code == 200  # the form refuses a classroom she cannot see
     assert "Select a valid choice" in response.content.decode()
     assert not Instrument.objects.filter(classroom=second).exists()
+
+
+def test_copy_instruments_from_a_classroom_without_any_is_a_form_error(world, alpha_client):
+    empty = make_classroom(instructor=world.alpha, name="alpha empty class")
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [world.alpha_class], source=empty.pk
+    )
+    assert response.status_code == 200
+    assert "alpha empty class has no instruments to copy." in response.content.decode()
+    assert not LogEntry.objects.exists()
+
+
+def test_amounts_typed_with_an_exponent_or_zeros_read_plainly_in_messages(world, alpha_client):
+    accounts = students(world)
+    granted = alpha_client.post(
+        ACCOUNTS,
+        {"action": "grant_or_deduct", "_selected_action": [a.pk for a in accounts],
+         "confirm": "yes", "direction": "grant", "amount": "1e3", "reason": "Prize"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert f"Granted 1,000 to {len(accounts)} account(s)." in granted
+    assert all(logged(a, "Granted 1,000: Prize") for a in accounts)
+    deducted = alpha_client.post(
+        ACCOUNTS,
+        {"action": "grant_or_deduct", "_selected_action": [accounts[0].pk],
+         "confirm": "yes", "direction": "deduct", "amount": "5.50", "reason": "Late"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Deducted 5.5 from 1 account(s)." in deducted
+    assert logged(accounts[0], "Deducted 5.5: Late")
+    topped = alpha_client.post(
+        CLASSROOMS,
+        {"action": "adjust_insurance_fund", "_selected_action": [world.alpha_class.pk],
+         "confirm": "yes", "direction": "top_up", "amount": "2E+2", "reason": "Buffer"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "by 200 each." in topped
+    assert logged(world.alpha_class, "Topped up the insurance fund by 200: Buffer")
+    assert "E+" not in granted + deducted + topped
+
+
+def test_pages_with_nothing_to_edit_offer_close_instead_of_save(world, alpha_client):
+    from liquidation.models import Scenario
+
+    account = students(world)[0]
+    scenario = Scenario.objects.get(instrument__classroom=world.alpha_class)
+    instrument = Instrument.objects.get(classroom=world.alpha_class)
+    for url in (
+        reverse("admin:accounts_tradingaccount_change", args=[account.pk]),
+        reverse("admin:liquidation_scenario_change", args=[scenario.pk]),
+    ):
+        html = alpha_client.get(url).content.decode()
+        assert 'name="_save"' not in html and 'name="_continue"' not in html, url
+        assert "closelink" in html, url
+    editable = alpha_client.get(reverse("admin:positions_instrument_change", args=[instrument.pk]))
+    assert 'name="_save"' in editable.content.decode()
+
+
+def test_an_insurance_fund_top_up_past_what_it_may_hold_is_refused_plainly(world, alpha_client):
+    """Each top-up is a valid amount, but the fund stays below the largest free balance, so
+    that repeated top-ups never overflow the ledger's columns (a server error before)."""
+    top_up = {"action": "adjust_insurance_fund", "_selected_action": [world.alpha_class.pk],
+              "confirm": "yes", "direction": "top_up", "reason": "Big buffer"}  # fmt: skip
+    first = alpha_client.post(CLASSROOMS, {**top_up, "amount": "999999999999000"})
+    assert first.status_code == 302
+    before = last_txn_id()
+    fund = ClassroomPocket.objects.get(classroom=world.alpha_class, kind="insurance")
+    refused = alpha_client.post(CLASSROOMS, {**top_up, "amount": "999999999999000"}, follow=True)
+    assert refused.status_code == 200
+    page = refused.content.decode()
+    assert "Nothing was changed. The insurance fund of alpha class would grow too large." in page
+    assert last_txn_id() == before
+    assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance
+    assert_ledger_invariants()
+
+
+def test_the_reset_page_counts_what_a_reset_will_close_and_cancel(world, alpha_client):
+    from accounts.money import money_text
+
+    accounts = students(world)
+    open_count = Position.objects.filter(account__in=accounts, status="open").count()
+    resting = Order.objects.filter(account__in=accounts, status="resting").count()
+    assert open_count and resting  # the class has both
+    asked = alpha_client.post(
+        ACCOUNTS,
+        {"action": "reset_to_starting_balance", "_selected_action": [a.pk for a in accounts]},
+    ).content.decode()
+    classroom = world.alpha_class
+    start = f"{money_text(classroom.starting_balance, classroom.currency)} {classroom.currency}"
+    assert f"{open_count} open position(s) are closed at the current mark" in asked
+    assert f"{resting} resting order(s) cancelled" in asked
+    assert f"({classroom.name}: {start})" in asked and "cannot be undone" in asked
+    assert Position.objects.filter(account__in=accounts, status="open").count() == open_count

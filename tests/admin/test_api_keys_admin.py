@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from accounts.models import User
 from accounts.services import classroom_join
 from api.models import ApiKey
-from api.services import api_key_create
+from api.services import api_key_create, api_key_revoke
 from tests.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -64,3 +65,49 @@ def test_keys_of_a_student_also_in_another_instructors_class_are_not_hers(world,
     assert client_for(created.raw).get("/api/v1/me").status_code == 200
     # Her own students' keys are still hers.
     assert "alpha momentum bot" in alpha_client.get(CHANGELIST).content.decode()
+
+
+def test_revoking_a_revoked_key_again_neither_counts_nor_logs_it(world, alpha_client):
+    student = User.objects.get(username="alpha-student-2")
+    first = api_key_create(user_id=student.pk, name="old bot", scope="trade").api_key
+    second = api_key_create(user_id=student.pk, name="new bot", scope="trade").api_key
+    alpha_client.post(
+        CHANGELIST, {"action": "revoke", "_selected_action": [first.pk], "confirm": "yes"}
+    )
+    revoked_at = ApiKey.objects.get(pk=first.pk).revoked_at
+    assert revoked_at is not None
+
+    selected = {"action": "revoke", "_selected_action": [first.pk, second.pk], "confirm": "yes"}
+    page = alpha_client.post(CHANGELIST, selected, follow=True).content.decode()
+
+    assert "Revoked 1 key(s)" in page
+    assert ApiKey.objects.get(pk=first.pk).revoked_at == revoked_at
+    assert ApiKey.objects.get(pk=second.pk).revoked_at is not None
+    entries = LogEntry.objects.filter(object_id=str(first.pk), change_message__contains="Revoked")
+    assert entries.count() == 1
+    # Only revoked keys selected: nothing to do, and the message says so.
+    selected = {"action": "revoke", "_selected_action": [first.pk], "confirm": "yes"}
+    page = alpha_client.post(CHANGELIST, selected, follow=True).content.decode()
+    assert "Nothing was changed: the selected keys were revoked already." in page
+    assert "Revoked 0 key(s)" not in page
+
+
+def test_keys_filter_by_status_so_the_active_bots_are_easy_to_find(world, alpha_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    student = User.objects.get(username="alpha-student-2")
+    running = api_key_create(user_id=student.pk, name="running bot", scope="trade").api_key
+    stopped = api_key_create(user_id=student.pk, name="stopped bot", scope="trade").api_key
+    lapsed = api_key_create(user_id=student.pk, name="lapsed bot", scope="trade").api_key
+    api_key_revoke(user_id=student.pk, api_key_id=stopped.pk)
+    ApiKey.objects.filter(pk=lapsed.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    shown = {
+        status: alpha_client.get(CHANGELIST, {"status": status}).content.decode()
+        for status in ("active", "expired", "revoked")
+    }
+    assert running.name in shown["active"] and "alpha momentum bot" in shown["active"]
+    assert stopped.name not in shown["active"] and lapsed.name not in shown["active"]
+    assert lapsed.name in shown["expired"] and running.name not in shown["expired"]
+    assert stopped.name in shown["revoked"] and lapsed.name not in shown["revoked"]

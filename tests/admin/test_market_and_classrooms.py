@@ -10,6 +10,7 @@ from django.contrib.admin.models import ADDITION, LogEntry
 from django.urls import reverse
 
 from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, Membership, User
+from liquidation.instructor import classroom_grades
 from positions.margin import tiers_from_table
 from positions.models import Instrument, MarginTier, Position
 from tests.admin.conftest import make_instructor
@@ -318,3 +319,32 @@ def test_admin_shows_stored_numbers_as_written_never_in_exponent_form(world, alp
     assert "E-" not in html and "E+" not in html
     closed = Position.objects.filter(account__classroom=world.alpha_class, status="closed").first()
     assert closed is not None and str(closed) == f"#{closed.pk} short 0.05 {btc.symbol}"
+
+
+def test_the_memberships_page_shows_roles_but_never_changes_them(world, alpha_client):
+    membership = Membership.objects.get(
+        classroom=world.alpha_class, user__username="alpha-student-1"
+    )
+    page = reverse("admin:accounts_membership_change", args=[membership.pk])
+    shown = alpha_client.get(page)
+    assert shown.status_code == 200
+    assert b"Student" in shown.content and b'name="role"' not in shown.content
+    assert b'name="_save"' not in shown.content
+    refused = alpha_client.post(page, {"role": "instructor"})
+    assert refused.status_code == 403
+    membership.refresh_from_db()
+    assert membership.role == Membership.Role.STUDENT
+    grades = [g.username for g in classroom_grades(classroom_id=world.alpha_class.pk)]
+    assert "alpha-student-1" in grades
+
+
+def test_a_tier_refusal_names_the_notional_as_written(world, alpha_client):
+    rows = [(D(0), "5e4", D("0.004"), 125), ("6e4", None, D("0.005"), 100)]
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"), tier_post(world.alpha_class, rows)
+    )
+    assert response.status_code == 200
+    message = " ".join(response.context["inline_admin_formsets"][0].formset.non_form_errors())
+    assert "tier ending at 50000 must be followed by a tier starting there" in message
+    assert "E+" not in message
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()

@@ -57,7 +57,9 @@ def test_start_a_move_then_stop_it(world, alpha_client):
     # Stopping it again stops nothing, and says so instead of "Stopped 1".
     selected = {"action": "stop_scenarios", "_selected_action": [scenario.pk], "confirm": "yes"}
     again = alpha_client.post(SCENARIOS, selected, follow=True)
-    assert "Stopped 0 scenario(s)." in again.content.decode()
+    assert "Nothing was stopped: none of the selected scenarios was running." in (
+        again.content.decode()
+    )
     assert LogEntry.objects.filter(change_message__contains="Stopped").count() == 1
     assert_ledger_invariants()
 
@@ -116,5 +118,60 @@ def test_a_broken_csv_changes_nothing(world, alpha_client):
     response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
     assert response.status_code == 200
     assert b"Nothing was changed" in response.content
+    # A good file at a speed out of range: the error is the speed's, not the file's.
+    upload = SimpleUploadedFile("ok.csv", b"0,60000\n1,59000\n")
+    slow = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="0")
+    errors = slow.context["form"].errors
+    assert "The speed must be between 0.01 and 1000." in " ".join(errors.get("speed", []))
+    assert "csv_file" not in errors
     after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
     assert after == before
+
+
+def test_a_scenario_field_the_kind_does_not_use_is_a_form_error(world, alpha_client):
+    btc = alpha_btc(world)
+    before = Scenario.objects.count()
+    for data, field, message in (
+        ({"kind": "set_price", "target_price": "42000", "percent": "5"}, "percent",
+         "Setting the price takes no percent"),
+        ({"kind": "set_price", "target_price": "42000", "duration_seconds": "30"},
+         "duration_seconds", "The price is set on the next tick"),
+        ({"kind": "move", "percent": "-30", "target_price": "42000"}, "target_price",
+         "A move starts from the current mark"),
+        ({"kind": "move", "duration_seconds": "60"}, "percent", "Enter the move in percent"),
+        ({"kind": "set_price"}, "target_price", "Enter the price to set."),
+    ):  # fmt: skip
+        response = act(alpha_client, INSTRUMENTS, "start_scenario", [btc], **data)
+        assert response.status_code == 200, data
+        assert message in " ".join(response.context["form"].errors.get(field, [])), data
+    assert Scenario.objects.count() == before
+
+
+def test_a_started_scenario_says_what_it_does(world, alpha_client):
+    btc = alpha_btc(world)
+    page = alpha_client.post(
+        INSTRUMENTS,
+        {"action": "start_scenario", "_selected_action": [btc.pk], "confirm": "yes",
+         "kind": "move", "percent": "-30", "duration_seconds": "60"},
+        follow=True,
+    ).content.decode()  # fmt: skip
+    assert "Started a scenario on 1 instrument(s): move by -30% over 60 s." in page
+    scenario = Scenario.objects.get(instrument=btc, status=Scenario.Status.ACTIVE)
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk),
+        change_message=f"Started scenario #{scenario.pk}: move by -30% over 60 s.",
+    ).exists()
+    act(alpha_client, INSTRUMENTS, "start_scenario", [btc], kind="set_price", target_price="4.2e4")
+    assert LogEntry.objects.filter(
+        object_id=str(btc.pk), change_message__endswith=": set the price to 42,000."
+    ).exists()
+
+
+def test_the_scenario_form_shows_the_marks_it_would_start_from(world, alpha_client):
+    btc = alpha_btc(world)
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=D("61234.5"))
+    asked = alpha_client.post(
+        INSTRUMENTS, {"action": "start_scenario", "_selected_action": [btc.pk]}
+    ).content.decode()
+    assert f"Marks now: {btc.symbol} 61,234.5." in asked
+    assert not Scenario.objects.filter(status=Scenario.Status.ACTIVE).exists()

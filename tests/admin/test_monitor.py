@@ -82,3 +82,16 @@ def test_the_monitor_shows_numbers_as_the_students_pages_do(world, alpha_client)
     assert f"<td>{money(valuation.collateral, currency)}</td>" in row
     assert f"<td>{risk_price(position.liquidation_price, position)}</td>" in row
     assert f"<td>{share_pct(valuation.margin_ratio)}</td>" in row
+
+
+def test_the_long_short_table_shows_the_mark_on_the_tick(world, alpha_client):
+    from web.templatetags.ringfence import price
+
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal("61234.5"))
+    btc.refresh_from_db()
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    panel = alpha_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    table = panel.split('id="monitor-imbalance"', 1)[1].split("</table>", 1)[0]
+    row = table.split(f"<td>{btc.symbol}</td>", 1)[1].split("</tr>", 1)[0]
+    assert row.startswith(f"<td>{price(btc.mark_price, btc)}</td>")  # 61,234.5 on a 0.1 tick

@@ -200,3 +200,21 @@ def test_a_superuser_sees_both_classrooms_everywhere(world, client):
         add = client.get(url(model, "add"))
         assert add.status_code in (200, 403), model
     assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_a_students_user_page_shows_who_they_are_without_password_or_permissions(
+    world, alpha_client, admin_client
+):
+    from accounts.models import User
+
+    student = User.objects.get(username="alpha-student-1")
+    page = url(User, "change", student.pk)
+    html = alpha_client.get(page).content.decode()
+    assert "alpha-student-1" in html and "Date joined" in html
+    password_page = reverse("admin:auth_user_password_change", args=[student.pk])
+    assert password_page not in html and "Reset password" not in html
+    assert "Superuser status" not in html and "pbkdf2" not in html
+    assert alpha_client.get(password_page).status_code == 403
+    # An operator, who may change users, still has the full page.
+    operator = admin_client.get(page).content.decode()
+    assert "Reset password" in operator and "Superuser status" in operator

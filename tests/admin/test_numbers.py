@@ -1,0 +1,133 @@
+"""Stored decimals read as written in the admin: lists, read-only fields and inlines show
+-30 and 50, not -30.0000 and 50.00000000, and never round what was stored."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from accounts.admin_numbers import written
+from accounts.models import LedgerEntry
+from liquidation.models import Scenario
+from positions.models import Instrument, Position
+
+pytestmark = pytest.mark.django_db
+
+
+def cell(html: str, css_class: str) -> list[str]:
+    """The texts of the list cells or read-only fields whose class is ``css_class``."""
+    return [
+        text.strip()
+        for text in re.findall(rf'<(?:td|th|p|div) class="{css_class}"[^>]*>(.*?)</', html, re.S)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("10000.00000000", "10,000"),
+        ("-120000.00000000", "-120,000"),
+        ("0.00080000", "0.0008"),
+        ("59708.3000000000", "59,708.3"),
+        ("131450.00000000", "131,450"),
+        ("0E-8", "0"),
+        ("-0.00000001", "-0.00000001"),
+        ("1E+15", "1,000,000,000,000,000"),
+    ],
+)
+def test_written_keeps_every_digit_and_drops_the_padding(stored, shown):
+    assert written(Decimal(stored)) == shown
+
+
+def test_a_scenario_reads_its_percent_and_duration_as_written(world, alpha_client):
+    scenario = Scenario.objects.get(instrument__classroom=world.alpha_class)
+    assert (scenario.percent, scenario.duration_seconds) == (Decimal("-10"), Decimal("60"))
+    page = alpha_client.get(reverse("admin:liquidation_scenario_change", args=[scenario.pk]))
+    html = page.content.decode()
+    assert re.search(r'<div class="readonly">\s*-10\s*</div>', html)
+    assert re.search(r'<div class="readonly">\s*60\s*</div>', html)
+    assert "-10.0000" not in html and "60.000<" not in html
+    listing = alpha_client.get(reverse("admin:liquidation_scenario_changelist")).content.decode()
+    assert cell(listing, "field-percent") == ["-10"]
+    assert cell(listing, "field-duration_seconds") == ["60"]
+
+
+def test_margin_tiers_show_their_maintenance_amounts_as_written(world, alpha_client):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    amounts = list(btc.tiers.order_by("notional_floor").values_list("cum", flat=True))
+    assert any(a != a.to_integral_value() or a >= 1000 for a in amounts)
+    html = alpha_client.get(
+        reverse("admin:positions_instrument_change", args=[btc.pk])
+    ).content.decode()
+    shown = [re.sub(r"<[^>]+>", "", c).strip() for c in cell(html, "field-cum")]
+    assert shown[: len(amounts)] == [written(a) for a in amounts]
+    assert not [c for c in shown if re.search(r"\.\d*0$", c)]  # no padded zeros
+
+
+def test_lists_of_money_and_prices_show_numbers_as_written(world, alpha_client):
+    classroom_list = alpha_client.get(
+        reverse("admin:accounts_classroom_changelist")
+    ).content.decode()
+    assert cell(classroom_list, "field-starting_balance") == [
+        written(world.alpha_class.starting_balance)
+    ]
+    position = Position.objects.filter(account__classroom=world.alpha_class).first()
+    assert position is not None
+    positions = alpha_client.get(reverse("admin:positions_position_changelist")).content.decode()
+    assert written(position.entry_price) in cell(positions, "field-entry_price")
+    entries = alpha_client.get(reverse("admin:accounts_ledgerentry_changelist")).content.decode()
+    amounts = {
+        written(a)
+        for a in LedgerEntry.objects.filter(classroom=world.alpha_class).values_list(
+            "amount", flat=True
+        )
+    }
+    assert set(cell(entries, "field-amount")) <= amounts
+    assert not [c for c in cell(entries, "field-amount") if c.endswith("00000")]
+
+
+def test_margin_calls_list_their_ratio_as_the_monitor_does(world, alpha_client):
+    from liquidation.models import MarginCall
+    from web.templatetags.ringfence import share_pct
+
+    call = MarginCall.objects.get(classroom=world.alpha_class)
+    assert call.margin_ratio == Decimal("0.85")
+    listing = alpha_client.get(reverse("admin:liquidation_margincall_changelist")).content.decode()
+    assert cell(listing, "field-ratio") == [share_pct(call.margin_ratio)]  # 85.00%
+
+
+def test_the_price_feed_settings_are_edited_as_written(world, alpha_client):
+    from liquidation.models import PriceFeed
+
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    PriceFeed.objects.filter(instrument=btc).update(
+        kind=PriceFeed.Kind.SIMULATED, volatility=Decimal("0.0008"), replay_speed=Decimal(2)
+    )
+    html = alpha_client.get(
+        reverse("admin:positions_instrument_change", args=[btc.pk])
+    ).content.decode()
+    assert re.search(r'name="feed-0-volatility"[^>]*value="0.0008"', html)
+    assert re.search(r'name="feed-0-replay_speed"[^>]*value="2"', html)
+    assert "0.00080000" not in html and 'value="2.0000"' not in html
+
+
+def test_positions_list_the_liquidation_price_the_student_sees(world, alpha_client):
+    from web.templatetags.ringfence import risk_price
+
+    html = alpha_client.get(reverse("admin:positions_position_changelist")).content.decode()
+    rows = {
+        int(pk): row
+        for row in html.split("<tbody>", 1)[1].split("</tr>")
+        for pk in re.findall(r"/position/(\d+)/change/", row)[:1]
+    }
+    positions = Position.objects.filter(account__classroom=world.alpha_class)
+    open_one = positions.get(status=Position.Status.OPEN)
+    closed = positions.exclude(status=Position.Status.OPEN).first()
+    assert open_one.liquidation_price is not None and closed is not None
+    shown = risk_price(open_one.liquidation_price, open_one)  # on the 0.1 tick
+    assert cell(rows[open_one.pk], "field-shown_liquidation_price") == [shown]
+    assert written(open_one.liquidation_price) != shown  # the stored value has more digits
+    assert cell(rows[closed.pk], "field-shown_liquidation_price") == ["-"]
