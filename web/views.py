@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.errors import DomainError
 from accounts.models import Classroom, TradingAccount
-from accounts.money import ZERO, currency_places, plain
+from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
 from liquidation import performance
@@ -497,7 +497,7 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
         amount = shown.money(data["amount"], currency)
         lp = changed.liquidation_price
         moved = (
-            f"liquidation price now {shown.price(lp, changed.instrument)}"
+            f"liquidation price now {shown.risk_price(lp, changed)}"
             if lp is not None
             else "it can no longer be liquidated"
         )
@@ -615,8 +615,18 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "text": "Liquidated",
             }
         )
-    lp = liquidation.liquidation_price if liquidation else position.liquidation_price
-    bp = liquidation.bankruptcy_price if liquidation else position.bankruptcy_price
+    # The lines are labelled with the prices the page shows: on the tick, towards the entry.
+    tick = position.instrument.tick_size
+    lp = towards_entry(
+        liquidation.liquidation_price if liquidation else position.liquidation_price,
+        side=position.side,
+        tick=tick,
+    )
+    bp = towards_entry(
+        liquidation.bankruptcy_price if liquidation else position.bankruptcy_price,
+        side=position.side,
+        tick=tick,
+    )
     return JsonResponse(
         {
             "status": position.status,

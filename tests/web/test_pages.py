@@ -308,15 +308,16 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal("-5000")
     assert all(Decimal(p["value"]) >= Decimal("-1500") for p in data["pnl"])
     assert data["status"] == "liquidated"
-    assert data["lines"] == {
-        "entry": "60000.0",
-        "liquidation": "57228.9157",
-        "bankruptcy": "57000",
-    } or (
-        Decimal(data["lines"]["entry"]) == Decimal(60000)
-        and Decimal(data["lines"]["liquidation"]) == position.liquidation_price
-        and Decimal(data["lines"]["bankruptcy"]) == position.bankruptcy_price
-    )
+    # The lines carry the prices the page shows: on the tick, rounded towards the entry
+    # (57,228.92 is 57,229.0 for a long), so the chart's labels and the page agree.
+    lines = {name: Decimal(value) for name, value in data["lines"].items()}
+    assert lines == {
+        "entry": Decimal("60000"),
+        "liquidation": Decimal("57229.0"),
+        "bankruptcy": Decimal("57000"),
+    }
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert '<span class="label">Liquidation price</span><span class="value">57,229.0<' in page
     assert Decimal(data["floor"]) == Decimal("-1500")
     assert [m["kind"] for m in data["markers"]] == ["margin_call", "liquidation"]
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
@@ -667,8 +668,24 @@ def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
     )
     assert _message(response) == (
         f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
-        "liquidation price now 56,626.5."
+        "liquidation price now 56,626.6."  # 56,626.506… rounded towards the entry
     )
+
+
+def test_a_margin_change_names_the_liquidation_price_the_position_page_shows(
+    alice_client, account, position
+):
+    """Rounded towards the entry, as the page and the API show it: 100 more collateral puts
+    the exact price at 57,028.11…, which is 57,028.2 for a long, not the nearest 57,028.1."""
+    url = reverse("position-margin", args=[position.pk])
+    response = alice_client.post(url, {"margin-action": "add", "margin-amount": "100"}, follow=True)
+    position.refresh_from_db()
+    assert f"{position.liquidation_price:,.1f}" == "57,028.1"  # nearest and towards differ
+    page = response.content.decode()
+    shown = page.split('<span class="label">Liquidation price</span><span class="value">', 1)[1]
+    shown = shown.split("<", 1)[0]
+    assert shown == "57,028.2"
+    assert _message(response).endswith(f"liquidation price now {shown}.")
 
 
 def _nav(content: str) -> str:
