@@ -27,7 +27,7 @@ from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classr
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
-from positions.models import Instrument, Order, Position
+from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import account_overview, accounts_for_user, position_valuation
 from web import attempts, selectors
 from web.context_processors import remember_account
@@ -571,9 +571,18 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         # Keep drawing the path after the liquidation: the lesson is how far it went.
         end = max(end, timezone.now())
     ticks = selectors.price_ticks(position.instrument_id, start, end)
-    quantity = (
-        liquidation.quantity if liquidation else (position.quantity or position.opened_quantity)
+    # A close in part realises its PnL and leaves less open: at each point the PnL is what
+    # was realised so far plus what was still open, marked at that point's price.
+    closes = list(
+        Fill.objects.filter(position_id=position.pk, kind__in=(Fill.Kind.CLOSE, Fill.Kind.ADL))
+        .order_by("created_at", "pk")
+        .values_list("created_at", "quantity", "realized_pnl")
     )
+    # What the closes before the end realised: the floor of the loss sits that far from the
+    # collateral (the last close of a closed position ends it, it does not move the floor).
+    partial = closes[:-1] if position.status == Position.Status.CLOSED else closes
+    realised_before_end = sum((r for _, _, r in partial), ZERO)
+    quantity, realised, applied = position.opened_quantity, ZERO, 0
     sign = 1 if position.side == "long" else -1
     # The path starts at the entry and, while open, ends at the current mark, even between ticks.
     path = [(position.opened_at, position.entry_price), *ticks]
@@ -592,17 +601,24 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
     unfenced: dict[int, str] = {}
     previous: tuple[int, str] | None = None
     for at, price in path:
+        while applied < len(closes) and closes[applied][0] <= at:
+            quantity -= closes[applied][1]
+            realised += closes[applied][2]
+            applied += 1
         second = _chart_time(at)
         raw = sign * quantity * (price - position.entry_price)
         mark[second] = str(price)
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
-        pnl[second] = str(max(raw, -collateral))
+        pnl[second] = str(realised + max(raw, -collateral))
         if raw < -collateral or (liquidation is not None and at >= liquidation.created_at):
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
-            unfenced[second] = str(raw)
-        previous = (second, str(raw))
+            unfenced[second] = str(realised + raw)
+        previous = (second, str(realised + raw))
+    if position.status == Position.Status.CLOSED and position.closed_at is not None:
+        # The path ends where the position did: at its realised PnL.
+        pnl[_chart_time(position.closed_at)] = str(position.realized_pnl)
     markers = [
         {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
         for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
@@ -638,7 +654,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "liquidation": None if lp is None else str(lp),
                 "bankruptcy": str(bp),
             },
-            "floor": str(-collateral),
+            "floor": str(realised_before_end - collateral),
             "markers": markers,
             "price_places": price_places(position.instrument),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,12 +12,13 @@ from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.services import account_adjust
-from liquidation.models import LiquidationEvent
-from positions.models import Order, Position
-from positions.services import order_place
+from liquidation.models import LiquidationEvent, PriceTick
+from positions.models import Fill, Instrument, Order, Position
+from positions.services import order_place, position_close
 from tests.engine.helpers import set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
@@ -323,6 +325,50 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
     assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realised(
+    alice_client, position, btc
+):
+    """Long 0.5 at 60,000: up 1,000 it is +500; 0.2 closed there realise +200; down at 59,000
+    the 0.3 left is -300, -100 in all; closing them at 59,000 ends the chart at the realised
+    -100, not at the whole 0.5 marked at the exit (-500)."""
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def mark_at(seconds: int, price: str) -> None:
+        at = start + timedelta(seconds=seconds)
+        PriceTick.objects.create(instrument=btc, price=Decimal(price), created_at=at)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    def close_at(seconds: int, quantity: str | None) -> None:
+        position_close(position_id=position.pk, quantity=quantity)
+        newest = Fill.objects.filter(position=position).order_by("-pk")[:1].get()
+        Fill.objects.filter(pk=newest.pk).update(created_at=start + timedelta(seconds=seconds))
+
+    def chart() -> tuple[dict[int, Decimal], Decimal]:
+        data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+        return {p["time"]: Decimal(p["value"]) for p in data["pnl"]}, Decimal(data["floor"])
+
+    mark_at(10, "61000")
+    close_at(15, "0.2")
+    mark_at(20, "59000")
+    position.refresh_from_db()
+    assert position.realized_pnl == Decimal(200)
+    pnl, floor = chart()
+    assert pnl[int((start + timedelta(seconds=10)).timestamp())] == Decimal(500)
+    assert pnl[int((start + timedelta(seconds=20)).timestamp())] == Decimal(-100)
+    # The 0.3 still open can lose its collateral and no more, after the 200 already realised.
+    assert floor == Decimal(200) - position.collateral.amount
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert '<span class="label">Realised so far</span><span class="value gain">+200.00<' in page
+
+    close_at(25, None)
+    Position.objects.filter(pk=position.pk).update(closed_at=start + timedelta(seconds=25))
+    position.refresh_from_db()
+    assert position.realized_pnl == Decimal(-100)
+    pnl, _ = chart()
+    assert pnl[max(pnl)] == position.realized_pnl
 
 
 def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
