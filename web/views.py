@@ -411,6 +411,10 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         "timeline": selectors.position_timeline(position, movements, calls, liquidation),
         "lesson": lesson,
         "net_result": None if position.is_open else selectors.net_result(position),
+        # Of the margin balance left at a liquidation, what the student did not get back.
+        "to_insurance": (
+            None if liquidation is None else liquidation.leftover - liquidation.returned_to_trader
+        ),
         "orders": list(Order.objects.filter(position_id=position.pk, status=Order.Status.RESTING)),
     }
 
