@@ -41,6 +41,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from accounts import errors
+from accounts.money import plain
 from liquidation import feeds
 from liquidation.models import EngineHeartbeat, MarginCall, PriceFeed, PriceTick, Scenario
 from liquidation.settlement import (
@@ -309,12 +310,16 @@ def _order_triggered(order: Order, instrument: Instrument) -> bool:
     return False
 
 
-def _tpsl_triggered(position: Position, mark: Decimal) -> bool:
+def _tpsl_reached(position: Position, mark: Decimal) -> str | None:
+    """Which of the position's take-profit and stop-loss the mark has reached, said for the
+    close's memo, or ``None``."""
     long = position.side == Side.LONG
     tp, sl = position.take_profit, position.stop_loss
     if tp is not None and (mark >= tp if long else mark <= tp):
-        return True
-    return sl is not None and (mark <= sl if long else mark >= sl)
+        return f"take-profit {plain(tp)} reached"
+    if sl is not None and (mark <= sl if long else mark >= sl):
+        return f"stop-loss {plain(sl)} reached"
+    return None
 
 
 def triggered_order_ids(instrument: Instrument, mark: Decimal) -> list[int]:
@@ -374,9 +379,10 @@ def close_at_tpsl(position_id: int) -> bool:
         with transaction.atomic():
             _, position, _ = lock_position(position_id)
             mark = position.instrument.mark_price
-            if not position.is_open or mark is None or not _tpsl_triggered(position, mark):
+            reached = None if mark is None else _tpsl_reached(position, mark)
+            if not position.is_open or reached is None:
                 return False
-            position_close(position_id=position_id)
+            position_close(position_id=position_id, reason=reached)
             return True
     except errors.DomainError as exc:
         log.info("TP/SL close of position %s refused: %s", position_id, exc.message)

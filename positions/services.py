@@ -754,6 +754,7 @@ def _close(
     quantity: object,
     order: Order | None,
     kind: str = Fill.Kind.CLOSE,
+    reason: str = "",
 ) -> tuple[Order, CloseSettlement]:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -827,7 +828,8 @@ def _close(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.CLOSE,
         position_id=position.pk,
-        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}: "
+        memo=f"Close {plain(qty)} of position #{position.pk} at {plain(exit_price)}"
+        f"{f' ({reason})' if reason else ''}: "
         f"realised PnL {memo_money(applied_pnl, account.classroom.currency)}, "
         f"fee {memo_money(fee, account.classroom.currency)}",
         legs=legs,
@@ -854,10 +856,20 @@ def _close(
 
 
 @transaction.atomic
-def position_close(*, position_id: int, quantity: object = None) -> Position:
-    """Close all of a position, or part of it (releasing its collateral pro rata), at market."""
+def position_close(*, position_id: int, quantity: object = None, reason: str = "") -> Position:
+    """Close all of a position, or part of it (releasing its collateral pro rata), at market.
+
+    ``reason`` says in the ledger memo why a close the student did not ask for happened
+    ("stop-loss 58000 reached")."""
     account, position, collateral = lock_position(position_id)
-    _close(account=account, position=position, collateral=collateral, quantity=quantity, order=None)
+    _close(
+        account=account,
+        position=position,
+        collateral=collateral,
+        quantity=quantity,
+        order=None,
+        reason=reason,
+    )
     return _fresh(position.pk)
 
 

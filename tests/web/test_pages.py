@@ -18,7 +18,7 @@ from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
-from positions.services import order_place, position_close
+from positions.services import order_place, position_close, position_set_tpsl
 from tests.engine.helpers import set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
@@ -369,6 +369,34 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
     assert position.realized_pnl == Decimal(-100)
     pnl, _ = chart()
     assert pnl[max(pnl)] == position.realized_pnl
+
+
+@pytest.mark.parametrize(
+    ("take_profit", "stop_loss", "price", "reason"),
+    [
+        ("62000", "58000", "57900", "stop-loss 58000 reached"),
+        ("62000", "58000", "62100", "take-profit 62000 reached"),
+    ],
+)
+def test_a_close_by_take_profit_or_stop_loss_says_so(
+    alice_client, account, position, btc, take_profit, stop_loss, price, reason
+):
+    """The engine closes the position, not the student: the timeline and the statement say
+    which of the two levels the mark reached."""
+    position_set_tpsl(position_id=position.pk, take_profit=take_profit, stop_loss=stop_loss)
+    set_price(btc, price)
+    position.refresh_from_db()
+    assert position.status == "closed"
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at {price} ({reason}):" in page
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"at {price} ({reason}): realised PnL" in history
+
+
+def test_a_close_by_hand_names_no_trigger(alice_client, position):
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at 60000: realised" in page
 
 
 def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
