@@ -160,6 +160,16 @@ class TradeForm(forms.Form):
         if data.get("quantity") and data.get("notional"):
             self.add_error("notional", "Give a quantity or a notional, not both.")
         order_type = data.get("type")
+        # A price the order type does not use would be ignored: a learner who typed a limit
+        # on a market order would buy at the market while expecting their limit.
+        if order_type != Order.Type.LIMIT and data.get("price") is not None:
+            self.add_error(
+                "price", "Only a limit order uses a limit price: choose Limit, or clear it."
+            )
+        if order_type != Order.Type.STOP and data.get("stop_price") is not None:
+            self.add_error(
+                "stop_price", "Only a stop order uses a stop price: choose Stop, or clear it."
+            )
         if order_type == Order.Type.LIMIT and not data.get("price") and not self.has_error("price"):
             self.add_error("price", "A limit order needs a price.")
         if (

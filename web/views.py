@@ -214,7 +214,7 @@ def _quantity(form: TradeForm) -> Decimal | None:
 
 
 def _check_price_grid(data: dict[str, Any]) -> None:
-    """Every price typed in must sit on the tick grid, even one the order type ignores."""
+    """Every price typed in must sit on the tick grid."""
     for name in ("price", "stop_price", "take_profit", "stop_loss"):
         services.clean_price(data.get(name), instrument=data["instrument"], field=name)
 

@@ -41,6 +41,21 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   }
   document.body.addEventListener("htmx:afterSettle", markErrors);
+  // Only the price the order type uses is shown and sent: a limit price left on a market
+  // order would otherwise look as if it applied.
+  var type = form.querySelector("select[name=type]");
+  function showPrices() {
+    [["price", "limit"], ["stop_price", "stop"]].forEach(function (pair) {
+      var input = form.querySelector("input[name=" + pair[0] + "]");
+      if (!input) return;
+      var used = !type || type.value === pair[1];
+      input.disabled = !used;
+      var field = input.closest(".field");
+      if (field) field.hidden = !used;
+    });
+  }
+  if (type) type.addEventListener("change", showPrices);
+  showPrices();
   if (slider) slider.addEventListener("input", show);
   if (instrument) instrument.addEventListener("change", bound);
   bound();

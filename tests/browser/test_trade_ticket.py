@@ -60,3 +60,31 @@ def test_the_live_preview_marks_the_field_it_refuses_in_red(ticket):
     expect(page.get_by_test_id("preview-lp")).to_be_visible()
     expect(quantity).not_to_have_class(re.compile(r"\bhas-error\b"))
     assert csp_violations(console) == []
+
+
+def test_the_ticket_shows_only_the_price_its_order_type_uses(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    limit, stop = page.locator("#id_price"), page.locator("#id_stop_price")
+    # A market order fills at the market: neither price is there to be typed in.
+    expect(limit).to_be_hidden()
+    expect(stop).to_be_hidden()
+    page.select_option("#id_type", "limit")
+    expect(limit).to_be_visible()
+    expect(stop).to_be_hidden()
+    page.fill("#id_quantity", "0.01")
+    page.fill("#id_price", "59000")
+    expect(page.get_by_test_id("preview")).to_contain_text("59,000.0")
+    page.select_option("#id_type", "stop")
+    expect(stop).to_be_visible()
+    expect(limit).to_be_hidden()
+    # Back to market, the limit typed earlier is neither shown nor sent: the preview quotes
+    # a market order instead of refusing a price the student can no longer see.
+    page.select_option("#id_type", "market")
+    expect(limit).to_be_hidden()
+    expect(page.get_by_test_id("preview")).to_contain_text("60,000.0")
+    expect(page.locator("#error-price")).to_have_text("")
+    page.click("button.primary")
+    page.wait_for_url("**/positions/*/")
+    assert csp_violations(console) == []

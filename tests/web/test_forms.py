@@ -32,7 +32,9 @@ BAD_TRADES = [
     ("extra_collateral", "1.123456789", "no more than 8 decimal places"),
     ("take_profit", "0", "Must be greater than zero."),
     ("stop_loss", "59000.05", "multiple of the tick size 0.1"),
-    ("price", "59000.05", "multiple of the tick size 0.1"),
+    # The ticket is a market order: a limit or stop price would be ignored, so it is refused.
+    ("price", "59000", "Only a limit order uses a limit price"),
+    ("stop_price", "59000", "Only a stop order uses a stop price"),
     ("notional", "-10", "Must be greater than zero."),
     ("notional", "5000", "Give a quantity or a notional, not both."),  # _trade has a quantity
 ]
@@ -103,6 +105,9 @@ def test_bad_trade_input_is_refused_next_to_the_field(
         ({"type": "iceberg"}, "Select a valid choice."),
         ({"instrument": "999999"}, "Select a valid choice."),
         ({"type": "limit"}, "A limit order needs a price."),
+        ({"type": "limit", "price": "59000.05"}, "multiple of the tick size 0.1"),
+        ({"type": "stop", "stop_price": "59000", "price": "59000"}, "Only a limit order uses"),
+        ({"type": "limit", "price": "59000", "stop_price": "59000"}, "Only a stop order uses"),
         ({"type": "stop"}, "A stop order needs a stop price."),
         ({"quantity": ""}, "Enter a quantity or a notional."),
         ({"quantity": "", "notional": "1"}, "less than one lot"),
