@@ -612,14 +612,18 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         second = _chart_time(at)
         raw = sign * quantity * (price - position.entry_price)
         mark[second] = str(price)
+        liquidated = liquidation is not None and at >= liquidation.created_at
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
-        pnl[second] = str(realised + max(raw, -collateral))
-        if raw < -collateral or (liquidation is not None and at >= liquidation.created_at):
+        # Once liquidated, the collateral is lost whatever the mark does next.
+        pnl[second] = str(realised + (-collateral if liquidated else max(raw, -collateral)))
+        if raw < -collateral or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
             unfenced[second] = str(realised + raw)
         previous = (second, str(realised + raw))
+    if liquidation is not None:
+        pnl[_chart_time(liquidation.created_at)] = str(realised_before_end - collateral)
     if position.status == Position.Status.CLOSED and position.closed_at is not None:
         # The path ends where the position did: at its realised PnL.
         pnl[_chart_time(position.closed_at)] = str(position.realized_pnl)

@@ -327,6 +327,21 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert times == sorted(set(times))  # one point per second, strictly increasing
 
 
+def test_after_a_liquidation_the_pnl_chart_stays_at_the_lost_collateral(
+    alice_client, position, btc
+):
+    """Liquidated at 57,100, before the bankruptcy price: the whole 1,500 of collateral is
+    lost. When the market comes back to 58,000 the position is gone, so the PnL stays at
+    -1,500; only the line without the ring-fence follows the market (-1,000)."""
+    set_price(btc, "57100")
+    position.refresh_from_db()
+    assert position.status == "liquidated"
+    set_price(btc, "58000")
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert Decimal(data["pnl"][-1]["value"]) == Decimal(-1500) == Decimal(data["floor"])
+    assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal(-1000)
+
+
 def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realised(
     alice_client, position, btc
 ):
