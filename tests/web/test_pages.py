@@ -103,6 +103,13 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert "BTCUSDT</strong> 60,000.0" in content  # the ticker, priced to the 0.1 tick
     assert f"#{position.pk} BTCUSDT" in content
     assert "1,500.00" in content  # collateral locked
+    # Each position's collateral is named for what it is to the learner: all it can lose.
+    assert '<th>Collateral <small class="muted">= max loss</small></th>' in content
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert (
+        '<span class="label">Collateral = your max loss</span>'
+        '<span class="value" data-testid="collateral">1,500.00</span>'
+    ) in page
     assert "57,229.0" in content  # liquidation price 57,228.92 on the tick, towards the entry
     assert 'hx-trigger="every 2s"' in content
 
