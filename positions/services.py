@@ -389,7 +389,11 @@ def quote_open(
     )
     # From the mark for a fill now; from the entry for an order that rests until then.
     start = mark if entry_price is None else entry
-    distance = None if lp is None else abs(start - lp)
+    # To the liquidation price as shown, so that the distance is the difference of the two
+    # prices the quote shows.
+    distance = (
+        None if lp is None else abs(start - _shown_risk_price(lp, side, instrument.tick_size))
+    )
     distance_pct = None if lp is None else money(distance / start * 100)  # type: ignore[operator]
     return OpenQuote(
         take_profit=tp,

@@ -197,7 +197,7 @@ def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
     assert quote["liquidation_price"] == "59759.1"  # 59759.036…, on the tick towards the entry
     assert quote["bankruptcy_price"] == "59520"
     assert quote["max_loss"] == "4.8"
-    assert quote["distance_to_liquidation"] == "240.9638554216"
+    assert quote["distance_to_liquidation"] == "240.9"  # from 60,000 to the 59,759.1 shown
     assert (Order.objects.count(), LedgerTransaction.objects.count()) == before
 
 

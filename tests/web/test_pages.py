@@ -114,6 +114,18 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert 'hx-trigger="every 2s"' in content
 
 
+def test_the_distance_to_liquidation_is_measured_to_the_liquidation_price_shown(
+    alice_client, account, position
+):
+    """Long 0.5 at 60,000, 20x: the liquidation price 57,228.92 shows as 57,229.0, so the
+    mark at 60,000 is 2,771.0 from it, as a learner subtracting the two would find, not 2,771.1."""
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    stat = page.split('<span class="label">Distance to liquidation</span>', 1)[1]
+    assert stat.startswith('<span class="value">2,771.0 (4.62%)</span>')
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert "<td>57,229.0</td>\n        <td>2,771.0 <small>(4.62%)</small></td>" in dashboard
+
+
 def test_the_margin_ratio_is_shown_as_a_percentage_of_the_collateral(alice_client, account, btc):
     position = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
@@ -157,6 +169,8 @@ def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client,
     assert "1,500.00" in content  # initial margin and maximum loss
     assert "15.00" in content  # fee 0.05% of 30,000
     assert '<dd data-testid="preview-lp">57,229.0</dd>' in content
+    # Measured to the liquidation price shown: 60,000 - 57,229.0, not 60,000 - 57,228.92.
+    assert "<dt>Distance to liquidation</dt><dd>2,771.0 (4.62%)</dd>" in content
     assert '<dd class="maxloss loss" data-testid="preview-max-loss">1,500.00</dd>' in content
     assert "The fee (15.00) is paid when the order fills, win or lose." in content
     assert "57,000.0" in content  # bankruptcy price
