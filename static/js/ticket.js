@@ -37,7 +37,19 @@ document.addEventListener("DOMContentLoaded", function () {
   function markErrors() {
     form.querySelectorAll(".field-error").forEach(function (span) {
       var field = span.closest(".field, fieldset");
-      if (field) field.classList.toggle("has-error", span.textContent.trim() !== "");
+      var refused = span.textContent.trim() !== "";
+      if (field) field.classList.toggle("has-error", refused);
+      // A screen reader announces the refusal with the field, as on a submitted ticket.
+      var input = field && field.querySelector("input:not([type=radio]), select");
+      if (!input || !span.id) return;
+      var ids = (input.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (id) {
+        return id && id !== span.id;
+      });
+      if (refused) ids.push(span.id);
+      if (ids.length) input.setAttribute("aria-describedby", ids.join(" "));
+      else input.removeAttribute("aria-describedby");
+      if (refused) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
     });
   }
   document.body.addEventListener("htmx:afterSettle", markErrors);

@@ -203,7 +203,7 @@ def test_the_preview_of_an_untouched_ticket_asks_for_a_size_without_an_error(
     content = response.content.decode()
     assert response.status_code == 200
     assert "Enter a quantity or a notional to see the margin" in content
-    quantity_error = content.split('id="error-quantity"', 1)[1].split("</span>", 1)[0]
+    quantity_error = content.split('id="id_quantity_error"', 1)[1].split("</span>", 1)[0]
     assert quantity_error.endswith(">")  # the field's error span, swapped in empty
     assert "Fix the fields marked in red" not in content
     # Other mistakes still show before a size is typed, and placing still needs a size.
