@@ -127,11 +127,22 @@ class TradeForm(forms.Form):
     quantity = quantity_field(required=False, help_text="How much to buy or sell.")
     notional = money_field(label="or notional", help_text="Value at the current price.")
     leverage = forms.IntegerField(min_value=1, initial=10)
-    extra_collateral = money_field(allow_zero=True, label="Extra collateral")
-    price = price_field("Limit price")
-    stop_price = price_field("Stop price")
-    take_profit = price_field("Take-profit")
-    stop_loss = price_field("Stop-loss")
+    extra_collateral = money_field(
+        allow_zero=True,
+        label="Extra collateral",
+        help_text="Optional: collateral beyond the margin moves the liquidation price away, "
+        "and is at risk too.",
+    )
+    price = price_field("Limit price", help_text="The order fills at this price or better.")
+    stop_price = price_field(
+        "Stop price", help_text="The order fills at market once the mark reaches it."
+    )
+    take_profit = price_field(
+        "Take-profit", help_text="Optional: takes the gain, closing at market at this mark."
+    )
+    stop_loss = price_field(
+        "Stop-loss", help_text="Optional: cuts the loss before liquidation, closing at this mark."
+    )
 
     def __init__(
         self, *args: object, instruments, max_leverage: int = 125, **kwargs: object

@@ -153,6 +153,22 @@ def test_the_live_partial_renders_without_the_page_around_it(alice_client, accou
     assert "<html" not in content
 
 
+def test_the_ticket_says_what_its_optional_fields_do(alice_client, account, btc):
+    """A learner meets extra collateral, take-profit and stop-loss here first: each says what
+    it does, and is announced with its field."""
+    page = alice_client.get(reverse("trade", args=[account.pk])).content.decode()
+    for name, words in [
+        ("extra_collateral", "moves the liquidation price away, and is at risk too."),
+        ("take_profit", "takes the gain"),
+        ("stop_loss", "cuts the loss before liquidation"),
+        ("price", "fills at this price or better."),
+        ("stop_price", "fills at market once the mark reaches it."),
+    ]:
+        assert f'aria-describedby="id_{name}_helptext"' in page
+        help_text = page.split(f'<small class="help" id="id_{name}_helptext">', 1)[1]
+        assert words in help_text.split("</small>", 1)[0], name
+
+
 def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client, account, btc):
     response = alice_client.post(
         reverse("trade-preview", args=[account.pk]),
