@@ -41,7 +41,6 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from accounts import errors
-from accounts.money import plain
 from liquidation import feeds
 from liquidation.models import EngineHeartbeat, MarginCall, PriceFeed, PriceTick, Scenario
 from liquidation.settlement import (
@@ -61,6 +60,7 @@ from positions.services import (
     lock_position,
     order_execute,
     position_close,
+    tpsl_reached_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -316,9 +316,9 @@ def _tpsl_reached(position: Position, mark: Decimal) -> str | None:
     long = position.side == Side.LONG
     tp, sl = position.take_profit, position.stop_loss
     if tp is not None and (mark >= tp if long else mark <= tp):
-        return f"take-profit {plain(tp)} reached"
+        return tpsl_reached_reason(kind="take-profit", level=tp)
     if sl is not None and (mark <= sl if long else mark >= sl):
-        return f"stop-loss {plain(sl)} reached"
+        return tpsl_reached_reason(kind="stop-loss", level=sl)
     return None
 
 

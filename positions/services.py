@@ -9,6 +9,7 @@ account queue on that account's row, so they never deadlock and need no retry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
@@ -857,6 +858,22 @@ def _close(
         _restore_prices(position, collateral.amount - released)
     position.save()
     return order, CloseSettlement(released, applied_pnl, fee, to_trader, insurance_paid)
+
+
+# A close at a take-profit or stop-loss names the level in its memo: "… at 57968 (stop-loss
+# 58000 reached): …". Pages read it back to say why the position closed.
+_TPSL_REACHED = re.compile(r" \((take-profit|stop-loss) ([0-9.]+) reached\):")
+
+
+def tpsl_reached_reason(*, kind: str, level: Decimal) -> str:
+    """The reason a close at a take-profit (``kind``) or stop-loss gives its memo."""
+    return f"{kind} {plain(level)} reached"
+
+
+def tpsl_reached_in(memo: str) -> tuple[str, Decimal] | None:
+    """The take-profit or stop-loss, and its level, that a close's memo says it was at."""
+    found = _TPSL_REACHED.search(memo)
+    return None if found is None else (found.group(1), Decimal(found.group(2)))
 
 
 @transaction.atomic

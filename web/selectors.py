@@ -10,7 +10,7 @@ from django.db.models import Max, Min, Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.models import LedgerEntry, TradingAccount, User
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
@@ -23,6 +23,7 @@ from positions.selectors import (
     positions_for_user,
     with_valuation_data,
 )
+from positions.services import tpsl_reached_in
 from web import lesson
 
 
@@ -155,6 +156,13 @@ def peak_collateral(movements: list[LedgerEntry]) -> Decimal:
         running += entry.amount
         peak = max(peak, running)
     return peak
+
+
+def tpsl_close(movements: list[LedgerEntry]) -> tuple[str, Decimal] | None:
+    """The take-profit or stop-loss, and its level, at which the last close happened, if the
+    engine closed the position there rather than the student by hand."""
+    closes = [e for e in movements if e.transaction.kind == LedgerTransaction.Kind.CLOSE]
+    return None if not closes else tpsl_reached_in(closes[-1].transaction.memo)
 
 
 def position_timeline(

@@ -409,6 +409,9 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         "liquidation": liquidation,
         "collateral": collateral,
         "timeline": selectors.position_timeline(position, movements, calls, liquidation),
+        "closed_at_tpsl": (
+            selectors.tpsl_close(movements) if position.status == Position.Status.CLOSED else None
+        ),
         "lesson": lesson,
         "net_result": None if position.is_open else selectors.net_result(position),
         # Of the margin balance left at a liquidation, what the student did not get back.

@@ -424,23 +424,36 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
 
 
 @pytest.mark.parametrize(
-    ("take_profit", "stop_loss", "price", "reason"),
+    ("take_profit", "stop_loss", "price", "reason", "headline"),
     [
-        ("62000", "58000", "57900", "stop-loss 58000 reached"),
-        ("62000", "58000", "62100", "take-profit 62000 reached"),
+        (
+            "62000",
+            "58000",
+            "57900",
+            "stop-loss 58000 reached",
+            "57,900.0 by your stop-loss at 58,000.0",
+        ),
+        (
+            "62000",
+            "58000",
+            "62100",
+            "take-profit 62000 reached",
+            "62,100.0 by your take-profit at 62,000.0",
+        ),
     ],
 )
 def test_a_close_by_take_profit_or_stop_loss_says_so(
-    alice_client, account, position, btc, take_profit, stop_loss, price, reason
+    alice_client, account, position, btc, take_profit, stop_loss, price, reason, headline
 ):
-    """The engine closes the position, not the student: the timeline and the statement say
-    which of the two levels the mark reached."""
+    """The engine closes the position, not the student: the headline, the timeline and the
+    statement say which of the two levels the mark reached."""
     position_set_tpsl(position_id=position.pk, take_profit=take_profit, stop_loss=stop_loss)
     set_price(btc, price)
     position.refresh_from_db()
     assert position.status == "closed"
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert f"<strong>Close</strong> 0.5 of position #{position.pk} at {price} ({reason}):" in page
+    assert f'data-testid="position-status">Closed at {headline}; realised PnL' in page
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f"at {price} ({reason}): realised PnL" in history
 
@@ -449,6 +462,7 @@ def test_a_close_by_hand_names_no_trigger(alice_client, position):
     alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert f"<strong>Close</strong> 0.5 of position #{position.pk} at 60000: realised" in page
+    assert 'data-testid="position-status">Closed at 60,000.0; realised PnL' in page
 
 
 def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
