@@ -1,5 +1,6 @@
 """Text on the learner pages stays readable: every visible piece of text has at least the
-WCAG AA contrast against the background it sits on (4.5:1, 3:1 for large text)."""
+WCAG AA contrast against the background it sits on (4.5:1, 3:1 for large text), and buttons
+and form fields are written in the page's typeface, not the browser's default."""
 
 from __future__ import annotations
 
@@ -46,8 +47,18 @@ LOW_CONTRAST = """() => {
 }"""
 
 
+# The typeface of every visible button, input and select that differs from the page's.
+OTHER_TYPEFACES = """() => {
+  const page = getComputedStyle(document.body).fontFamily;
+  return [...document.querySelectorAll("button, input, select")]
+    .filter((el) => el.getClientRects().length && el.type !== "range" && el.type !== "radio")
+    .filter((el) => getComputedStyle(el).fontFamily !== page)
+    .map((el) => `${el.tagName} ${el.name || el.textContent.trim()}: ${getComputedStyle(el).fontFamily}`);
+}"""
+
+
 @pytest.mark.django_db(transaction=True)
-def test_every_text_on_the_pages_reaches_aa_contrast(live_server, browser):
+def test_every_text_on_the_pages_reaches_aa_contrast_in_the_page_typeface(live_server, browser):
     classroom = make_classroom(name="Contrast class")
     make_instrument(classroom, symbol="BTCUSDT", mark="60000")
     account = make_learner(classroom, "rosa")
@@ -64,5 +75,6 @@ def test_every_text_on_the_pages_reaches_aa_contrast(live_server, browser):
         for path in (f"/accounts/{account.pk}/", f"/accounts/{account.pk}/trade/"):
             page.goto(f"{live_server.url}{path}")
             assert page.evaluate(LOW_CONTRAST) == [], path
+            assert page.evaluate(OTHER_TYPEFACES) == [], path
     finally:
         context.close()
