@@ -14,7 +14,15 @@ from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position, with_fill, with_net_result
+from positions.models import (
+    Fill,
+    Instrument,
+    MarginTier,
+    Order,
+    Position,
+    with_fill,
+    with_net_result,
+)
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -165,6 +173,20 @@ def tpsl_close(movements: list[LedgerEntry]) -> tuple[str, Decimal] | None:
     return None if not closes else tpsl_reached_in(closes[-1].transaction.memo)
 
 
+def _close_detail(position: Position, memo: str, fill: Fill | None, currency: str) -> str:
+    """What one close did, without the "Close" the timeline's title already says."""
+    if fill is None:
+        return memo.removeprefix("Close ")
+    tick = position.instrument.tick_size
+    reached = tpsl_reached_in(memo)
+    why = "" if reached is None else f" ({reached[0]} {price_text(reached[1], tick)} reached)"
+    return (
+        f"{plain(fill.quantity)} of position #{position.pk} at {price_text(fill.price, tick)}"
+        f"{why}: realised PnL {money_text(fill.realized_pnl, currency)}, "
+        f"fee {money_text(fill.fee, currency)}"
+    )
+
+
 def position_timeline(
     position: Position,
     movements: list[LedgerEntry],
@@ -174,6 +196,13 @@ def position_timeline(
     events: list[TimelineEvent] = []
     currency = position.account.classroom.currency
     tick = position.instrument.tick_size
+    # Each close wrote one fill and one ledger transaction, in the same order: the fill gives
+    # its numbers, written as the rest of the page writes them (59,662.9, not 59662.9).
+    close_fills = iter(
+        Fill.objects.filter(position_id=position.pk, kind=Fill.Kind.CLOSE).order_by(
+            "created_at", "pk"
+        )
+    )
     for entry in movements:
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
@@ -192,7 +221,7 @@ def position_timeline(
         if tx.kind == tx.Kind.CLOSE:
             # Each close (part or all) hands collateral back to the free balance: shown as
             # what the student gets back, not as the collateral pocket's debit.
-            what = tx.memo.removeprefix("Close ")  # the title says it already
+            what = _close_detail(position, tx.memo, next(close_fills, None), currency)
             title, detail, amount = "Close", f"{what}; collateral released", -entry.amount
         events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:

@@ -323,7 +323,7 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
     assert page.count("<strong>Close</strong> 0.2 of position") == 1
     # Each close says what it realised, so a partial close's result is not lost in the total.
     partial = page.split("<strong>Close</strong> 0.2", 1)[1].split("</li>", 1)[0]
-    assert "at 60000: realised PnL 0, fee 6" in partial
+    assert "at 60,000.0: realised PnL 0.00, fee 6.00" in partial  # written as the page writes
     assert '; collateral released <span class="flat">+720.00</span>' in partial
     result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
     assert position.realized_pnl > 0
@@ -424,44 +424,42 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
 
 
 @pytest.mark.parametrize(
-    ("take_profit", "stop_loss", "price", "reason", "headline"),
+    ("price", "memo", "timeline", "headline"),
     [
         (
-            "62000",
-            "58000",
             "57900",
-            "stop-loss 58000 reached",
-            "57,900.0 by your stop-loss at 58,000.0",
+            "at 57900 (stop-loss 58000 reached)",
+            "at 57,900.0 (stop-loss 58,000.0 reached)",
+            "at 57,900.0 by your stop-loss at 58,000.0",
         ),
         (
-            "62000",
-            "58000",
             "62100",
-            "take-profit 62000 reached",
-            "62,100.0 by your take-profit at 62,000.0",
+            "at 62100 (take-profit 62000 reached)",
+            "at 62,100.0 (take-profit 62,000.0 reached)",
+            "at 62,100.0 by your take-profit at 62,000.0",
         ),
     ],
 )
 def test_a_close_by_take_profit_or_stop_loss_says_so(
-    alice_client, account, position, btc, take_profit, stop_loss, price, reason, headline
+    alice_client, account, position, btc, price, memo, timeline, headline
 ):
     """The engine closes the position, not the student: the headline, the timeline and the
     statement say which of the two levels the mark reached."""
-    position_set_tpsl(position_id=position.pk, take_profit=take_profit, stop_loss=stop_loss)
+    position_set_tpsl(position_id=position.pk, take_profit="62000", stop_loss="58000")
     set_price(btc, price)
     position.refresh_from_db()
     assert position.status == "closed"
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
-    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at {price} ({reason}):" in page
-    assert f'data-testid="position-status">Closed at {headline}; realised PnL' in page
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} {timeline}:" in page
+    assert f'data-testid="position-status">Closed {headline}; realised PnL' in page
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
-    assert f"at {price} ({reason}): realised PnL" in history
+    assert f"{memo}: realised PnL" in history
 
 
 def test_a_close_by_hand_names_no_trigger(alice_client, position):
     alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
-    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at 60000: realised" in page
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at 60,000.0: realised" in page
     assert 'data-testid="position-status">Closed at 60,000.0; realised PnL' in page
 
 
