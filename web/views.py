@@ -553,12 +553,21 @@ def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
 @require_POST
 def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
     def act(position: Position, data: dict[str, Any]) -> str:
-        services.position_set_tpsl(
+        changed = services.position_set_tpsl(
             position_id=position.pk,
             take_profit=data.get("take_profit"),
             stop_loss=data.get("stop_loss"),
         )
-        return "Take-profit and stop-loss saved."
+        # Say what is set now: an emptied field clears its level, which the student may
+        # not have meant.
+        levels = [
+            f"{name} at {shown.price(level, changed.instrument)}" if level else f"no {name}"
+            for name, level in (
+                ("take-profit", changed.take_profit),
+                ("stop-loss", changed.stop_loss),
+            )
+        ]
+        return f"Saved for position #{position.pk}: {levels[0]}, {levels[1]}."
 
     return _position_action(request, position_id, TpSlForm(request.POST, prefix="tpsl"), act)
 

@@ -835,6 +835,20 @@ def test_a_margin_change_names_the_liquidation_price_the_position_page_shows(
     assert _message(response).endswith(f"liquidation price now {shown}.")
 
 
+def test_saving_take_profit_and_stop_loss_says_what_is_set_now(alice_client, position):
+    url = reverse("position-tpsl", args=[position.pk])
+    both = {"tpsl-take_profit": "65000", "tpsl-stop_loss": "58000"}
+    response = alice_client.post(url, both, follow=True)
+    assert _message(response) == (
+        f"Saved for position #{position.pk}: take-profit at 65,000.0, stop-loss at 58,000.0."
+    )
+    # An emptied field clears its level: the message says so instead of "saved".
+    response = alice_client.post(url, {**both, "tpsl-stop_loss": ""}, follow=True)
+    assert _message(response) == (
+        f"Saved for position #{position.pk}: take-profit at 65,000.0, no stop-loss."
+    )
+
+
 def _nav(content: str) -> str:
     return content.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
 
