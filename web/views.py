@@ -612,6 +612,12 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         if position.is_open
         else selectors.peak_collateral(movements)
     )
+    digits = currency_places(position.account.classroom.currency)
+
+    def cash(value: Decimal) -> str:
+        """An amount rounded as the page rounds it, so the chart's labels agree with it."""
+        return str(shown_rounded(value, digits))
+
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
     unfenced: dict[int, str] = {}
@@ -628,17 +634,17 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
         # Once liquidated, the collateral is lost whatever the mark does next.
-        pnl[second] = str(realised + (-collateral if liquidated else max(raw, -collateral)))
+        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -collateral)))
         if raw < -collateral or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
-            unfenced[second] = str(realised + raw)
-        previous = (second, str(realised + raw))
+            unfenced[second] = cash(realised + raw)
+        previous = (second, cash(realised + raw))
     if liquidation is not None:
-        pnl[_chart_time(liquidation.created_at)] = str(realised_before_end - collateral)
+        pnl[_chart_time(liquidation.created_at)] = cash(realised_before_end - collateral)
     if position.status == Position.Status.CLOSED and position.closed_at is not None:
         # The path ends where the position did: at its realised PnL.
-        pnl[_chart_time(position.closed_at)] = str(position.realized_pnl)
+        pnl[_chart_time(position.closed_at)] = cash(position.realized_pnl)
     markers = [
         {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
         for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
@@ -674,7 +680,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "liquidation": None if lp is None else str(lp),
                 "bankruptcy": str(bp),
             },
-            "floor": str(realised_before_end - collateral),
+            "floor": cash(realised_before_end - collateral),
             "markers": markers,
             "price_places": price_places(position.instrument),
         }

@@ -19,7 +19,7 @@ from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
 from positions.services import order_place, position_close, position_set_tpsl
-from tests.engine.helpers import set_price
+from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
 
@@ -362,6 +362,17 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
     assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_the_pnl_chart_rounds_its_amounts_as_the_page_does(alice_client, account, btc):
+    """1,500.015 of collateral shows as 1,500.02 on the page; the chart's floor says the same,
+    instead of leaving a browser to round the binary 1500.01499… down to 1500.01."""
+    position = open_position(account, btc, "long", "0.5", 20, extra_collateral="0.015")
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'data-testid="collateral">1,500.02<' in page
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert data["floor"] == "-1500.02"
+    assert all(len(p["value"].partition(".")[2]) == 2 for p in data["pnl"])
 
 
 def test_after_a_liquidation_the_pnl_chart_stays_at_the_lost_collateral(
