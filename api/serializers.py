@@ -370,7 +370,8 @@ class OrderSerializer(serializers.Serializer):
         allow_blank=True,
         read_only=True,
         help_text="take_profit or stop_loss on the order that closed a position because the "
-        "mark reached its take-profit or stop-loss; empty on every other order.",
+        "mark reached its take-profit or stop-loss (its stop_price is that level); empty on "
+        "every other order.",
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.db.models import Prefetch, QuerySet, Sum
 
 from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
-from accounts.money import ZERO, money
+from accounts.money import ZERO, money, towards_entry
 from positions import margin
 from positions.models import Fill, Instrument, MarginTier, Order, Position, with_fill
 
@@ -122,7 +122,9 @@ def position_valuation(
         mark_price=mark,
         tiers=tiers,
     )
-    lp = position.liquidation_price
+    # Measured to the liquidation price as shown (on the tick, towards the entry): the
+    # distance a learner reads is the one they get by subtracting the two prices shown.
+    lp = towards_entry(position.liquidation_price, side=side, tick=position.instrument.tick_size)
     distance = None if lp is None else abs(mark - lp)
     return Valuation(
         mark_price=mark,

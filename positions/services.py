@@ -424,7 +424,11 @@ def quote_open(
     )
     # From the mark for a fill now; from the entry for an order that rests until then.
     start = mark if entry_price is None else entry
-    distance = None if lp is None else abs(start - lp)
+    # To the liquidation price as shown, so that the distance is the difference of the two
+    # prices the quote shows.
+    distance = (
+        None if lp is None else abs(start - _shown_risk_price(lp, side, instrument.tick_size))
+    )
     distance_pct = None if lp is None else money(distance / start * 100)  # type: ignore[operator]
     return OpenQuote(
         take_profit=tp,
@@ -835,6 +839,13 @@ def _close(
 
     now = timezone.now()
     if order is None:
+        # The engine's close at the take-profit or stop-loss keeps the level it was at as
+        # the order's stop price (the position forgets its levels once it is closed).
+        level = None
+        if trigger == Order.Trigger.TAKE_PROFIT:
+            level = position.take_profit
+        elif trigger == Order.Trigger.STOP_LOSS:
+            level = position.stop_loss
         order = Order(
             account=account,
             instrument=instrument,
@@ -845,12 +856,17 @@ def _close(
             leverage=position.leverage,
             reduce_only=True,
             trigger=trigger,
+            stop_price=level,
             created_at=now,
         )
     order.status = Order.Status.FILLED
     order.filled_at = order.updated_at = now
     order.save()
-    reached = f" ({order.get_trigger_display().lower()})" if order.trigger else ""
+    reached = (
+        f" ({order.get_trigger_display().lower()} {plain(order.stop_price)} reached)"
+        if order.trigger and order.stop_price is not None
+        else ""
+    )
     Fill.objects.create(
         order=order,
         position=position,

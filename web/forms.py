@@ -127,11 +127,22 @@ class TradeForm(forms.Form):
     quantity = quantity_field(required=False, help_text="How much to buy or sell.")
     notional = money_field(label="or notional", help_text="Value at the current price.")
     leverage = forms.IntegerField(min_value=1, initial=10)
-    extra_collateral = money_field(allow_zero=True, label="Extra collateral")
-    price = price_field("Limit price")
-    stop_price = price_field("Stop price")
-    take_profit = price_field("Take-profit")
-    stop_loss = price_field("Stop-loss")
+    extra_collateral = money_field(
+        allow_zero=True,
+        label="Extra collateral",
+        help_text="Optional: collateral beyond the margin moves the liquidation price away, "
+        "and is at risk too.",
+    )
+    price = price_field("Limit price", help_text="The order fills at this price or better.")
+    stop_price = price_field(
+        "Stop price", help_text="The order fills at market once the mark reaches it."
+    )
+    take_profit = price_field(
+        "Take-profit", help_text="Optional: takes the gain, closing at market at this mark."
+    )
+    stop_loss = price_field(
+        "Stop-loss", help_text="Optional: cuts the loss before liquidation, closing at this mark."
+    )
 
     def __init__(
         self, *args: object, instruments, max_leverage: int = 125, **kwargs: object
@@ -160,6 +171,16 @@ class TradeForm(forms.Form):
         if data.get("quantity") and data.get("notional"):
             self.add_error("notional", "Give a quantity or a notional, not both.")
         order_type = data.get("type")
+        # A price the order type does not use would be ignored: a learner who typed a limit
+        # on a market order would buy at the market while expecting their limit.
+        if order_type != Order.Type.LIMIT and data.get("price") is not None:
+            self.add_error(
+                "price", "Only a limit order uses a limit price: choose Limit, or clear it."
+            )
+        if order_type != Order.Type.STOP and data.get("stop_price") is not None:
+            self.add_error(
+                "stop_price", "Only a stop order uses a stop price: choose Stop, or clear it."
+            )
         if order_type == Order.Type.LIMIT and not data.get("price") and not self.has_error("price"):
             self.add_error("price", "A limit order needs a price.")
         if (

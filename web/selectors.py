@@ -14,7 +14,15 @@ from accounts.models import LedgerEntry, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
-from positions.models import Instrument, MarginTier, Order, Position, with_fill, with_net_result
+from positions.models import (
+    Fill,
+    Instrument,
+    MarginTier,
+    Order,
+    Position,
+    with_fill,
+    with_net_result,
+)
 from positions.selectors import (
     Valuation,
     accounts_for_user,
@@ -157,6 +165,43 @@ def peak_collateral(movements: list[LedgerEntry]) -> Decimal:
     return peak
 
 
+def tpsl_reached(position: Position, fill: Fill | None) -> tuple[str, Decimal] | None:
+    """The take-profit or stop-loss, and its level, at which the engine made this close
+    (``None`` for a close the student made)."""
+    order = None if fill is None else fill.order
+    if order is None or not order.trigger or order.stop_price is None:
+        return None
+    return order.get_trigger_display().lower(), order.stop_price
+
+
+def _close_fills(position: Position) -> QuerySet[Fill]:
+    return (
+        Fill.objects.filter(position_id=position.pk, kind=Fill.Kind.CLOSE)
+        .select_related("order")
+        .order_by("created_at", "pk")
+    )
+
+
+def tpsl_close(position: Position) -> tuple[str, Decimal] | None:
+    """The take-profit or stop-loss, and its level, at which the last close happened, if the
+    engine closed the position there rather than the student by hand."""
+    return tpsl_reached(position, _close_fills(position).last())
+
+
+def _close_detail(position: Position, memo: str, fill: Fill | None, currency: str) -> str:
+    """What one close did, without the "Close" the timeline's title already says."""
+    if fill is None:
+        return memo.removeprefix("Close ")
+    tick = position.instrument.tick_size
+    reached = tpsl_reached(position, fill)
+    why = "" if reached is None else f" ({reached[0]} {price_text(reached[1], tick)} reached)"
+    return (
+        f"{plain(fill.quantity)} of position #{position.pk} at {price_text(fill.price, tick)}"
+        f"{why}: realised PnL {money_text(fill.realized_pnl, currency)}, "
+        f"fee {money_text(fill.fee, currency)}"
+    )
+
+
 def position_timeline(
     position: Position,
     movements: list[LedgerEntry],
@@ -166,6 +211,9 @@ def position_timeline(
     events: list[TimelineEvent] = []
     currency = position.account.classroom.currency
     tick = position.instrument.tick_size
+    # Each close wrote one fill and one ledger transaction, in the same order: the fill gives
+    # its numbers, written as the rest of the page writes them (59,662.9, not 59662.9).
+    close_fills = iter(_close_fills(position))
     for entry in movements:
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
@@ -184,7 +232,7 @@ def position_timeline(
         if tx.kind == tx.Kind.CLOSE:
             # Each close (part or all) hands collateral back to the free balance: shown as
             # what the student gets back, not as the collateral pocket's debit.
-            what = tx.memo.removeprefix("Close ")  # the title says it already
+            what = _close_detail(position, tx.memo, next(close_fills, None), currency)
             title, detail, amount = "Close", f"{what}; collateral released", -entry.amount
         events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:

@@ -21,13 +21,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.errors import DomainError
 from accounts.models import Classroom, TradingAccount
-from accounts.money import ZERO, currency_places, plain
+from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
-from positions.models import Instrument, Order, Position
+from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import account_overview, accounts_for_user, position_valuation
 from web import attempts, selectors
 from web.context_processors import remember_account
@@ -214,7 +214,7 @@ def _quantity(form: TradeForm) -> Decimal | None:
 
 
 def _check_price_grid(data: dict[str, Any]) -> None:
-    """Every price typed in must sit on the tick grid, even one the order type ignores."""
+    """Every price typed in must sit on the tick grid."""
     for name in ("price", "stop_price", "take_profit", "stop_loss"):
         services.clean_price(data.get(name), instrument=data["instrument"], field=name)
 
@@ -409,8 +409,15 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         "liquidation": liquidation,
         "collateral": collateral,
         "timeline": selectors.position_timeline(position, movements, calls, liquidation),
+        "closed_at_tpsl": (
+            selectors.tpsl_close(position) if position.status == Position.Status.CLOSED else None
+        ),
         "lesson": lesson,
         "net_result": None if position.is_open else selectors.net_result(position),
+        # Of the margin balance left at a liquidation, what the student did not get back.
+        "to_insurance": (
+            None if liquidation is None else liquidation.leftover - liquidation.returned_to_trader
+        ),
         "orders": list(Order.objects.filter(position_id=position.pk, status=Order.Status.RESTING)),
     }
 
@@ -497,7 +504,7 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
         amount = shown.money(data["amount"], currency)
         lp = changed.liquidation_price
         moved = (
-            f"liquidation price now {shown.price(lp, changed.instrument)}"
+            f"liquidation price now {shown.risk_price(lp, changed)}"
             if lp is not None
             else "it can no longer be liquidated"
         )
@@ -546,12 +553,21 @@ def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
 @require_POST
 def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
     def act(position: Position, data: dict[str, Any]) -> str:
-        services.position_set_tpsl(
+        changed = services.position_set_tpsl(
             position_id=position.pk,
             take_profit=data.get("take_profit"),
             stop_loss=data.get("stop_loss"),
         )
-        return "Take-profit and stop-loss saved."
+        # Say what is set now: an emptied field clears its level, which the student may
+        # not have meant.
+        levels = [
+            f"{name} at {shown.price(level, changed.instrument)}" if level else f"no {name}"
+            for name, level in (
+                ("take-profit", changed.take_profit),
+                ("stop-loss", changed.stop_loss),
+            )
+        ]
+        return f"Saved for position #{position.pk}: {levels[0]}, {levels[1]}."
 
     return _position_action(request, position_id, TpSlForm(request.POST, prefix="tpsl"), act)
 
@@ -571,9 +587,18 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         # Keep drawing the path after the liquidation: the lesson is how far it went.
         end = max(end, timezone.now())
     ticks = selectors.price_ticks(position.instrument_id, start, end)
-    quantity = (
-        liquidation.quantity if liquidation else (position.quantity or position.opened_quantity)
+    # A close in part realises its PnL and leaves less open: at each point the PnL is what
+    # was realised so far plus what was still open, marked at that point's price.
+    closes = list(
+        Fill.objects.filter(position_id=position.pk, kind__in=(Fill.Kind.CLOSE, Fill.Kind.ADL))
+        .order_by("created_at", "pk")
+        .values_list("created_at", "quantity", "realized_pnl")
     )
+    # What the closes before the end realised: the floor of the loss sits that far from the
+    # collateral (the last close of a closed position ends it, it does not move the floor).
+    partial = closes[:-1] if position.status == Position.Status.CLOSED else closes
+    realised_before_end = sum((r for _, _, r in partial), ZERO)
+    quantity, realised, applied = position.opened_quantity, ZERO, 0
     sign = 1 if position.side == "long" else -1
     # The path starts at the entry and, while open, ends at the current mark, even between ticks.
     path = [(position.opened_at, position.entry_price), *ticks]
@@ -587,22 +612,39 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         if position.is_open
         else selectors.peak_collateral(movements)
     )
+    digits = currency_places(position.account.classroom.currency)
+
+    def cash(value: Decimal) -> str:
+        """An amount rounded as the page rounds it, so the chart's labels agree with it."""
+        return str(shown_rounded(value, digits))
+
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
     unfenced: dict[int, str] = {}
     previous: tuple[int, str] | None = None
     for at, price in path:
+        while applied < len(closes) and closes[applied][0] <= at:
+            quantity -= closes[applied][1]
+            realised += closes[applied][2]
+            applied += 1
         second = _chart_time(at)
         raw = sign * quantity * (price - position.entry_price)
         mark[second] = str(price)
+        liquidated = liquidation is not None and at >= liquidation.created_at
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
-        pnl[second] = str(max(raw, -collateral))
-        if raw < -collateral or (liquidation is not None and at >= liquidation.created_at):
+        # Once liquidated, the collateral is lost whatever the mark does next.
+        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -collateral)))
+        if raw < -collateral or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
-            unfenced[second] = str(raw)
-        previous = (second, str(raw))
+            unfenced[second] = cash(realised + raw)
+        previous = (second, cash(realised + raw))
+    if liquidation is not None:
+        pnl[_chart_time(liquidation.created_at)] = cash(realised_before_end - collateral)
+    if position.status == Position.Status.CLOSED and position.closed_at is not None:
+        # The path ends where the position did: at its realised PnL.
+        pnl[_chart_time(position.closed_at)] = cash(position.realized_pnl)
     markers = [
         {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
         for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
@@ -615,8 +657,18 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "text": "Liquidated",
             }
         )
-    lp = liquidation.liquidation_price if liquidation else position.liquidation_price
-    bp = liquidation.bankruptcy_price if liquidation else position.bankruptcy_price
+    # The lines are labelled with the prices the page shows: on the tick, towards the entry.
+    tick = position.instrument.tick_size
+    lp = towards_entry(
+        liquidation.liquidation_price if liquidation else position.liquidation_price,
+        side=position.side,
+        tick=tick,
+    )
+    bp = towards_entry(
+        liquidation.bankruptcy_price if liquidation else position.bankruptcy_price,
+        side=position.side,
+        tick=tick,
+    )
     return JsonResponse(
         {
             "status": position.status,
@@ -628,7 +680,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "liquidation": None if lp is None else str(lp),
                 "bankruptcy": str(bp),
             },
-            "floor": str(-collateral),
+            "floor": cash(realised_before_end - collateral),
             "markers": markers,
             "price_places": price_places(position.instrument),
         }

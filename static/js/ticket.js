@@ -37,10 +37,37 @@ document.addEventListener("DOMContentLoaded", function () {
   function markErrors() {
     form.querySelectorAll(".field-error").forEach(function (span) {
       var field = span.closest(".field, fieldset");
-      if (field) field.classList.toggle("has-error", span.textContent.trim() !== "");
+      var refused = span.textContent.trim() !== "";
+      if (field) field.classList.toggle("has-error", refused);
+      // A screen reader announces the refusal with the field, as on a submitted ticket.
+      var input = field && field.querySelector("input:not([type=radio]), select");
+      if (!input || !span.id) return;
+      var ids = (input.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (id) {
+        return id && id !== span.id;
+      });
+      if (refused) ids.push(span.id);
+      if (ids.length) input.setAttribute("aria-describedby", ids.join(" "));
+      else input.removeAttribute("aria-describedby");
+      if (refused) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
     });
   }
   document.body.addEventListener("htmx:afterSettle", markErrors);
+  // Only the price the order type uses is shown and sent: a limit price left on a market
+  // order would otherwise look as if it applied.
+  var type = form.querySelector("select[name=type]");
+  function showPrices() {
+    [["price", "limit"], ["stop_price", "stop"]].forEach(function (pair) {
+      var input = form.querySelector("input[name=" + pair[0] + "]");
+      if (!input) return;
+      var used = !type || type.value === pair[1];
+      input.disabled = !used;
+      var field = input.closest(".field");
+      if (field) field.hidden = !used;
+    });
+  }
+  if (type) type.addEventListener("change", showPrices);
+  showPrices();
   if (slider) slider.addEventListener("input", show);
   if (instrument) instrument.addEventListener("change", bound);
   bound();

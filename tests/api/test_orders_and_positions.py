@@ -219,7 +219,7 @@ def test_preview_quotes_and_writes_nothing(api, account, btc, read_key):
     assert quote["liquidation_price"] == "59759.1"  # 59759.036…, on the tick towards the entry
     assert quote["bankruptcy_price"] == "59520"
     assert quote["max_loss"] == "4.8"
-    assert quote["distance_to_liquidation"] == "240.9638554216"
+    assert quote["distance_to_liquidation"] == "240.9"  # from 60,000 to the 59,759.1 shown
     assert (Order.objects.count(), LedgerTransaction.objects.count()) == before
 
 
@@ -561,10 +561,16 @@ def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_positi
         "stop_loss",
         "",
     ]
+    # The level reached is the close order's stop price; a close by hand has none.
+    assert [orders[closes[p]["order"]]["stop_price"] for p in (won, stopped, by_hand)] == [
+        "61000",
+        "61000",
+        None,
+    ]
     opening = api.get("/api/v1/fills/", {"position": won}).json()["results"][-1]
     assert (opening["kind"], opening["trigger"]) == ("open", "")
     memos = [e["memo"] for e in api.get("/api/v1/statement/").json()["results"]]
-    assert any(f"position #{won} at 61000 (take-profit):" in memo for memo in memos), memos
+    assert any(f"#{won} at 61000 (take-profit 61000 reached):" in memo for memo in memos), memos
 
 
 def test_orders_are_listed_by_the_position_they_opened_or_reduce(api, account, other_account, btc):

@@ -54,9 +54,43 @@ def test_the_live_preview_marks_the_field_it_refuses_in_red(ticket):
     page, console = ticket
     quantity = page.locator(".field", has=page.locator("#id_quantity"))
     page.fill("#id_quantity", "0.0015")  # not a whole number of 0.001 lots
-    expect(page.locator("#error-quantity")).to_contain_text("multiple of the lot size")
+    expect(page.locator("#id_quantity_error")).to_contain_text("multiple of the lot size")
     expect(quantity).to_have_class(re.compile(r"\bhas-error\b"))
+    # Announced with the field: a screen reader reads the refusal when the field has focus.
+    field = page.locator("#id_quantity")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_attribute("aria-describedby", re.compile(r"\bid_quantity_error\b"))
     page.fill("#id_quantity", "0.002")
     expect(page.get_by_test_id("preview-lp")).to_be_visible()
     expect(quantity).not_to_have_class(re.compile(r"\bhas-error\b"))
+    expect(field).not_to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_attribute("aria-describedby", "id_quantity_helptext")
+    assert csp_violations(console) == []
+
+
+def test_the_ticket_shows_only_the_price_its_order_type_uses(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    limit, stop = page.locator("#id_price"), page.locator("#id_stop_price")
+    # A market order fills at the market: neither price is there to be typed in.
+    expect(limit).to_be_hidden()
+    expect(stop).to_be_hidden()
+    page.select_option("#id_type", "limit")
+    expect(limit).to_be_visible()
+    expect(stop).to_be_hidden()
+    page.fill("#id_quantity", "0.01")
+    page.fill("#id_price", "59000")
+    expect(page.get_by_test_id("preview")).to_contain_text("59,000.0")
+    page.select_option("#id_type", "stop")
+    expect(stop).to_be_visible()
+    expect(limit).to_be_hidden()
+    # Back to market, the limit typed earlier is neither shown nor sent: the preview quotes
+    # a market order instead of refusing a price the student can no longer see.
+    page.select_option("#id_type", "market")
+    expect(limit).to_be_hidden()
+    expect(page.get_by_test_id("preview")).to_contain_text("60,000.0")
+    expect(page.locator("#id_price_error")).to_have_text("")
+    page.click("button.primary")
+    page.wait_for_url("**/positions/*/")
     assert csp_violations(console) == []

@@ -28,6 +28,7 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
+from accounts.money import towards_entry
 from accounts.services import account_adjust, classroom_create, classroom_join
 from positions import margin
 from positions.models import Collateral, Fill, Instrument, Order, Position
@@ -1059,13 +1060,19 @@ def test_a_quote_for_a_resting_order_measures_the_distance_from_its_entry(accoun
         account=account, instrument=btc, side="long", quantity="0.01", leverage=10,
         entry_price=D(50000),
     )  # fmt: skip
+
+    def shown(price: D) -> D:  # the liquidation price as shown: on the tick, up for a long
+        rounded = towards_entry(price, side="long", tick=btc.tick_size)
+        assert rounded is not None
+        return rounded
+
     assert quote.liquidation_price is not None
-    assert quote.distance_to_liquidation == D(50000) - quote.liquidation_price
+    assert quote.distance_to_liquidation == D(50000) - shown(quote.liquidation_price)
     at_market = quote_open(
         account=account, instrument=btc, side="long", quantity="0.01", leverage=10
     )
     assert at_market.liquidation_price is not None
-    assert at_market.distance_to_liquidation == D(60000) - at_market.liquidation_price
+    assert at_market.distance_to_liquidation == D(60000) - shown(at_market.liquidation_price)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -32,7 +33,9 @@ BAD_TRADES = [
     ("extra_collateral", "1.123456789", "no more than 8 decimal places"),
     ("take_profit", "0", "Must be greater than zero."),
     ("stop_loss", "59000.05", "multiple of the tick size 0.1"),
-    ("price", "59000.05", "multiple of the tick size 0.1"),
+    # The ticket is a market order: a limit or stop price would be ignored, so it is refused.
+    ("price", "59000", "Only a limit order uses a limit price"),
+    ("stop_price", "59000", "Only a stop order uses a stop price"),
     ("notional", "-10", "Must be greater than zero."),
     ("notional", "5000", "Give a quantity or a notional, not both."),  # _trade has a quantity
 ]
@@ -53,7 +56,8 @@ def test_orders_breaking_the_tpsl_rules_are_refused_next_to_the_field(
     )
     assert response.status_code == 400
     assert (
-        message in response.content.decode().split(f'id="error-{field}"', 1)[1].split("</span>")[0]
+        message
+        in response.content.decode().split(f'id="id_{field}_error"', 1)[1].split("</span>")[0]
     )
     assert not Position.objects.exists()
     assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
@@ -88,7 +92,7 @@ def test_bad_trade_input_is_refused_next_to_the_field(
     )
     content = response.content.decode()
     assert response.status_code == (400 if endpoint == "trade" else 200)
-    error_span = content.split(f'id="error-{field}"', 1)[1].split("</span>", 1)[0]
+    error_span = content.split(f'id="id_{field}_error"', 1)[1].split("</span>", 1)[0]
     assert message in error_span
     assert error_span.count("<li") <= 1  # one message per mistake, not the same one twice
     assert not Position.objects.exists()
@@ -103,6 +107,9 @@ def test_bad_trade_input_is_refused_next_to_the_field(
         ({"type": "iceberg"}, "Select a valid choice."),
         ({"instrument": "999999"}, "Select a valid choice."),
         ({"type": "limit"}, "A limit order needs a price."),
+        ({"type": "limit", "price": "59000.05"}, "multiple of the tick size 0.1"),
+        ({"type": "stop", "stop_price": "59000", "price": "59000"}, "Only a limit order uses"),
+        ({"type": "limit", "price": "59000", "stop_price": "59000"}, "Only a stop order uses"),
         ({"type": "stop"}, "A stop order needs a stop price."),
         ({"quantity": ""}, "Enter a quantity or a notional."),
         ({"quantity": "", "notional": "1"}, "less than one lot"),
@@ -294,3 +301,38 @@ def test_sign_up_names_a_wrong_join_code_together_with_a_weak_password(client, c
          "join_code": classroom.join_code.lower()},
     ).content.decode()  # fmt: skip
     assert "No classroom has this join code." not in right
+
+
+def _described_by_missing(content: str) -> list[str]:
+    """The ids that an ``aria-describedby`` on the page names but no element carries."""
+    ids = set(re.findall(r'\bid="([^"]+)"', content))
+    named = re.findall(r'aria-describedby="([^"]+)"', content)
+    return [i for value in named for i in value.split() if i not in ids]
+
+
+def test_each_field_points_screen_readers_at_its_help_and_its_error(
+    client, alice_client, account, btc, position
+):
+    """A field's help and its error are announced with it: ``aria-describedby`` names
+    elements that exist, and a refused field is marked ``aria-invalid``."""
+    pages = [
+        alice_client.post(
+            reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, quantity="abc")
+        ),
+        alice_client.post(
+            reverse("position-margin", args=[position.pk]),
+            {"margin-action": "remove", "margin-amount": "-1"},
+        ),
+        alice_client.post(reverse("api-keys"), {"name": "", "scope": "read"}),
+        alice_client.post(reverse("classrooms"), {"join_code": "NOPE1234"}),
+    ]
+    alice_client.logout()
+    pages.append(
+        client.post(reverse("signup"), {"username": "x", "password1": "1", "join_code": "NOPE"})
+    )
+    for response in pages:
+        assert response.status_code == 400
+        content = response.content.decode()
+        assert 'aria-invalid="true"' in content
+        assert re.findall(r'aria-describedby="[^"]*_error\b', content)  # the error is named
+        assert _described_by_missing(content) == [], response.request["PATH_INFO"]

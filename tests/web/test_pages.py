@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,13 +12,14 @@ from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.services import account_adjust
-from liquidation.models import LiquidationEvent
-from positions.models import Order, Position
-from positions.services import order_place
-from tests.engine.helpers import set_price
+from liquidation.models import LiquidationEvent, PriceTick
+from positions.models import Fill, Instrument, Order, Position
+from positions.services import order_place, position_close, position_set_tpsl
+from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
 
@@ -101,8 +103,27 @@ def test_dashboard_shows_money_positions_and_ticker(alice_client, account, btc, 
     assert "BTCUSDT</strong> 60,000.0" in content  # the ticker, priced to the 0.1 tick
     assert f"#{position.pk} BTCUSDT" in content
     assert "1,500.00" in content  # collateral locked
+    # Each position's collateral is named for what it is to the learner: all it can lose.
+    assert '<th>Collateral <small class="muted">= max loss</small></th>' in content
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert (
+        '<span class="label">Collateral = your max loss</span>'
+        '<span class="value" data-testid="collateral">1,500.00</span>'
+    ) in page
     assert "57,229.0" in content  # liquidation price 57,228.92 on the tick, towards the entry
     assert 'hx-trigger="every 2s"' in content
+
+
+def test_the_distance_to_liquidation_is_measured_to_the_liquidation_price_shown(
+    alice_client, account, position
+):
+    """Long 0.5 at 60,000, 20x: the liquidation price 57,228.92 shows as 57,229.0, so the
+    mark at 60,000 is 2,771.0 from it, as a learner subtracting the two would find, not 2,771.1."""
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    stat = page.split('<span class="label">Distance to liquidation</span>', 1)[1]
+    assert stat.startswith('<span class="value">2,771.0 (4.62%)</span>')
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert "<td>57,229.0</td>\n        <td>2,771.0 <small>(4.62%)</small></td>" in dashboard
 
 
 def test_the_margin_ratio_is_shown_as_a_percentage_of_the_collateral(alice_client, account, btc):
@@ -132,6 +153,22 @@ def test_the_live_partial_renders_without_the_page_around_it(alice_client, accou
     assert "<html" not in content
 
 
+def test_the_ticket_says_what_its_optional_fields_do(alice_client, account, btc):
+    """A learner meets extra collateral, take-profit and stop-loss here first: each says what
+    it does, and is announced with its field."""
+    page = alice_client.get(reverse("trade", args=[account.pk])).content.decode()
+    for name, words in [
+        ("extra_collateral", "moves the liquidation price away, and is at risk too."),
+        ("take_profit", "takes the gain"),
+        ("stop_loss", "cuts the loss before liquidation"),
+        ("price", "fills at this price or better."),
+        ("stop_price", "fills at market once the mark reaches it."),
+    ]:
+        assert f'aria-describedby="id_{name}_helptext"' in page
+        help_text = page.split(f'<small class="help" id="id_{name}_helptext">', 1)[1]
+        assert words in help_text.split("</small>", 1)[0], name
+
+
 def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client, account, btc):
     response = alice_client.post(
         reverse("trade-preview", args=[account.pk]),
@@ -148,6 +185,8 @@ def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client,
     assert "1,500.00" in content  # initial margin and maximum loss
     assert "15.00" in content  # fee 0.05% of 30,000
     assert '<dd data-testid="preview-lp">57,229.0</dd>' in content
+    # Measured to the liquidation price shown: 60,000 - 57,229.0, not 60,000 - 57,228.92.
+    assert "<dt>Distance to liquidation</dt><dd>2,771.0 (4.62%)</dd>" in content
     assert '<dd class="maxloss loss" data-testid="preview-max-loss">1,500.00</dd>' in content
     assert "The fee (15.00) is paid when the order fills, win or lose." in content
     assert "57,000.0" in content  # bankruptcy price
@@ -180,7 +219,7 @@ def test_the_preview_of_an_untouched_ticket_asks_for_a_size_without_an_error(
     content = response.content.decode()
     assert response.status_code == 200
     assert "Enter a quantity or a notional to see the margin" in content
-    quantity_error = content.split('id="error-quantity"', 1)[1].split("</span>", 1)[0]
+    quantity_error = content.split('id="id_quantity_error"', 1)[1].split("</span>", 1)[0]
     assert quantity_error.endswith(">")  # the field's error span, swapped in empty
     assert "Fix the fields marked in red" not in content
     # Other mistakes still show before a size is typed, and placing still needs a size.
@@ -284,7 +323,7 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
     assert page.count("<strong>Close</strong> 0.2 of position") == 1
     # Each close says what it realised, so a partial close's result is not lost in the total.
     partial = page.split("<strong>Close</strong> 0.2", 1)[1].split("</li>", 1)[0]
-    assert "at 60000: realised PnL 0, fee 6" in partial
+    assert "at 60,000.0: realised PnL 0.00, fee 6.00" in partial  # written as the page writes
     assert '; collateral released <span class="flat">+720.00</span>' in partial
     result = page.split("<strong>Closed</strong>", 1)[1].split("</li>", 1)[0]
     assert position.realized_pnl > 0
@@ -308,20 +347,131 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal("-5000")
     assert all(Decimal(p["value"]) >= Decimal("-1500") for p in data["pnl"])
     assert data["status"] == "liquidated"
-    assert data["lines"] == {
-        "entry": "60000.0",
-        "liquidation": "57228.9157",
-        "bankruptcy": "57000",
-    } or (
-        Decimal(data["lines"]["entry"]) == Decimal(60000)
-        and Decimal(data["lines"]["liquidation"]) == position.liquidation_price
-        and Decimal(data["lines"]["bankruptcy"]) == position.bankruptcy_price
-    )
+    # The lines carry the prices the page shows: on the tick, rounded towards the entry
+    # (57,228.92 is 57,229.0 for a long), so the chart's labels and the page agree.
+    lines = {name: Decimal(value) for name, value in data["lines"].items()}
+    assert lines == {
+        "entry": Decimal("60000"),
+        "liquidation": Decimal("57229.0"),
+        "bankruptcy": Decimal("57000"),
+    }
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert '<span class="label">Liquidation price</span><span class="value">57,229.0<' in page
     assert Decimal(data["floor"]) == Decimal("-1500")
     assert [m["kind"] for m in data["markers"]] == ["margin_call", "liquidation"]
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
     assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_the_pnl_chart_rounds_its_amounts_as_the_page_does(alice_client, account, btc):
+    """1,500.015 of collateral shows as 1,500.02 on the page; the chart's floor says the same,
+    instead of leaving a browser to round the binary 1500.01499… down to 1500.01."""
+    position = open_position(account, btc, "long", "0.5", 20, extra_collateral="0.015")
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert 'data-testid="collateral">1,500.02<' in page
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert data["floor"] == "-1500.02"
+    assert all(len(p["value"].partition(".")[2]) == 2 for p in data["pnl"])
+
+
+def test_after_a_liquidation_the_pnl_chart_stays_at_the_lost_collateral(
+    alice_client, position, btc
+):
+    """Liquidated at 57,100, before the bankruptcy price: the whole 1,500 of collateral is
+    lost. When the market comes back to 58,000 the position is gone, so the PnL stays at
+    -1,500; only the line without the ring-fence follows the market (-1,000)."""
+    set_price(btc, "57100")
+    position.refresh_from_db()
+    assert position.status == "liquidated"
+    set_price(btc, "58000")
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert Decimal(data["pnl"][-1]["value"]) == Decimal(-1500) == Decimal(data["floor"])
+    assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal(-1000)
+
+
+def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realised(
+    alice_client, position, btc
+):
+    """Long 0.5 at 60,000: up 1,000 it is +500; 0.2 closed there realise +200; down at 59,000
+    the 0.3 left is -300, -100 in all; closing them at 59,000 ends the chart at the realised
+    -100, not at the whole 0.5 marked at the exit (-500)."""
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def mark_at(seconds: int, price: str) -> None:
+        at = start + timedelta(seconds=seconds)
+        PriceTick.objects.create(instrument=btc, price=Decimal(price), created_at=at)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    def close_at(seconds: int, quantity: str | None) -> None:
+        position_close(position_id=position.pk, quantity=quantity)
+        newest = Fill.objects.filter(position=position).order_by("-pk")[:1].get()
+        Fill.objects.filter(pk=newest.pk).update(created_at=start + timedelta(seconds=seconds))
+
+    def chart() -> tuple[dict[int, Decimal], Decimal]:
+        data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+        return {p["time"]: Decimal(p["value"]) for p in data["pnl"]}, Decimal(data["floor"])
+
+    mark_at(10, "61000")
+    close_at(15, "0.2")
+    mark_at(20, "59000")
+    position.refresh_from_db()
+    assert position.realized_pnl == Decimal(200)
+    pnl, floor = chart()
+    assert pnl[int((start + timedelta(seconds=10)).timestamp())] == Decimal(500)
+    assert pnl[int((start + timedelta(seconds=20)).timestamp())] == Decimal(-100)
+    # The 0.3 still open can lose its collateral and no more, after the 200 already realised.
+    assert floor == Decimal(200) - position.collateral.amount
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert '<span class="label">Realised so far</span><span class="value gain">+200.00<' in page
+
+    close_at(25, None)
+    Position.objects.filter(pk=position.pk).update(closed_at=start + timedelta(seconds=25))
+    position.refresh_from_db()
+    assert position.realized_pnl == Decimal(-100)
+    pnl, _ = chart()
+    assert pnl[max(pnl)] == position.realized_pnl
+
+
+@pytest.mark.parametrize(
+    ("price", "memo", "timeline", "headline"),
+    [
+        (
+            "57900",
+            "at 57900 (stop-loss 58000 reached)",
+            "at 57,900.0 (stop-loss 58,000.0 reached)",
+            "at 57,900.0 by your stop-loss at 58,000.0",
+        ),
+        (
+            "62100",
+            "at 62100 (take-profit 62000 reached)",
+            "at 62,100.0 (take-profit 62,000.0 reached)",
+            "at 62,100.0 by your take-profit at 62,000.0",
+        ),
+    ],
+)
+def test_a_close_by_take_profit_or_stop_loss_says_so(
+    alice_client, account, position, btc, price, memo, timeline, headline
+):
+    """The engine closes the position, not the student: the headline, the timeline and the
+    statement say which of the two levels the mark reached."""
+    position_set_tpsl(position_id=position.pk, take_profit="62000", stop_loss="58000")
+    set_price(btc, price)
+    position.refresh_from_db()
+    assert position.status == "closed"
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} {timeline}:" in page
+    assert f'data-testid="position-status">Closed {headline}; realised PnL' in page
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"{memo}: realised PnL" in history
+
+
+def test_a_close_by_hand_names_no_trigger(alice_client, position):
+    alice_client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert f"<strong>Close</strong> 0.5 of position #{position.pk} at 60,000.0: realised" in page
+    assert 'data-testid="position-status">Closed at 60,000.0; realised PnL' in page
 
 
 def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, account, position, btc):
@@ -345,6 +495,9 @@ def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, accou
     balance_after = TradingAccount.objects.get(pk=account.pk).balance
     assert balance_after - (balance_before + 1500 + 15) == Decimal("-1515")  # opened at 1,515
     assert 'data-testid="net-result">-1,515.00<' in content
+    # Liquidated at the bankruptcy price: nothing was left for the insurance fund, and the
+    # note adds up without a part it does not name.
+    assert "what it did to your free balance: PnL -1,500.00, fees 15.00</small>" in content
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f'data-testid="net-result-{position.pk}">-1,515.00<' in history
 
@@ -372,6 +525,12 @@ def test_the_net_result_of_a_liquidation_counts_what_went_to_the_insurance_fund(
     assert f'data-testid="net-result-{position.pk}">-30.30<' in history
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert 'data-testid="net-result">-30.30<' in page
+    # The note under it names each part, and they add up: -29.00 - 0.87 - 0.43 = -30.30.
+    assert (
+        "what it did to your free balance: PnL -29.00, fees 0.87 (the liquidation fee 0.57 "
+        "included), and 0.43 of collateral left after the loss, which went to the insurance "
+        "fund</small>"
+    ) in page
 
 
 def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
@@ -667,7 +826,37 @@ def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
     )
     assert _message(response) == (
         f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
-        "liquidation price now 56,626.5."
+        "liquidation price now 56,626.6."  # 56,626.506… rounded towards the entry
+    )
+
+
+def test_a_margin_change_names_the_liquidation_price_the_position_page_shows(
+    alice_client, account, position
+):
+    """Rounded towards the entry, as the page and the API show it: 100 more collateral puts
+    the exact price at 57,028.11…, which is 57,028.2 for a long, not the nearest 57,028.1."""
+    url = reverse("position-margin", args=[position.pk])
+    response = alice_client.post(url, {"margin-action": "add", "margin-amount": "100"}, follow=True)
+    position.refresh_from_db()
+    assert f"{position.liquidation_price:,.1f}" == "57,028.1"  # nearest and towards differ
+    page = response.content.decode()
+    shown = page.split('<span class="label">Liquidation price</span><span class="value">', 1)[1]
+    shown = shown.split("<", 1)[0]
+    assert shown == "57,028.2"
+    assert _message(response).endswith(f"liquidation price now {shown}.")
+
+
+def test_saving_take_profit_and_stop_loss_says_what_is_set_now(alice_client, position):
+    url = reverse("position-tpsl", args=[position.pk])
+    both = {"tpsl-take_profit": "65000", "tpsl-stop_loss": "58000"}
+    response = alice_client.post(url, both, follow=True)
+    assert _message(response) == (
+        f"Saved for position #{position.pk}: take-profit at 65,000.0, stop-loss at 58,000.0."
+    )
+    # An emptied field clears its level: the message says so instead of "saved".
+    response = alice_client.post(url, {**both, "tpsl-stop_loss": ""}, follow=True)
+    assert _message(response) == (
+        f"Saved for position #{position.pk}: take-profit at 65,000.0, no stop-loss."
     )
 
 
