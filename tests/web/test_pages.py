@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
+from accounts.money import price_text
 from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
@@ -465,6 +466,12 @@ def test_a_close_by_take_profit_or_stop_loss_says_so(
     assert f'data-testid="position-status">Closed {headline}; realised PnL' in page
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f"{memo}: realised PnL" in history
+    # The orders table names the close order after the level, not as a market order.
+    close = Order.objects.get(position=position, reduce_only=True)
+    row = history.split(f'<tr data-order="{close.pk}">')[1].split("</tr>")[0]
+    kind, level = headline.split("by your ")[1].split(" at ")
+    assert f"<td>{kind.capitalize()} <span" in row
+    assert f"{kind} {level}; filled at {price_text(close.fills.get().price, btc.tick_size)}" in row
 
 
 def test_a_close_by_hand_names_no_trigger(alice_client, position):
