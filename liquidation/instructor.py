@@ -30,6 +30,7 @@ from accounts.models import (
 )
 from accounts.money import ZERO, memo_money, money, money_text, plain
 from accounts.services import clean_amount
+from accounts.spreadsheet import text_cell
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Instrument, MarginTier, Order, Position
@@ -339,9 +340,7 @@ def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
             return ""
         if isinstance(value, Decimal):
             return plain(value if value else ZERO)
-        if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-            return "'" + value  # a spreadsheet must not run a student's name as a formula
-        return value
+        return text_cell(value)
 
     out = io.StringIO()
     writer = csv.writer(out)
