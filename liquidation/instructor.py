@@ -178,15 +178,22 @@ def classroom_copy_instruments(*, source_id: int, target_id: int) -> list[str]:
     if source_id == target_id:
         raise errors.DomainError("Pick another classroom to copy from.", field="source")
     _lock_classroom(target_id)
-    taken = set(Instrument.objects.filter(classroom_id=target_id).values_list("symbol", flat=True))
+    # Symbols are read in any letter case (the API, the bots): btcusdt is BTCUSDT here too.
+    taken = {
+        symbol.upper()
+        for symbol in Instrument.objects.filter(classroom_id=target_id).values_list(
+            "symbol", flat=True
+        )
+    }
     copied: list[str] = []
     sources = (
         Instrument.objects.filter(classroom_id=source_id)
-        .exclude(symbol__in=taken)
         .prefetch_related("tiers")
         .order_by("symbol")
     )
     for original in sources:
+        if original.symbol.upper() in taken:
+            continue
         tiers = list(original.tiers.all())
         feed = PriceFeed.objects.filter(instrument=original).first()
         points = list(ReplayPoint.objects.filter(feed=feed)) if feed else []
