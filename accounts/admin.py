@@ -40,7 +40,9 @@ class MembershipAdmin(ClassroomScopedAdmin):
     list_filter = ("role", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
     list_select_related = ("user", "classroom")
-    readonly_fields = ("user", "classroom", "joined_at")
+    # Read-only as in the classroom's roster: a role follows from how someone came in, and an
+    # edited one would grant nothing but drop a student from the grade export.
+    readonly_fields = ("user", "classroom", "role", "joined_at")
     fields = ("user", "classroom", "role", "joined_at")
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:

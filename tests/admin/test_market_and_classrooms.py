@@ -128,6 +128,20 @@ def test_the_roster_shows_roles_but_never_changes_them(world, alpha_client):
     assert dict(Membership.objects.values_list("pk", "role")) == before
 
 
+def test_a_membership_page_shows_the_role_but_never_changes_it(world, alpha_client):
+    student = Membership.objects.filter(
+        classroom=world.alpha_class, role=Membership.Role.STUDENT
+    ).first()
+    assert student is not None
+    page = reverse("admin:accounts_membership_change", args=[student.pk])
+    response = alpha_client.get(page)
+    assert response.status_code == 200
+    assert "role" not in response.context["adminform"].form.fields
+    alpha_client.post(page, {"role": Membership.Role.INSTRUCTOR})
+    student.refresh_from_db()
+    assert student.role == Membership.Role.STUDENT  # still in the grade export
+
+
 def tier_post(classroom, rows, **extra):
     data = {
         "classroom": classroom.pk,
