@@ -256,7 +256,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # A key typed into the docs page lives only as long as the page: classroom computers are
+    # shared, and a key kept in the browser's storage would trade for the next student too.
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.rate_limit_headers",

@@ -30,6 +30,7 @@ from accounts.models import (
 )
 from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text, plain
 from accounts.services import clean_amount
+from accounts.spreadsheet import text_cell
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Instrument, MarginTier, Order, Position
@@ -181,15 +182,22 @@ def classroom_copy_instruments(*, source_id: int, target_id: int) -> list[str]:
     if source_id == target_id:
         raise errors.DomainError("Pick another classroom to copy from.", field="source")
     _lock_classroom(target_id)
-    taken = set(Instrument.objects.filter(classroom_id=target_id).values_list("symbol", flat=True))
+    # Symbols are read in any letter case (the API, the bots): btcusdt is BTCUSDT here too.
+    taken = {
+        symbol.upper()
+        for symbol in Instrument.objects.filter(classroom_id=target_id).values_list(
+            "symbol", flat=True
+        )
+    }
     copied: list[str] = []
     sources = (
         Instrument.objects.filter(classroom_id=source_id)
-        .exclude(symbol__in=taken)
         .prefetch_related("tiers")
         .order_by("symbol")
     )
     for original in sources:
+        if original.symbol.upper() in taken:
+            continue
         tiers = list(original.tiers.all())
         feed = PriceFeed.objects.filter(instrument=original).first()
         points = list(ReplayPoint.objects.filter(feed=feed)) if feed else []
@@ -343,9 +351,7 @@ def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
             return ""
         if isinstance(value, Decimal):
             return plain(value if value else ZERO)
-        if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-            return "'" + value  # a spreadsheet must not run a student's name as a formula
-        return value
+        return text_cell(value)
 
     out = io.StringIO()
     writer = csv.writer(out)

@@ -74,11 +74,42 @@ class MarginTierInline(ScopedInline):
     extra = 1
 
 
+class InstrumentForm(forms.ModelForm):
+    """Refuses a symbol that another instrument of the classroom has, in any letter case:
+    bots and the API find instruments by symbol in any case, so both would answer. (The
+    database's own check cannot see a change page, where the classroom is read-only.)"""
+
+    class Meta:
+        model = Instrument
+        # Every field, as the admin showed before this form: the admin builds its page
+        # from the form's fields once a form names them.
+        fields = "__all__"  # noqa: DJ007
+
+    def clean(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().clean() or self.cleaned_data
+        symbol = data.get("symbol")
+        classroom_id = data["classroom"].pk if data.get("classroom") else self.instance.classroom_id
+        if symbol and classroom_id is not None:
+            same = (
+                Instrument.objects.filter(classroom_id=classroom_id, symbol__iexact=symbol)
+                .exclude(pk=self.instance.pk)
+                .first()
+            )
+            if same is not None:
+                self.add_error(
+                    "symbol",
+                    f"This classroom already trades {same.symbol}; symbols are read in any "
+                    "letter case, so pick another.",
+                )
+        return data
+
+
 @admin.register(Instrument)
 class InstrumentAdmin(ClassroomScopedAdmin):
     """A classroom's tradable contract: sizes, fees, leverage cap and margin tiers."""
 
     classroom_path = "classroom"
+    form = InstrumentForm
     list_display = (
         "symbol",
         "classroom",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Coalesce
@@ -13,6 +13,16 @@ from django.utils import timezone
 from accounts.models import Classroom, LedgerEntry, TradingAccount
 from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, plain
 from positions import margin
+
+# A symbol is written into URLs (bots read /api/v1/instruments/BTCUSDT/prices/, so a slash
+# would make its prices unreachable) and into CSV exports (where a leading = or - would run
+# as a formula): letters and digits, then also . _ or -.
+SYMBOL_RULE = RegexValidator(
+    r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z",
+    "A symbol starts with a letter or digit and holds only letters, digits, '.', '_' or '-' "
+    "(no spaces or slashes), such as BTCUSDT or BTC-PERP.",
+    code="invalid_symbol",
+)
 
 # Exchanges charge takers 0.02-0.1%; 10% is already a lesson in fees, not a market.
 MAX_FEE_RATE = Decimal("0.1")
@@ -27,7 +37,7 @@ class Instrument(models.Model):
     """A perpetual-style contract traded in one classroom's market, with its own mark price."""
 
     classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="instruments")
-    symbol = models.CharField(max_length=20)
+    symbol = models.CharField(max_length=20, validators=[SYMBOL_RULE])
     name = models.CharField(max_length=80, blank=True)
     tick_size = models.DecimalField(**PRICE_DIGITS, default=Decimal("0.1"))
     lot_size = models.DecimalField(**QUANTITY_DIGITS, default=Decimal("0.001"))

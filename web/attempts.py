@@ -10,6 +10,7 @@ every web process sees them.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -58,7 +59,11 @@ def _address(request: HttpRequest) -> str:
 
 
 def sign_in(request: HttpRequest, username: str) -> Attempts:
-    return Attempts("sign-in", f"{_address(request)}|{username.strip().lower()}")
+    # Counted under the name the sign-in checks: Django's form reads the username in NFKC
+    # form, so alice typed in fullwidth or monospace letters signs in as alice, and must not
+    # start a count of its own.
+    name = unicodedata.normalize("NFKC", username).strip().lower()
+    return Attempts("sign-in", f"{_address(request)}|{name}")
 
 
 def join_code(request: HttpRequest) -> Attempts:

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, TradingAccount
 from positions.models import Instrument, Order, Position
-from tests.factories import make_classroom
+from tests.factories import make_classroom, make_instrument
 from tests.invariants import assert_ledger_invariants
 
 ACCOUNTS = reverse("admin:accounts_tradingaccount_changelist")
@@ -369,6 +369,17 @@ def test_copy_instruments_from_another_of_her_classrooms(world, alpha_client):
     assert "into 0 classroom(s)" not in again
     assert Instrument.objects.filter(classroom=second).count() == 1
     assert Instrument.objects.get(pk=source.pk).classroom == world.alpha_class
+
+
+def test_copy_instruments_skips_a_symbol_the_target_has_in_another_letter_case(world, alpha_client):
+    source = Instrument.objects.get(classroom=world.alpha_class)
+    second = make_classroom(instructor=world.alpha, name="alpha second class")
+    own = make_instrument(second, symbol=source.symbol.lower(), mark="123")
+    response = run(
+        alpha_client, CLASSROOMS, "copy_instruments", [second], source=world.alpha_class.pk
+    )
+    assert response.status_code == 302
+    assert list(Instrument.objects.filter(classroom=second)) == [own]
 
 
 def test_copy_instruments_never_from_a_classroom_being_copied_into(world, alpha_client):

@@ -15,7 +15,7 @@ from positions.margin import tiers_from_table
 from positions.models import Instrument, MarginTier, Position
 from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
-from tests.factories import BTC_BRACKETS, UserFactory
+from tests.factories import BTC_BRACKETS, UserFactory, make_classroom, make_instrument
 from tests.invariants import assert_ledger_invariants
 
 D = Decimal
@@ -129,6 +129,20 @@ def test_the_roster_shows_roles_but_never_changes_them(world, alpha_client):
     assert dict(Membership.objects.values_list("pk", "role")) == before
 
 
+def test_a_membership_page_shows_the_role_but_never_changes_it(world, alpha_client):
+    student = Membership.objects.filter(
+        classroom=world.alpha_class, role=Membership.Role.STUDENT
+    ).first()
+    assert student is not None
+    page = reverse("admin:accounts_membership_change", args=[student.pk])
+    response = alpha_client.get(page)
+    assert response.status_code == 200
+    assert "role" not in response.context["adminform"].form.fields
+    alpha_client.post(page, {"role": Membership.Role.INSTRUCTOR})
+    student.refresh_from_db()
+    assert student.role == Membership.Role.STUDENT  # still in the grade export
+
+
 def tier_post(classroom, rows, **extra):
     data = {
         "classroom": classroom.pk,
@@ -219,6 +233,48 @@ def test_instrument_settings_out_of_range_are_form_errors(
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+
+
+@pytest.mark.parametrize("symbol", ["BTC/USDT", "BTC USDT", "=1+2", "-BTC", "<b>BTC</b>"])
+def test_a_symbol_a_bot_cannot_name_in_a_url_is_a_form_error(world, alpha_client, symbol):
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(world.alpha_class, BTC_BRACKETS, symbol=symbol),
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["symbol"] == [
+        "A symbol starts with a letter or digit and holds only letters, digits, '.', '_' or "
+        "'-' (no spaces or slashes), such as BTCUSDT or BTC-PERP."
+    ]
+    assert not Instrument.objects.filter(symbol=symbol).exists()
+
+
+def test_a_symbol_the_classroom_has_in_another_letter_case_is_a_form_error(world, alpha_client):
+    taken = Instrument.objects.get(classroom=world.alpha_class).symbol
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(world.alpha_class, BTC_BRACKETS, symbol=taken.lower()),
+    )
+    assert response.status_code == 200
+    assert f"This classroom already trades {taken}" in response.content.decode()
+    assert Instrument.objects.filter(classroom=world.alpha_class).count() == 1
+    # Renaming another instrument on its change page (classroom read-only) is refused alike.
+    other = make_instrument(world.alpha_class, symbol="ETHUSDT", mark="3000")
+    page = reverse("admin:positions_instrument_change", args=[other.pk])
+    data = admin_form_data(alpha_client.get(page))
+    data["symbol"] = taken.lower()
+    response = alpha_client.post(page, data)
+    assert response.status_code == 200
+    assert f"This classroom already trades {taken}" in response.content.decode()
+    assert Instrument.objects.get(pk=other.pk).symbol == "ETHUSDT"
+    # Another classroom trades its own instrument of that symbol.
+    second = make_classroom(instructor=world.alpha, name="alpha second class")
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(second, BTC_BRACKETS, symbol=taken.lower()),
+    )
+    assert response.status_code == 302, response.context and response.context["errors"]
+    assert Instrument.objects.filter(classroom=second, symbol=taken.lower()).exists()
 
 
 @pytest.mark.parametrize(

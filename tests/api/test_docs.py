@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -115,3 +116,13 @@ def test_the_schema_lists_the_words_a_bot_may_read_in_every_enumerated_field(cli
     assert words("MarginCall", "outcome") == set(MarginCall.Outcome.values)
     assert words("Order", "trigger") == set(Order.Trigger.values)
     assert words("Fill", "trigger") == set(Order.Trigger.values)
+
+
+def test_docs_page_forgets_the_key_typed_into_it(client):
+    """Swagger UI would keep an authorised key in the browser's local storage, where the
+    next student at a shared classroom computer could trade with it."""
+    script = client.get("/api/docs/", {"script": ""})
+    assert script.status_code == 200
+    start = script.content.decode().index("const swaggerSettings = ")
+    settings_text = script.content.decode()[start:].split("=", 1)[1].split(";", 1)[0]
+    assert json.loads(settings_text).get("persistAuthorization", False) is False

@@ -235,6 +235,25 @@ def test_sign_ins_stop_being_checked_after_ten_failures_for_that_username(client
     assert other.status_code == 302
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "\uff41\uff4c\uff49\uff43\uff45",  # alice in fullwidth letters
+        "\U0001d68a\U0001d695\U0001d692\U0001d68c\U0001d68e",  # alice in monospace letters
+        "al\u2170ce",  # with the small roman numeral one for the i
+    ],
+)
+def test_another_spelling_of_the_same_username_shares_its_failures(client, account, spelling):
+    """The sign-in reads a username in NFKC form, so these sign in as alice: each must not
+    get ten guesses of its own."""
+    login = reverse("login")
+    for _ in range(10):
+        client.post(login, {"username": "alice", "password": "guess"})
+    blocked = client.post(login, {"username": spelling, "password": "ringfence-test"})
+    assert "Too many failed attempts" in blocked.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
 def test_an_empty_password_neither_counts_nor_resets_the_failures(client, account):
     login = reverse("login")
     for _ in range(3):

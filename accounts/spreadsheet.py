@@ -1,0 +1,23 @@
+"""Cells of the CSV exports, written so that a spreadsheet shows text as text.
+
+Spreadsheets run a cell that starts with ``=``, ``+``, ``-`` or ``@`` (or a tab or carriage
+return before one) as a formula, even in a CSV file. The text in Ringfence's exports comes
+from people: an instructor's reason for a grant, an instrument's symbol, a classroom's name,
+a username. Opened by someone else, such a formula could fetch a URL carrying the sheet's
+other cells, so text starting that way is written with a leading apostrophe, which
+spreadsheets read as "this is text" and do not show.
+"""
+
+from __future__ import annotations
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: object) -> object:
+    """``value`` as a CSV cell: text that a spreadsheet would run as a formula is quoted.
+
+    Numbers pass unchanged: a negative amount is a number, not a formula.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

