@@ -10,6 +10,10 @@ spreadsheets read as "this is text" and do not show.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from accounts.money import plain
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -21,3 +25,13 @@ def text_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+def cell(value: object) -> object:
+    """Any value as a CSV cell: nothing as empty, an amount as written (0, 60000, -12.5; never
+    0E-8 or 6E+4), text through ``text_cell``."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return plain(value) if value else "0"
+    return text_cell(value)

@@ -28,9 +28,9 @@ from accounts.models import (
     TradingAccount,
     new_join_code,
 )
-from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text, plain
+from accounts.money import MAX_AMOUNT, memo_money, money, money_text
 from accounts.services import clean_amount
-from accounts.spreadsheet import text_cell
+from accounts.spreadsheet import cell
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Instrument, MarginTier, Order, Position
@@ -345,13 +345,6 @@ GRADE_COLUMNS = [
 
 def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
     """The grade book as CSV text, one row per student, amounts as plain decimals."""
-
-    def cell(value: object) -> object:
-        if value is None:
-            return ""
-        if isinstance(value, Decimal):
-            return plain(value if value else ZERO)
-        return text_cell(value)
 
     out = io.StringIO()
     writer = csv.writer(out)

@@ -24,7 +24,7 @@ from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
-from accounts.spreadsheet import text_cell
+from accounts.spreadsheet import cell
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
@@ -754,14 +754,17 @@ def statement_csv(request: HttpRequest, account_id: int) -> HttpResponse:
         tx = entry.transaction
         writer.writerow(
             [
-                tx.created_at.isoformat(),
-                tx.pk,
-                tx.kind,
-                text_cell(tx.memo),  # an instructor's reason for a grant, word for word
-                tx.position_id or "",
-                entry.amount,
-                running,
-                text_cell(account.classroom.currency),
+                cell(v)
+                for v in (
+                    tx.created_at.isoformat(),
+                    tx.pk,
+                    tx.kind,
+                    tx.memo,  # an instructor's reason for a grant, word for word
+                    tx.position_id,
+                    entry.amount,
+                    running,
+                    account.classroom.currency,
+                )
             ]
         )
     return response
@@ -780,10 +783,11 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
     )  # fmt: skip
     for p in selectors.closed_positions(account, limit=10_000):
         writer.writerow(
-            [p.pk, text_cell(p.instrument.symbol), p.side, p.leverage, p.opened_quantity,
-             p.entry_price, p.exit_price or "", p.status, p.realized_pnl, p.fees_paid,
-             p.opened_at.isoformat(), p.closed_at.isoformat() if p.closed_at else "",
-             text_cell(account.classroom.currency)]
+            [cell(v) for v in (
+                p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
+                p.exit_price, p.status, p.realized_pnl, p.fees_paid, p.opened_at.isoformat(),
+                p.closed_at.isoformat() if p.closed_at else None, account.classroom.currency,
+            )]
         )  # fmt: skip
     return response
 

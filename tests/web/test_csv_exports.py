@@ -65,3 +65,22 @@ def test_a_symbol_and_currency_that_read_as_formulas_are_text_in_the_csv_exports
     assert (closed["instrument"], closed["currency"]) == ("'=2+3", "'=1+2")
     statement = _rows(alice_client, "statement-csv", account)
     assert {row["currency"] for row in statement} == {"'=1+2"}
+
+
+def test_amounts_are_written_as_people_write_them(alice_client, account, btc):
+    """As in the grade export: 0 and 60000, never 0E-8 or 60000.0000000000."""
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    position_close(position_id=position.pk)  # at the entry: no price PnL
+    (closed,) = _rows(alice_client, "positions-csv", account)
+    assert (closed["quantity"], closed["entry_price"], closed["exit_price"]) == (
+        "0.5",
+        "60000",
+        "60000",
+    )
+    assert closed["realized_pnl"] == "0"
+    assert closed["fees_paid"] == "30"
+    statement = _rows(alice_client, "statement-csv", account)
+    assert statement[0]["amount"] == statement[0]["balance"] == "10000"
+    assert statement[-1]["balance"] == "9970"  # the fee both ways
