@@ -149,7 +149,9 @@ class LiquidationEvent(models.Model):
         help_text="Loss beyond the collateral (price gapped past BP).",
     )
     insurance_paid = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
-    adl_amount = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    adl_amount = models.DecimalField(
+        **MONEY_DIGITS, default=Decimal(0), verbose_name="covered by auto-deleveraging"
+    )
     free_balance_before = models.DecimalField(**MONEY_DIGITS, null=True, blank=True)
     ledger_transaction_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -171,7 +173,7 @@ class AdlFill(models.Model):
     quantity = models.DecimalField(**QUANTITY_DIGITS)
     price = models.DecimalField(**PRICE_DIGITS)
     rank_score = models.DecimalField(max_digits=30, decimal_places=10)
-    realized_pnl = models.DecimalField(**MONEY_DIGITS)
+    realized_pnl = models.DecimalField(**MONEY_DIGITS, verbose_name="realised PnL")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

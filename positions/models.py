@@ -166,11 +166,16 @@ class Position(models.Model):
     bankruptcy_price = models.DecimalField(**PRICE_DIGITS)
     exit_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
     realized_pnl = models.DecimalField(
-        **MONEY_DIGITS, default=Decimal(0), help_text="Price PnL settled so far, before fees."
+        **MONEY_DIGITS,
+        default=Decimal(0),
+        verbose_name="realised PnL",
+        help_text="Price PnL settled so far, before fees.",
     )
     fees_paid = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
-    take_profit = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
-    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    take_profit = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="take-profit"
+    )
+    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True, verbose_name="stop-loss")
     # Set while the margin ratio is at or above the warning level, so a margin call is
     # recorded once per crossing.
     margin_call_active = models.BooleanField(default=False)
@@ -282,8 +287,10 @@ class Order(models.Model):
     price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True, help_text="Limit price.")
     stop_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
     extra_collateral = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
-    take_profit = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
-    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    take_profit = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="take-profit"
+    )
+    stop_loss = models.DecimalField(**PRICE_DIGITS, null=True, blank=True, verbose_name="stop-loss")
     reduce_only = models.BooleanField(default=False)
     client_order_id = models.CharField(max_length=64, blank=True)
     reject_reason = models.CharField(max_length=255, blank=True)
@@ -345,7 +352,9 @@ class Fill(models.Model):
     quantity = models.DecimalField(**QUANTITY_DIGITS)
     price = models.DecimalField(**PRICE_DIGITS)
     fee = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
-    realized_pnl = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    realized_pnl = models.DecimalField(
+        **MONEY_DIGITS, default=Decimal(0), verbose_name="realised PnL"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -131,3 +131,22 @@ def test_positions_list_the_liquidation_price_the_student_sees(world, alpha_clie
     assert cell(rows[open_one.pk], "field-shown_liquidation_price") == [shown]
     assert written(open_one.liquidation_price) != shown  # the stored value has more digits
     assert cell(rows[closed.pk], "field-shown_liquidation_price") == ["-"]
+
+
+def test_money_fields_are_labelled_in_words(world, client):
+    """Realised PnL and auto-deleveraging in the product's words, not the columns' names."""
+    from liquidation.models import LiquidationEvent
+
+    client.force_login(world.bravo)
+    event = LiquidationEvent.objects.get(position__account__classroom=world.bravo_class)
+    pages = [
+        reverse("admin:liquidation_liquidationevent_change", args=[event.pk]),
+        reverse("admin:positions_position_change", args=[event.position_id]),
+    ]
+    html = {url: client.get(url).content.decode() for url in pages}
+    for url in pages:
+        assert "Realized pnl" not in html[url] and "Adl amount" not in html[url], url
+    assert "Covered by auto-deleveraging" in html[pages[0]]
+    assert "<label>Realised PnL:</label>" in html[pages[1]]
+    assert "<label>Take-profit:</label>" in html[pages[1]]
+    assert "<label>Stop-loss:</label>" in html[pages[1]]
