@@ -25,6 +25,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from accounts.models import User
 from accounts.money import plain
 
+# What a malformed id for the key type raises: not a number, or (on SQLite) a number beyond
+# 64 bits, which PostgreSQL simply does not find.
+MALFORMED_ID = (ValueError, TypeError, OverflowError, ValidationError)
+
 
 def _sees_everything(user: Any) -> bool:
     return bool(user.is_active and user.is_superuser)
@@ -142,7 +146,7 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
             return
         try:
             exists = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
-        except (ValueError, TypeError, ValidationError):  # a malformed id for the key type
+        except MALFORMED_ID:
             exists = False
         if not exists:
             raise Http404("No such object.")
@@ -179,7 +183,7 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
             if selected:
                 try:
                     found = self.get_queryset(request).filter(pk__in=selected).count()
-                except (ValueError, TypeError, ValidationError):
+                except MALFORMED_ID:
                     found = -1
                 if found != len(set(selected)):
                     raise Http404("No such object.")

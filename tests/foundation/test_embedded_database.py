@@ -59,3 +59,44 @@ def test_closing_in_parts_releases_collateral_to_exactly_zero_on_sqlite(tmp_path
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == {"failed": [], "open": 0, "collateral_left": []}
+
+
+# An instructor's admin pages on SQLite, asked for an id beyond 64 bits (a tampered link or
+# form): SQLite cannot even compare such a number, where PostgreSQL finds no row.
+ADMIN_SCRIPT = """
+import json
+from django.contrib.auth.models import Group
+from django.test import Client
+from tests.factories import UserFactory, make_classroom, make_student
+
+teacher = UserFactory.create(username="teacher2", is_staff=True)
+teacher.groups.add(Group.objects.get(name="Instructors"))
+account = make_student(make_classroom(name="Embedded", instructor=teacher))
+client = Client(SERVER_NAME="localhost")
+client.force_login(teacher)
+huge = str(2**70)
+base = "/admin/accounts/tradingaccount/"
+answers = {
+    "change": client.get(f"{base}{huge}/change/").status_code,
+    "history": client.get(f"{base}{huge}/history/").status_code,
+    "action": client.post(
+        base, {"action": "freeze_trading", "_selected_action": [str(account.pk), huge]}
+    ).status_code,
+    "own": client.get(f"{base}{account.pk}/change/").status_code,
+}
+print(json.dumps(answers))
+"""
+
+
+def test_admin_ids_beyond_64_bits_are_not_found_on_sqlite(tmp_path):
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ringfence.sqlite3'}",
+        "RINGFENCE_VAR_DIR": str(tmp_path),
+    }
+    migrated = manage("migrate", "--noinput", "-v0", **env)
+    assert migrated.returncode == 0, migrated.stderr
+    result = manage("shell", "-c", ADMIN_SCRIPT, **env)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers == {"change": 404, "history": 404, "action": 404, "own": 200}
