@@ -166,7 +166,28 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
     batches = [rows[start : start + BATCH_SIZE] for start in range(0, len(rows), BATCH_SIZE)]
 
     def run(batch: list[tuple[int, int]]) -> BatchResult:
-        return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
+        try:
+            return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
+        except DatabaseError:
+            if len(batch) == 1:
+                raise
+            log.exception(
+                "A liquidation batch of instrument %s failed; settling its positions one by one",
+                instrument.pk,
+            )
+        # One position the database refuses to settle must not hold back the others: each
+        # goes alone, and only the one that fails again is left for the next tick.
+        outcome = BatchResult()
+        for row in batch:
+            try:
+                single = liquidate_batch(instrument=instrument, mark=mark, rows=[row])
+            except DatabaseError as exc:
+                log.exception("Liquidation of position %s failed", row[0])
+                result.errors.append(f"liquidation of position {row[0]}: {exc}")
+                continue
+            outcome.checked += single.checked
+            outcome.liquidated += single.liquidated
+        return outcome
 
     def run_in_thread(batch: list[tuple[int, int]]) -> BatchResult:
         try:

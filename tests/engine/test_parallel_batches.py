@@ -106,3 +106,30 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
     assert Position.objects.get(pk=closing.pk).status == "closed"
     assert LiquidationEvent.objects.get(position_id=gapped.pk).shortfall > 0
     assert_ledger_invariants()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_position_the_database_cannot_settle_holds_back_no_other(monkeypatch):
+    """Isolation holds in the engine too: one breached position whose settlement the database
+    refuses (its loss is beyond what a money column holds) fails alone, and the rest of its
+    batch is liquidated on the same tick."""
+    monkeypatch.setattr(engine, "BATCH_SIZE", 10)
+    classroom = make_classroom(name="Poisoned", max_leverage=100, insurance_fund_seed=Decimal(100))
+    btc = make_instrument(classroom)
+    PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
+    accounts = [make_student(classroom) for _ in range(3)]
+    positions = [open_position(a, btc, "long", "0.01", 50).pk for a in accounts for _ in range(2)]
+    poisoned = positions[2]
+    # A size no order can open, as a database edit could leave it: losing 5,000 a unit on
+    # 10^15 units is beyond the 16 digits before the point of every money column.
+    Position.objects.filter(pk=poisoned).update(
+        quantity=Decimal("1E15"), opened_quantity=Decimal("1E15")
+    )
+
+    result = set_price(btc, "55000")
+
+    assert set(result.liquidated) == set(positions) - {poisoned}
+    assert Position.objects.get(pk=poisoned).status == "open"  # tried again on the next tick
+    assert any(f"position {poisoned}" in error for error in result.errors), result.errors
+    assert not LiquidationEvent.objects.filter(position_id=poisoned).exists()
+    assert_ledger_invariants()
