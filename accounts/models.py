@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.money import MONEY_DIGITS, RATE_DIGITS, plain
+from accounts.money import MONEY_DIGITS, POCKET_DIGITS, RATE_DIGITS, plain
 
 JOIN_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
@@ -152,7 +152,7 @@ class ClassroomPocket(models.Model):
 
     classroom = models.ForeignKey(Classroom, on_delete=models.CASCADE, related_name="pockets")
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    balance = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    balance = models.DecimalField(**POCKET_DIGITS, default=Decimal(0))
 
     class Meta:
         ordering = ["classroom_id", "kind"]

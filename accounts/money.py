@@ -61,6 +61,9 @@ class Digits(TypedDict):
 
 # Column shapes, shared by every model that stores one of these.
 MONEY_DIGITS = Digits(max_digits=24, decimal_places=MONEY_PLACES)
+# A classroom pocket sums amounts of every account (the house pays each starting balance),
+# so it has room for a billion free balances at their largest (MAX_AMOUNT each).
+POCKET_DIGITS = Digits(max_digits=34, decimal_places=MONEY_PLACES)
 PRICE_DIGITS = Digits(max_digits=28, decimal_places=PRICE_PLACES)
 QUANTITY_DIGITS = Digits(max_digits=24, decimal_places=QUANTITY_PLACES)
 RATE_DIGITS = Digits(max_digits=12, decimal_places=RATE_PLACES)

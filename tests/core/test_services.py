@@ -28,7 +28,7 @@ from accounts.models import (
     Membership,
     TradingAccount,
 )
-from accounts.money import towards_entry
+from accounts.money import MAX_AMOUNT, towards_entry
 from accounts.services import account_adjust, classroom_create, classroom_join
 from positions import margin
 from positions.models import Collateral, Fill, Instrument, Order, Position
@@ -153,6 +153,18 @@ def test_classroom_join_funds_the_account_from_the_house(classroom):
     entry = LedgerEntry.objects.get(account=account)
     assert (entry.amount, entry.transaction.kind) == (D(10000), "deposit")
     assert Membership.objects.get(user=user, classroom=classroom).role == "student"
+    assert_ledger_invariants()
+
+
+def test_the_house_funds_any_number_of_the_largest_starting_balances(classroom):
+    """Each free balance stays under MAX_AMOUNT, but the house pays them all: its pocket
+    holds the sum of many such balances, as does the fees pocket of a busy class."""
+    largest = MAX_AMOUNT - D("0.01")
+    Classroom.objects.filter(pk=classroom.pk).update(starting_balance=largest)
+    house = pocket(classroom, "house")
+    for _ in range(12):
+        classroom_join(user_id=UserFactory.create().pk, join_code=classroom.join_code)
+    assert pocket(classroom, "house") == house - 12 * largest
     assert_ledger_invariants()
 
 
