@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts import errors
@@ -90,3 +91,14 @@ def api_key_revoke(*, user_id: int, api_key_id: int) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     return api_key
+
+
+@transaction.atomic
+def api_keys_revoke_all(*, user_id: int) -> int:
+    """Revoke every key of the user that still works (signing them out everywhere includes
+    their bots); returns how many were revoked. Expired and revoked keys stay as they are."""
+    now = timezone.now()
+    live = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    return live.update(revoked_at=now)
