@@ -11,19 +11,24 @@ from accounts import errors
 from accounts.models import User
 
 
-def _live_sessions(user: User) -> list[tuple[str, dict[str, object]]]:
-    """The unexpired sessions signed in as ``user``: (session key, session data).
+def _live_sessions(user_id: int) -> list[tuple[str, dict[str, object]]]:
+    """The unexpired sessions signed in as the user: (session key, session data).
 
     Sessions are stored in the database (Django's default engine) and say whose they are only
     inside their signed data, so each live one is read; an admin action can afford that.
     """
-    owner = str(user.pk)
+    owner = str(user_id)
     found = []
     for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
         data = session.get_decoded()
         if data.get(SESSION_KEY) == owner:
             found.append((session.session_key, data))
     return found
+
+
+def live_session_count(*, user_id: int) -> int:
+    """How many unexpired sessions are signed in as the user (browsers, phones)."""
+    return len(_live_sessions(user_id))
 
 
 @transaction.atomic
@@ -41,7 +46,7 @@ def user_set_password(*, user_id: int, password: str, sign_out_everywhere: bool)
         raise errors.NotFound("No such user.")
     user.set_password(password)
     user.save(update_fields=["password"])
-    sessions = _live_sessions(user)
+    sessions = _live_sessions(user.pk)
     if sign_out_everywhere:
         Session.objects.filter(session_key__in=[key for key, _ in sessions]).delete()
         return len(sessions)

@@ -21,10 +21,10 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.admin import UserAdmin as AccountsUserAdmin
 from accounts.admin_scoping import in_a_class_not_taught_by, password_refusal
-from accounts.credentials import user_set_password
+from accounts.credentials import live_session_count, user_set_password
 from accounts.models import User
 from api.models import ApiKey
-from api.services import api_key_revoke, api_keys_revoke_all
+from api.services import api_key_revoke, api_keys_revoke_all, working_keys
 from liquidation.admin import InstructorActionsMixin
 
 
@@ -217,8 +217,10 @@ class UserAdmin(InstructorActionsMixin, AccountsUserAdmin):
             action="set_password",
             title=f"Set a new password for {student}",
             question="Set a new password for this student?",
-            consequence="Their old password stops working at once. If they were refused for too "
-            "many failed sign-ins, that lasts until 15 minutes after their last try.",
+            consequence="Their old password stops working at once. They are signed in with "
+            f"{live_session_count(user_id=student.pk)} session(s) and have "
+            f"{working_keys(student.pk).count()} API key(s) that work. If they were refused for "
+            "too many failed sign-ins, that lasts until 15 minutes after their last try.",
             form=form,
             confirm_label="Set the password",
         )

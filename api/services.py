@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import errors
@@ -97,8 +97,11 @@ def api_key_revoke(*, user_id: int, api_key_id: int) -> ApiKey:
 def api_keys_revoke_all(*, user_id: int) -> int:
     """Revoke every key of the user that still works (signing them out everywhere includes
     their bots); returns how many were revoked. Expired and revoked keys stay as they are."""
-    now = timezone.now()
-    live = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    return working_keys(user_id).update(revoked_at=timezone.now())
+
+
+def working_keys(user_id: int) -> QuerySet[ApiKey]:
+    """The user's keys that neither are revoked nor have expired."""
+    return ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
     )
-    return live.update(revoked_at=now)

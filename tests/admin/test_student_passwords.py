@@ -91,6 +91,9 @@ def test_signing_out_everywhere_ends_sessions_and_revokes_the_keys(world, alpha_
     phone.force_login(student)
     laptop.force_login(student)
     bot = client_for(api_key_create(user_id=student.pk, name="phone bot", scope="trade").raw)
+    selected = {"action": "set_password", "_selected_action": [student.pk]}
+    asked = alpha_client.post(CHANGELIST, selected).content.decode()
+    assert "signed in with 2 session(s) and have 2 API key(s) that work" in asked
     other = User.objects.get(username="alpha-student-2")
     neighbour = Client()
     neighbour.force_login(other)
