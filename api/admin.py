@@ -26,6 +26,7 @@ from accounts.models import User
 from api.models import ApiKey
 from api.services import api_key_revoke, api_keys_revoke_all, working_keys
 from liquidation.admin import InstructorActionsMixin
+from web.attempts import sign_in_forgive
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -203,6 +204,7 @@ class UserAdmin(InstructorActionsMixin, AccountsUserAdmin):
                     )
                     outcome = f"{where}, and their API keys keep working."
                 self.log_change(request, student, logged)
+            sign_in_forgive(student.get_username())
             self.message_user(
                 request,
                 f"New password set for {student}. {outcome} Tell them the password yourself (it "
@@ -219,8 +221,8 @@ class UserAdmin(InstructorActionsMixin, AccountsUserAdmin):
             question="Set a new password for this student?",
             consequence="Their old password stops working at once. They are signed in with "
             f"{live_session_count(user_id=student.pk)} session(s) and have "
-            f"{working_keys(student.pk).count()} API key(s) that work. If they were refused for "
-            "too many failed sign-ins, that lasts until 15 minutes after their last try.",
+            f"{working_keys(student.pk).count()} API key(s) that work. Their failed sign-ins are "
+            "forgotten: if they were refused for too many, they can sign in again at once.",
             form=form,
             confirm_label="Set the password",
         )

@@ -15,6 +15,7 @@ from api.services import api_key_create
 from tests.admin.conftest import make_instructor
 from tests.api.conftest import client_for
 from tests.factories import UserFactory, make_classroom
+from web import attempts
 
 pytestmark = pytest.mark.django_db
 
@@ -233,3 +234,19 @@ def test_the_instructors_group_may_and_the_operator_may_for_a_shared_student(wor
     client.force_login(UserFactory.create(username="root", is_staff=True, is_superuser=True))
     set_password(client, shared)
     assert signs_in("alpha-student-2", NEW)
+
+
+def test_a_student_locked_out_by_failed_sign_ins_signs_in_with_the_new_password_at_once(
+    world, alpha_client
+):
+    student = User.objects.get(username="alpha-student-2")
+    guesses = [f"my-guess-{n}" for n in range(attempts.LIMIT)]
+    for guess in guesses:
+        assert not signs_in("alpha-student-2", guess)
+    assert not signs_in("alpha-student-2", OLD)  # locked out, even with the right password
+    set_password(alpha_client, student)
+    assert signs_in("alpha-student-2", NEW)
+    # A guesser who goes on guessing is counted again from zero, and stopped again.
+    for guess in guesses:
+        assert not signs_in("alpha-student-2", guess)
+    assert not signs_in("alpha-student-2", NEW)
