@@ -19,10 +19,10 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
-from accounts.models import User
+from accounts.models import Classroom, Membership, User
 from accounts.money import plain
 
 # What a malformed id for the key type raises: not a number, or (on SQLite) a number beyond
@@ -226,3 +226,52 @@ def users_in_scope(user: Any) -> QuerySet[User]:
     if not user.is_authenticated:
         return qs.none()
     return qs.filter(Q(memberships__classroom__instructor_id=user.pk) | Q(pk=user.pk)).distinct()
+
+
+def in_a_class_not_taught_by(instructor_id: Any, *, outer: str = "pk") -> Exists:
+    """Whether the user that the outer query's field ``outer`` names is a member of some
+    classroom that ``instructor_id`` does not teach.
+
+    Such a person is not the instructor's alone: their API keys may run another class's bot,
+    and their password signs them in to the other class too. So an instructor neither
+    revokes their keys nor sets their password; the site's operator does.
+    """
+    return Exists(
+        Membership.objects.filter(user_id=OuterRef(outer)).exclude(
+            classroom__instructor_id=instructor_id
+        )
+    )
+
+
+def password_refusal(actor: Any, user: User) -> str | None:
+    """Why ``actor`` may not set a new password for ``user`` in the admin, or ``None``.
+
+    An instructor may for a student of their own classrooms who is in no other instructor's
+    class (as for API keys); never for themselves, staff, superusers or anyone who teaches.
+    Superusers may for anyone but staff, who change theirs on their own user page.
+    """
+    if user.pk == actor.pk:
+        return "That is you: change your own password with “Change password” at the top."
+    if user.is_staff or user.is_superuser:
+        return (
+            f"{user} is staff (an instructor or operator): only the site's operator sets "
+            "their password."
+        )
+    if not user.is_active:
+        return f"{user}'s account is deactivated, so they cannot sign in: ask the site's operator."
+    if _sees_everything(actor):
+        return None
+    teaches = Membership.objects.filter(user=user, role=Membership.Role.INSTRUCTOR).exists()
+    if teaches or Classroom.objects.filter(instructor=user).exists():
+        return f"{user} is an instructor: only the site's operator sets their password."
+    students = Membership.objects.filter(
+        user=user, role=Membership.Role.STUDENT, classroom__instructor_id=actor.pk
+    )
+    if not students.exists():
+        return f"{user} is not a student of your classrooms."
+    if User.objects.filter(pk=user.pk).filter(in_a_class_not_taught_by(actor.pk)).exists():
+        return (
+            f"{user} is also in a class you do not teach, where the same password signs them "
+            "in: ask the site's operator."
+        )
+    return None

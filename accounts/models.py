@@ -24,6 +24,11 @@ def new_join_code() -> str:
 class User(AbstractUser):
     """A person: learner, instructor (staff) or operator (superuser)."""
 
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]
+        permissions = [
+            ("set_student_password", "Can set a new password for a student of their classrooms"),
+        ]
+
 
 class Classroom(models.Model):
     """A class an instructor runs: its rules, its market and its money."""

@@ -1,19 +1,32 @@
-"""The admin of API keys: which students of a classroom run bots, and a way to stop one."""
+"""The admin of API keys and of students' sign-in: who runs bots, stopping one, new passwords.
+
+The users admin is extended here, not in ``accounts.admin``, because a new password may come
+with signing the student out everywhere, which revokes their API keys too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.forms import SetPasswordForm
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.models import Membership
+from accounts.admin import UserAdmin as AccountsUserAdmin
+from accounts.admin_scoping import in_a_class_not_taught_by, password_refusal
+from accounts.credentials import live_session_count, user_set_password
+from accounts.models import User
 from api.models import ApiKey
-from api.services import api_key_revoke
+from api.services import api_key_revoke, api_keys_revoke_all, working_keys
 from liquidation.admin import InstructorActionsMixin
+from web.attempts import sign_in_forgive
 
 
 class KeyStatusFilter(admin.SimpleListFilter):
@@ -71,10 +84,7 @@ class ApiKeyAdmin(InstructorActionsMixin):
         # instructor's class may run that class's bot with it. So an instructor sees (and
         # may revoke) only the keys of students who are in no one else's classroom; freezing
         # the student's account stops their trading in this class either way.
-        elsewhere = Membership.objects.filter(user_id=OuterRef("user_id")).exclude(
-            classroom__instructor_id=request.user.pk
-        )
-        return scoped.exclude(Exists(elsewhere))
+        return scoped.exclude(in_a_class_not_taught_by(request.user.pk, outer="user_id"))
 
     @admin.display(description="key starts with")
     def shown_prefix(self, key: ApiKey) -> str:
@@ -109,4 +119,110 @@ class ApiKeyAdmin(InstructorActionsMixin):
             consequence="Programs using them are refused at once; their owners can create "
             "new keys on their API keys page.",
             confirm_label="Yes, revoke them",
+        )
+
+
+# --- students' passwords --------------------------------------------------------------
+
+
+class StudentPasswordForm(SetPasswordForm):  # type: ignore[type-arg]
+    """Django's new-password form (typed twice, through the site's password validators, which
+    compare it with the student's own name), plus signing the student out everywhere."""
+
+    sign_out_everywhere = forms.BooleanField(
+        required=False,
+        label="Sign them out everywhere",
+        help_text="Ends every session they are signed in with (browsers, phones) and revokes "
+        "their API keys, so that nobody who had their password or a key keeps access; they "
+        "make new keys on their API keys page. Leave it off if they only forgot the password: "
+        "where they are signed in they stay signed in, and their bots keep running.",
+    )
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(InstructorActionsMixin, AccountsUserAdmin):
+    """Users, with the instructor's action that sets a new password for one of their students."""
+
+    actions = ["set_password"]
+
+    def has_set_password_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("accounts.set_student_password"))
+
+    @method_decorator(sensitive_post_parameters("new_password1", "new_password2"))
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The action posts the new password here: keep it out of error reports.
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Set a new password", permissions=["set_password"])
+    def set_password(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        selected = list(queryset[:2])
+        if len(selected) != 1:
+            self.message_user(
+                request,
+                "Nothing was changed. Select one student at a time: each gets a password of "
+                "their own.",
+                messages.ERROR,
+            )
+            return None
+        student: User = selected[0]
+        refusal = password_refusal(request.user, student)
+        if refusal is not None:
+            self.message_user(request, f"Nothing was changed. {refusal}", messages.ERROR)
+            return None
+        form = StudentPasswordForm(student, request.POST if self.confirmed(request) else None)
+        if form.is_valid():
+            sign_out = bool(form.cleaned_data["sign_out_everywhere"])
+            with transaction.atomic():
+                sessions = user_set_password(
+                    user_id=student.pk,
+                    password=form.cleaned_data["new_password1"],
+                    sign_out_everywhere=sign_out,
+                )
+                keys = api_keys_revoke_all(user_id=student.pk) if sign_out else 0
+                if sign_out:
+                    logged = (
+                        f"Set a new password and signed them out everywhere: {sessions} "
+                        f"session(s) ended, {keys} API key(s) revoked."
+                    )
+                    outcome = (
+                        f"They are signed out everywhere: {sessions} session(s) ended and "
+                        f"{keys} API key(s) revoked."
+                    )
+                else:
+                    logged = (
+                        "Set a new password; their sessions and API keys were left as they were."
+                    )
+                    where = (
+                        f"Their {sessions} session(s) stay signed in"
+                        if sessions
+                        else "They were signed in nowhere"
+                    )
+                    outcome = f"{where}, and their API keys keep working."
+                self.log_change(request, student, logged)
+            sign_in_forgive(student.get_username())
+            self.message_user(
+                request,
+                f"New password set for {student}. {outcome} Tell them the password yourself (it "
+                "is not shown again); once signed in, they can change it by clicking their name "
+                "at the top of the page.",
+                messages.SUCCESS,
+            )
+            return None
+        return self.confirmation(
+            request,
+            queryset,
+            action="set_password",
+            title=f"Set a new password for {student}",
+            question="Set a new password for this student?",
+            consequence="Their old password stops working at once. They are signed in with "
+            f"{live_session_count(user_id=student.pk)} session(s) and have "
+            f"{working_keys(student.pk).count()} API key(s) that work. Their failed sign-ins are "
+            "forgotten: if they were refused for too many, they can sign in again at once.",
+            form=form,
+            confirm_label="Set the password",
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import errors
@@ -90,3 +91,17 @@ def api_key_revoke(*, user_id: int, api_key_id: int) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     return api_key
+
+
+@transaction.atomic
+def api_keys_revoke_all(*, user_id: int) -> int:
+    """Revoke every key of the user that still works (signing them out everywhere includes
+    their bots); returns how many were revoked. Expired and revoked keys stay as they are."""
+    return working_keys(user_id).update(revoked_at=timezone.now())
+
+
+def working_keys(user_id: int) -> QuerySet[ApiKey]:
+    """The user's keys that neither are revoked nor have expired."""
+    return ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    )

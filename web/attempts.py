@@ -10,6 +10,7 @@ every web process sees them.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import unicodedata
 from dataclasses import dataclass
 
@@ -58,12 +59,34 @@ def _address(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR", ""))
 
 
-def sign_in(request: HttpRequest, username: str) -> Attempts:
+def _signed_in_name(username: str) -> str:
     # Counted under the name the sign-in checks: Django's form reads the username in NFKC
     # form, so alice typed in fullwidth or monospace letters signs in as alice, and must not
     # start a count of its own.
-    name = unicodedata.normalize("NFKC", username).strip().lower()
-    return Attempts("sign-in", f"{_address(request)}|{name}")
+    return unicodedata.normalize("NFKC", username).strip().lower()
+
+
+def _round_key(name: str) -> str:
+    return f"ringfence:attempts:sign-in-round:{hashlib.sha256(name.encode()).hexdigest()[:32]}"
+
+
+def sign_in(request: HttpRequest, username: str) -> Attempts:
+    name = _signed_in_name(username)
+    # The round changes when someone sets the user a new password (see ``sign_in_forgive``).
+    counted_round = cache.get(_round_key(name), "")
+    return Attempts("sign-in", f"{_address(request)}|{name}|{counted_round}")
+
+
+def sign_in_forgive(username: str) -> None:
+    """Start a new count of failed sign-ins for ``username`` from every address.
+
+    Called when an instructor sets a student a new password: the student's guesses at the one
+    they forgot must not keep them out of the new one. The failures are counted per address,
+    which is not known here, so the counts are left to expire and a new round begins; it
+    lasts as long as they could (a round that expires falls back to the first one, whose
+    counts are gone by then).
+    """
+    cache.set(_round_key(_signed_in_name(username)), secrets.token_hex(8), WINDOW_SECONDS)
 
 
 def join_code(request: HttpRequest) -> Attempts:

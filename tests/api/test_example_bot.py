@@ -26,7 +26,8 @@ BOT = str(settings.BASE_DIR / "examples" / "bot.py")
 def seed_demo() -> None:
     """The demo of ``make run``: its own seeding command when there is one."""
     if "seed_demo" in get_commands():
-        call_command("seed_demo", stdout=StringIO())
+        # The test runner turns DEBUG off, which seed_demo takes for a production site.
+        call_command("seed_demo", "--allow-production", stdout=StringIO())
     else:  # the same shape: a classroom with a BTC market and students alice and bob
         from tests.factories import make_classroom, make_instrument, make_student
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -19,6 +24,9 @@ from tests.engine.helpers import tick
 
 pytestmark = pytest.mark.django_db
 
+# The test runner turns DEBUG off, which seed_demo takes for a production site.
+SEED_DEMO = ("seed_demo", "--allow-production")
+
 
 def _run(*args: str) -> str:
     out = StringIO()
@@ -27,8 +35,8 @@ def _run(*args: str) -> str:
 
 
 def test_seed_demo_is_idempotent():
-    first = _run("seed_demo")
-    _run("seed_demo")
+    first = _run(*SEED_DEMO)
+    _run(*SEED_DEMO)
     assert "DEMO2026" in first and "ringfence-demo" in first
     classroom = Classroom.objects.get(join_code="DEMO2026")
     assert classroom.name == "Demo class" and Classroom.objects.count() == 1
@@ -46,8 +54,55 @@ def test_seed_demo_is_idempotent():
     assert all(i.tiers.count() >= 3 and i.mark_price for i in Instrument.objects.all())
 
 
+def test_seed_demo_refuses_a_production_configuration_unless_told():
+    """DEBUG is off here, as on a production site: no published staff password is created."""
+    with pytest.raises(CommandError, match="DEBUG is off") as refused:
+        _run("seed_demo")
+    assert "--allow-production" in str(refused.value)
+    assert not User.objects.exists() and not Classroom.objects.exists()
+
+
+MAKE_RUN_UNSET = {"DJANGO_SETTINGS_MODULE", "DEBUG", "DATABASE_URL", "REDIS_URL",
+                  "CELERY_BROKER_URL", "SECRET_KEY", "ALLOWED_HOSTS"}  # fmt: skip
+
+
+def migrate_and_seed(*flags: str) -> str:
+    return (
+        "from django.core.management import call_command\n"
+        "call_command('migrate', verbosity=0)\n"
+        f"call_command('seed_demo', *{flags!r})"
+    )
+
+
+def _manage(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by manage.py in a fresh process with the environment of ``make run``
+    (none of the test run's settings) plus ``env``, on an in-memory SQLite database."""
+    clean = {k: v for k, v in os.environ.items() if k not in MAKE_RUN_UNSET}
+    clean.update(RINGFENCE_VAR_DIR=str(tmp_path), DATABASE_URL="sqlite:///:memory:", **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=settings.BASE_DIR, env=clean, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_seed_demo_runs_with_the_default_settings_of_make_run(tmp_path):
+    done = _manage(tmp_path, migrate_and_seed())
+    assert done.returncode == 0, done.stderr
+    assert "Demo class ready (join code DEMO2026)" in done.stdout
+
+
+def test_seed_demo_refuses_a_site_started_with_debug_off(tmp_path):
+    production = {"DEBUG": "0", "SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "ringfence.example.org"}
+    refused = _manage(tmp_path, migrate_and_seed(), **production)
+    assert refused.returncode != 0
+    assert "DEBUG is off" in refused.stderr and "Demo class ready" not in refused.stdout
+    allowed = _manage(tmp_path, migrate_and_seed("--allow-production"), **production)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "Demo class ready (join code DEMO2026)" in allowed.stdout
+
+
 def test_price_shock_moves_the_mark_on_the_next_tick():
-    _run("seed_demo")
+    _run(*SEED_DEMO)
     btc = Instrument.objects.get(symbol="BTCUSDT")
     out = _run("price_shock", "BTCUSDT", "-30")
     assert "BTCUSDT in Demo class moves -30% from 60000 over 0 s." in out
@@ -138,7 +193,7 @@ def test_no_scenario_or_walk_takes_the_mark_past_the_ceiling(btc):
 
 
 def test_engine_status_shows_lag_per_instrument():
-    _run("seed_demo")
+    _run(*SEED_DEMO)
     tick(Instrument.objects.get(symbol="ETHUSDT"))
     out = _run("engine_status")
     assert "BTCUSDT" in out and "ETHUSDT" in out and "lag" in out

@@ -5,8 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
@@ -46,11 +47,45 @@ def _user(username: str, *, staff: bool = False) -> User:
     return user
 
 
+ALLOW_FLAG = "--allow-production"
+REFUSAL = (
+    "DEBUG is off, so this is a production configuration, and the demo would create a staff "
+    f"account 'teacher' (and students alice and bob) with the password {PASSWORD!r}, which is "
+    f"published in the README. Nothing was created. Pass {ALLOW_FLAG} if you really want the "
+    "demo class on this site, then change those passwords at once."
+)
+
+
+def production_configuration() -> bool:
+    """Whether this process runs as a site others reach: DEBUG off.
+
+    DEBUG=0 is how Ringfence is told it is production (the settings then demand a secret key
+    and allowed hosts, and serve HTTPS only); the embedded default of ``make run`` keeps it
+    on. Which database is used does not matter: a DEBUG-off site on the SQLite file is still
+    a public site, and a published staff password is as dangerous there.
+    """
+    return not settings.DEBUG
+
+
 class Command(BaseCommand):
     help = "Create the demo classroom (join code DEMO2026) with teacher, alice and bob; idempotent."
 
-    @transaction.atomic
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            ALLOW_FLAG,
+            action="store_true",
+            dest="allow_production",
+            help=f"Seed even though DEBUG is off (the demo logins use the published password "
+            f"{PASSWORD!r}).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if production_configuration() and not options["allow_production"]:
+            raise CommandError(REFUSAL)
+        self.seed()
+
+    @transaction.atomic
+    def seed(self) -> None:
         teacher = _user("teacher", staff=True)
         # The "Instructors" group (a migration creates it) lets the teacher use the admin.
         teacher.groups.add(*Group.objects.filter(name="Instructors"))
