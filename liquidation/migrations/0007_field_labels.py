@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('liquidation', '0005_price_feed_bounds'),
+        ('liquidation', '0006_instructors_set_student_passwords'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0004_ledger_insurance_adjust'),
+        ('accounts', '0005_user_set_student_password_permission'),
     ]
 
     operations = [
