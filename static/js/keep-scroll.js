@@ -1,6 +1,7 @@
 // The live parts of a page are swapped in again every few seconds; without this, each swap puts
-// a wide table back at its left edge, so on a narrow screen the right-hand columns (liquidation
-// price, distance) could not be scrolled to and read. Every scrollable box with an id keeps its
+// a wide table back at its left edge, so where the table is wider than its box (the positions
+// table with large numbers; narrower screens get cards instead) the right-hand columns
+// (liquidation price, distance) could not be scrolled to and read. Every scrollable box with an id keeps its
 // horizontal position across a swap.
 (function () {
   "use strict";

@@ -19,6 +19,7 @@ from accounts.money import price_text
 from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
+from positions.selectors import position_valuation
 from positions.services import order_place, position_close, position_set_tpsl
 from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
@@ -1003,3 +1004,22 @@ def test_every_page_has_an_icon(client, account):
     icon = client.get("/favicon.ico")
     assert (icon.status_code, icon["Location"]) == (302, "/static/img/favicon.svg")
     assert finders.find("img/favicon.svg")  # collected with the other static files
+
+
+def test_a_position_at_the_warning_level_is_marked_on_its_table_row_and_its_card(
+    alice_client, account, position, btc
+):
+    row = '<tr class="at-risk">'
+    card = f'<article class="position-card at-risk" data-position="{position.pk}">'
+    live = reverse("dashboard-live", args=[account.pk])
+    content = alice_client.get(live).content.decode()
+    assert not position_valuation(position).at_risk
+    assert row not in content and card not in content
+    assert f'<article class="position-card" data-position="{position.pk}">' in content
+
+    btc.mark_price = Decimal("57280")  # 51 above the liquidation price 57,229.0
+    btc.save()
+    position.refresh_from_db()
+    assert position_valuation(position).at_risk
+    content = alice_client.get(live).content.decode()
+    assert row in content and card in content
