@@ -73,7 +73,7 @@ def test_no_float_field_anywhere():
     ("label", "fields", "digits"),
     [
         ("accounts.TradingAccount", ["balance"], money.MONEY_DIGITS),
-        ("accounts.ClassroomPocket", ["balance"], money.MONEY_DIGITS),
+        ("accounts.ClassroomPocket", ["balance"], money.POCKET_DIGITS),
         ("accounts.LedgerEntry", ["amount"], money.MONEY_DIGITS),
         ("positions.Collateral", ["amount", "initial_margin"], money.MONEY_DIGITS),
         ("positions.Position", ["realized_pnl", "fees_paid"], money.MONEY_DIGITS),
