@@ -1031,8 +1031,9 @@ class PriceTickAdmin(ClassroomScopedAdmin):
 
     classroom_path = "instrument__classroom"
     read_only_records = True
-    # The latest marks first (the history keeps up to a week of them), along the index.
-    ordering = ("instrument_id", "-created_at", "-id")
+    # The latest marks first, of every instrument (the history keeps up to a week of them):
+    # the list filter narrows it to one instrument.
+    ordering = ("-created_at", "-id")
     list_display = ("instrument", "price", "created_at")
     list_filter = (("instrument", related_only),)
     list_select_related = ("instrument",)

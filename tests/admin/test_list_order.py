@@ -4,14 +4,17 @@ just made, the mark the engine has just stored, not the first rows of the term."
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from liquidation.models import PriceTick
 from positions.models import Instrument
+from tests.factories import make_instrument
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +49,18 @@ def test_the_mark_history_opens_on_the_latest_mark(world, alpha_client):
     PriceTick.objects.create(instrument=btc, price=Decimal("61000"))
     latest = PriceTick.objects.create(instrument=btc, price=Decimal("61234.5"))
     assert PriceTick.objects.filter(instrument=btc).count() >= 3
+    html = alpha_client.get(reverse("admin:liquidation_pricetick_changelist")).content.decode()
+    first_row = html.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert f"/pricetick/{latest.pk}/change/" in first_row
+
+
+def test_the_mark_history_opens_on_the_latest_mark_of_any_instrument(world, alpha_client):
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    eth = make_instrument(world.alpha_class, symbol="ETHUSDT", mark="3000")
+    assert btc.pk < eth.pk  # the newer instrument sorts after the older one by id
+    PriceTick.objects.create(instrument=btc, price=Decimal("61000"))
+    latest = PriceTick.objects.create(instrument=eth, price=Decimal("3012.5"))
+    PriceTick.objects.filter(pk=latest.pk).update(created_at=timezone.now() + timedelta(seconds=1))
     html = alpha_client.get(reverse("admin:liquidation_pricetick_changelist")).content.decode()
     first_row = html.split("<tbody>", 1)[1].split("</tr>", 1)[0]
     assert f"/pricetick/{latest.pk}/change/" in first_row
