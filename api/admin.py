@@ -12,7 +12,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.forms import SetPasswordForm
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -24,7 +24,7 @@ from accounts.admin_scoping import in_a_class_not_taught_by, password_refusal
 from accounts.credentials import live_session_count, user_set_password
 from accounts.models import User
 from api.models import ApiKey
-from api.services import api_key_revoke, api_keys_revoke_all, working_keys
+from api.services import api_key_revoke, api_keys_revoke_all, key_works, working_keys
 from liquidation.admin import InstructorActionsMixin
 from web.attempts import sign_in_forgive
 
@@ -41,9 +41,7 @@ class KeyStatusFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         now = timezone.now()
         if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True).filter(
-                Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-            )
+            return queryset.filter(key_works(now))
         if self.value() == "expired":
             return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
         if self.value() == "revoked":

@@ -100,8 +100,11 @@ def api_keys_revoke_all(*, user_id: int) -> int:
     return working_keys(user_id).update(revoked_at=timezone.now())
 
 
+def key_works(now: datetime) -> Q:
+    """Keys that neither are revoked nor have expired at ``now``, as ``ApiKey.is_active``."""
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 def working_keys(user_id: int) -> QuerySet[ApiKey]:
     """The user's keys that neither are revoked nor have expired."""
-    return ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
-    )
+    return ApiKey.objects.filter(key_works(timezone.now()), user_id=user_id)
