@@ -165,12 +165,21 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
     rows = breached_position_ids(instrument.pk, mark)
     batches = [rows[start : start + BATCH_SIZE] for start in range(0, len(rows), BATCH_SIZE)]
 
+    def run_alone(row: tuple[int, int]) -> BatchResult:
+        try:
+            return liquidate_batch(instrument=instrument, mark=mark, rows=[row])
+        except DatabaseError as exc:
+            # Left open for the next tick; the other batches' outcomes still count.
+            log.exception("Liquidation of position %s failed", row[0])
+            result.errors.append(f"liquidation of position {row[0]}: {exc}")
+            return BatchResult()
+
     def run(batch: list[tuple[int, int]]) -> BatchResult:
+        if len(batch) == 1:
+            return run_alone(batch[0])
         try:
             return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
         except DatabaseError:
-            if len(batch) == 1:
-                raise
             log.exception(
                 "A liquidation batch of instrument %s failed; settling its positions one by one",
                 instrument.pk,
@@ -179,12 +188,7 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
         # goes alone, and only the one that fails again is left for the next tick.
         outcome = BatchResult()
         for row in batch:
-            try:
-                single = liquidate_batch(instrument=instrument, mark=mark, rows=[row])
-            except DatabaseError as exc:
-                log.exception("Liquidation of position %s failed", row[0])
-                result.errors.append(f"liquidation of position {row[0]}: {exc}")
-                continue
+            single = run_alone(row)
             outcome.checked += single.checked
             outcome.liquidated += single.liquidated
         return outcome

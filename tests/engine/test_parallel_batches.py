@@ -109,17 +109,26 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_position_the_database_cannot_settle_holds_back_no_other(monkeypatch):
+@pytest.mark.parametrize(
+    ("batch_size", "poisoned_index"),
+    [
+        (10, 2),  # among others in its batch
+        (5, 5),  # breached rows go in id order: the last one is a batch of its own
+    ],
+)
+def test_a_position_the_database_cannot_settle_holds_back_no_other(
+    monkeypatch, batch_size, poisoned_index
+):
     """Isolation holds in the engine too: one breached position whose settlement the database
-    refuses (its loss is beyond what a money column holds) fails alone, and the rest of its
-    batch is liquidated on the same tick."""
-    monkeypatch.setattr(engine, "BATCH_SIZE", 10)
+    refuses (its loss is beyond what a money column holds) fails alone, and the rest is
+    liquidated and counted on the same tick, also when the failing one is a batch of its own."""
+    monkeypatch.setattr(engine, "BATCH_SIZE", batch_size)
     classroom = make_classroom(name="Poisoned", max_leverage=100, insurance_fund_seed=Decimal(100))
     btc = make_instrument(classroom)
     PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
     accounts = [make_student(classroom) for _ in range(3)]
     positions = [open_position(a, btc, "long", "0.01", 50).pk for a in accounts for _ in range(2)]
-    poisoned = positions[2]
+    poisoned = sorted(positions)[poisoned_index]
     # A size no order can open, as a database edit could leave it: losing 5,000 a unit on
     # 10^15 units is beyond the 16 digits before the point of every money column.
     Position.objects.filter(pk=poisoned).update(
@@ -130,6 +139,6 @@ def test_a_position_the_database_cannot_settle_holds_back_no_other(monkeypatch):
 
     assert set(result.liquidated) == set(positions) - {poisoned}
     assert Position.objects.get(pk=poisoned).status == "open"  # tried again on the next tick
-    assert any(f"position {poisoned}" in error for error in result.errors), result.errors
+    assert any(f"liquidation of position {poisoned}" in e for e in result.errors), result.errors
     assert not LiquidationEvent.objects.filter(position_id=poisoned).exists()
     assert_ledger_invariants()
