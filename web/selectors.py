@@ -165,7 +165,7 @@ def peak_collateral(movements: list[LedgerEntry]) -> Decimal:
     return peak
 
 
-def tpsl_reached(position: Position, fill: Fill | None) -> tuple[str, Decimal] | None:
+def tpsl_reached(fill: Fill | None) -> tuple[str, Decimal] | None:
     """The take-profit or stop-loss, and its level, at which the engine made this close
     (``None`` for a close the student made)."""
     order = None if fill is None else fill.order
@@ -185,7 +185,7 @@ def _close_fills(position: Position) -> QuerySet[Fill]:
 def tpsl_close(position: Position) -> tuple[str, Decimal] | None:
     """The take-profit or stop-loss, and its level, at which the last close happened, if the
     engine closed the position there rather than the student by hand."""
-    return tpsl_reached(position, _close_fills(position).last())
+    return tpsl_reached(_close_fills(position).last())
 
 
 def _close_detail(position: Position, memo: str, fill: Fill | None, currency: str) -> str:
@@ -193,7 +193,7 @@ def _close_detail(position: Position, memo: str, fill: Fill | None, currency: st
     if fill is None:
         return memo.removeprefix("Close ")
     tick = position.instrument.tick_size
-    reached = tpsl_reached(position, fill)
+    reached = tpsl_reached(fill)
     why = "" if reached is None else f" ({reached[0]} {price_text(reached[1], tick)} reached)"
     return (
         f"{plain(fill.quantity)} of position #{position.pk} at {price_text(fill.price, tick)}"
