@@ -117,7 +117,7 @@ def test_the_ticket_shows_the_preview_before_the_place_order_button(live_server,
 WIDE = {"width": 1280, "height": 900}
 
 # A row or a card is known by its order id (orders), else by the position its first link leads to
-# (positions), else by its place (the statement).
+# (positions), else by its place (the statement, the leaderboard).
 KEY = """(e, i) => e.dataset.order || e.querySelector("a")?.getAttribute("href") || String(i)"""
 
 # Each body row of a table: its cells' text, spaces collapsed.
@@ -270,6 +270,14 @@ ORDER_COLUMNS = {
     "placed": 7,
 }
 STATEMENT_COLUMNS = {"date": 0, "what": 1, "amount": 2, "balance": 3}
+LEADERBOARD_COLUMNS = {
+    "rank": 0,
+    "student": 1,
+    "equity": 2,
+    "return": 3,
+    "drawdown": 4,
+    "liquidations": 5,
+}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -333,4 +341,41 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
         assert "{#" not in page.inner_text("main")
+        assert csp_violations(console) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_leaderboard_fits_a_phone_with_the_numbers_of_its_table(live_server, browser):
+    from playwright.sync_api import expect
+
+    from tests.engine.helpers import set_price
+
+    classroom = make_classroom(name="Phone class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "pia")
+    # A long name and a liquidation: the widest a leaderboard row gets.
+    rival = make_learner(classroom, "a_classmate_with_a_rather_long_username_2026")
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=5
+    )
+    order_place(
+        account_id=rival.pk, instrument_id=btc.pk, side="short", quantity="0.5", leverage=20
+    )
+    set_price(btc, "64000")
+    assert rival.positions.filter(status="liquidated").count() == 1
+    leaderboard = f"{live_server.url}/accounts/{account.pk}/leaderboard/"
+
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
+        desk.goto(leaderboard)
+        page.goto(leaderboard)
+        expect(desk.locator("#leaderboard-table")).to_be_visible()
+        expect(desk.locator("#leaderboard-cards")).to_be_hidden()
+        expect(page.locator("#leaderboard-cards")).to_be_visible()
+        expect(page.locator("#leaderboard-table")).to_be_hidden()
+        ranking = desk.evaluate(TABLE_ROWS, "#leaderboard-table")
+        assert [row[1] for row in ranking.values()] == ["pia", rival.user.username]
+        cards = page.evaluate(CARDS, "#leaderboard-cards .row-card")
+        assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
+        _cards_repeat_the_table(cards, ranking, LEADERBOARD_COLUMNS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert csp_violations(console) == []
