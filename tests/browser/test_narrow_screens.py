@@ -329,6 +329,12 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
             expect(page.locator(cards)).to_be_visible()
             expect(page.locator(table)).to_be_hidden()
         orders = desk.evaluate(TABLE_ROWS, "#orders-table")
+        # At full width the whole table fits, its reasons and prices wrapping: nothing to scroll to.
+        width, room = desk.evaluate(
+            "() => [document.getElementById('orders-table').scrollWidth,"
+            " document.getElementById('orders-table').clientWidth]"
+        )
+        assert width <= room, (width, room)
         assert len(orders) == 4 and refused.reject_reason in orders[str(refused.pk)][6]
         cards = page.evaluate(CARDS, "#orders-cards .order-card")
         assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
