@@ -1,17 +1,23 @@
-"""The learner pages on a phone (390 px wide): open and closed positions are cards holding the
-table's numbers, other wide tables scroll inside their own box instead of widening the page, and
-a table stays scrolled when its live part refreshes; the trade ticket shows its preview before
-the button that places the order."""
+"""The learner pages on a phone (390 px wide): open and closed positions, orders and the statement
+are cards holding the tables' words and numbers, no page is wider than the screen, and a table
+stays scrolled when its live part refreshes; the trade ticket shows its preview before the button
+that places the order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import pytest
 
 from positions.services import order_place, position_close
 from tests.browser.conftest import csp_violations, make_learner, sign_in
 from tests.factories import make_classroom, make_instrument
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
@@ -53,15 +59,6 @@ def test_wide_tables_scroll_in_their_box_and_the_page_does_not(live_server, brow
         console: list[str] = []
         page.on("console", lambda message: console.append(message.text))
         sign_in(page, live_server.url, "pia")
-        # The history's orders and statement stay tables, scrolling in their own box.
-        page.goto(f"{live_server.url}/accounts/{account.pk}/history/")
-        page.wait_for_selector("main table.orders")
-        tables = page.evaluate(TABLES)
-        wide = [t for t in tables if t["table"] > PHONE["width"]]
-        assert wide, tables  # the tables this test is about are wider than a phone
-        for t in wide:
-            assert t["box"] is not None and t["box"] <= PHONE["width"], t
-            assert t["overflowX"] in ("auto", "scroll") and t["scrolled"] > 0, t
         for path in (f"/accounts/{account.pk}/", f"/accounts/{account.pk}/history/"):
             page.goto(f"{live_server.url}{path}")
             page_width = page.evaluate("document.documentElement.scrollWidth")
@@ -119,20 +116,25 @@ def test_the_ticket_shows_the_preview_before_the_place_order_button(live_server,
 
 WIDE = {"width": 1280, "height": 900}
 
-# Each row of a positions table by position id: its cells' text, spaces collapsed.
-TABLE_ROWS = """(selector) => Object.fromEntries([...document.querySelectorAll(selector + " tbody tr")]
-  .map((row) => [row.querySelector("a").getAttribute("href"),
-                 [...row.cells].map((cell) => cell.textContent.replace(/\\s+/g, " ").trim())]))"""
+# A row or a card is known by its order id (orders), else by the position its first link leads to
+# (positions), else by its place (the statement, the leaderboard).
+KEY = """(e, i) => e.dataset.order || e.querySelector("a")?.getAttribute("href") || String(i)"""
 
-# Each position card by position id: its fields' text, and whether all of it is on screen.
-CARDS = """() => Object.fromEntries([...document.querySelectorAll("main .position-card")]
-  .map((card) => [card.querySelector("a").getAttribute("href"), {
+# Each body row of a table: its cells' text, spaces collapsed.
+TABLE_ROWS = f"""(selector) => Object.fromEntries([...document.querySelectorAll(selector + " tbody tr")]
+  .map((row, i) => [({KEY})(row, i),
+                    [...row.cells].map((cell) => cell.textContent.replace(/\\s+/g, " ").trim())]))"""
+
+# Each card: its fields' text, and whether all of it is on screen.
+CARDS = f"""(selector) => Object.fromEntries([...document.querySelectorAll(selector)]
+  .map((card, i) => [({KEY})(card, i), {{
     visible: card.getBoundingClientRect().width > 0,
     right: Math.max(...[card, ...card.querySelectorAll("[data-field]")]
       .map((e) => e.getBoundingClientRect().right)),
     fields: Object.fromEntries([...card.querySelectorAll("[data-field]")]
       .map((e) => [e.dataset.field, e.textContent.replace(/\\s+/g, " ").trim()])),
-  }]))"""
+  }}]))"""
+POSITION_CARDS = "main .position-card"
 
 # Which table column each card field repeats.
 OPEN_COLUMNS = {
@@ -158,12 +160,31 @@ CLOSED_COLUMNS = {
 }
 
 
+@contextmanager
+def _desk_and_phone(browser, url: str, username: str) -> Iterator[tuple[Page, Page, list[str]]]:
+    """The learner signed in on a full-width screen and on a phone, with the phone's console."""
+    wide = browser.new_context(viewport=WIDE)
+    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    console: list[str] = []
+    try:
+        desk, page = wide.new_page(), phone.new_page()
+        page.on("console", lambda message: console.append(message.text))
+        for each in (desk, page):
+            each.set_default_timeout(15_000)
+            sign_in(each, url, username)
+        yield desk, page, console
+    finally:
+        phone.close()
+        wide.close()
+
+
 def _cards_repeat_the_table(cards: dict, rows: dict, columns: dict[str, int]) -> None:
-    assert cards.keys() == rows.keys()
-    for href, card in cards.items():
-        assert card["fields"].keys() == columns.keys(), href
+    """Every card repeats its row; a field a card leaves out is an empty cell of the table."""
+    assert cards and cards.keys() == rows.keys(), (cards, rows)
+    for key, card in cards.items():
+        assert card["fields"].keys() <= columns.keys(), (key, card["fields"])
         for field, column in columns.items():
-            assert card["fields"][field] == rows[href][column], (href, field)
+            assert card["fields"].get(field, "") == rows[key][column], (key, field)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -193,28 +214,18 @@ def test_open_positions_are_cards_on_a_phone_with_the_numbers_of_the_table(live_
     position_close(position_id=closed.pk)
     dashboard = f"{live_server.url}/accounts/{account.pk}/"
 
-    wide = browser.new_context(viewport=WIDE)
-    phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-    try:
-        desk = wide.new_page()
-        desk.set_default_timeout(15_000)
-        sign_in(desk, live_server.url, "pia")
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
         desk.goto(dashboard)
         expect(desk.locator("#positions-table")).to_be_visible()
         expect(desk.locator("#positions-cards")).to_be_hidden()
         rows = desk.evaluate(TABLE_ROWS, "#positions-table")
         assert len(rows) == 3
 
-        page = phone.new_page()
-        page.set_default_timeout(15_000)
-        console: list[str] = []
-        page.on("console", lambda message: console.append(message.text))
-        sign_in(page, live_server.url, "pia")
         page.goto(dashboard)
         expect(page.locator("#positions-cards")).to_be_visible()
         expect(page.locator("#positions-table")).to_be_hidden()
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-        cards = page.evaluate(CARDS)
+        cards = page.evaluate(CARDS, POSITION_CARDS)
         assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
         _cards_repeat_the_table(cards, rows, OPEN_COLUMNS)
         never = cards[f"/positions/{unliquidatable.pk}/"]["fields"]
@@ -229,19 +240,148 @@ def test_open_positions_are_cards_on_a_phone_with_the_numbers_of_the_table(live_
         expect(card.locator('[data-field="pnl"]')).to_contain_text("-100.00")
         expect(desk.locator("#positions-table tbody tr", has_text="58,000.0")).to_have_count(1)
         _cards_repeat_the_table(
-            page.evaluate(CARDS), desk.evaluate(TABLE_ROWS, "#positions-table"), OPEN_COLUMNS
+            page.evaluate(CARDS, POSITION_CARDS),
+            desk.evaluate(TABLE_ROWS, "#positions-table"),
+            OPEN_COLUMNS,
         )
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
         # History: closed positions are cards on the phone too, with the table's numbers.
         desk.goto(f"{dashboard}history/")
         page.goto(f"{dashboard}history/")
-        cards = page.evaluate(CARDS)
+        cards = page.evaluate(CARDS, POSITION_CARDS)
         assert len(cards) == 1 and all(c["visible"] for c in cards.values()), cards
         assert all(c["right"] <= PHONE["width"] for c in cards.values()), cards
-        _cards_repeat_the_table(cards, desk.evaluate(TABLE_ROWS, ".wide-only"), CLOSED_COLUMNS)
+        _cards_repeat_the_table(
+            cards, desk.evaluate(TABLE_ROWS, "#closed-positions-table"), CLOSED_COLUMNS
+        )
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert csp_violations(console) == []
-    finally:
-        phone.close()
-        wide.close()
+
+
+ORDER_COLUMNS = {
+    "order": 0,
+    "type": 1,
+    "side": 2,
+    "quantity": 3,
+    "prices": 4,
+    "status": 5,
+    "reason": 6,
+    "placed": 7,
+}
+STATEMENT_COLUMNS = {"date": 0, "what": 1, "amount": 2, "balance": 3}
+LEADERBOARD_COLUMNS = {
+    "rank": 0,
+    "student": 1,
+    "equity": 2,
+    "return": 3,
+    "drawdown": 4,
+    "liquidations": 5,
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
+    live_server, browser
+):
+    from playwright.sync_api import expect
+
+    from positions.models import Order
+    from positions.services import order_cancel
+    from tests.engine.helpers import set_price
+
+    classroom = make_classroom(name="Phone class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "pia")
+    # A limit order that rests, then is refused when it triggers (the balance went into another
+    # position meanwhile): the reason is the longest text of the orders table.
+    refused = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="55000",
+    )  # fmt: skip
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10,
+        take_profit="70000",
+    )  # fmt: skip
+    cancelled = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.01", leverage=5, stop_price="50000",
+    )  # fmt: skip
+    order_cancel(order_id=cancelled.pk)
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="limit",
+        quantity="0.01", leverage=5, price="70000",
+    )  # fmt: skip
+    set_price(btc, "55000")
+    refused.refresh_from_db()
+    assert refused.status == Order.Status.REJECTED and refused.reject_reason
+    history = f"{live_server.url}/accounts/{account.pk}/history/"
+
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
+        desk.goto(history)
+        page.goto(history)
+        for table, cards in (
+            ("#orders-table", "#orders-cards"),
+            ("#statement-table", "#statement-cards"),
+        ):
+            expect(desk.locator(table)).to_be_visible()
+            expect(desk.locator(cards)).to_be_hidden()
+            expect(page.locator(cards)).to_be_visible()
+            expect(page.locator(table)).to_be_hidden()
+        orders = desk.evaluate(TABLE_ROWS, "#orders-table")
+        # At full width the whole table fits, its reasons and prices wrapping: nothing to scroll to.
+        width, room = desk.evaluate(
+            "() => [document.getElementById('orders-table').scrollWidth,"
+            " document.getElementById('orders-table').clientWidth]"
+        )
+        assert width <= room, (width, room)
+        assert len(orders) == 4 and refused.reject_reason in orders[str(refused.pk)][6]
+        cards = page.evaluate(CARDS, "#orders-cards .order-card")
+        assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
+        _cards_repeat_the_table(cards, orders, ORDER_COLUMNS)
+        statement = desk.evaluate(TABLE_ROWS, "#statement-table")
+        assert len(statement) == 2  # the starting balance and the position it opened
+        cards = page.evaluate(CARDS, "#statement-cards .row-card")
+        assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
+        _cards_repeat_the_table(cards, statement, STATEMENT_COLUMNS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+        assert "{#" not in page.inner_text("main")
+        assert csp_violations(console) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_leaderboard_fits_a_phone_with_the_numbers_of_its_table(live_server, browser):
+    from playwright.sync_api import expect
+
+    from tests.engine.helpers import set_price
+
+    classroom = make_classroom(name="Phone class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "pia")
+    # A long name and a liquidation: the widest a leaderboard row gets.
+    rival = make_learner(classroom, "a_classmate_with_a_rather_long_username_2026")
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=5
+    )
+    order_place(
+        account_id=rival.pk, instrument_id=btc.pk, side="short", quantity="0.5", leverage=20
+    )
+    set_price(btc, "64000")
+    assert rival.positions.filter(status="liquidated").count() == 1
+    leaderboard = f"{live_server.url}/accounts/{account.pk}/leaderboard/"
+
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
+        desk.goto(leaderboard)
+        page.goto(leaderboard)
+        expect(desk.locator("#leaderboard-table")).to_be_visible()
+        expect(desk.locator("#leaderboard-cards")).to_be_hidden()
+        expect(page.locator("#leaderboard-cards")).to_be_visible()
+        expect(page.locator("#leaderboard-table")).to_be_hidden()
+        ranking = desk.evaluate(TABLE_ROWS, "#leaderboard-table")
+        assert [row[1] for row in ranking.values()] == ["pia", rival.user.username]
+        cards = page.evaluate(CARDS, "#leaderboard-cards .row-card")
+        assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
+        _cards_repeat_the_table(cards, ranking, LEADERBOARD_COLUMNS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert csp_violations(console) == []
