@@ -47,7 +47,9 @@ print(json.dumps({
 """
 
 
-def test_closing_in_parts_releases_collateral_to_exactly_zero_on_sqlite(tmp_path):
+def run_on_fresh_sqlite(tmp_path, script: str) -> object:
+    """Run ``script`` by ``manage.py shell`` on a freshly migrated SQLite file, as the
+    embedded default is, and read the JSON of its last line."""
     env = {
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'ringfence.sqlite3'}",
@@ -55,9 +57,13 @@ def test_closing_in_parts_releases_collateral_to_exactly_zero_on_sqlite(tmp_path
     }
     migrated = manage("migrate", "--noinput", "-v0", **env)
     assert migrated.returncode == 0, migrated.stderr
-    result = manage("shell", "-c", SCRIPT, **env)
+    result = manage("shell", "-c", script, **env)
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_closing_in_parts_releases_collateral_to_exactly_zero_on_sqlite(tmp_path):
+    summary = run_on_fresh_sqlite(tmp_path, SCRIPT)
     assert summary == {"failed": [], "open": 0, "collateral_left": []}
 
 
@@ -89,14 +95,5 @@ print(json.dumps(answers))
 
 
 def test_admin_ids_beyond_64_bits_are_not_found_on_sqlite(tmp_path):
-    env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'ringfence.sqlite3'}",
-        "RINGFENCE_VAR_DIR": str(tmp_path),
-    }
-    migrated = manage("migrate", "--noinput", "-v0", **env)
-    assert migrated.returncode == 0, migrated.stderr
-    result = manage("shell", "-c", ADMIN_SCRIPT, **env)
-    assert result.returncode == 0, result.stderr
-    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    answers = run_on_fresh_sqlite(tmp_path, ADMIN_SCRIPT)
     assert answers == {"change": 404, "history": 404, "action": 404, "own": 200}
