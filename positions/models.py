@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Upper
 from django.utils import timezone
 
 from accounts.models import Classroom, LedgerEntry, TradingAccount
@@ -65,8 +65,13 @@ class Instrument(models.Model):
     class Meta:
         ordering = ["classroom_id", "symbol"]
         constraints = [
+            # Bots and pages find a symbol in any letter case, so BTCUSDT and btcusdt in one
+            # classroom would be one market with two books.
             models.UniqueConstraint(
-                fields=["classroom", "symbol"], name="instrument_symbol_per_classroom"
+                "classroom",
+                Upper("symbol"),
+                name="instrument_symbol_per_classroom_any_case",
+                violation_error_message="This classroom already trades this symbol.",
             ),
             models.CheckConstraint(
                 condition=Q(tick_size__gt=0),

@@ -405,3 +405,17 @@ def test_a_tier_refusal_names_the_notional_as_written(world, alpha_client):
     assert "tier ending at 50000 must be followed by a tier starting there" in message
     assert "E+" not in message
     assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_keeps_symbols_unique_in_any_letter_case():
+    """Whatever writes instruments (a script, the shell, a form racing another), one
+    classroom never has BTCUSDT and btcusdt, which bots and pages would take for one."""
+    from django.db import IntegrityError, transaction
+
+    classroom = make_classroom(name="Any case")
+    make_instrument(classroom, symbol="BTCUSDT")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_instrument(classroom, symbol="btcUSDT")
+    assert make_instrument(make_classroom(name="Other"), symbol="btcusdt").symbol == "btcusdt"
+    assert Instrument.objects.filter(symbol__iexact="btcusdt").count() == 2
