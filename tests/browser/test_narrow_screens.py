@@ -428,6 +428,8 @@ def test_api_keys_are_cards_on_a_phone_and_one_is_revoked_from_its_card(live_ser
     api_key_revoke(user_id=user_id, api_key_id=revoked.pk)
     # The longest name a key may have, with a trade scope: the widest a row of the table gets.
     bot = api_key_create(user_id=user_id, name="momentum bot " * 6 + "v2", scope="trade")
+    # A name may have no space at all (a file name, say): it wraps rather than widening the page.
+    api_key_create(user_id=user_id, name=("grid_bot_btcusdt_" * 5)[:80])
 
     def me_with_the_bot_key() -> int:
         headers = {"Authorization": f"Bearer {bot.raw}"}
@@ -441,7 +443,13 @@ def test_api_keys_are_cards_on_a_phone_and_one_is_revoked_from_its_card(live_ser
         page.goto(keys)
         _table_on_the_desk_and_cards_on_the_phone(desk, page, "#keys-table", "#keys-cards")
         rows = desk.evaluate(TABLE_ROWS, "#keys-table")
-        assert len(rows) == 4
+        assert len(rows) == 5
+        # At full width the whole table fits, long names wrapping: nothing to scroll to.
+        width, room = desk.evaluate(
+            "() => [document.getElementById('keys-table').scrollWidth,"
+            " document.getElementById('keys-table').clientWidth]"
+        )
+        assert width <= room, (width, room)
         assert [rows[str(k.pk)][6] for k in (expiring.api_key, expired, revoked, bot.api_key)] == [
             "active",
             "expired",
