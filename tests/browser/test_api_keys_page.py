@@ -12,7 +12,6 @@ from tests.factories import make_classroom
 pytestmark = pytest.mark.browser
 
 
-@pytest.mark.django_db(transaction=True)
 def _sign_in_and_create_a_key(page, url: str, name: str) -> str:
     sign_in(page, url, "erin")
     page.goto(f"{url}/api-keys/")
@@ -22,6 +21,7 @@ def _sign_in_and_create_a_key(page, url: str, name: str) -> str:
     return page.locator("#new-key").inner_text().strip()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_new_key_is_copied_once_and_revoking_it_asks_first(live_server, browser):
     from playwright.sync_api import expect
 

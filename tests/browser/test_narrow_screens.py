@@ -1,7 +1,7 @@
 """The learner pages on a phone (390 px wide): open and closed positions, orders and the statement
 are cards holding the tables' words and numbers, no page is wider than the screen, and a table
 stays scrolled when its live part refreshes; the trade ticket shows its preview before the button
-that places the order."""
+that places the order; the API keys are cards too, each with its status and its Revoke button."""
 
 from __future__ import annotations
 
@@ -116,9 +116,10 @@ def test_the_ticket_shows_the_preview_before_the_place_order_button(live_server,
 
 WIDE = {"width": 1280, "height": 900}
 
-# A row or a card is known by its order id (orders), else by the position its first link leads to
+# A row or a card is known by its order or API key id, else by the position its first link leads to
 # (positions), else by its place (the statement, the leaderboard).
-KEY = """(e, i) => e.dataset.order || e.querySelector("a")?.getAttribute("href") || String(i)"""
+KEY = """(e, i) => e.dataset.order || e.dataset.key || e.querySelector("a")?.getAttribute("href")
+  || String(i)"""
 
 # Each body row of a table: its cells' text, spaces collapsed.
 TABLE_ROWS = f"""(selector) => Object.fromEntries([...document.querySelectorAll(selector + " tbody tr")]
@@ -176,6 +177,18 @@ def _desk_and_phone(browser, url: str, username: str) -> Iterator[tuple[Page, Pa
     finally:
         phone.close()
         wide.close()
+
+
+def _table_on_the_desk_and_cards_on_the_phone(
+    desk: Page, page: Page, table: str, cards: str
+) -> None:
+    """At full width the table shows and its cards do not; on the phone the other way round."""
+    from playwright.sync_api import expect
+
+    expect(desk.locator(table)).to_be_visible()
+    expect(desk.locator(cards)).to_be_hidden()
+    expect(page.locator(cards)).to_be_visible()
+    expect(page.locator(table)).to_be_hidden()
 
 
 def _cards_repeat_the_table(cards: dict, rows: dict, columns: dict[str, int]) -> None:
@@ -284,7 +297,6 @@ LEADERBOARD_COLUMNS = {
 def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
     live_server, browser
 ):
-    from playwright.sync_api import expect
 
     from positions.models import Order
     from positions.services import order_cancel
@@ -324,10 +336,7 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
             ("#orders-table", "#orders-cards"),
             ("#statement-table", "#statement-cards"),
         ):
-            expect(desk.locator(table)).to_be_visible()
-            expect(desk.locator(cards)).to_be_hidden()
-            expect(page.locator(cards)).to_be_visible()
-            expect(page.locator(table)).to_be_hidden()
+            _table_on_the_desk_and_cards_on_the_phone(desk, page, table, cards)
         orders = desk.evaluate(TABLE_ROWS, "#orders-table")
         # At full width the whole table fits, its reasons and prices wrapping: nothing to scroll to.
         width, room = desk.evaluate(
@@ -352,7 +361,6 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_leaderboard_fits_a_phone_with_the_numbers_of_its_table(live_server, browser):
-    from playwright.sync_api import expect
 
     from tests.engine.helpers import set_price
 
@@ -374,14 +382,107 @@ def test_the_leaderboard_fits_a_phone_with_the_numbers_of_its_table(live_server,
     with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
         desk.goto(leaderboard)
         page.goto(leaderboard)
-        expect(desk.locator("#leaderboard-table")).to_be_visible()
-        expect(desk.locator("#leaderboard-cards")).to_be_hidden()
-        expect(page.locator("#leaderboard-cards")).to_be_visible()
-        expect(page.locator("#leaderboard-table")).to_be_hidden()
+        _table_on_the_desk_and_cards_on_the_phone(
+            desk, page, "#leaderboard-table", "#leaderboard-cards"
+        )
         ranking = desk.evaluate(TABLE_ROWS, "#leaderboard-table")
         assert [row[1] for row in ranking.values()] == ["pia", rival.user.username]
         cards = page.evaluate(CARDS, "#leaderboard-cards .row-card")
         assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
         _cards_repeat_the_table(cards, ranking, LEADERBOARD_COLUMNS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert csp_violations(console) == []
+
+
+KEY_COLUMNS = {
+    "name": 0,
+    "prefix": 1,
+    "scope": 2,
+    "created": 3,
+    "expires": 4,
+    "last-used": 5,
+    "status": 6,
+    "revoke": 7,
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_api_keys_are_cards_on_a_phone_and_one_is_revoked_from_its_card(live_server, browser):
+    from datetime import timedelta
+
+    import requests
+    from django.utils import timezone
+    from playwright.sync_api import expect
+
+    from api.models import ApiKey
+    from api.services import api_key_create, api_key_revoke
+
+    account = make_learner(make_classroom(name="Bot club"), "pia")
+    user_id = account.user_id
+    expiring = api_key_create(
+        user_id=user_id, name="nightly rebalancer", expires_at=timezone.now() + timedelta(days=30)
+    )
+    expired = api_key_create(user_id=user_id, name="last term's bot").api_key
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    revoked = api_key_create(user_id=user_id, name="leaked key").api_key
+    api_key_revoke(user_id=user_id, api_key_id=revoked.pk)
+    # The longest name a key may have, with a trade scope: the widest a row of the table gets.
+    bot = api_key_create(user_id=user_id, name="momentum bot " * 6 + "v2", scope="trade")
+    # A name may have no space at all (a file name, say): it wraps rather than widening the page.
+    api_key_create(user_id=user_id, name=("grid_bot_btcusdt_" * 5)[:80])
+
+    def me_with_the_bot_key() -> int:
+        headers = {"Authorization": f"Bearer {bot.raw}"}
+        return requests.get(f"{live_server.url}/api/v1/me", headers=headers, timeout=10).status_code
+
+    assert me_with_the_bot_key() == 200  # a last use to show
+    keys = f"{live_server.url}/api-keys/"
+
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
+        desk.goto(keys)
+        page.goto(keys)
+        _table_on_the_desk_and_cards_on_the_phone(desk, page, "#keys-table", "#keys-cards")
+        rows = desk.evaluate(TABLE_ROWS, "#keys-table")
+        assert len(rows) == 5
+        # At full width the whole table fits, long names wrapping: nothing to scroll to.
+        width, room = desk.evaluate(
+            "() => [document.getElementById('keys-table').scrollWidth,"
+            " document.getElementById('keys-table').clientWidth]"
+        )
+        assert width <= room, (width, room)
+        assert [rows[str(k.pk)][6] for k in (expiring.api_key, expired, revoked, bot.api_key)] == [
+            "active",
+            "expired",
+            "revoked",
+            "active",
+        ]
+        cards = page.evaluate(CARDS, "#keys-cards .key-card")
+        assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
+        _cards_repeat_the_table(cards, rows, KEY_COLUMNS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert "{#" not in page.inner_text("main")
+
+        # Revoking from a card asks first, as from the table: dismissed, nothing changes.
+        card = page.locator(f'.key-card[data-key="{bot.api_key.pk}"]')
+        messages: list[str] = []
+
+        def read_and_dismiss(dialog) -> None:  # type: ignore[no-untyped-def]
+            messages.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", read_and_dismiss)
+        card.get_by_role("button", name="Revoke").click()
+        assert messages and bot.api_key.name in messages[0]
+        page.reload()
+        expect(card.locator('[data-field="status"]')).to_have_text("active")
+        assert me_with_the_bot_key() == 200
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        card.get_by_role("button", name="Revoke").click()
+        expect(card.locator('[data-field="status"]')).to_have_text("revoked")
+        expect(card.get_by_role("button", name="Revoke")).to_have_count(0)
+        assert me_with_the_bot_key() == 401
+        other = page.locator(f'.key-card[data-key="{expiring.api_key.pk}"] [data-field="status"]')
+        expect(other).to_have_text("active")  # only the card's own key was revoked
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert csp_violations(console) == []
