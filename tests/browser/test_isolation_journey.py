@@ -105,9 +105,11 @@ def test_a_price_shock_liquidates_only_the_collateral(live_server, browser, scre
 
         assert csp_violations(console) == []
 
-        # The instructor shocks the market by -30%; the engine liquidates the position.
+        # The instructor shocks the market by -30%; the engine liquidates the position. The
+        # wait is generous: on a loaded machine the worker's next tick can be late, and this
+        # test is about what the page shows, not how soon.
         _shock("BTCUSDT", "-30", classroom.pk)
-        expect(page.get_by_test_id("position-status")).to_contain_text("Liquidated", timeout=20_000)
+        expect(page.get_by_test_id("position-status")).to_contain_text("Liquidated", timeout=60_000)
         expect(page.get_by_test_id("loss")).to_have_text("-1,500.00")
         expect(page.locator("#position-actions form")).to_have_count(0)  # no reload needed
         expect(page.get_by_test_id("free-balance")).to_have_text(f"{free_balance:,.2f}")
