@@ -95,6 +95,11 @@ class PositionNotOpen(DomainError):
     status = 409
 
 
+class PositionLiquidating(DomainError):
+    code = "position_liquidating"
+    status = 409
+
+
 class OrderNotCancellable(DomainError):
     code = "order_not_cancellable"
     status = 409

@@ -62,7 +62,7 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
     # The documented lock order: account, then positions, then orders.
     open_positions = Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
     for position_id in open_positions.order_by("pk").values_list("pk", flat=True):
-        position_close(position_id=position_id)
+        position_close(position_id=position_id, past_liquidation_ok=True)
     resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
     for order_id in resting.order_by("pk").values_list("pk", flat=True):
         order_cancel(order_id=order_id)

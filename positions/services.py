@@ -785,6 +785,30 @@ class CloseSettlement:
     insurance_paid: Decimal
 
 
+def refuse_if_liquidating(position: Position, collateral: Decimal, mark: Decimal) -> None:
+    """Refuse to close or rescue a position the mark has already put past its liquidation
+    point: it belongs to the engine's liquidation (by the same test the engine applies), as
+    on an exchange, however soon its sweep runs."""
+    lp = position.liquidation_price
+    if lp is None or margin.side_sign(position.side) * (mark - lp) > 0:
+        return  # the engine's screen: the mark has not reached the stored price
+    if not margin.is_liquidatable(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=collateral,
+        mark_price=mark,
+        tiers=position.instrument.margin_tiers(),
+    ):
+        return
+    tick = position.instrument.tick_size
+    shown = price_text(_shown_risk_price(lp, position.side, tick), tick)
+    raise errors.PositionLiquidating(
+        f"The mark {price_text(mark, tick)} has reached the liquidation price {shown}: "
+        "the position is being liquidated and can no longer be closed or topped up."
+    )
+
+
 def _close(
     *,
     account: TradingAccount,
@@ -794,6 +818,7 @@ def _close(
     order: Order | None,
     kind: str = Fill.Kind.CLOSE,
     trigger: str = "",
+    past_liquidation_ok: bool = False,
 ) -> tuple[Order, CloseSettlement]:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -806,6 +831,8 @@ def _close(
     if qty > position.quantity:
         raise errors.InvalidQuantity(f"Only {plain(position.quantity)} is open.", field="quantity")
     mark = current_mark(instrument)
+    if not past_liquidation_ok:
+        refuse_if_liquidating(position, collateral.amount, mark)
     s = margin.side_sign(position.side)
     exit_price = fill_price(instrument=instrument, buying=s < 0, mark=mark)
     full = qty == position.quantity
@@ -908,9 +935,17 @@ def _close(
 
 
 @transaction.atomic
-def position_close(*, position_id: int, quantity: object = None, trigger: str = "") -> Position:
+def position_close(
+    *,
+    position_id: int,
+    quantity: object = None,
+    trigger: str = "",
+    past_liquidation_ok: bool = False,
+) -> Position:
     """Close all of a position, or part of it (releasing its collateral pro rata), at market.
-    ``trigger`` names the take-profit or stop-loss that closes it, for the engine."""
+    ``trigger`` names the take-profit or stop-loss that closes it, for the engine; only an
+    instructor's reset closes a position the mark has put past its liquidation point
+    (``past_liquidation_ok``)."""
     account, position, collateral = lock_position(position_id)
     _close(
         account=account,
@@ -919,6 +954,7 @@ def position_close(*, position_id: int, quantity: object = None, trigger: str = 
         quantity=quantity,
         order=None,
         trigger=trigger,
+        past_liquidation_ok=past_liquidation_ok,
     )
     return _fresh(position.pk)
 
@@ -930,9 +966,10 @@ def position_close(*, position_id: int, quantity: object = None, trigger: str = 
 def position_add_margin(*, position_id: int, amount: object) -> Position:
     """Move free balance into a position's collateral: its liquidation price moves away."""
     value = clean_amount(amount)
-    account, position, _ = lock_position(position_id)
+    account, position, collateral = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
+    refuse_if_liquidating(position, collateral.amount, current_mark(position.instrument))
     if value > account.balance:
         raise errors.InsufficientBalance(
             f"Your free balance is {money_text(account.balance, account.classroom.currency)}.",
@@ -1037,6 +1074,7 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
     account, position, collateral = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
+    refuse_if_liquidating(position, collateral.amount, current_mark(position.instrument))
     limit = removable_margin(position=position, collateral=collateral.amount)
     if value > limit:
         most = money_text(limit, account.classroom.currency, down=True)
@@ -1181,6 +1219,10 @@ def order_place(
             raise errors.InvalidOrder(
                 "A reduce-only order trades its position's instrument.", field="instrument"
             )
+        target.instrument = instrument
+        refuse_if_liquidating(
+            target, Collateral.objects.get(pk=target.pk).amount, current_mark(instrument)
+        )
         qty = clean_reduce_quantity(quantity, position=target, instrument=instrument)
         if qty > target.quantity:
             raise errors.InvalidQuantity(

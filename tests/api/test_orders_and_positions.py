@@ -743,3 +743,22 @@ def test_position_prices_are_on_the_tick_rounded_towards_the_entry(api, account,
     api.post(f"/api/v1/positions/{stored.pk}/close", {}, format="json")
     closed = api.get(url).json()
     assert (closed["liquidation_price"], closed["bankruptcy_price"]) == (None, None)
+
+
+def test_a_position_past_its_liquidation_price_is_the_engines(api, account, btc):
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/"
+    lp = Decimal(api.get(url).json()["liquidation_price"])
+    btc.mark_price = lp - 50
+    btc.save(update_fields=["mark_price"])
+    for path, body in (
+        ("close", {}),
+        ("close", {"quantity": "0.01"}),
+        ("margin", {"amount": "50"}),
+    ):
+        refused = api.post(url + path, body, format="json")
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "position_liquidating"
+        assert "being liquidated" in refused.json()["error"]["message"]
+    assert api.get(url).json()["status"] == "open"
+    assert_ledger_invariants()

@@ -632,11 +632,13 @@ def test_partial_close_rounds_the_released_collateral_half_even(account, btc):
 
 
 def test_a_loss_past_the_bankruptcy_price_stops_at_the_collateral(classroom, account, btc):
+    """Only an instructor's reset closes a position past its liquidation price (a student's
+    close is refused: see below); its loss stops at the collateral all the same."""
     position = open_position(account, btc)  # BP 57,000
     after_open = balance(account)
     house, fund, fees = (pocket(classroom, k) for k in ("house", "insurance", "fees"))
     set_mark(btc, "56000")
-    closed = position_close(position_id=position.pk)
+    closed = position_close(position_id=position.pk, past_liquidation_ok=True)
     # Loss 2,000 on 1,500 collateral: the trader gets nothing back and pays nothing more;
     # the insurance fund pays the 500 shortfall to the house; no fee is left to take.
     assert closed.realized_pnl == D(-1500)
@@ -660,7 +662,7 @@ def test_an_empty_insurance_fund_leaves_the_shortfall_with_the_house(account, bt
     position = open_position(account, btc)
     house = pocket(classroom, "house")
     set_mark(btc, "56000")
-    position_close(position_id=position.pk)
+    position_close(position_id=position.pk, past_liquidation_ok=True)
     assert pocket(classroom, "insurance") == 0
     assert pocket(classroom, "house") == house + D(1500)
     assert_ledger_invariants()
@@ -670,7 +672,7 @@ def test_a_partly_funded_insurance_fund_pays_what_it_has(account, btc, classroom
     position = open_position(account, btc, quantity="1", leverage=10)  # 6,000 margin, BP 54,000
     set_mark(btc, "52000")  # loss 8,000: shortfall 2,000, the fund holds 1,000
     house = pocket(classroom, "house")
-    position_close(position_id=position.pk)
+    position_close(position_id=position.pk, past_liquidation_ok=True)
     assert pocket(classroom, "insurance") == 0
     assert pocket(classroom, "house") == house + D(6000) + D(1000)
     assert_ledger_invariants()
@@ -712,7 +714,7 @@ def test_a_shortfall_close_takes_the_insurance_fund_before_the_house(account, bt
     position = open_position(account, btc)
     set_mark(btc, "56000")
     with CaptureQueriesContext(connection) as queries:
-        position_close(position_id=position.pk)
+        position_close(position_id=position.pk, past_liquidation_ok=True)
     assert _pocket_order(queries) == ["insurance", "house"]  # nothing is left for a fee
 
 
@@ -756,6 +758,76 @@ def test_closing_without_a_mark_price_is_refused(account, btc):
 def test_closing_a_missing_position_is_not_found(db):
     with refused("not_found"):
         position_close(position_id=424242)
+
+
+def _past_liquidation(account, btc, side="long"):
+    """A position the mark has just put past its liquidation price, before the engine's
+    sweep of that tick has liquidated it."""
+    position = open_position(account, btc, side=side)
+    lp = position.liquidation_price
+    set_mark(btc, lp - D(1) if side == "long" else lp + D(1))
+    return position
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_a_position_past_its_liquidation_price_cannot_be_closed(account, btc, side):
+    """Closing it would hand back the margin left above bankruptcy, which liquidation
+    takes: the position is the engine's, however soon its sweep runs."""
+    position = _past_liquidation(account, btc, side)
+    with refused("position_liquidating"):
+        position_close(position_id=position.pk)
+    with refused("position_liquidating"):
+        position_close(position_id=position.pk, quantity="0.1")
+
+
+def test_the_refusal_names_the_mark_and_the_liquidation_price(account, btc):
+    position = open_position(account, btc)  # LP 57,228.92 exactly, 57,229.0 on the tick
+    set_mark(btc, "57200")
+    with pytest.raises(DomainError) as info:
+        position_close(position_id=position.pk)
+    assert info.value.message.startswith(
+        "The mark 57,200.0 has reached the liquidation price 57,229.0: "
+    )
+
+
+def test_a_reduce_only_order_on_a_position_past_its_liquidation_price_is_refused(account, btc):
+    position = _past_liquidation(account, btc)
+    for type, price in (("market", None), ("limit", "1")):
+        with refused("position_liquidating"):
+            order_place(
+                account_id=account.pk,
+                instrument_id=btc.pk,
+                side="short",
+                type=type,
+                price=price,
+                quantity="0.5",
+                reduce_only=True,
+                position_id=position.pk,
+            )
+
+
+def test_margin_cannot_rescue_a_position_past_its_liquidation_price(account, btc):
+    position = _past_liquidation(account, btc)
+    with refused("position_liquidating"):
+        position_add_margin(position_id=position.pk, amount="5000")
+
+
+def test_one_step_short_of_the_liquidation_price_a_position_still_closes(account, btc):
+    position = open_position(account, btc)
+    set_mark(btc, position.liquidation_price + btc.tick_size)
+    position_add_margin(position_id=position.pk, amount="10")
+    assert position_close(position_id=position.pk).status == "closed"
+    assert_ledger_invariants()
+
+
+def test_an_instructors_reset_closes_a_position_past_its_liquidation_price(account, btc):
+    from liquidation.instructor import account_reset
+
+    position = _past_liquidation(account, btc)
+    account_reset(account_id=account.pk)
+    assert Position.objects.get(pk=position.pk).status == "closed"
+    assert balance(account) == account.classroom.starting_balance
+    assert_ledger_invariants()
 
 
 # --- margin ---------------------------------------------------------------------------
@@ -882,10 +954,10 @@ def test_removing_margin_never_moves_the_liquidation_price_past_the_stop_loss(ac
     assert_ledger_invariants()
 
 
-def test_removing_margin_from_a_position_under_water_is_refused(account, btc):
+def test_removing_margin_from_a_position_past_its_liquidation_price_is_refused(account, btc):
     position = open_position(account, btc)
-    set_mark(btc, "57100")  # MB 50 < MM 114.2
-    with refused("margin_removal_too_large"):
+    set_mark(btc, "57100")  # MB 50 < MM 114.2: past the liquidation price
+    with refused("position_liquidating"):
         position_remove_margin(position_id=position.pk, amount="0.00000001")
 
 

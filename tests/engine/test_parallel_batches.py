@@ -44,11 +44,11 @@ def test_parallel_batches_liquidate_each_breached_position_once(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
+def test_a_gap_liquidation_and_a_shortfall_close_never_deadlock():
     """Both take the insurance fund before the house (POCKET_LOCK_ORDER).
 
-    A third transaction holds the house while the tick's gap batch and a student's close
-    past the bankruptcy price of another position queue behind it. Were the batch to hold
+    A third transaction holds the house while the tick's gap batch and a close past the
+    bankruptcy price of another position (an instructor's reset) queue behind it. Were the batch to hold
     the house while waiting for the fund (or the close the other way round), PostgreSQL
     would abort one of them with "deadlock detected" once the house is released.
     """
@@ -67,7 +67,7 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
     alice, bob = make_student(classroom), make_student(classroom)
     gapped = open_position(alice, btc, "long", "0.1", 50)
     closing = open_position(bob, eth, "long", "1", 20)
-    # ETH far past its bankruptcy price (2,850), without a tick: the student closes it.
+    # ETH far past its bankruptcy price (2,850), without a tick: a reset closes it.
     eth.mark_price = Decimal(2500)
     eth.save(update_fields=["mark_price"])
 
@@ -94,7 +94,9 @@ def test_a_gap_liquidation_and_a_students_shortfall_close_never_deadlock():
     ticker = threading.Thread(target=run, args=(lambda: set_price(btc, "50000"),))
     ticker.start()
     wait_until(lambda: waiting_on_locks() >= 1, timeout=30, message="the gap batch queueing")
-    closer = threading.Thread(target=run, args=(lambda: position_close(position_id=closing.pk),))
+    closer = threading.Thread(
+        target=run, args=(lambda: position_close(position_id=closing.pk, past_liquidation_ok=True),)
+    )
     closer.start()
     wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="the close queueing")
     release_house.set()

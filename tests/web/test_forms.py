@@ -212,6 +212,24 @@ def test_actions_on_a_closed_position_are_refused(alice_client, position):
     assert "no longer open" in response.content.decode()
 
 
+def test_a_position_past_its_liquidation_price_is_left_to_the_liquidation(
+    alice_client, position, btc
+):
+    btc.mark_price = Decimal(57200)  # the liquidation price is 57,229.0
+    btc.save(update_fields=["mark_price"])
+    before = LedgerTransaction.objects.count()
+    for url, data in (
+        ("position-close", {"close-quantity": ""}),
+        ("position-margin", {"margin-action": "add", "margin-amount": "500"}),
+    ):
+        response = alice_client.post(reverse(url, args=[position.pk]), data)
+        assert response.status_code == 400
+        assert "has reached the liquidation price 57,229.0" in response.content.decode()
+    position.refresh_from_db()
+    assert position.status == Position.Status.OPEN and position.collateral.amount == 1500
+    assert LedgerTransaction.objects.count() == before
+
+
 def test_bad_sign_up_input_is_refused(client, classroom):
     response = client.post(
         reverse("signup"),
