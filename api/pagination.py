@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from base64 import b64decode
 from typing import Any
 
@@ -10,6 +11,16 @@ from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 
 from accounts import errors
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
+
+
+def whole_number(raw: object) -> int | None:
+    """A query parameter written as plain ASCII digits, else None: Python's ``int`` would
+    also take ``" 5"``, ``"+5"``, ``"1_0"`` and other scripts' digits (``"٣"``), which the
+    API refuses in bodies too."""
+    text = str(raw)
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
 class NewestFirst(CursorPagination):
@@ -24,10 +35,7 @@ class NewestFirst(CursorPagination):
         raw = request.query_params.get("limit") or ""
         if not raw:  # as the views read every empty parameter: not sent
             return self.page_size
-        try:
-            limit = int(raw)
-        except ValueError:
-            limit = 0
+        limit = whole_number(raw) or 0
         if limit < 1:
             raise errors.DomainError(
                 f"limit is a whole number from 1 to {self.max_page_size}.", field="limit"

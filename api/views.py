@@ -31,7 +31,7 @@ from accounts.services import clean_amount
 from api import serializers as s
 from api.exceptions import ClientOrderIdReused, error_body
 from api.models import ApiKey
-from api.pagination import NewestFirst, OldestFirst, PriceHistory
+from api.pagination import NewestFirst, OldestFirst, PriceHistory, whole_number
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
@@ -62,10 +62,9 @@ ID_PARAM = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, descr
 
 def _id(value: Any, *, field: str | None = None, what: str = "object") -> int:
     """An id from a path or query parameter; anything out of range is simply not found."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise errors.DomainError("Use a whole number.", field=field or "id") from None
+    number = whole_number(value)
+    if number is None:
+        raise errors.DomainError("Use a whole number.", field=field or "id")
     if not 1 <= number <= MAX_ID:
         raise errors.NotFound(f"No such {what}.", field=field)
     return number
@@ -361,10 +360,7 @@ class PriceHistoryView(ApiView):
                 "latest is one page of the newest marks: send it without cursor or limit.",
                 field="latest",
             )
-        try:
-            latest = int(raw)
-        except ValueError:
-            latest = 0
+        latest = whole_number(raw) or 0
         if not 1 <= latest <= LATEST_MARKS:
             raise errors.DomainError(
                 f"latest is a whole number from 1 to {LATEST_MARKS}.", field="latest"

@@ -82,10 +82,21 @@ def test_order_fields_that_the_order_would_not_use_are_refused(api, account, btc
     assert not Order.objects.exists()
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1_0", "+5", " 5", "\u0665", "\uff15"])
 def test_a_limit_that_is_not_a_positive_whole_number_is_refused(api, account, btc, limit):
     for path in ("/api/v1/orders/", "/api/v1/instruments/", "/api/v1/instruments/BTCUSDT/prices/"):
         assert_refused(api.get(path, {"limit": limit}), "limit")
+
+
+@pytest.mark.parametrize("written", ["+{}", "{}_0", " {}", "{} ", "\u0661{}"])
+def test_ids_and_counts_in_query_parameters_are_plain_digits(api, account, btc, written):
+    """Python's int() would read each of these; the API reads digits as it does in bodies."""
+    plain = api.get("/api/v1/positions/", {"account": str(account.pk)})
+    assert plain.status_code == 200
+    odd = written.format(account.pk)
+    assert_refused(api.get("/api/v1/positions/", {"account": odd}), "account")
+    prices = "/api/v1/instruments/BTCUSDT/prices/"
+    assert_refused(api.get(prices, {"latest": written.format(5)}), "latest")
 
 
 def test_a_limit_over_the_maximum_is_cut_to_it(api, account, btc, monkeypatch):
