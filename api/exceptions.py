@@ -2,7 +2,8 @@
 
 Domain errors keep their stable ``code`` and HTTP ``status``; DRF's own exceptions are
 mapped to codes of the same family. Headers that DRF sets (``Retry-After``,
-``WWW-Authenticate``) are kept.
+``WWW-Authenticate``) are kept. A cache (Redis) that cannot be reached, which the throttle
+needs on every request, is a ``503 service_unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from accounts.errors import DomainError
+from config.cache import RETRY_AFTER_SECONDS, UNREACHABLE, note_cache_unreachable
 
 DRF_CODES: list[tuple[type[exceptions.APIException], str]] = [
     (exceptions.ValidationError, "invalid_request"),
@@ -44,6 +46,15 @@ class ClientOrderIdReused(DomainError):
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+    default_detail = (
+        "Ringfence is briefly unavailable: its shared cache cannot be reached. "
+        "Try again after Retry-After seconds."
+    )
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
@@ -77,6 +88,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, UNREACHABLE):
+        note_cache_unreachable(context["request"]._request, exc)
+        exc = ServiceUnavailable()
     elif isinstance(exc, RequestDataTooBig):
         # Django raises it while DRF reads the body; left alone it becomes an HTML 400.
         exc = PayloadTooLarge(
@@ -103,6 +117,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     ):
         # No WWW-Authenticate challenge (session-only callers): still a 401 for bots.
         response.status_code = status.HTTP_401_UNAUTHORIZED
+    if isinstance(exc, ServiceUnavailable):
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(exc, exceptions.Throttled):
         # Whole seconds, never 0: a client that waits Retry-After must then get through.
         wait = getattr(exc, "wait", None) or 1

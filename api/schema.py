@@ -1,5 +1,6 @@
-"""OpenAPI description of the bearer-key authentication (loaded by the app config) and of
-the rate-limit headers every counted answer carries."""
+"""OpenAPI description of the bearer-key authentication (loaded by the app config), of
+the rate-limit headers every counted answer carries, and of the 503 when they cannot be
+counted."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ RATE_LIMIT_HEADERS = {
     "X-RateLimit-Remaining": "Requests left in the current window.",
     "X-RateLimit-Reset": "Unix time at which the budget is whole again.",
 }
-# Authentication (401) and permission (403) refusals come before the throttle counts.
-UNCOUNTED = {"401", "403"}
+# Authentication (401) and permission (403) refusals come before the throttle counts, and a
+# 503 says that it could not count.
+UNCOUNTED = {"401", "403", "503"}
 
 
 def rate_limit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -42,4 +44,27 @@ def rate_limit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
             for code, response in operation.get("responses", {}).items():
                 if code not in UNCOUNTED:
                     response.setdefault("headers", {}).update(refs)
+    return result
+
+
+def service_unavailable(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every throttled operation may answer 503 when the shared cache
+    that holds its counter cannot be reached (see ``api.exceptions``)."""
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.get("responses", {})
+            if "429" in responses:
+                responses["503"] = {
+                    "content": responses["429"].get("content", {}),
+                    "description": "Briefly unavailable (`service_unavailable`): wait for "
+                    "`Retry-After` seconds.",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds to wait before trying again.",
+                            "schema": {"type": "integer"},
+                        }
+                    },
+                }
     return result

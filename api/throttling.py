@@ -19,7 +19,7 @@ from api.models import ApiKey
 
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(url, **settings.REDIS_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     refused request is taken back off the counter, so it costs no budget, and Retry-After is
     the time left in the window. (As with any fixed window, a key may spend one window's
     budget at its end and the next one's at the start of the next.) Without Redis (a development set-up) DRF's timestamp
-    history in the cache is used.
+    history in the cache is used. A counter that cannot be reached refuses the request (503,
+    see ``api.exceptions``): a bot must not escape its budget while Redis is away.
     """
 
     scope = "api"

@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "config.cache.CacheUnreachableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -132,11 +133,18 @@ MEDIA_URL = "media/"
 # Cache: Redis when REDIS_URL is set (shared API throttling), else a file cache that the
 # web process and the worker of the embedded default share.
 REDIS_URL = env_str("REDIS_URL", "")
+# A Redis that is down refuses at once; one that hangs (a network fault) is given up after a
+# second, so that a request answers 503 at once instead of waiting (see config/cache.py).
+REDIS_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 1}
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL={REDIS_URL!r} is not a redis:// URL")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": REDIS_OPTIONS,
+        }
     }
 else:
     CACHES = {
@@ -261,6 +269,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.service_unavailable",
         "api.schema.rate_limit_headers",
     ],
     "ENUM_NAME_OVERRIDES": {

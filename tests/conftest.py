@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import redis
 from django.conf import settings
 
 from tests.factories import make_classroom, make_instrument, make_student
+from tests.processes import ThrowawayRedis
 
 
 @pytest.fixture
@@ -45,3 +48,27 @@ def _forget_failed_attempts():
     _delete_failed_attempts()
     yield
     _delete_failed_attempts()
+
+
+@pytest.fixture
+def own_redis(settings):
+    """The cache (and with it throttling and the counts of failed attempts) on a Redis server
+    of the test's own, which the test may kill and start again."""
+    server = ThrowawayRedis()
+    settings.REDIS_URL = server.url
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": server.url}}
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def silent_redis(settings):
+    """The cache on a server that accepts connections and never answers, as a Redis behind a
+    network fault or stuck on a slow disk does."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+        settings.REDIS_URL = url
+        settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+        yield url

@@ -1,4 +1,5 @@
-"""Real processes for tests that cross process boundaries: Celery workers and beat.
+"""Real processes for tests that cross process boundaries: Celery workers and beat, and
+throwaway Redis servers that a test may kill.
 
 The processes read the same settings module as the tests and point at the test
 database that pytest-django created, so tests using them need committed data
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -136,6 +138,51 @@ def celery_worker(**kwargs: object) -> Iterator[RunningProcess]:
         yield process
     finally:
         process.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A Redis server of the test's own on ``port``, without persistence, ready to answer."""
+    workdir = tempfile.mkdtemp(prefix="redis-")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", workdir, "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(lambda: _ping(redis.Redis(port=port)), timeout=10, message="the throwaway Redis")
+    return process
+
+
+class ThrowawayRedis:
+    """A Redis server that a test may kill and start again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = start_redis(self.port)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.process = start_redis(self.port)
 
 
 def wait_until(

@@ -4,23 +4,45 @@ A classroom often reaches the site through one school address, so sign-ins are c
 address *and* username: one student's typos never lock out the class, while a guesser gets
 ``LIMIT`` tries per username per window. Join codes are counted per signed-in user, and per
 address on the sign-up page. The counts live in the shared cache (Redis in production), so
-every web process sees them.
+every web process sees them. When the cache cannot be reached, nothing is counted and the
+caller refuses the attempt (``Unavailable``), so an outage never lets unlimited guesses in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from config.cache import UNREACHABLE
+
+logger = logging.getLogger(__name__)
+
 LIMIT = 10
 WINDOW_SECONDS = 15 * 60
 TOO_MANY = "Too many failed attempts. Wait 15 minutes, then try again."
+SIGN_IN_UNAVAILABLE = "Sign-in is briefly unavailable, try again in a minute."
+JOIN_UNAVAILABLE = "Joining a classroom is briefly unavailable, try again in a minute."
+
+
+class Unavailable(Exception):
+    """The counts cannot be read or written right now: the attempt must be refused."""
+
+
+@contextmanager
+def _counting() -> Iterator[None]:
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -36,18 +58,27 @@ class Attempts:
         return f"ringfence:attempts:{self.kind}:{digest}"
 
     def blocked(self) -> bool:
-        return int(cache.get(self.key, 0)) >= LIMIT
+        with _counting():
+            return int(cache.get(self.key, 0)) >= LIMIT
 
     def failed(self) -> None:
-        if cache.add(self.key, 1, WINDOW_SECONDS):
-            return
-        try:
-            cache.incr(self.key)
-        except ValueError:  # expired between add and incr
-            cache.set(self.key, 1, WINDOW_SECONDS)
+        with _counting():
+            if cache.add(self.key, 1, WINDOW_SECONDS):
+                return
+            try:
+                cache.incr(self.key)
+            except ValueError:  # expired between add and incr
+                cache.set(self.key, 1, WINDOW_SECONDS)
 
     def clear(self) -> None:
-        cache.delete(self.key)
+        # Called once the attempt succeeded: refusing it now would protect nothing, and a
+        # count left behind expires with its window.
+        try:
+            cache.delete(self.key)
+        except UNREACHABLE as exc:
+            logger.warning(
+                "Could not clear the %s count: %s: %s", self.kind, type(exc).__name__, exc
+            )
 
 
 def _address(request: HttpRequest) -> str:
@@ -73,7 +104,8 @@ def _round_key(name: str) -> str:
 def sign_in(request: HttpRequest, username: str) -> Attempts:
     name = _signed_in_name(username)
     # The round changes when someone sets the user a new password (see ``sign_in_forgive``).
-    counted_round = cache.get(_round_key(name), "")
+    with _counting():
+        counted_round = cache.get(_round_key(name), "")
     return Attempts("sign-in", f"{_address(request)}|{name}|{counted_round}")
 
 
@@ -84,9 +116,16 @@ def sign_in_forgive(username: str) -> None:
     they forgot must not keep them out of the new one. The failures are counted per address,
     which is not known here, so the counts are left to expire and a new round begins; it
     lasts as long as they could (a round that expires falls back to the first one, whose
-    counts are gone by then).
+    counts are gone by then). With the cache unreachable there is nothing to forgive until it
+    is back, and the old counts expire on their own within the window: the new password is
+    set all the same.
     """
-    cache.set(_round_key(_signed_in_name(username)), secrets.token_hex(8), WINDOW_SECONDS)
+    try:
+        cache.set(_round_key(_signed_in_name(username)), secrets.token_hex(8), WINDOW_SECONDS)
+    except UNREACHABLE as exc:
+        logger.warning(
+            "Could not start a new sign-in count for %s: %s: %s", username, type(exc).__name__, exc
+        )
 
 
 def join_code(request: HttpRequest) -> Attempts:

@@ -14,6 +14,7 @@ from django.core.validators import MaxValueValidator
 from accounts.errors import DomainError
 from accounts.models import User
 from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES
+from config.cache import note_cache_unreachable
 from positions.models import Instrument, Order, Side
 from web import attempts
 
@@ -77,16 +78,23 @@ class LimitedSignIn:
     def clean(self) -> dict[str, Any]:
         if self.request is None:
             return super().clean()  # type: ignore[misc,no-any-return]
-        tries = attempts.sign_in(self.request, str(self.data.get("username", "")))
-        if tries.blocked():
-            raise forms.ValidationError(attempts.TOO_MANY, code="too_many_attempts")
-        checked = bool(self.data.get("username")) and bool(self.data.get("password"))
         try:
-            cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
-        except forms.ValidationError:
-            if checked:
-                tries.failed()
-            raise
+            tries = attempts.sign_in(self.request, str(self.data.get("username", "")))
+            if tries.blocked():
+                raise forms.ValidationError(attempts.TOO_MANY, code="too_many_attempts")
+            checked = bool(self.data.get("username")) and bool(self.data.get("password"))
+            try:
+                cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+            except forms.ValidationError:
+                if checked:
+                    tries.failed()
+                raise
+        except attempts.Unavailable as exc:
+            # Refused without saying whether the password was right: no guess goes uncounted.
+            note_cache_unreachable(self.request, exc)
+            raise forms.ValidationError(
+                attempts.SIGN_IN_UNAVAILABLE, code="sign_in_unavailable"
+            ) from None
         if self.user_cache is not None:
             tries.clear()
         return cleaned

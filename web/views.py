@@ -25,6 +25,7 @@ from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
 from accounts.spreadsheet import cell
+from config.cache import note_cache_unreachable
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall
 from positions import services
@@ -65,27 +66,34 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("classrooms")
     form = SignUpForm(request.POST or None)
     tries = attempts.join_code(request)
-    if request.method == "POST" and not form.is_valid():
-        # Say what is wrong with the code too, not only once the password is fixed.
-        code = form.cleaned_data.get("join_code")
-        if code and not tries.blocked() and classroom_for_join_code(code) is None:
-            tries.failed()
-            form.add_error("join_code", NO_SUCH_JOIN_CODE)
-    elif request.method == "POST":
-        try:
-            if tries.blocked():
-                raise DomainError(attempts.TOO_MANY, field="join_code")
-            with transaction.atomic():
-                user = form.save()
-                account = classroom_join(user_id=user.pk, join_code=form.cleaned_data["join_code"])
-        except DomainError as exc:
-            if exc.code == "invalid_join_code":
+    try:
+        if request.method == "POST" and not form.is_valid():
+            # Say what is wrong with the code too, not only once the password is fixed.
+            code = form.cleaned_data.get("join_code")
+            if code and not tries.blocked() and classroom_for_join_code(code) is None:
                 tries.failed()
-            add_domain_error(form, exc)
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, f"Welcome to {account.classroom.name}.")
-            return redirect("dashboard", account_id=account.pk)
+                form.add_error("join_code", NO_SUCH_JOIN_CODE)
+        elif request.method == "POST":
+            try:
+                if tries.blocked():
+                    raise DomainError(attempts.TOO_MANY, field="join_code")
+                with transaction.atomic():
+                    user = form.save()
+                    account = classroom_join(
+                        user_id=user.pk, join_code=form.cleaned_data["join_code"]
+                    )
+            except DomainError as exc:
+                if exc.code == "invalid_join_code":
+                    tries.failed()
+                add_domain_error(form, exc)
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                messages.success(request, f"Welcome to {account.classroom.name}.")
+                return redirect("dashboard", account_id=account.pk)
+    except attempts.Unavailable as exc:
+        # Nothing was saved: the code is checked, and the user created, only once counted.
+        note_cache_unreachable(request, exc)
+        form.add_error("join_code", attempts.JOIN_UNAVAILABLE)
     return render(
         request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
     )
@@ -95,20 +103,25 @@ def signup(request: HttpRequest) -> HttpResponse:
 def classrooms(request: HttpRequest) -> HttpResponse:
     form = JoinForm(request.POST or None)
     tries = attempts.join_code(request)
-    if request.method == "POST" and form.is_valid():
-        try:
-            if tries.blocked():
-                raise DomainError(attempts.TOO_MANY, field="join_code")
-            account = classroom_join(
-                user_id=int(request.user.pk or 0), join_code=form.cleaned_data["join_code"]
-            )
-        except DomainError as exc:
-            if exc.code == "invalid_join_code":
-                tries.failed()
-            add_domain_error(form, exc)
-        else:
-            messages.success(request, f"You joined {account.classroom.name}.")
-            return redirect("dashboard", account_id=account.pk)
+    try:
+        if request.method == "POST" and form.is_valid():
+            try:
+                if tries.blocked():
+                    raise DomainError(attempts.TOO_MANY, field="join_code")
+                account = classroom_join(
+                    user_id=int(request.user.pk or 0), join_code=form.cleaned_data["join_code"]
+                )
+            except DomainError as exc:
+                if exc.code == "invalid_join_code":
+                    tries.failed()
+                add_domain_error(form, exc)
+            else:
+                messages.success(request, f"You joined {account.classroom.name}.")
+                return redirect("dashboard", account_id=account.pk)
+    except attempts.Unavailable as exc:
+        # A code is tried only once counted; the page itself does not need the cache.
+        note_cache_unreachable(request, exc)
+        form.add_error("join_code", attempts.JOIN_UNAVAILABLE)
     accounts = accounts_for_user(request.user)  # type: ignore[arg-type]
     taught = (
         list(Classroom.objects.filter(instructor_id=request.user.pk).order_by("name"))

@@ -250,3 +250,18 @@ def test_a_student_locked_out_by_failed_sign_ins_signs_in_with_the_new_password_
     for guess in guesses:
         assert not signs_in("alpha-student-2", guess)
     assert not signs_in("alpha-student-2", NEW)
+
+
+def test_a_new_password_set_while_redis_is_down_is_set_and_works_once_redis_is_back(
+    own_redis, world, alpha_client
+):
+    student = User.objects.get(username="alpha-student-2")
+    own_redis.kill()
+    _, done = set_password(alpha_client, student)
+    assert done.status_code == 200
+    assert "New password set for alpha-student-2" in done.content.decode()
+    student.refresh_from_db()
+    assert student.check_password(NEW)
+    assert not signs_in("alpha-student-2", NEW)  # sign-in itself waits for the counts
+    own_redis.restart()
+    assert signs_in("alpha-student-2", NEW)

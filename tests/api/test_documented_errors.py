@@ -25,6 +25,7 @@ def api_codes() -> dict[str, int]:
     for exception, code in exceptions.DRF_CODES:
         codes.setdefault(code, exception.status_code)
     codes[exceptions.PayloadTooLarge.default_code] = exceptions.PayloadTooLarge.status_code
+    codes[exceptions.ServiceUnavailable.default_code] = exceptions.ServiceUnavailable.status_code
     return {code: status for code, status in codes.items() if code not in SITE_ONLY}
 
 

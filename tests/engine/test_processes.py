@@ -16,9 +16,7 @@ import contextlib
 import itertools
 import os
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +24,6 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-import redis
 from django.db.models import Count
 from django.utils import timezone
 
@@ -41,7 +38,9 @@ from tests.processes import (
     RunningProcess,
     database_url,
     flush_broker,
+    free_port,
     start_beat,
+    start_redis,
     start_worker,
     wait_until,
 )
@@ -287,31 +286,6 @@ def test_two_beats_at_once_move_the_price_once_per_slot():
     assert steps == PriceTick.objects.filter(instrument=market.instrument).count()
     assert steps < fan_outs * 0.8
     assert_liquidated_exactly_once(market)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    workdir = tempfile.mkdtemp(prefix="redis-")
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_until(lambda: _ping(redis.Redis(port=port)), timeout=10, message="the throwaway Redis")
-    return process
-
-
-def _ping(client) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
 
 
 def test_redis_killed_and_restarted():
