@@ -77,6 +77,16 @@ def audit(page: Page, name: str, *, exclude: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
+def refused(
+    page: Page, url: str, path: str, button: str = "main form button[type=submit]"
+) -> list[str]:
+    """The violations of the page's form once it has refused an empty submit, errors shown."""
+    page.goto(f"{url}{path}")
+    page.click(button)
+    page.wait_for_selector(".field-error:not(:empty), .form-errors")
+    return audit(page, f"{path} refused")
+
+
 def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
     classroom = make_classroom(name="Audit class", max_leverage=100)
     btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
@@ -123,6 +133,7 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
         for path in ("/", "/login/", "/signup/"):
             page.goto(f"{url}{path}")
             violations += audit(page, path)
+        violations += refused(page, url, "/signup/")
         # A refused sign-in shows its error above the form.
         page.goto(f"{url}/login/")
         page.fill("#id_username", "ada")
@@ -143,10 +154,14 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
             f"/positions/{doomed.pk}/",
             f"/positions/{near.pk}/",
             "/password/",
+            "/password/done/",
         ]
         for path in pages:
             page.goto(f"{url}{path}")
             violations += audit(page, path)
+        for path in ("/classrooms/", "/password/"):
+            violations += refused(page, url, path)
+        violations += refused(page, url, f"/positions/{near.pk}/", "button:has-text('Apply')")
 
         # The ticket refuses an order larger than the balance: its errors are on the page.
         page.goto(f"{dashboard}trade/")
