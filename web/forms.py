@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -58,9 +59,28 @@ def quantity_field(**kwargs: object) -> forms.DecimalField:
 
 
 def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
-    """Show a service's refusal next to the field it names, or above the form."""
-    field = error.field if error.field in form.fields else None
+    """Show a service's refusal next to the field it names, or above the form (also when
+    the field is hidden, as no error is shown next to it)."""
+    named = form.fields.get(error.field or "")
+    field = error.field if named is not None and not named.widget.is_hidden else None
     form.add_error(field, error.message)
+
+
+def one_time_order_id() -> str:
+    """A fresh client_order_id for a form that places an order: a second submit of the same
+    rendered form finds the first one's order instead of trading again."""
+    return f"web-{uuid.uuid4().hex}"
+
+
+def one_time_order_id_field() -> forms.CharField:
+    # A callable initial: every form rendered unbound gets its own; a bound form keeps the
+    # one it was sent with (nothing was written when it comes back with errors).
+    return forms.CharField(
+        widget=forms.HiddenInput,
+        required=False,
+        max_length=Order._meta.get_field("client_order_id").max_length,
+        initial=one_time_order_id,
+    )
 
 
 class LimitedSignIn:
@@ -143,6 +163,7 @@ class TradeForm(forms.Form):
     stop_loss = price_field(
         "Stop-loss", help_text="Optional: cuts the loss before liquidation, closing at this mark."
     )
+    client_order_id = one_time_order_id_field()
 
     def __init__(
         self, *args: object, instruments, max_leverage: int = 125, **kwargs: object
@@ -199,6 +220,7 @@ class MarginForm(forms.Form):
 
 class CloseForm(forms.Form):
     quantity = quantity_field(required=False, help_text="Leave empty to close everything.")
+    client_order_id = one_time_order_id_field()
 
 
 class TpSlForm(forms.Form):
