@@ -133,9 +133,6 @@ def clean_leverage(value: object) -> int:
     return leverage
 
 
-# --- prices and quotes ----------------------------------------------------------------
-
-
 CLIENT_ORDER_ID_LENGTH = Order._meta.get_field("client_order_id").max_length or 64
 
 
@@ -148,6 +145,9 @@ def clean_client_order_id(value: object) -> str:
             field="client_order_id",
         )
     return client_order_id
+
+
+# --- prices and quotes ----------------------------------------------------------------
 
 
 def fill_price(*, instrument: Instrument, buying: bool, mark: Decimal) -> Decimal:

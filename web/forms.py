@@ -74,13 +74,9 @@ def one_time_order_id() -> str:
 
 def one_time_order_id_field() -> forms.CharField:
     # A callable initial: every form rendered unbound gets its own; a bound form keeps the
-    # one it was sent with (nothing was written when it comes back with errors).
-    return forms.CharField(
-        widget=forms.HiddenInput,
-        required=False,
-        max_length=Order._meta.get_field("client_order_id").max_length,
-        initial=one_time_order_id,
-    )
+    # one it was sent with (nothing was written when it comes back with errors). The service
+    # checks its length: its refusal is shown above the form, where a hidden field's is not.
+    return forms.CharField(widget=forms.HiddenInput, required=False, initial=one_time_order_id)
 
 
 class LimitedSignIn:

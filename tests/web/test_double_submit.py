@@ -157,3 +157,28 @@ def test_a_close_form_sent_again_with_another_quantity_closes_nothing_more(alice
     ]
     position.refresh_from_db()
     assert position.quantity == Decimal("0.3")
+
+
+def test_a_tampered_one_time_id_is_refused_above_the_form(alice_client, account, btc, position):
+    before = money_snapshot()
+    too_long = "x" * 65
+    ticket_sent = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.1",
+            "leverage": "20",
+            "client_order_id": too_long,
+        },
+    )
+    close_sent = alice_client.post(
+        reverse("position-close", args=[position.pk]),
+        {"close-quantity": "0.1", "close-client_order_id": too_long},
+    )
+    for response in (ticket_sent, close_sent):
+        assert response.status_code == 400
+        errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
+        assert "client_order_id is at most 64 characters." in errors
+    assert money_snapshot() == before
