@@ -57,9 +57,12 @@ class Ringfence:
                 print(f"  no answer ({exc.__class__.__name__}); retrying", flush=True)
                 time.sleep(min(2**attempt, 10))
                 continue
-            if response.status_code == 429:
+            if response.status_code in (429, 503):
+                # Throttled, or briefly unavailable (Ringfence cannot count requests while
+                # its cache is down): nothing was done, and Retry-After says when to ask again.
                 wait = float(response.headers.get("Retry-After", "1"))
-                print(f"  throttled: waiting {wait:g}s as Retry-After asks", flush=True)
+                why = "throttled" if response.status_code == 429 else "unavailable"
+                print(f"  {why}: waiting {wait:g}s as Retry-After asks", flush=True)
                 time.sleep(min(max(wait, 0.1), 60))
                 continue
             if response.status_code >= 500:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from io import StringIO
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -193,6 +194,30 @@ def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(
     assert order["id"] == lost[0]["id"]
     assert Order.objects.filter(account=account, client_order_id="bot-timeout").count() == 1
     assert Position.objects.filter(account=account, status=Position.Status.OPEN).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_waits_as_long_as_a_503_asks_and_then_gets_its_answer(
+    live_server, own_redis, monkeypatch
+):
+    seed_demo()
+    bot = load_bot()
+    client = bot.Ringfence(live_server.url, create_key("alice"))
+    waits: list[float] = []
+
+    def wait_while_redis_comes_back(seconds: float) -> None:
+        waits.append(seconds)
+        own_redis.restart()
+
+    # The bot's own clock only: the live server shares this process.
+    monkeypatch.setattr(bot, "time", SimpleNamespace(sleep=wait_while_redis_comes_back))
+    own_redis.kill()
+    try:
+        me = client.call("GET", "/me")
+    finally:
+        client.session.close()
+    assert me["username"] == "alice"
+    assert waits == [30.0]  # the 503's Retry-After, not the bot's own back-off (1 s)
 
 
 @pytest.mark.django_db(transaction=True)
