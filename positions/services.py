@@ -44,7 +44,7 @@ from accounts.money import (
     towards_entry,
 )
 from accounts.services import clean_amount, lock_accounts
-from positions import margin
+from positions import margin, selectors
 from positions.models import (
     Collateral,
     Fill,
@@ -803,18 +803,10 @@ def refuse_if_liquidating(position: Position, collateral: Decimal, mark: Decimal
     """Refuse to close or rescue a position the mark has already put past its liquidation
     point: it belongs to the engine's liquidation (by the same test the engine applies), as
     on an exchange, however soon its sweep runs."""
-    lp = position.liquidation_price
-    if lp is None or margin.side_sign(position.side) * (mark - lp) > 0:
-        return  # the engine's screen: the mark has not reached the stored price
-    if not margin.is_liquidatable(
-        side=position.side,
-        entry_price=position.entry_price,
-        quantity=position.quantity,
-        collateral=collateral,
-        mark_price=mark,
-        tiers=position.instrument.margin_tiers(),
-    ):
+    if not selectors.past_liquidation(position, collateral=collateral, mark=mark):
         return
+    lp = position.liquidation_price
+    assert lp is not None  # past_liquidation needs one
     tick = position.instrument.tick_size
     shown = price_text(_shown_risk_price(lp, position.side, tick), tick)
     raise errors.PositionLiquidating(
