@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -559,13 +560,22 @@ def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
         fill = Fill.objects.get(order_id=closed.close_order.pk)  # type: ignore[attr-defined]
         instrument, currency = closed.instrument, position.account.classroom.currency
         result = shown.pnl(fill.realized_pnl, currency)
-        if closed.is_open:
+        # A second submit may come after later closes or a liquidation: what this close left
+        # open is what is open now plus what every later fill took.
+        later = (
+            Fill.objects.filter(position_id=position.pk, pk__gt=fill.pk)
+            .exclude(kind=Fill.Kind.OPEN)
+            .aggregate(total=Sum("quantity"))["total"]
+        )
+        left = closed.quantity + (later or ZERO)
+        if left:
             # A partial close closes exactly what was asked, or nothing.
+            still = "stays" if later is None else "was left"
             return (
                 f"Closed {shown.qty(fill.quantity, instrument)} of "
-                f"{shown.qty(fill.quantity + closed.quantity, instrument)} {instrument.symbol} "
-                f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
-                f"stays open in position #{position.pk}."
+                f"{shown.qty(fill.quantity + left, instrument)} {instrument.symbol} "
+                f"(realised PnL {result}); {shown.qty(left, instrument)} "
+                f"{still} open in position #{position.pk}."
             )
         if closed.realized_pnl == fill.realized_pnl:
             return (

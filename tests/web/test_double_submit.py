@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from positions.models import Fill, Order, Position
+from liquidation.settlement import breached_position_ids, liquidate_batch
+from positions.models import Fill, Instrument, Order, Position
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +183,39 @@ def test_a_tampered_one_time_id_is_refused_above_the_form(alice_client, account,
         errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
         assert "client_order_id is at most 64 characters." in errors
     assert money_snapshot() == before
+
+
+def test_a_partial_close_sent_again_after_another_close_says_what_it_did(alice_client, position):
+    url = reverse("position-close", args=[position.pk])
+    first = {"close-quantity": "0.2", "close-client_order_id": close_form(alice_client, position)}
+    words = shown_messages(alice_client.post(url, first, follow=True))
+    assert words[0].startswith("Closed 0.200 of 0.500 BTCUSDT") and words[0].endswith(
+        f"0.300 stays open in position #{position.pk}."
+    )
+    other = {"close-quantity": "0.1", "close-client_order_id": close_form(alice_client, position)}
+    alice_client.post(url, other, follow=True)
+    before = money_snapshot()
+    again = shown_messages(alice_client.post(url, first, follow=True))
+    assert money_snapshot() == before
+    # What the first submit did, not sums of the position as it is now.
+    assert len(again) == 1 and again[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
+    assert again[0].endswith(f"0.300 was left open in position #{position.pk}.")
+
+
+def test_a_partial_close_sent_again_after_a_liquidation_does_not_say_it_closed(
+    alice_client, position, btc
+):
+    url = reverse("position-close", args=[position.pk])
+    first = {"close-quantity": "0.2", "close-client_order_id": close_form(alice_client, position)}
+    alice_client.post(url, first, follow=True)
+    position.refresh_from_db()
+    mark = position.liquidation_price - 1
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=mark)
+    btc.refresh_from_db()
+    liquidate_batch(instrument=btc, mark=mark, rows=breached_position_ids(btc.pk, mark))
+    position.refresh_from_db()
+    assert position.status == Position.Status.LIQUIDATED
+    again = shown_messages(alice_client.post(url, first, follow=True))
+    assert len(again) == 1 and again[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
+    assert again[0].endswith(f"0.300 was left open in position #{position.pk}.")
+    assert_ledger_invariants()
