@@ -234,6 +234,23 @@ def _check_price_grid(data: dict[str, Any]) -> None:
         services.clean_price(data.get(name), instrument=data["instrument"], field=name)
 
 
+def _same_ticket(order: Order, data: dict[str, Any], quantity: Decimal) -> bool:
+    """Whether a ticket sent again asks for the order its one-time id placed the first time.
+    A quantity given as a notional is left out: it follows the mark between two submits."""
+    limit = data.get("price") if data["type"] == Order.Type.LIMIT else None
+    stop = data.get("stop_price") if data["type"] == Order.Type.STOP else None
+    return (
+        not order.reduce_only
+        and order.instrument_id == data["instrument"].pk
+        and (order.side, order.type, order.leverage)
+        == (data["side"], data["type"], data["leverage"])
+        and (not data.get("quantity") or order.quantity == quantity)
+        and (order.price, order.stop_price) == (limit, stop)
+        and (order.take_profit, order.stop_loss) == (data.get("take_profit"), data.get("stop_loss"))
+        and order.extra_collateral == (data.get("extra_collateral") or ZERO)
+    )
+
+
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
@@ -265,10 +282,21 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:
-                if order.position_id and order.status == Order.Status.FILLED:
+                opened = order.position_id and order.status == Order.Status.FILLED
+                if getattr(order, "repeated", False) and not _same_ticket(order, data, quantity):
+                    # The ticket was changed while its first submit was on its way: that one
+                    # stands, and this one would need a ticket of its own.
+                    messages.error(
+                        request,
+                        "This ticket was already sent with other values, and that first order "
+                        "was carried out; nothing more was done. Check it before trying again.",
+                    )
+                elif opened:
                     messages.success(request, f"Opened position #{order.position_id}.")
+                else:
+                    messages.success(request, f"Order #{order.pk} is resting until it triggers.")
+                if opened:
                     return redirect("position", position_id=order.position_id)
-                messages.success(request, f"Order #{order.pk} is resting until it triggers.")
                 return redirect("dashboard", account_id=account.pk)
     # Each instrument's cap for the slider: classroom, instrument and first-tier limits.
     caps = {

@@ -219,3 +219,54 @@ def test_a_partial_close_sent_again_after_a_liquidation_does_not_say_it_closed(
     assert len(again) == 1 and again[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
     assert again[0].endswith(f"0.300 was left open in position #{position.pk}.")
     assert_ledger_invariants()
+
+
+def test_a_ticket_sent_again_with_other_values_places_nothing_and_says_so(
+    alice_client, account, btc
+):
+    """The student changed the ticket while its first submit was on its way (a stopped page,
+    a slow answer): the first order stands, and the page does not claim the changed one."""
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": "market",
+        "quantity": "0.5",
+        "leverage": "20",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    alice_client.post(url, sent, follow=True)
+    position = Position.objects.get(account=account)
+    before = money_snapshot()
+    changed = alice_client.post(url, {**sent, "quantity": "0.2"}, follow=True)
+    assert money_snapshot() == before
+    assert Order.objects.filter(account=account).count() == 1
+    assert changed.redirect_chain == [(reverse("position", args=[position.pk]), 302)]
+    assert shown_messages(changed) == [
+        "This ticket was already sent with other values, and that first order was carried "
+        "out; nothing more was done. Check it before trying again."
+    ]
+
+
+@pytest.mark.parametrize("type", ["market", "limit"])
+def test_a_full_ticket_sent_twice_is_still_the_same_order(alice_client, account, btc, type):
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": type,
+        **({"price": "59000"} if type == "limit" else {}),
+        "notional": "6000",
+        "leverage": "20",
+        "extra_collateral": "50",
+        "take_profit": "66000",
+        "stop_loss": "58500",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    first, second = (alice_client.post(url, sent, follow=True) for _ in range(2))
+    order = Order.objects.get(account=account)
+    assert shown_messages(second) == shown_messages(first)
+    assert shown_messages(first)[0] in (
+        f"Opened position #{order.position_id}.",
+        f"Order #{order.pk} is resting until it triggers.",
+    )
