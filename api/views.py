@@ -696,8 +696,9 @@ class PositionCloseView(PositionWriteView):
             **WRITE_ERRORS,
             409: OpenApiResponse(
                 s.ErrorSerializer,
-                description="The position is no longer open, or client_order_id_reused: the "
-                "client_order_id belongs to another order or to a close of another quantity "
+                description="The position is no longer open (position_not_open), the mark has "
+                "reached its liquidation price (position_liquidating), or client_order_id_reused: "
+                "the client_order_id belongs to another order or to a close of another quantity "
                 "(its id is in the message).",
             ),
         },

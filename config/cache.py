@@ -16,10 +16,13 @@ from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger(__name__)
 
-# What the cache raises when its server is down, restarting or not answering in time.
+# What the cache raises when its server is down, restarting or not answering in time, or
+# refuses to write: full without eviction, or a replica left read-only after a failover.
 UNREACHABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
 )
 # Seconds a client is asked to wait before trying again; a restarted Redis is back sooner.
 RETRY_AFTER_SECONDS = 30

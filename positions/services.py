@@ -1405,7 +1405,8 @@ def order_cancel(*, order_id: int) -> Order:
 
 
 def order_execute(*, order_id: int) -> Order:
-    """Fill a triggered resting order at market; a rule that now refuses it rejects the order."""
+    """Fill a triggered resting order at market; a rule that now refuses it rejects the order.
+    A reduce-only order of a position past its liquidation price keeps resting."""
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
@@ -1445,6 +1446,10 @@ def order_execute(*, order_id: int) -> Order:
                     stop_loss=order.stop_loss,
                     order=order,
                 )
+    except errors.PositionLiquidating:
+        # Not a rule refusing the order but the engine's turn: its liquidation cancels the
+        # order, and should it not come (the mark turned back), the order still protects.
+        pass
     except errors.DomainError as exc:
         Order.objects.filter(pk=order_id, status=Order.Status.RESTING).update(
             status=Order.Status.REJECTED, reject_reason=exc.message[:255], updated_at=timezone.now()

@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -233,6 +234,23 @@ def _check_price_grid(data: dict[str, Any]) -> None:
         services.clean_price(data.get(name), instrument=data["instrument"], field=name)
 
 
+def _same_ticket(order: Order, data: dict[str, Any], quantity: Decimal) -> bool:
+    """Whether a ticket sent again asks for the order its one-time id placed the first time.
+    A quantity given as a notional is left out: it follows the mark between two submits."""
+    limit = data.get("price") if data["type"] == Order.Type.LIMIT else None
+    stop = data.get("stop_price") if data["type"] == Order.Type.STOP else None
+    return (
+        not order.reduce_only
+        and order.instrument_id == data["instrument"].pk
+        and (order.side, order.type, order.leverage)
+        == (data["side"], data["type"], data["leverage"])
+        and (not data.get("quantity") or order.quantity == quantity)
+        and (order.price, order.stop_price) == (limit, stop)
+        and (order.take_profit, order.stop_loss) == (data.get("take_profit"), data.get("stop_loss"))
+        and order.extra_collateral == (data.get("extra_collateral") or ZERO)
+    )
+
+
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
@@ -264,10 +282,21 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:
-                if order.position_id and order.status == Order.Status.FILLED:
+                opened = order.position_id and order.status == Order.Status.FILLED
+                if getattr(order, "repeated", False) and not _same_ticket(order, data, quantity):
+                    # The ticket was changed while its first submit was on its way: that one
+                    # stands, and this one would need a ticket of its own.
+                    messages.error(
+                        request,
+                        "This ticket was already sent with other values, and that first order "
+                        "was carried out; nothing more was done. Check it before trying again.",
+                    )
+                elif opened:
                     messages.success(request, f"Opened position #{order.position_id}.")
+                else:
+                    messages.success(request, f"Order #{order.pk} is resting until it triggers.")
+                if opened:
                     return redirect("position", position_id=order.position_id)
-                messages.success(request, f"Order #{order.pk} is resting until it triggers.")
                 return redirect("dashboard", account_id=account.pk)
     # Each instrument's cap for the slider: classroom, instrument and first-tier limits.
     caps = {
@@ -559,13 +588,22 @@ def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
         fill = Fill.objects.get(order_id=closed.close_order.pk)  # type: ignore[attr-defined]
         instrument, currency = closed.instrument, position.account.classroom.currency
         result = shown.pnl(fill.realized_pnl, currency)
-        if closed.is_open:
+        # A second submit may come after later closes or a liquidation: what this close left
+        # open is what is open now plus what every later fill took.
+        later = (
+            Fill.objects.filter(position_id=position.pk, pk__gt=fill.pk)
+            .exclude(kind=Fill.Kind.OPEN)
+            .aggregate(total=Sum("quantity"))["total"]
+        )
+        left = closed.quantity + (later or ZERO)
+        if left:
             # A partial close closes exactly what was asked, or nothing.
+            still = "stays" if later is None else "was left"
             return (
                 f"Closed {shown.qty(fill.quantity, instrument)} of "
-                f"{shown.qty(fill.quantity + closed.quantity, instrument)} {instrument.symbol} "
-                f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
-                f"stays open in position #{position.pk}."
+                f"{shown.qty(fill.quantity + left, instrument)} {instrument.symbol} "
+                f"(realised PnL {result}); {shown.qty(left, instrument)} "
+                f"{still} open in position #{position.pk}."
             )
         if closed.realized_pnl == fill.realized_pnl:
             return (

@@ -8,6 +8,7 @@ import logging
 import time
 
 import pytest
+import redis
 
 from positions.models import Order
 from tests.api.conftest import client_for, new_key, order_body
@@ -93,3 +94,18 @@ def test_the_schema_declares_503_wherever_the_throttle_answers(client):
                 assert "503" in responses, f"{method} {path}"
                 assert "Retry-After" in responses["503"]["headers"]
                 assert responses["503"]["content"] == responses["429"]["content"]
+
+
+def test_a_full_redis_that_refuses_writes_is_a_503_too(own_redis, account):
+    """A Redis at its memory limit without eviction (or a replica left read-only after a
+    failover) answers every count with an error: the request is refused as in an outage."""
+    api = client_for(new_key(account))
+    assert api.get("/api/v1/me").status_code == 200
+    server = redis.Redis.from_url(own_redis.url)
+    server.config_set("maxmemory-policy", "noeviction")
+    server.config_set("maxmemory", "1")
+    try:
+        assert_service_unavailable(api.get("/api/v1/me"))
+    finally:
+        server.config_set("maxmemory", "0")
+    assert api.get("/api/v1/me").status_code == 200

@@ -1322,6 +1322,32 @@ def test_order_execute_fills_a_resting_reduce_only_order(account, btc):
     assert_ledger_invariants()
 
 
+def test_a_triggered_reduce_only_stop_past_the_liquidation_price_keeps_resting(account, btc):
+    """The engine liquidates before it triggers orders, but skips a position whose account is
+    busy: its stop must not be rejected for good, or a mark that comes back leaves the
+    position without it. The liquidation that follows cancels it."""
+    position = open_position(account, btc)  # LP 57,228.92
+    stop = place(
+        account,
+        btc,
+        side="short",
+        type="stop",
+        stop_price="58000",
+        quantity="0.5",
+        reduce_only=True,
+        position_id=position.pk,
+    )
+    set_mark(btc, "57200")  # past the stop and the liquidation price in one tick
+    before = money_snapshot()
+    assert order_execute(order_id=stop.pk).status == "resting"
+    assert money_snapshot() == before
+    set_mark(btc, "57900")  # back above the liquidation price, still past the stop
+    assert order_execute(order_id=stop.pk).status == "filled"
+    position.refresh_from_db()
+    assert position.status == "closed"
+    assert_ledger_invariants()
+
+
 def test_the_whole_open_quantity_still_closes_after_the_lot_size_grew(account, btc):
     stopped = open_position(account, btc, quantity="0.005")
     stop = stop_loss_order(account, btc, stopped, "59000", quantity="0.005")

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from positions.models import Fill, Order, Position
+from liquidation.settlement import breached_position_ids, liquidate_batch
+from positions.models import Fill, Instrument, Order, Position
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +183,90 @@ def test_a_tampered_one_time_id_is_refused_above_the_form(alice_client, account,
         errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
         assert "client_order_id is at most 64 characters." in errors
     assert money_snapshot() == before
+
+
+def test_a_partial_close_sent_again_after_another_close_says_what_it_did(alice_client, position):
+    url = reverse("position-close", args=[position.pk])
+    first = {"close-quantity": "0.2", "close-client_order_id": close_form(alice_client, position)}
+    words = shown_messages(alice_client.post(url, first, follow=True))
+    assert words[0].startswith("Closed 0.200 of 0.500 BTCUSDT") and words[0].endswith(
+        f"0.300 stays open in position #{position.pk}."
+    )
+    other = {"close-quantity": "0.1", "close-client_order_id": close_form(alice_client, position)}
+    alice_client.post(url, other, follow=True)
+    before = money_snapshot()
+    again = shown_messages(alice_client.post(url, first, follow=True))
+    assert money_snapshot() == before
+    # What the first submit did, not sums of the position as it is now.
+    assert len(again) == 1 and again[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
+    assert again[0].endswith(f"0.300 was left open in position #{position.pk}.")
+
+
+def test_a_partial_close_sent_again_after_a_liquidation_does_not_say_it_closed(
+    alice_client, position, btc
+):
+    url = reverse("position-close", args=[position.pk])
+    first = {"close-quantity": "0.2", "close-client_order_id": close_form(alice_client, position)}
+    alice_client.post(url, first, follow=True)
+    position.refresh_from_db()
+    mark = position.liquidation_price - 1
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=mark)
+    btc.refresh_from_db()
+    liquidate_batch(instrument=btc, mark=mark, rows=breached_position_ids(btc.pk, mark))
+    position.refresh_from_db()
+    assert position.status == Position.Status.LIQUIDATED
+    again = shown_messages(alice_client.post(url, first, follow=True))
+    assert len(again) == 1 and again[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
+    assert again[0].endswith(f"0.300 was left open in position #{position.pk}.")
+    assert_ledger_invariants()
+
+
+def test_a_ticket_sent_again_with_other_values_places_nothing_and_says_so(
+    alice_client, account, btc
+):
+    """The student changed the ticket while its first submit was on its way (a stopped page,
+    a slow answer): the first order stands, and the page does not claim the changed one."""
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": "market",
+        "quantity": "0.5",
+        "leverage": "20",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    alice_client.post(url, sent, follow=True)
+    position = Position.objects.get(account=account)
+    before = money_snapshot()
+    changed = alice_client.post(url, {**sent, "quantity": "0.2"}, follow=True)
+    assert money_snapshot() == before
+    assert Order.objects.filter(account=account).count() == 1
+    assert changed.redirect_chain == [(reverse("position", args=[position.pk]), 302)]
+    assert shown_messages(changed) == [
+        "This ticket was already sent with other values, and that first order was carried "
+        "out; nothing more was done. Check it before trying again."
+    ]
+
+
+@pytest.mark.parametrize("type", ["market", "limit"])
+def test_a_full_ticket_sent_twice_is_still_the_same_order(alice_client, account, btc, type):
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": type,
+        **({"price": "59000"} if type == "limit" else {}),
+        "notional": "6000",
+        "leverage": "20",
+        "extra_collateral": "50",
+        "take_profit": "66000",
+        "stop_loss": "58500",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    first, second = (alice_client.post(url, sent, follow=True) for _ in range(2))
+    order = Order.objects.get(account=account)
+    assert shown_messages(second) == shown_messages(first)
+    assert shown_messages(first)[0] in (
+        f"Opened position #{order.position_id}.",
+        f"Order #{order.pk} is resting until it triggers.",
+    )

@@ -9,6 +9,7 @@ import logging
 import time
 
 import pytest
+import redis
 from django.contrib.auth import SESSION_KEY
 from django.test import Client
 from django.urls import reverse
@@ -142,3 +143,19 @@ def test_a_signed_in_student_keeps_trading_while_redis_and_the_broker_are_down(
     # No request waits on the broker: ticks and liquidations are the engine's (beat) work.
     assert time.monotonic() - started < 5
     assert_ledger_invariants(btc.classroom_id)
+
+
+def test_a_full_redis_that_refuses_writes_refuses_a_wrong_password_without_a_500(
+    own_redis, account, client
+):
+    server = redis.Redis.from_url(own_redis.url)
+    server.config_set("maxmemory-policy", "noeviction")
+    server.config_set("maxmemory", "1")
+    try:
+        wrong = client.post(reverse("login"), {"username": "alice", "password": "guess-1"})
+        assert_unavailable(wrong, attempts.SIGN_IN_UNAVAILABLE)
+        # Reading the counts still works and deleting is allowed: the right password signs in.
+        right = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+        assert right.status_code == 302
+    finally:
+        server.config_set("maxmemory", "0")
