@@ -149,16 +149,30 @@ def return_pct(*, equity: Decimal, funded: Decimal) -> Decimal | None:
 def account_equities(accounts: Sequence[TradingAccount]) -> dict[int, Decimal]:
     """Each account's equity at the current marks, by id, in a constant number of queries.
 
-    Equity is the free balance plus every open position's margin balance floored at zero:
-    under isolated margin a position can never take more than its collateral.
+    Equity is the free balance plus what resting orders hold plus every open position's
+    margin balance floored at zero: under isolated margin a position can never take more
+    than its collateral.
     """
-    value: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    positions = Position.objects.filter(
-        account_id__in=[a.pk for a in accounts], status=Position.Status.OPEN
-    )
+    ids = [a.pk for a in accounts]
+    value: dict[int, Decimal] = defaultdict(lambda: ZERO, order_margins(ids))
+    positions = Position.objects.filter(account_id__in=ids, status=Position.Status.OPEN)
     for position in with_valuation_data(positions):
         value[position.account_id] += position_valuation(position).value
     return {a.pk: money(a.balance + value[a.pk]) for a in accounts}
+
+
+def order_margins(account_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What the resting orders of each account hold out of its free balance, by account id
+    (accounts whose orders hold nothing are left out)."""
+    return dict(
+        Order.objects.filter(
+            account_id__in=list(account_ids), status=Order.Status.RESTING, held_margin__gt=0
+        )
+        .order_by()
+        .values_list("account_id")
+        .annotate(s=Sum("held_margin"))
+        .values_list("account_id", "s")
+    )
 
 
 @dataclass
@@ -168,6 +182,7 @@ class AccountOverview:
     account: TradingAccount
     balance: Decimal
     collateral_locked: Decimal
+    order_margin: Decimal
     unrealized_pnl: Decimal
     equity: Decimal
     realized_pnl: Decimal
@@ -178,10 +193,12 @@ class AccountOverview:
 
 
 def account_overview(account: TradingAccount) -> AccountOverview:
-    """Balance, collateral, equity and PnL of one account, in a constant number of queries.
+    """Balance, collateral, order margin, equity and PnL of one account, in a constant
+    number of queries.
 
-    Equity counts each open position at its margin balance floored at zero: under isolated
-    margin a position can never take more than its collateral from the account.
+    Equity counts what resting orders hold as it is (still the account's own money) and
+    each open position at its margin balance floored at zero: under isolated margin a
+    position can never take more than its collateral from the account.
     """
     open_positions = list(
         with_valuation_data(
@@ -207,11 +224,13 @@ def account_overview(account: TradingAccount) -> AccountOverview:
         ).aggregate(s=Sum("amount"))["s"]
         or ZERO
     )
-    equity = account.balance + value
+    held = order_margins([account.pk]).get(account.pk, ZERO)
+    equity = account.balance + held + value
     return AccountOverview(
         account=account,
         balance=account.balance,
         collateral_locked=collateral,
+        order_margin=held,
         unrealized_pnl=money(unrealized),
         equity=money(equity),
         realized_pnl=totals["realized"] or ZERO,
