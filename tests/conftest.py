@@ -32,22 +32,27 @@ def other_account(classroom):
     return make_student(classroom, username="bob")
 
 
-def _delete_failed_attempts() -> None:
+def _delete_counters() -> None:
     if settings.REDIS_URL:
         client = redis.Redis.from_url(settings.REDIS_URL)
         prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-        keys = list(client.scan_iter(match=f"{prefix}:*:ringfence:attempts:*"))
+        keys = [
+            key
+            for pattern in ("ringfence:attempts:*", "throttle_*")
+            for key in client.scan_iter(match=f"{prefix}:*:{pattern}")
+        ]
         if keys:
             client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)
-def _forget_failed_attempts():
-    """Failed sign-ins and join codes are counted in the shared Redis cache across requests;
-    each test starts with none, whatever the tests before it typed."""
-    _delete_failed_attempts()
+def _forget_counters():
+    """Failed sign-ins, join codes and API requests are counted in the shared Redis cache
+    across requests, under ids that a new test database gives out again: each test starts
+    with none, whatever the tests before it (or an earlier run within the hour) sent."""
+    _delete_counters()
     yield
-    _delete_failed_attempts()
+    _delete_counters()
 
 
 @pytest.fixture
