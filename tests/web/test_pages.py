@@ -739,15 +739,14 @@ def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
 
 
 def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
-    alice_client, account, other_account, btc
+    alice_client, classroom, account, other_account, btc
 ):
     resting = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
         quantity="0.1", leverage=10, price="55000",
     )  # fmt: skip
-    # The free balance goes into another position before the limit price is reached.
     big = order_place(
-        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.5", leverage=10
     )
     cancelled = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
@@ -757,6 +756,9 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     bobs = order_place(
         account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
     )
+    # Trading closes before the limit price is reached.
+    classroom.trading_enabled = False
+    classroom.save(update_fields=["trading_enabled"])
     set_price(btc, "55000")
     resting.refresh_from_db()
     assert resting.status == Order.Status.REJECTED
@@ -773,7 +775,7 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     refused = rows[resting.pk]
     assert f"Order #{resting.pk} BTCUSDT" in refused and "Limit" in refused and "0.100" in refused
     assert "limit 55,000.0" in refused and ">rejected<" in refused
-    assert "This needs 552.75 (margin 550.00 + fee 2.75); your free balance is 352.00." in refused
+    assert "Trading is closed in this classroom right now." in refused
     filled = rows[big.pk]
     assert ">filled<" in filled and "market; filled at 60,000.0" in filled
     assert (
