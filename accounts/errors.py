@@ -107,3 +107,10 @@ class OrderNotCancellable(DomainError):
 
 class InvalidOrder(DomainError):
     code = "invalid_order"
+
+
+class ClientOrderIdReused(DomainError):
+    """A client_order_id repeated with other terms: a retry must be the same order."""
+
+    code = "client_order_id_reused"
+    status = 409

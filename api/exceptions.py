@@ -36,13 +36,6 @@ DRF_CODES: list[tuple[type[exceptions.APIException], str]] = [
 ]
 
 
-class ClientOrderIdReused(DomainError):
-    """A client_order_id repeated with other terms: a retry must be the same order."""
-
-    code = "client_order_id_reused"
-    status = 409
-
-
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"

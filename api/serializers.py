@@ -234,6 +234,14 @@ class ClosePositionSerializer(RequestSerializer):
     quantity = DecimalInput(
         required=False, allow_null=True, help_text="Part of the position to close; all if absent."
     )
+    client_order_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Your own id of this close, carried by its order: repeating it with the same "
+        "position and quantity returns the position without closing again.",
+    )
 
 
 class TpslChangeSerializer(RequestSerializer):

@@ -29,7 +29,7 @@ from accounts.models import Classroom, Membership, TradingAccount, User
 from accounts.money import ZERO, parse_decimal, towards_entry
 from accounts.services import clean_amount
 from api import serializers as s
-from api.exceptions import ClientOrderIdReused, error_body
+from api.exceptions import error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory, whole_number
 from liquidation import performance
@@ -482,7 +482,7 @@ def _check_same_order(order: Order, data: dict[str, Any]) -> None:
             f"client_order_id {order.client_order_id!r} was used for order {order.pk}, which "
             f"has another {', '.join(differ)}; send a new client_order_id for a new order."
         )
-        raise ClientOrderIdReused(message, field="client_order_id")
+        raise errors.ClientOrderIdReused(message, field="client_order_id")
 
 
 class OrderListView(ApiView):
@@ -681,12 +681,27 @@ class PositionWriteView(ApiView):
 
 
 class PositionCloseView(PositionWriteView):
-    """Close a position at market, all of it or ``quantity`` of it."""
+    """Close a position at market, all of it or ``quantity`` of it. With a
+    ``client_order_id`` seen before on this close, nothing closes again: the answer is the
+    position as it is now, as after the first try."""
 
     @extend_schema(
         parameters=[ID_PARAM],
         request=s.ClosePositionSerializer,
-        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        responses={
+            200: OpenApiResponse(
+                s.PositionSerializer,
+                description="The position after the close (also when the client_order_id was "
+                "seen before: the close happened once).",
+            ),
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="The position is no longer open, or client_order_id_reused: the "
+                "client_order_id belongs to another order or to a close of another quantity "
+                "(its id is in the message).",
+            ),
+        },
         tags=["positions"],
     )
     def post(self, request: Request, pk: str) -> Response:
@@ -694,7 +709,9 @@ class PositionCloseView(PositionWriteView):
         body = s.ClosePositionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         services.position_close(
-            position_id=position_id, quantity=body.validated_data.get("quantity")
+            position_id=position_id,
+            quantity=body.validated_data.get("quantity"),
+            client_order_id=body.validated_data["client_order_id"],
         )
         return self.respond(position_id)
 

@@ -249,7 +249,8 @@ SPECTACULAR_SETTINGS = {
         '- **Errors**: always `{"error": {"code", "message", "fields"}}`; `code` is stable, '
         "`fields` names the request fields at fault. Numbers are decimal strings.\n"
         "- **Idempotency**: repeat an order's `client_order_id` to retry it safely: 200 with "
-        "the original order (201 when placed); other terms are `client_order_id_reused` (409).\n"
+        "the original order (201 when placed); other terms are `client_order_id_reused` (409). "
+        "A close takes one too: repeated, it answers 200 and closes nothing again.\n"
         "- **Pagination**: lists are `{next, previous, results}`; follow `next` until null; "
         "`?limit=` sets the page size.\n"
         "- **Throttling**: per key; `X-RateLimit-*` headers say what is left, past it 429 "

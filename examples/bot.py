@@ -10,7 +10,8 @@ its unrealised PnL reaches +50% or -50% of its collateral.
 
 The bot handles the API's answers the way every client should: ``429`` waits for the
 ``Retry-After`` seconds and tries again, a server error, a dropped connection or a timeout
-is retried with the same ``client_order_id`` (so an order is never placed twice), and a refusal
+is retried with the same ``client_order_id`` (so an order is never placed twice, nor a position
+closed twice), and a refusal
 (``{"error": {"code": ...}}``) is printed and the bot carries on.
 """
 
@@ -51,14 +52,17 @@ class Ringfence:
                 response = self.session.request(method, url, timeout=15, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 # No answer: the server may have done it or not. Sending the same request
-                # again is safe for reads, for orders (same client_order_id) and for a close
-                # of a whole position (a second one is refused with position_not_open).
+                # again is safe for reads, and for orders and closes (same client_order_id:
+                # the answer is the first one's).
                 print(f"  no answer ({exc.__class__.__name__}); retrying", flush=True)
                 time.sleep(min(2**attempt, 10))
                 continue
-            if response.status_code == 429:
+            if response.status_code in (429, 503):
+                # Throttled, or briefly unavailable (Ringfence cannot count requests while
+                # its cache is down): nothing was done, and Retry-After says when to ask again.
                 wait = float(response.headers.get("Retry-After", "1"))
-                print(f"  throttled: waiting {wait:g}s as Retry-After asks", flush=True)
+                why = "throttled" if response.status_code == 429 else "unavailable"
+                print(f"  {why}: waiting {wait:g}s as Retry-After asks", flush=True)
                 time.sleep(min(max(wait, 0.1), 60))
                 continue
             if response.status_code >= 500:
@@ -103,6 +107,14 @@ def order_quantity(instrument: dict[str, Any], mark: Decimal) -> Decimal:
     lot = Decimal(instrument["lot_size"])
     wanted = Decimal(instrument["min_notional"]) * 2 / mark
     return max(lot, (wanted / lot).to_integral_value(rounding=ROUND_CEILING) * lot)
+
+
+def close_position(api: Ringfence, position_id: int) -> dict[str, Any]:
+    """Close all of a position at market. Our own id: if the answer is lost and we retry,
+    the position is not closed twice (nor is a retry refused because it closed)."""
+    body = {"client_order_id": f"bot-close-{uuid.uuid4().hex[:20]}"}
+    closed: dict[str, Any] = api.call("POST", f"/positions/{position_id}/close", json=body)
+    return closed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +207,7 @@ def trade_once(
         collateral = Decimal(position["collateral"])
         done = held[position["id"]] >= args.hold
         if done or abs(pnl) >= collateral / 2:
-            closed = api.call("POST", f"/positions/{position['id']}/close", json={})
+            closed = close_position(api, position["id"])
             fills = api.all_pages("/fills/", position=closed["id"])
             fees = sum((Decimal(f["fee"]) for f in fills), Decimal(0))
             print(

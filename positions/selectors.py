@@ -94,10 +94,37 @@ class Valuation:
     distance_to_liquidation: Decimal | None
     distance_to_liquidation_pct: Decimal | None
     value: Decimal  # what the position is worth to the account: its margin balance, never below 0
+    # The mark has put it past its liquidation price: the engine's sweep takes it.
+    liquidating: bool = False
 
     @property
     def at_risk(self) -> bool:
         return self.margin_ratio is None or self.margin_ratio >= WARNING_RATIO
+
+
+def past_liquidation(
+    position: Position,
+    *,
+    collateral: Decimal,
+    mark: Decimal,
+    tiers: Sequence[margin.Tier] | None = None,
+) -> bool:
+    """Whether the engine liquidates this open position at ``mark``, by its own two tests:
+    the mark has reached the stored liquidation price, and the margin balance is at or below
+    maintenance (the instrument's tiers are read only past the first)."""
+    lp = position.liquidation_price
+    if lp is None or margin.side_sign(position.side) * (mark - lp) > 0:
+        return False
+    if tiers is None:
+        tiers = position.instrument.margin_tiers()
+    return margin.is_liquidatable(
+        side=position.side,
+        entry_price=position.entry_price,
+        quantity=position.quantity,
+        collateral=collateral,
+        mark_price=mark,
+        tiers=tiers,
+    )
 
 
 def position_valuation(
@@ -138,6 +165,7 @@ def position_valuation(
         distance_to_liquidation=distance,
         distance_to_liquidation_pct=None if distance is None else money(distance / mark * 100),
         value=money(max(balance, ZERO)),
+        liquidating=past_liquidation(position, collateral=collateral, mark=mark, tiers=tiers),
     )
 
 

@@ -44,7 +44,7 @@ from accounts.money import (
     towards_entry,
 )
 from accounts.services import clean_amount, lock_accounts
-from positions import margin
+from positions import margin, selectors
 from positions.models import (
     Collateral,
     Fill,
@@ -131,6 +131,20 @@ def clean_leverage(value: object) -> int:
     if leverage < 1:
         raise errors.InvalidLeverage("Leverage must be at least 1x.", field="leverage")
     return leverage
+
+
+CLIENT_ORDER_ID_LENGTH = Order._meta.get_field("client_order_id").max_length or 64
+
+
+def clean_client_order_id(value: object) -> str:
+    """A client's own id of an order (or of a close), stripped; "" when there is none."""
+    client_order_id = str(value or "").strip()
+    if len(client_order_id) > CLIENT_ORDER_ID_LENGTH:
+        raise errors.InvalidOrder(
+            f"client_order_id is at most {CLIENT_ORDER_ID_LENGTH} characters.",
+            field="client_order_id",
+        )
+    return client_order_id
 
 
 # --- prices and quotes ----------------------------------------------------------------
@@ -797,18 +811,10 @@ def refuse_if_liquidating(position: Position, collateral: Decimal, mark: Decimal
     """Refuse to close or rescue a position the mark has already put past its liquidation
     point: it belongs to the engine's liquidation (by the same test the engine applies), as
     on an exchange, however soon its sweep runs."""
-    lp = position.liquidation_price
-    if lp is None or margin.side_sign(position.side) * (mark - lp) > 0:
-        return  # the engine's screen: the mark has not reached the stored price
-    if not margin.is_liquidatable(
-        side=position.side,
-        entry_price=position.entry_price,
-        quantity=position.quantity,
-        collateral=collateral,
-        mark_price=mark,
-        tiers=position.instrument.margin_tiers(),
-    ):
+    if not selectors.past_liquidation(position, collateral=collateral, mark=mark):
         return
+    lp = position.liquidation_price
+    assert lp is not None  # past_liquidation needs one
     tick = position.instrument.tick_size
     shown = price_text(_shown_risk_price(lp, position.side, tick), tick)
     raise errors.PositionLiquidating(
@@ -827,6 +833,7 @@ def _close(
     kind: str = Fill.Kind.CLOSE,
     trigger: str = "",
     past_liquidation_ok: bool = False,
+    client_order_id: str = "",
 ) -> tuple[Order, CloseSettlement]:
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -892,6 +899,7 @@ def _close(
             reduce_only=True,
             trigger=trigger,
             stop_price=level,
+            client_order_id=client_order_id,
             created_at=now,
         )
     order.status = Order.Status.FILLED
@@ -942,29 +950,90 @@ def _close(
     return order, CloseSettlement(released, applied_pnl, fee, to_trader, insurance_paid)
 
 
+def _closed_the_rest(order: Order) -> bool:
+    """Whether ``order`` closed all that was left of its position: its fill is the
+    position's last one, and the position is no longer open."""
+    assert order.position_id is not None  # a reduce-only order names its position
+    fills = Fill.objects.filter(position_id=order.position_id)
+    last = fills.order_by("-pk").values_list("order_id", flat=True).first()
+    return last == order.pk and not Position.objects.get(pk=order.position_id).is_open
+
+
+def _check_same_close(order: Order, *, position: Position, quantity: object) -> None:
+    """Refuse a client_order_id that names another order than this close of ``position``.
+
+    A close is a reduce-only market order of the position, so a bot's retry of either form
+    (``POST /positions/{id}/close`` or ``POST /orders/`` with ``reduce_only``) finds it.
+    """
+    if (
+        order.position_id != position.pk
+        or not order.reduce_only
+        or order.type != Order.Type.MARKET
+        or order.trigger
+    ):
+        differ = f"is not a market close of position #{position.pk}"
+    elif quantity in (None, ""):
+        differ = "" if _closed_the_rest(order) else f"closed {plain(order.quantity)}, not all"
+    else:
+        try:
+            same = parse_decimal(quantity) == order.quantity
+        except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
+            same = False
+        differ = "" if same else f"closed another quantity, {plain(order.quantity)}"
+    if differ:
+        raise errors.ClientOrderIdReused(
+            f"client_order_id {order.client_order_id!r} was used for order {order.pk}, which "
+            f"{differ}; send a new client_order_id for a new close.",
+            field="client_order_id",
+        )
+
+
 @transaction.atomic
 def position_close(
     *,
     position_id: int,
     quantity: object = None,
     trigger: str = "",
+    client_order_id: str = "",
     past_liquidation_ok: bool = False,
 ) -> Position:
     """Close all of a position, or part of it (releasing its collateral pro rata), at market.
     ``trigger`` names the take-profit or stop-loss that closes it, for the engine; only an
     instructor's reset closes a position the mark has put past its liquidation point
-    (``past_liquidation_ok``)."""
+    (``past_liquidation_ok``).
+
+    The position comes back with the close's order as ``close_order``. A ``client_order_id``
+    already used on the account returns the first close's order instead, with ``repeated``
+    set, and closes nothing (decided under the account's lock, so concurrent retries agree);
+    one used for another order or another quantity is ClientOrderIdReused.
+    """
+    client_order_id = clean_client_order_id(client_order_id)
     account, position, collateral = lock_position(position_id)
-    _close(
-        account=account,
-        position=position,
-        collateral=collateral,
-        quantity=quantity,
-        order=None,
-        trigger=trigger,
-        past_liquidation_ok=past_liquidation_ok,
+    # Under the account's lock, a statement of its own: it sees every order committed
+    # before the lock was granted, so of racing retries only the first one closes.
+    first = (
+        Order.objects.filter(account_id=account.pk, client_order_id=client_order_id).first()
+        if client_order_id
+        else None
     )
-    return _fresh(position.pk)
+    if first is not None:
+        _check_same_close(first, position=position, quantity=quantity)
+        order = first
+    else:
+        order, _ = _close(
+            account=account,
+            position=position,
+            collateral=collateral,
+            quantity=quantity,
+            order=None,
+            trigger=trigger,
+            client_order_id=client_order_id,
+            past_liquidation_ok=past_liquidation_ok,
+        )
+    closed = _fresh(position.pk)
+    closed.close_order = order  # type: ignore[attr-defined]
+    closed.repeated = first is not None  # type: ignore[attr-defined]
+    return closed
 
 
 # --- margin and TP/SL -----------------------------------------------------------------
@@ -1185,11 +1254,7 @@ def order_place(
     if instrument_id is None and not symbol.strip():
         raise errors.NotFound("No such instrument.", field="instrument")
     account = lock_account(account_id, owner_id=owner_id)
-    client_order_id = str(client_order_id or "").strip()
-    if len(client_order_id) > 64:
-        raise errors.InvalidOrder(
-            "client_order_id is at most 64 characters.", field="client_order_id"
-        )
+    client_order_id = clean_client_order_id(client_order_id)
     instrument, repeated = _order_instrument(
         account, instrument_id=instrument_id, symbol=symbol.strip(), client_order_id=client_order_id
     )

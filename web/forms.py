@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -59,9 +60,24 @@ def quantity_field(**kwargs: object) -> forms.DecimalField:
 
 
 def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
-    """Show a service's refusal next to the field it names, or above the form."""
-    field = error.field if error.field in form.fields else None
+    """Show a service's refusal next to the field it names, or above the form (also when
+    the field is hidden, as no error is shown next to it)."""
+    named = form.fields.get(error.field or "")
+    field = error.field if named is not None and not named.widget.is_hidden else None
     form.add_error(field, error.message)
+
+
+def one_time_order_id() -> str:
+    """A fresh client_order_id for a form that places an order: a second submit of the same
+    rendered form finds the first one's order instead of trading again."""
+    return f"web-{uuid.uuid4().hex}"
+
+
+def one_time_order_id_field() -> forms.CharField:
+    # A callable initial: every form rendered unbound gets its own; a bound form keeps the
+    # one it was sent with (nothing was written when it comes back with errors). The service
+    # checks its length: its refusal is shown above the form, where a hidden field's is not.
+    return forms.CharField(widget=forms.HiddenInput, required=False, initial=one_time_order_id)
 
 
 class LimitedSignIn:
@@ -151,6 +167,7 @@ class TradeForm(forms.Form):
     stop_loss = price_field(
         "Stop-loss", help_text="Optional: cuts the loss before liquidation, closing at this mark."
     )
+    client_order_id = one_time_order_id_field()
 
     def __init__(
         self, *args: object, instruments, max_leverage: int = 125, **kwargs: object
@@ -207,6 +224,7 @@ class MarginForm(forms.Form):
 
 class CloseForm(forms.Form):
     quantity = quantity_field(required=False, help_text="Leave empty to close everything.")
+    client_order_id = one_time_order_id_field()
 
 
 class TpSlForm(forms.Form):

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.errors import DomainError
+from accounts.errors import ClientOrderIdReused, DomainError
 from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
@@ -256,6 +256,10 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
                     extra_collateral=data.get("extra_collateral") or ZERO,
                     take_profit=data.get("take_profit"),
                     stop_loss=data.get("stop_loss"),
+                    # The ticket's one-time id: a second submit of this ticket (a double
+                    # click, a retry on a slow network) finds its order and lands where the
+                    # first one did.
+                    client_order_id=data.get("client_order_id") or "",
                 )
             except DomainError as exc:
                 add_domain_error(form, exc)
@@ -497,6 +501,15 @@ def _position_action(request: HttpRequest, position_id: int, form: Any, act: Any
     if form.is_valid():
         try:
             done = act(position, form.cleaned_data)
+        except ClientOrderIdReused:
+            # The form was sent before with other terms (changed while the first submit was
+            # on its way): that one is done, and this one would need a form of its own.
+            messages.error(
+                request,
+                "This form was already sent with other values, and that first submit was "
+                "carried out; nothing more was done. Check the position before trying again.",
+            )
+            return redirect("position", position_id=position.pk)
         except DomainError as exc:
             if position.is_open:
                 add_domain_error(form, exc)
@@ -538,28 +551,35 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
 @require_POST
 def position_close(request: HttpRequest, position_id: int) -> HttpResponse:
     def act(position: Position, data: dict[str, Any]) -> str:
-        quantity = data.get("quantity")
-        closed = services.position_close(position_id=position.pk, quantity=quantity)
+        closed = services.position_close(
+            position_id=position.pk,
+            quantity=data.get("quantity"),
+            # The form's one-time id: a second submit of it (a double click) finds the
+            # first close and says what that one did, closing nothing more.
+            client_order_id=data.get("client_order_id") or "",
+        )
+        # What this close did, from its fill: the same words for the second submit.
+        fill = Fill.objects.get(order_id=closed.close_order.pk)  # type: ignore[attr-defined]
         instrument, currency = closed.instrument, position.account.classroom.currency
-        result = shown.pnl(closed.realized_pnl - position.realized_pnl, currency)
-        if closed.is_open and quantity is not None:
+        result = shown.pnl(fill.realized_pnl, currency)
+        if closed.is_open:
             # A partial close closes exactly what was asked, or nothing.
             return (
-                f"Closed {shown.qty(quantity, instrument)} of "
-                f"{shown.qty(quantity + closed.quantity, instrument)} {instrument.symbol} "
+                f"Closed {shown.qty(fill.quantity, instrument)} of "
+                f"{shown.qty(fill.quantity + closed.quantity, instrument)} {instrument.symbol} "
                 f"(realised PnL {result}); {shown.qty(closed.quantity, instrument)} "
                 f"stays open in position #{position.pk}."
             )
-        if closed.realized_pnl == closed.realized_pnl - position.realized_pnl:
+        if closed.realized_pnl == fill.realized_pnl:
             return (
-                f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
+                f"Position #{position.pk} closed at {shown.price(fill.price, instrument)} "
                 f"(realised PnL {result})."
             )
         # Earlier partial closes realised part of it: say this close's share and the total,
         # the figure the position page shows.
         total = shown.pnl(closed.realized_pnl, currency)
         return (
-            f"Position #{position.pk} closed at {shown.price(closed.exit_price, instrument)} "
+            f"Position #{position.pk} closed at {shown.price(fill.price, instrument)} "
             f"(realised PnL {result} on this close, {total} in all)."
         )
 

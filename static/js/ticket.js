@@ -66,6 +66,30 @@ document.addEventListener("DOMContentLoaded", function () {
       if (field) field.hidden = !used;
     });
   }
+  // One submit at a time: a second click while the first is on its way would only be found
+  // out by the server (the ticket's one-time id), so the button waits instead. Back on the
+  // page from the history, or if no answer comes, it works again.
+  var sending = false;
+  function ready() {
+    sending = false;
+    document.querySelectorAll("button[form=ticket], #ticket button[type=submit]").forEach(
+      function (button) { button.disabled = false; button.removeAttribute("aria-busy"); }
+    );
+  }
+  form.addEventListener("submit", function (event) {
+    if (sending) { event.preventDefault(); return; }
+    sending = true;
+    var button = event.submitter;
+    // After this event, so the submission goes out as the click made it.
+    if (button) {
+      setTimeout(function () {
+        button.disabled = true;
+        button.setAttribute("aria-busy", "true");
+      }, 0);
+    }
+    setTimeout(ready, 15000);
+  });
+  window.addEventListener("pageshow", function (event) { if (event.persisted) ready(); });
   if (type) type.addEventListener("change", showPrices);
   showPrices();
   if (slider) slider.addEventListener("input", show);

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from positions.models import Order, Position
+from positions.models import Fill, Order, Position
 from tests.api.conftest import new_key, order_body
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
@@ -68,4 +68,26 @@ def test_parallel_orders_reusing_a_client_order_id_with_other_terms_conflict(rac
             assert f"order {order.pk}" in error["message"]
     assert [r.status_code for r in responses].count(201) == 1
     assert Position.objects.count() == 1
+    assert_ledger_invariants()
+
+
+def test_parallel_retries_of_one_close_client_order_id_close_once(racer, live_server):
+    account, place = racer
+    opened = place(order_body(account, quantity="0.05")).json()
+    key = new_key(account, "trade", name="closer")
+
+    def close(_: int) -> requests.Response:
+        return requests.post(
+            f"{live_server.url}/api/v1/positions/{opened['position']}/close",
+            json={"quantity": "0.01", "client_order_id": "close-retry"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(close, range(10)))
+    assert [r.status_code for r in responses] == [200] * 10
+    assert {r.json()["quantity"] for r in responses} == {"0.04"}
+    assert Fill.objects.filter(position_id=opened["position"], kind="close").count() == 1
+    assert Order.objects.filter(client_order_id="close-retry").count() == 1
     assert_ledger_invariants()

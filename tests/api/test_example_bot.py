@@ -9,6 +9,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from io import StringIO
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -70,7 +71,9 @@ def test_example_bot_places_lists_and_closes_orders(live_server):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     placed = Order.objects.filter(account__user=alice, client_order_id__startswith="bot-")
-    assert placed.filter(status=Order.Status.FILLED).count() == 2, output
+    assert placed.filter(status=Order.Status.FILLED, reduce_only=False).count() == 2, output
+    # Each close carries the bot's own id too, so a retried close never closes twice.
+    assert placed.filter(reduce_only=True, client_order_id__startswith="bot-close-").count() == 2
     closed = Position.objects.filter(account__user=alice, status=Position.Status.CLOSED)
     assert closed.count() - closed_before == 2, output
     assert not Position.objects.filter(account__user=alice, status=Position.Status.OPEN).exists()
@@ -191,6 +194,69 @@ def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(
     assert order["id"] == lost[0]["id"]
     assert Order.objects.filter(account=account, client_order_id="bot-timeout").count() == 1
     assert Position.objects.filter(account=account, status=Position.Status.OPEN).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_waits_as_long_as_a_503_asks_and_then_gets_its_answer(
+    live_server, own_redis, monkeypatch
+):
+    seed_demo()
+    bot = load_bot()
+    client = bot.Ringfence(live_server.url, create_key("alice"))
+    waits: list[float] = []
+
+    def wait_while_redis_comes_back(seconds: float) -> None:
+        waits.append(seconds)
+        own_redis.restart()
+
+    # The bot's own clock only: the live server shares this process.
+    monkeypatch.setattr(bot, "time", SimpleNamespace(sleep=wait_while_redis_comes_back))
+    own_redis.kill()
+    try:
+        me = client.call("GET", "/me")
+    finally:
+        client.session.close()
+    assert me["username"] == "alice"
+    assert waits == [30.0]  # the 503's Retry-After, not the bot's own back-off (1 s)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_retries_a_close_whose_answer_timed_out_and_closes_once(live_server):
+    seed_demo()
+    bot = load_bot()
+    client = bot.Ringfence(live_server.url, create_key("alice"))
+    account = TradingAccount.objects.get(user__username="alice")
+    opened = client.call(
+        "POST",
+        "/orders/",
+        json={
+            "account": account.pk,
+            "symbol": "BTCUSDT",
+            "side": "long",
+            "quantity": "0.002",
+            "leverage": 5,
+        },
+    )
+    send = client.session.request
+    lost: list[dict[str, Any]] = []
+
+    def answer_lost_once(method, url, **kwargs):
+        response = send(method, url, **kwargs)  # the server closes the position...
+        if method == "POST" and not lost:
+            lost.append(response.json())
+            raise requests.ReadTimeout("read timed out")  # ...but its answer never arrives
+        return response
+
+    client.session.request = answer_lost_once
+    try:
+        closed = bot.close_position(client, opened["position"])
+    finally:
+        client.session.close()  # a kept-alive connection would hold the server's database one
+    # The retry got the first answer, not position_not_open: the bot knows it is closed.
+    assert closed == lost[0]
+    assert closed["status"] == "closed"
+    assert Fill.objects.filter(position_id=opened["position"], kind="close").count() == 1
+    assert Order.objects.get(position_id=opened["position"], reduce_only=True).client_order_id
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import LedgerTransaction, TradingAccount
 from accounts.services import account_adjust
-from positions.models import Order, Position
+from positions.models import Fill, Order, Position
 from positions.services import position_open
 from tests.api.conftest import client_for, new_key, order_body
 from tests.factories import make_classroom, make_instrument, make_student
@@ -796,3 +796,73 @@ def test_cancelling_every_resting_order_gives_every_hold_back(api, account, btc)
     kinds = sorted(row["kind"] for row in statement)
     assert kinds == ["deposit"] + ["order_hold"] * 3 + ["order_release"] * 3
     assert_ledger_invariants()
+
+
+def test_a_close_retried_with_its_client_order_id_closes_once(api, account, btc):
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/close"
+    body = {"quantity": "0.01", "client_order_id": "close-half"}
+    first = api.post(url, body, format="json")
+    assert first.status_code == 200, first.json()
+    assert (first.json()["quantity"], first.json()["status"]) == ("0.01", "open")
+    again = api.post(url, body, format="json")
+    # The same answer, as if the first one had arrived: nothing closed a second time.
+    assert (again.status_code, again.json()) == (200, first.json())
+    close = Order.objects.get(client_order_id="close-half")
+    assert (close.reduce_only, close.position_id, close.quantity) == (
+        True,
+        order["position"],
+        Decimal("0.01"),
+    )
+    assert Fill.objects.filter(position_id=order["position"], kind="close").count() == 1
+    found = api.get(ORDERS, {"client_order_id": "close-half"}).json()["results"]
+    assert [o["id"] for o in found] == [close.pk]
+    # A whole close, retried after it closed the position, still answers 200.
+    whole = {"client_order_id": "close-rest"}
+    closed = api.post(url, whole, format="json")
+    assert closed.json()["status"] == "closed"
+    assert api.post(url, whole, format="json").json() == closed.json()
+    assert_ledger_invariants()
+
+
+def test_a_close_client_order_id_reused_for_something_else_is_a_conflict(api, account, btc):
+    opening = api.post(ORDERS, order_body(account, client_order_id="open-1"), format="json").json()
+    other = api.post(ORDERS, order_body(account, side="short"), format="json").json()
+    url = f"/api/v1/positions/{opening['position']}/close"
+    api.post(url, {"quantity": "0.005", "client_order_id": "close-1"}, format="json")
+    close = Order.objects.get(client_order_id="close-1")
+    before = Fill.objects.count()
+    for position, body, first in (
+        (opening["position"], {"quantity": "0.004", "client_order_id": "close-1"}, close.pk),
+        (other["position"], {"quantity": "0.005", "client_order_id": "close-1"}, close.pk),
+        (opening["position"], {"client_order_id": "open-1"}, opening["id"]),
+    ):
+        response = api.post(f"/api/v1/positions/{position}/close", body, format="json")
+        assert response.status_code == 409
+        error = response.json()["error"]
+        assert error["code"] == "client_order_id_reused"
+        assert f"was used for order {first}," in error["message"]
+        assert error["fields"] == {"client_order_id": [error["message"]]}
+    assert Fill.objects.count() == before
+    too_long = api.post(url, {"client_order_id": "x" * 65}, format="json")
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["fields"].keys() == {"client_order_id"}
+    assert Position.objects.get(pk=opening["position"]).quantity == Decimal("0.005")
+
+
+def test_a_reduce_only_order_repeating_a_close_client_order_id_gets_the_close(api, account, btc):
+    opened = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{opened['position']}/close"
+    api.post(url, {"quantity": "0.01", "client_order_id": "shrink"}, format="json")
+    close = Order.objects.get(client_order_id="shrink")
+    same = order_body(
+        account,
+        side="short",
+        quantity="0.01",
+        reduce_only=True,
+        position=opened["position"],
+        client_order_id="shrink",
+    )
+    response = api.post(ORDERS, same, format="json")
+    assert (response.status_code, response.json()["id"]) == (200, close.pk)
+    assert Position.objects.get(pk=opened["position"]).quantity == Decimal("0.01")

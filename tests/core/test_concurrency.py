@@ -430,3 +430,24 @@ def test_a_cancel_racing_the_engines_trigger_releases_the_hold_once(market):
     # Each filled order cost 580 margin + 2.90 fee at 58,000; each cancelled one nothing.
     assert balance(account) == D(10000) - filled * D("582.9")
     assert_ledger_invariants()
+
+
+def test_racing_retries_of_one_close_client_order_id_close_once(market):
+    _, btc, account = market
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=10
+    )
+    retry = partial(
+        position_close, position_id=position.pk, quantity="0.1", client_order_id="close-once"
+    )
+    outcomes = simultaneously(*[retry] * 8)
+    assert codes(outcomes) == ["ok"] * 8
+    closes = [result for _, result in outcomes]
+    assert len({c.close_order.pk for c in closes}) == 1  # type: ignore[attr-defined]
+    assert sorted(c.repeated for c in closes) == [False] + [True] * 7  # type: ignore[attr-defined]
+    assert {c.quantity for c in closes} == {D("0.4")}  # type: ignore[attr-defined]
+    assert Fill.objects.filter(position=position, kind="close").count() == 1
+    assert Order.objects.filter(client_order_id="close-once").count() == 1
+    # At the entry price a tenth returns its 600 margin less the 3 fee of its close.
+    assert balance(account) == D(10000) - D(3015) + D(600) - D(3)
+    assert_ledger_invariants()

@@ -1470,3 +1470,96 @@ def test_a_reduce_only_limit_fills_at_the_mark_it_was_checked_against(account, b
     assert order.status == "filled"
     assert Fill.objects.get(order=order).price == D(60000)  # the checked mark, above the limit
     assert_ledger_invariants()
+
+
+# --- closes with a client_order_id ----------------------------------------------------
+
+
+def close(**kwargs: Any) -> Any:
+    """position_close, whose answer also carries ``close_order`` and ``repeated``."""
+    return position_close(**kwargs)
+
+
+def test_a_repeated_close_client_order_id_returns_the_first_close(account, btc):
+    position = open_position(account, btc)
+    first = close(position_id=position.pk, quantity="0.2", client_order_id="close-1")
+    assert (first.quantity, first.repeated) == (D("0.3"), False)
+    assert first.close_order.client_order_id == "close-1"
+    assert (first.close_order.reduce_only, first.close_order.position_id) == (True, position.pk)
+    before = money_snapshot()
+    again = close(position_id=position.pk, quantity="0.20", client_order_id=" close-1 ")
+    assert (again.quantity, again.repeated) == (D("0.3"), True)
+    assert again.close_order.pk == first.close_order.pk
+    assert money_snapshot() == before  # nothing closed twice
+    assert Fill.objects.filter(position=position, kind="close").count() == 1
+    assert_ledger_invariants()
+
+
+def test_a_repeated_full_close_returns_the_closed_position_rather_than_a_refusal(account, btc):
+    position = open_position(account, btc)
+    first = close(position_id=position.pk, client_order_id="close-all")
+    assert first.status == "closed"
+    before = money_snapshot()
+    for quantity in (None, "0.5"):  # the whole position, named or not
+        again = close(position_id=position.pk, quantity=quantity, client_order_id="close-all")
+        assert (again.status, again.repeated, again.close_order.pk) == (
+            "closed",
+            True,
+            first.close_order.pk,
+        )
+    assert money_snapshot() == before
+    assert_ledger_invariants()
+
+
+def test_a_close_client_order_id_reused_for_another_close_is_refused(account, btc):
+    position = open_position(account, btc)
+    other = open_position(account, btc, side="short")
+    order = close(position_id=position.pk, quantity="0.2", client_order_id="close-1").close_order
+    with refused("client_order_id_reused"):
+        close(position_id=position.pk, quantity="0.1", client_order_id="close-1")
+    with refused("client_order_id_reused"):
+        close(position_id=position.pk, client_order_id="close-1")  # not all of it
+    with refused("client_order_id_reused"):
+        close(position_id=other.pk, quantity="0.2", client_order_id="close-1")
+    with pytest.raises(DomainError) as info:
+        close(position_id=position.pk, quantity="0.1", client_order_id="close-1")
+    assert info.value.message == (
+        f"client_order_id 'close-1' was used for order {order.pk}, which closed another "
+        "quantity, 0.2; send a new client_order_id for a new close."
+    )
+    assert info.value.fields == {"client_order_id": [info.value.message]}
+
+
+def test_a_close_reusing_the_client_order_id_of_an_opening_order_is_refused(account, btc):
+    opening = place(account, btc, client_order_id="bot-1")
+    with refused("client_order_id_reused"):
+        close(position_id=opening.position_id, client_order_id="bot-1")
+    with pytest.raises(DomainError) as info:
+        close(position_id=opening.position_id, client_order_id="bot-1")
+    assert f"was used for order {opening.pk}, which is not a market close of position" in (
+        info.value.message
+    )
+    assert Position.objects.get(pk=opening.position_id).status == "open"
+
+
+def test_a_reduce_only_market_order_and_a_close_of_the_same_quantity_are_one_order(account, btc):
+    position = open_position(account, btc)
+    order = place(
+        account,
+        btc,
+        side="short",
+        quantity="0.2",
+        reduce_only=True,
+        position_id=position.pk,
+        client_order_id="reduce-1",
+    )
+    before = money_snapshot()
+    again = close(position_id=position.pk, quantity="0.2", client_order_id="reduce-1")
+    assert (again.close_order.pk, again.repeated, again.quantity) == (order.pk, True, D("0.3"))
+    assert money_snapshot() == before
+
+
+def test_a_too_long_close_client_order_id_is_refused(account, btc):
+    position = open_position(account, btc)
+    with refused("invalid_order"):
+        close(position_id=position.pk, client_order_id="x" * 65)

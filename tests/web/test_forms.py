@@ -224,10 +224,27 @@ def test_a_position_past_its_liquidation_price_is_left_to_the_liquidation(
     ):
         response = alice_client.post(reverse(url, args=[position.pk]), data)
         assert response.status_code == 400
-        assert "has reached the liquidation price 57,229.0" in response.content.decode()
+        assert "the position is being liquidated" in response.content.decode()
     position.refresh_from_db()
     assert position.status == Position.Status.OPEN and position.collateral.amount == 1500
     assert LedgerTransaction.objects.count() == before
+
+
+@pytest.mark.parametrize(("mark", "liquidating"), [("57200", True), ("57230", False)])
+def test_the_position_page_says_when_the_engine_is_liquidating_it(
+    alice_client, position, btc, mark, liquidating
+):
+    btc.mark_price = Decimal(mark)  # the liquidation price is 57,229.0
+    btc.save(update_fields=["mark_price"])
+    for url in ("position", "position-live"):
+        page = " ".join(alice_client.get(reverse(url, args=[position.pk])).content.decode().split())
+        banner = (
+            "Being liquidated — the mark 57,200.0 has reached the liquidation price 57,229.0: "
+            "the engine closes this position on this tick and takes its collateral, "
+            "1,500.00 USDT, and nothing more."
+        )
+        assert (banner in page) is liquidating
+        assert ("margin ratio at warning level" in page) is not liquidating
 
 
 def test_bad_sign_up_input_is_refused(client, classroom):

@@ -1,0 +1,184 @@
+"""A form sent twice (a double click, a retry on a slow network) trades once: the trade ticket
+and the close form carry a one-time client_order_id, and the second submit lands where the
+first one did."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from positions.models import Fill, Order, Position
+from tests.invariants import assert_ledger_invariants, money_snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+def token(page: str, name: str) -> str:
+    """The one-time id that a rendered form carries in its hidden field ``name``."""
+    found = re.search(rf'<input type="hidden" name="{name}" value="(web-[0-9a-f]{{32}})"', page)
+    assert found, f"no {name} in the page"
+    return found.group(1)
+
+
+def shown_messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def ticket(client, account) -> str:
+    return token(
+        client.get(reverse("trade", args=[account.pk])).content.decode(), "client_order_id"
+    )
+
+
+def test_a_trade_ticket_sent_twice_opens_one_position(alice_client, account, btc):
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": "market",
+        "quantity": "0.5",
+        "leverage": "20",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    first = alice_client.post(url, sent, follow=True)
+    second = alice_client.post(url, sent, follow=True)
+    position = Position.objects.get(account=account)
+    assert Order.objects.filter(account=account).count() == 1
+    assert Order.objects.get().client_order_id == sent["client_order_id"]
+    # Both land on the position page with the same words.
+    for response in (first, second):
+        assert response.redirect_chain == [(reverse("position", args=[position.pk]), 302)]
+        assert shown_messages(response) == [f"Opened position #{position.pk}."]
+    assert_ledger_invariants()
+
+
+def test_a_resting_order_sent_twice_rests_once(alice_client, account, btc):
+    sent = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": "limit",
+        "price": "59000",
+        "quantity": "0.1",
+        "leverage": "10",
+        "client_order_id": ticket(alice_client, account),
+    }
+    url = reverse("trade", args=[account.pk])
+    answers = [alice_client.post(url, sent, follow=True) for _ in range(2)]
+    order = Order.objects.get(account=account)
+    assert order.status == Order.Status.RESTING
+    for response in answers:
+        assert shown_messages(response) == [f"Order #{order.pk} is resting until it triggers."]
+
+
+def test_every_ticket_gets_its_own_id_and_a_refused_one_keeps_it(alice_client, account, btc):
+    first, second = ticket(alice_client, account), ticket(alice_client, account)
+    assert first != second
+    url = reverse("trade", args=[account.pk])
+    refused = alice_client.post(
+        url,
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "1000",  # more than the free balance opens
+            "leverage": "20",
+            "client_order_id": first,
+        },
+    )
+    assert refused.status_code == 400
+    assert "your free balance is" in refused.content.decode()
+    # Nothing was written, so the ticket shown again may be sent again with its id.
+    assert token(refused.content.decode(), "client_order_id") == first
+    assert not Order.objects.exists()
+    fixed = {
+        "instrument": btc.pk,
+        "side": "long",
+        "type": "market",
+        "quantity": "0.1",
+        "leverage": "20",
+        "client_order_id": first,
+    }
+    alice_client.post(url, fixed)
+    assert Order.objects.get().client_order_id == first
+
+
+def close_form(client, position) -> str:
+    page = client.get(reverse("position", args=[position.pk])).content.decode()
+    return token(page, "close-client_order_id")
+
+
+def test_a_partial_close_sent_twice_closes_once(alice_client, position):
+    sent = {"close-quantity": "0.2", "close-client_order_id": close_form(alice_client, position)}
+    url = reverse("position-close", args=[position.pk])
+    first = alice_client.post(url, sent, follow=True)
+    before = money_snapshot()
+    second = alice_client.post(url, sent, follow=True)
+    assert money_snapshot() == before
+    position.refresh_from_db()
+    assert (position.quantity, position.status) == (Decimal("0.3"), Position.Status.OPEN)
+    assert Fill.objects.filter(position=position, kind="close").count() == 1
+    words = shown_messages(first)
+    assert len(words) == 1 and words[0].startswith("Closed 0.200 of 0.500 BTCUSDT")
+    assert shown_messages(second) == words
+    # The page shown after the close has a form of its own for the next close.
+    assert token(second.content.decode(), "close-client_order_id") != sent["close-client_order_id"]
+    assert_ledger_invariants()
+
+
+def test_a_whole_close_sent_twice_says_what_it_did_both_times(alice_client, position):
+    sent = {"close-quantity": "", "close-client_order_id": close_form(alice_client, position)}
+    url = reverse("position-close", args=[position.pk])
+    first = alice_client.post(url, sent, follow=True)
+    second = alice_client.post(url, sent, follow=True)
+    assert Fill.objects.filter(position=position, kind="close").count() == 1
+    words = shown_messages(first)
+    assert len(words) == 1 and words[0].startswith(f"Position #{position.pk} closed at")
+    # Not "This position is no longer open": the student sees what their click did.
+    assert shown_messages(second) == words
+    assert_ledger_invariants()
+
+
+def test_a_close_form_sent_again_with_another_quantity_closes_nothing_more(alice_client, position):
+    once = close_form(alice_client, position)
+    url = reverse("position-close", args=[position.pk])
+    alice_client.post(url, {"close-quantity": "0.2", "close-client_order_id": once}, follow=True)
+    before = money_snapshot()
+    changed = alice_client.post(
+        url, {"close-quantity": "0.1", "close-client_order_id": once}, follow=True
+    )
+    assert money_snapshot() == before
+    assert changed.redirect_chain == [(reverse("position", args=[position.pk]), 302)]
+    assert shown_messages(changed) == [
+        "This form was already sent with other values, and that first submit was carried out; "
+        "nothing more was done. Check the position before trying again."
+    ]
+    position.refresh_from_db()
+    assert position.quantity == Decimal("0.3")
+
+
+def test_a_tampered_one_time_id_is_refused_above_the_form(alice_client, account, btc, position):
+    before = money_snapshot()
+    too_long = "x" * 65
+    ticket_sent = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        {
+            "instrument": btc.pk,
+            "side": "long",
+            "type": "market",
+            "quantity": "0.1",
+            "leverage": "20",
+            "client_order_id": too_long,
+        },
+    )
+    close_sent = alice_client.post(
+        reverse("position-close", args=[position.pk]),
+        {"close-quantity": "0.1", "close-client_order_id": too_long},
+    )
+    for response in (ticket_sent, close_sent):
+        assert response.status_code == 400
+        errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
+        assert "client_order_id is at most 64 characters." in errors
+    assert money_snapshot() == before
