@@ -31,9 +31,13 @@ class Leg:
     amount: Decimal
     account_id: int | None = None
     position_id: int | None = None
+    order_id: int | None = None
 
 
+# Collateral and order margin live in the positions app: legs on them are applied by
+# functions it hands in, by position id and by order id.
 CollateralUpdater = Callable[[int, Decimal], None]
+OrderMarginUpdater = Callable[[int, Decimal], None]
 
 
 def plus(field: str, delta: Decimal) -> Combinable:
@@ -77,13 +81,14 @@ def ledger_post(
     position_id: int | None = None,
     created_by_id: int | None = None,
     collateral_updater: CollateralUpdater | None = None,
+    order_margin_updater: OrderMarginUpdater | None = None,
 ) -> LedgerTransaction:
     """Record one balanced transaction and move the stored balances by its legs.
 
     The caller holds the row locks of the accounts and collateral it moves and has
     checked that no pocket but the house goes negative; the CHECK constraints are the
-    last line of defence. Collateral lives in the positions app, so legs on it are
-    applied through ``collateral_updater``.
+    last line of defence. Collateral and order margin live in the positions app, so legs
+    on them are applied through ``collateral_updater`` and ``order_margin_updater``.
     """
     kept = [leg for leg in legs if leg.amount != 0]
     for leg in kept:
@@ -93,9 +98,12 @@ def ledger_post(
         raise ValueError(f"ledger transaction {kind} does not balance: {kept}")
     if any(leg.pocket == Pocket.COLLATERAL for leg in kept) and collateral_updater is None:
         raise ValueError("collateral legs need the positions app's collateral updater")
+    if any(leg.pocket == Pocket.ORDER for leg in kept) and order_margin_updater is None:
+        raise ValueError("order margin legs need the positions app's order margin updater")
 
     accounts: dict[int, Decimal] = defaultdict(Decimal)
     collateral: dict[int, Decimal] = defaultdict(Decimal)
+    orders: dict[int, Decimal] = defaultdict(Decimal)
     pockets: dict[str, Decimal] = defaultdict(Decimal)
     for leg in kept:
         if leg.pocket == Pocket.ACCOUNT:
@@ -104,6 +112,9 @@ def ledger_post(
         elif leg.pocket == Pocket.COLLATERAL:
             assert leg.position_id is not None
             collateral[leg.position_id] += leg.amount
+        elif leg.pocket == Pocket.ORDER:
+            assert leg.order_id is not None and leg.account_id is not None
+            orders[leg.order_id] += leg.amount
         else:
             pockets[leg.pocket] += leg.amount
     # No savepoint of its own: a failure here aborts the caller's transaction anyway, and no
@@ -124,16 +135,20 @@ def ledger_post(
                 pocket=leg.pocket,
                 account_id=leg.account_id,
                 position_id=leg.position_id,
+                order_id=leg.order_id,
                 amount=leg.amount,
             )
             for leg in kept
         )
-        # A fixed order (accounts, collateral, then the pockets in POCKET_LOCK_ORDER) keeps
-        # two transactions from waiting on each other's rows in opposite orders.
+        # A fixed order (accounts, orders, collateral, then the pockets in POCKET_LOCK_ORDER)
+        # keeps two transactions from waiting on each other's rows in opposite orders.
         for account_id in sorted(accounts):
             TradingAccount.objects.filter(pk=account_id).update(
                 balance=plus("balance", accounts[account_id])
             )
+        for order_id in sorted(orders):
+            assert order_margin_updater is not None
+            order_margin_updater(order_id, orders[order_id])
         for pos_id in sorted(collateral):
             assert collateral_updater is not None
             collateral_updater(pos_id, collateral[pos_id])

@@ -191,6 +191,8 @@ class LedgerTransaction(models.Model):
         CLOSE = "close", "Position closed"
         LIQUIDATION = "liquidation", "Liquidation"
         ADL = "adl", "Auto-deleveraging"
+        ORDER_HOLD = "order_hold", "Margin held by an order"
+        ORDER_RELEASE = "order_release", "Order margin released"
 
     classroom = models.ForeignKey(
         Classroom, on_delete=models.PROTECT, related_name="ledger_transactions"
@@ -215,7 +217,8 @@ class LedgerTransaction(models.Model):
     SELF_DESCRIBED = frozenset(
         {
             Kind.DEPOSIT, Kind.RESET, Kind.INSURANCE_SEED, Kind.OPEN, Kind.ADD_MARGIN,
-            Kind.REMOVE_MARGIN, Kind.CLOSE, Kind.LIQUIDATION, Kind.ADL,
+            Kind.REMOVE_MARGIN, Kind.CLOSE, Kind.LIQUIDATION, Kind.ADL, Kind.ORDER_HOLD,
+            Kind.ORDER_RELEASE,
         }
     )  # fmt: skip
 
@@ -236,6 +239,7 @@ class LedgerEntry(models.Model):
     class Pocket(models.TextChoices):
         ACCOUNT = "account", "Free balance"
         COLLATERAL = "collateral", "Position collateral"
+        ORDER = "order", "Order margin"
         HOUSE = "house", "House"
         INSURANCE = "insurance", "Insurance fund"
         FEES = "fees", "Fees"
@@ -254,6 +258,8 @@ class LedgerEntry(models.Model):
     )
     # The collateral pocket is keyed by its position (see LedgerTransaction.position_id).
     position_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # The order-margin pocket is keyed by its resting order, as collateral by its position.
+    order_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     amount = models.DecimalField(**MONEY_DIGITS)
 
     class Meta:
@@ -268,6 +274,10 @@ class LedgerEntry(models.Model):
                 condition=~Q(pocket="collateral")
                 | Q(position_id__isnull=False, account__isnull=False),
                 name="entry_collateral_pocket_has_position",
+            ),
+            models.CheckConstraint(
+                condition=~Q(pocket="order") | Q(order_id__isnull=False, account__isnull=False),
+                name="entry_order_pocket_has_order",
             ),
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_non_zero"),
         ]

@@ -265,8 +265,15 @@ class AccountSerializer(serializers.Serializer):
     classroom = serializers.IntegerField(read_only=True)
     classroom_name = serializers.CharField(read_only=True)
     currency = serializers.CharField(read_only=True)
-    balance = money_out(help_text="Free balance, outside any position.")
+    balance = money_out(
+        help_text="Free balance: outside any position and not held by a resting order."
+    )
     collateral_locked = money_out()
+    order_margin = money_out(
+        help_text="What resting orders that would open a position hold out of the free "
+        "balance (initial margin, extra collateral and fee at their price); it comes back when "
+        "one is cancelled or rejected, or pays for the position when one fills."
+    )
     equity = money_out()
     funded = money_out(
         help_text="What was paid into the account: its starting balance and the instructor's "
@@ -369,6 +376,10 @@ class OrderSerializer(serializers.Serializer):
     take_profit = price_out(allow_null=True)
     stop_loss = price_out(allow_null=True)
     extra_collateral = money_out()
+    held_margin = money_out(
+        help_text="What this order holds out of the free balance while it rests (its order "
+        "margin); 0 for a reduce-only order and once it has filled, been cancelled or rejected."
+    )
     reduce_only = serializers.BooleanField(read_only=True)
     position = serializers.IntegerField(source="position_id", read_only=True, allow_null=True)
     client_order_id = serializers.CharField(read_only=True)

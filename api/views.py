@@ -197,6 +197,7 @@ def account_data(overview: selectors.AccountOverview) -> dict[str, Any]:
         "currency": account.classroom.currency,
         "balance": overview.balance,
         "collateral_locked": overview.collateral_locked,
+        "order_margin": overview.order_margin,
         "equity": overview.equity,
         "funded": overview.funded,
         "unrealized_pnl": overview.unrealized_pnl,

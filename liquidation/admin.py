@@ -32,7 +32,7 @@ from accounts.admin_scoping import (
     ScopedInline,
 )
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
-from accounts.money import money_text, price_text, shown
+from accounts.money import ZERO, money_text, price_text, shown
 from accounts.services import accounts_adjust, classroom_create, clean_amount
 from liquidation import admin_views
 from liquidation.instructor import (
@@ -59,7 +59,7 @@ from liquidation.services import replay_upload, scenario_start, scenario_stop
 from positions.admin import InstrumentAdmin as BaseInstrumentAdmin
 from positions.admin import MarginTierInline
 from positions.models import Instrument, Order, Position
-from positions.selectors import account_equities
+from positions.selectors import account_equities, order_margins
 from positions.services import lock_accounts_with_open_positions
 
 related_only = admin.RelatedOnlyFieldListFilter
@@ -631,12 +631,16 @@ class TradingAccountAdmin(InstructorActionsMixin):
     """A student's paper money in one classroom; corrections go through the actions."""
 
     classroom_path = "classroom"
-    list_display = ("user", "classroom", "free_balance", "equity", "trading_frozen", "created_at")
+    list_display = (
+        "user", "classroom", "free_balance", "held_by_orders", "equity", "trading_frozen",
+        "created_at",
+    )  # fmt: skip
     list_filter = ("trading_frozen", ("classroom", related_only))
     search_fields = ("user__username", "user__first_name", "user__last_name", "classroom__name")
     list_select_related = ("user", "classroom")
     readonly_fields = (
-        "user", "classroom", "free_balance", "equity", "trading_frozen", "created_at",
+        "user", "classroom", "free_balance", "held_by_orders", "equity", "trading_frozen",
+        "created_at",
     )  # fmt: skip
     fields = readonly_fields
     actions = [
@@ -657,13 +661,22 @@ class TradingAccountAdmin(InstructorActionsMixin):
         # Value the page's accounts together, not one account (and its positions) per row.
         changelist = super().get_changelist_instance(request)
         equities = account_equities(list(changelist.result_list))
+        held = order_margins([account.pk for account in changelist.result_list])
         for account in changelist.result_list:
             setattr(account, "current_equity", equities[account.pk])  # noqa: B010
+            setattr(account, "order_margin", held.get(account.pk, ZERO))  # noqa: B010
         return changelist
 
     @admin.display(description="free balance", ordering="balance")
     def free_balance(self, account: TradingAccount) -> str:
         return money_text(account.balance, account.classroom.currency)
+
+    @admin.display(description="held by orders")
+    def held_by_orders(self, account: TradingAccount) -> str:
+        """What the account's resting orders hold out of its free balance (order margin)."""
+        cached = getattr(account, "order_margin", None)
+        value = cached if cached is not None else order_margins([account.pk]).get(account.pk, ZERO)
+        return money_text(value, account.classroom.currency)
 
     @admin.display(description="equity")
     def equity(self, account: TradingAccount) -> str:

@@ -110,12 +110,16 @@ def accounts_performance(accounts: Sequence[TradingAccount]) -> dict[int, Perfor
         .values_list("position__account_id", "n")
     )
     # One point per ledger transaction (its legs summed), so moving money from the free
-    # balance into collateral never shows up as a dip, only the fee it costs.
+    # balance into collateral or an order's hold never shows up as a dip, only the fee it costs.
     flows: dict[int, list[Decimal]] = defaultdict(list)
     for account_id, amount in (
         LedgerEntry.objects.filter(
             account_id__in=ids,
-            pocket__in=[LedgerEntry.Pocket.ACCOUNT, LedgerEntry.Pocket.COLLATERAL],
+            pocket__in=[
+                LedgerEntry.Pocket.ACCOUNT,
+                LedgerEntry.Pocket.COLLATERAL,
+                LedgerEntry.Pocket.ORDER,
+            ],
         )
         .exclude(transaction__kind__in=FUNDING_KINDS)
         .values_list("account_id", "transaction_id")

@@ -217,6 +217,7 @@ class OrderAdmin(ClassroomScopedAdmin):
         "price",
         "stop_price",
         "status",
+        "held_margin",
         "created_at",
     )
     list_filter = ("status", "type", "side", ("instrument", related_only))

@@ -292,6 +292,13 @@ class Order(models.Model):
     price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True, help_text="Limit price.")
     stop_price = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
     extra_collateral = models.DecimalField(**MONEY_DIGITS, default=Decimal(0))
+    held_margin = models.DecimalField(
+        **MONEY_DIGITS,
+        default=Decimal(0),
+        db_default=Decimal(0),
+        help_text="What this resting order holds out of the free balance (its order margin): "
+        "initial margin, extra collateral and fee at its price.",
+    )
     take_profit = models.DecimalField(
         **PRICE_DIGITS, null=True, blank=True, verbose_name="take-profit"
     )
@@ -334,6 +341,13 @@ class Order(models.Model):
                 name="order_client_id_unique_per_account",
             ),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(held_margin__gte=0), name="order_held_margin_non_negative"
+            ),
+            # An order that no longer rests has given its hold back to the free balance.
+            models.CheckConstraint(
+                condition=Q(status="resting") | Q(held_margin=0), name="order_settled_holds_nothing"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Prefetch, Q, QuerySet, Sum
 
 from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money, towards_entry
@@ -177,16 +177,30 @@ def return_pct(*, equity: Decimal, funded: Decimal) -> Decimal | None:
 def account_equities(accounts: Sequence[TradingAccount]) -> dict[int, Decimal]:
     """Each account's equity at the current marks, by id, in a constant number of queries.
 
-    Equity is the free balance plus every open position's margin balance floored at zero:
-    under isolated margin a position can never take more than its collateral.
+    Equity is the free balance plus what resting orders hold plus every open position's
+    margin balance floored at zero: under isolated margin a position can never take more
+    than its collateral.
     """
-    value: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    positions = Position.objects.filter(
-        account_id__in=[a.pk for a in accounts], status=Position.Status.OPEN
-    )
+    ids = [a.pk for a in accounts]
+    value: dict[int, Decimal] = defaultdict(lambda: ZERO, order_margins(ids))
+    positions = Position.objects.filter(account_id__in=ids, status=Position.Status.OPEN)
     for position in with_valuation_data(positions):
         value[position.account_id] += position_valuation(position).value
     return {a.pk: money(a.balance + value[a.pk]) for a in accounts}
+
+
+def order_margins(account_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What the resting orders of each account hold out of its free balance, by account id
+    (accounts whose orders hold nothing are left out)."""
+    return dict(
+        Order.objects.filter(
+            account_id__in=list(account_ids), status=Order.Status.RESTING, held_margin__gt=0
+        )
+        .order_by()
+        .values_list("account_id")
+        .annotate(s=Sum("held_margin"))
+        .values_list("account_id", "s")
+    )
 
 
 @dataclass
@@ -196,6 +210,7 @@ class AccountOverview:
     account: TradingAccount
     balance: Decimal
     collateral_locked: Decimal
+    order_margin: Decimal
     unrealized_pnl: Decimal
     equity: Decimal
     realized_pnl: Decimal
@@ -206,10 +221,12 @@ class AccountOverview:
 
 
 def account_overview(account: TradingAccount) -> AccountOverview:
-    """Balance, collateral, equity and PnL of one account, in a constant number of queries.
+    """Balance, collateral, order margin, equity and PnL of one account, in a constant
+    number of queries.
 
-    Equity counts each open position at its margin balance floored at zero: under isolated
-    margin a position can never take more than its collateral from the account.
+    Equity counts what resting orders hold as it is (still the account's own money) and
+    each open position at its margin balance floored at zero: under isolated margin a
+    position can never take more than its collateral from the account.
     """
     open_positions = list(
         with_valuation_data(
@@ -227,19 +244,22 @@ def account_overview(account: TradingAccount) -> AccountOverview:
     totals = Position.objects.filter(account_id=account.pk).aggregate(
         realized=Sum("realized_pnl"), fees=Sum("fees_paid")
     )
-    funded = (
-        LedgerEntry.objects.filter(
-            account_id=account.pk,
-            pocket=LedgerEntry.Pocket.ACCOUNT,
-            transaction__kind__in=FUNDING_KINDS,
-        ).aggregate(s=Sum("amount"))["s"]
-        or ZERO
+    # What was paid in, and what resting orders hold (their ledger pocket), in one query.
+    sums = LedgerEntry.objects.filter(account_id=account.pk).aggregate(
+        funded=Sum(
+            "amount",
+            filter=Q(pocket=LedgerEntry.Pocket.ACCOUNT, transaction__kind__in=FUNDING_KINDS),
+        ),
+        held=Sum("amount", filter=Q(pocket=LedgerEntry.Pocket.ORDER)),
     )
-    equity = account.balance + value
+    funded = sums["funded"] or ZERO
+    held = sums["held"] or ZERO
+    equity = account.balance + held + value
     return AccountOverview(
         account=account,
         balance=account.balance,
         collateral_locked=collateral,
+        order_margin=held,
         unrealized_pnl=money(unrealized),
         equity=money(equity),
         realized_pnl=totals["realized"] or ZERO,

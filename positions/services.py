@@ -645,8 +645,16 @@ def collateral_apply_delta(position_id: int, delta: Decimal) -> None:
     Collateral.objects.filter(pk=position_id).update(amount=plus("amount", delta))
 
 
+def order_margin_apply_delta(order_id: int, delta: Decimal) -> None:
+    Order.objects.filter(pk=order_id).update(held_margin=plus("held_margin", delta))
+
+
 def position_ledger_post(**kwargs: object) -> LedgerTransaction:
-    return ledger_post(collateral_updater=collateral_apply_delta, **kwargs)  # type: ignore[arg-type]
+    return ledger_post(
+        collateral_updater=collateral_apply_delta,
+        order_margin_updater=order_margin_apply_delta,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 def _restore_prices(position: Position, collateral_amount: Decimal) -> None:
@@ -1384,7 +1392,51 @@ def order_place(
         return order
     order.status = Order.Status.RESTING
     order.save()
-    return order  # every field was set above; nothing else writes it in this transaction
+    if target is None:
+        # An order that would open a position reserves what opening it costs at its price, as
+        # an exchange's order margin: the free balance shows what is really left to trade.
+        _hold_order_margin(account=account, order=order, amount=quote.total_cost)
+    return order  # every field was set above, the hold as the ledger stored it
+
+
+def _hold_order_margin(*, account: TradingAccount, order: Order, amount: Decimal) -> None:
+    """Move a resting order's hold from the free balance into its order margin."""
+    currency = account.classroom.currency
+    at = order.price if order.price is not None else order.stop_price
+    assert at is not None  # a resting order rests at its limit or its stop price
+    position_ledger_post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.ORDER_HOLD,
+        memo=f"Hold {memo_money(amount, currency)} for {order.get_type_display().lower()} order "
+        f"#{order.pk}: {order.side} {plain(order.quantity)} {order.instrument.symbol} "
+        f"at {plain(at)}, {order.leverage}x",
+        legs=[
+            Leg(Pocket.ACCOUNT, -amount, account_id=account.pk),
+            Leg(Pocket.ORDER, amount, account_id=account.pk, order_id=order.pk),
+        ],
+    )
+    account.balance -= amount
+    order.held_margin = amount
+
+
+def _release_order_margin(*, account: TradingAccount, order: Order, why: str) -> None:
+    """Give a resting order's hold back to the free balance (the account and the order
+    locked, the order read under its lock); an order that holds nothing posts nothing."""
+    held = order.held_margin
+    if not held:
+        return
+    position_ledger_post(
+        classroom_id=account.classroom_id,
+        kind=LedgerTransaction.Kind.ORDER_RELEASE,
+        memo=f"Release {memo_money(held, account.classroom.currency)} held by order "
+        f"#{order.pk} ({why})",
+        legs=[
+            Leg(Pocket.ORDER, -held, account_id=account.pk, order_id=order.pk),
+            Leg(Pocket.ACCOUNT, held, account_id=account.pk),
+        ],
+    )
+    account.balance += held
+    order.held_margin = ZERO
 
 
 @transaction.atomic
@@ -1392,12 +1444,13 @@ def order_cancel(*, order_id: int) -> Order:
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
-    lock_account(account_id)
+    account = lock_account(account_id)
     order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
     if order.status != Order.Status.RESTING:
         raise errors.OrderNotCancellable(
             f"The order is {order.get_status_display().lower()}; only resting orders can be cancelled."
         )
+    _release_order_margin(account=account, order=order, why="cancelled")
     order.status = Order.Status.CANCELLED
     order.updated_at = timezone.now()
     order.save(update_fields=["status", "updated_at"])
@@ -1434,6 +1487,9 @@ def order_execute(*, order_id: int) -> Order:
                     order=order,
                 )
             else:
+                # The hold goes back first: opening now costs what the market asks, checked
+                # against the whole free balance, in the same transaction.
+                _release_order_margin(account=account, order=order, why="triggered")
                 instrument = _instrument(order.instrument_id)
                 _open(
                     account=account,
@@ -1451,7 +1507,19 @@ def order_execute(*, order_id: int) -> Order:
         # order, and should it not come (the mark turned back), the order still protects.
         pass
     except errors.DomainError as exc:
-        Order.objects.filter(pk=order_id, status=Order.Status.RESTING).update(
-            status=Order.Status.REJECTED, reject_reason=exc.message[:255], updated_at=timezone.now()
-        )
+        _order_reject(order_id=order_id, account_id=account_id, reason=exc.message)
     return fresh_order(order_id)
+
+
+@transaction.atomic
+def _order_reject(*, order_id: int, account_id: int, reason: str) -> None:
+    """Reject a triggered order the rules refused: its hold goes back to the free balance."""
+    account = lock_account(account_id)
+    order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
+    if order.status != Order.Status.RESTING:
+        return
+    _release_order_margin(account=account, order=order, why="rejected")
+    order.status = Order.Status.REJECTED
+    order.reject_reason = reason[:255]
+    order.updated_at = timezone.now()
+    order.save(update_fields=["status", "reject_reason", "updated_at"])

@@ -12,7 +12,8 @@ from positions.models import Collateral, Fill, Order, Position
 
 
 def assert_ledger_invariants(classroom_id: int | None = None) -> None:
-    """Every transaction sums to zero; stored balances equal their entries; totals are conserved."""
+    """Every transaction sums to zero; stored balances (free balances, collateral, order
+    margin, classroom pockets) equal their entries; totals are conserved."""
     txns = LedgerTransaction.objects.all()
     entries = LedgerEntry.objects.all()
     accounts = TradingAccount.objects.all()
@@ -50,6 +51,25 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
             f"collateral {row.position_id}: stored {row.amount} != ledger {by_position.get(row.position_id)}"
         )
 
+    orders = Order.objects.all()
+    if classroom_id is not None:
+        orders = orders.filter(account__classroom_id=classroom_id)
+    by_order = dict(
+        entries.filter(pocket="order").values_list("order_id").annotate(s=Sum("amount"))
+    )
+    held_orders = set(orders.exclude(held_margin=0).values_list("pk", flat=True))
+    for order_id, held, status, reduce_only in orders.filter(
+        pk__in=held_orders | set(by_order)
+    ).values_list("pk", "held_margin", "status", "reduce_only"):
+        assert held >= 0, f"order {order_id} holds a negative amount"
+        assert held == by_order.get(order_id, Decimal(0)), (
+            f"order {order_id}: stored hold {held} != ledger {by_order.get(order_id)}"
+        )
+        if status != Order.Status.RESTING or reduce_only:
+            assert held == 0, f"{status} order {order_id} (reduce-only {reduce_only}) holds {held}"
+    stray_holds = entries.filter(pocket="order").exclude(order_id__in=orders.values("pk"))
+    assert not stray_holds.exists(), f"order margin of no order: {list(stray_holds.values('id'))}"
+
     for pocket in pockets:
         expected = entries.filter(classroom_id=pocket.classroom_id, pocket=pocket.kind).aggregate(
             s=Sum("amount")
@@ -68,6 +88,10 @@ def assert_ledger_invariants(classroom_id: int | None = None) -> None:
                 Collateral.objects.filter(position__account__classroom_id=cid).aggregate(
                     s=Sum("amount")
                 )["s"]
+                or 0
+            )
+            + (
+                Order.objects.filter(account__classroom_id=cid).aggregate(s=Sum("held_margin"))["s"]
                 or 0
             )
             + (
@@ -185,6 +209,8 @@ def money_snapshot() -> MoneySnapshot:
         },
         orders={
             row[0]: row[1:]
-            for row in Order.objects.values_list("pk", "status", "reject_reason", "position_id")
+            for row in Order.objects.values_list(
+                "pk", "status", "reject_reason", "position_id", "held_margin"
+            )
         },
     )

@@ -325,6 +325,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
     form = _trade_form(request, account)
     quote = None
+    prices = None
     if form.is_valid():
         quantity = _quantity(form)
         if quantity is not None:
@@ -361,6 +362,8 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
         {
             "form": form,
             "quote": quote,
+            # A limit or stop order that rests holds the quote's total while it waits.
+            "rests": prices is not None and not prices.fills_now,
             "instrument": instrument,
             "currency": account.classroom.currency,
             "sizing": _sizing(account, form),

@@ -150,3 +150,31 @@ def test_money_fields_are_labelled_in_words(world, client):
     assert "<label>Realised PnL:</label>" in html[pages[1]]
     assert "<label>Take-profit:</label>" in html[pages[1]]
     assert "<label>Stop-loss:</label>" in html[pages[1]]
+
+
+def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alpha_client):
+    from accounts.models import TradingAccount
+    from accounts.money import money_text, to_tick
+    from positions.models import Order
+    from positions.services import order_place
+
+    account = TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk").first()
+    instrument = Instrument.objects.filter(classroom=world.alpha_class).order_by("pk").first()
+    assert account is not None and instrument is not None and instrument.mark_price is not None
+    below = to_tick(instrument.mark_price * Decimal("0.9"), instrument.tick_size, up=False)
+    order = order_place(
+        account_id=account.pk, instrument_id=instrument.pk, side="long", type="limit",
+        price=below, quantity=instrument.lot_size * 10, leverage=5,
+    )  # fmt: skip
+    assert order.held_margin > 0
+    held = money_text(order.held_margin, world.alpha_class.currency)
+    accounts = alpha_client.get(reverse("admin:accounts_tradingaccount_changelist"))
+    assert held in cell(accounts.content.decode(), "field-held_by_orders")
+    page = alpha_client.get(reverse("admin:accounts_tradingaccount_change", args=[account.pk]))
+    assert cell(page.content.decode(), "readonly").count(held) >= 1
+    orders = alpha_client.get(reverse("admin:positions_order_changelist")).content.decode()
+    assert written(order.held_margin) in cell(orders, "field-held_margin")
+    detail = alpha_client.get(reverse("admin:positions_order_change", args=[order.pk]))
+    assert written(order.held_margin) in cell(detail.content.decode(), "readonly")
+    assert 'name="held_margin"' not in detail.content.decode()
+    assert Order.objects.get(pk=order.pk).held_margin == order.held_margin

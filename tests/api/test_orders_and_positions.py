@@ -764,6 +764,40 @@ def test_a_position_past_its_liquidation_price_is_the_engines(api, account, btc)
     assert_ledger_invariants()
 
 
+def test_resting_orders_show_their_hold_and_accounts_their_order_margin(api, account, btc):
+    limit = api.post(
+        ORDERS, order_body(account, type="limit", price="59000", quantity="0.1"), format="json"
+    ).json()
+    # 0.1 x 59,000 / 10 = 590 margin + 2.95 fee at the limit.
+    assert (limit["status"], limit["held_margin"]) == ("resting", "592.95")
+    market = api.post(ORDERS, order_body(account), format="json").json()
+    assert market["held_margin"] == "0"
+    mine = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert mine["order_margin"] == "592.95"
+    assert mine["balance"] == str(Decimal(10000) - Decimal("592.95") - Decimal("60.3"))
+    assert mine["equity"] == "9999.7"  # only the market order's fee: the hold is still its own
+    assert api.get("/api/v1/me").json()["accounts"][0]["order_margin"] == "592.95"
+    cancelled = api.delete(f"{ORDERS}{limit['id']}/").json()
+    assert (cancelled["status"], cancelled["held_margin"]) == ("cancelled", "0")
+    mine = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert (mine["order_margin"], mine["balance"]) == ("0", "9939.7")
+    assert_ledger_invariants()
+
+
+def test_cancelling_every_resting_order_gives_every_hold_back(api, account, btc):
+    for price in ("59000", "58000"):
+        api.post(ORDERS, order_body(account, type="limit", price=price), format="json")
+    api.post(ORDERS, order_body(account, type="stop", stop_price="61000"), format="json")
+    assert api.get(f"/api/v1/accounts/{account.pk}/").json()["order_margin"] != "0"
+    assert len(api.delete(ORDERS).json()["cancelled"]) == 3
+    mine = api.get(f"/api/v1/accounts/{account.pk}/").json()
+    assert (mine["order_margin"], mine["balance"]) == ("0", "10000")
+    statement = api.get("/api/v1/statement/").json()["results"]
+    kinds = sorted(row["kind"] for row in statement)
+    assert kinds == ["deposit"] + ["order_hold"] * 3 + ["order_release"] * 3
+    assert_ledger_invariants()
+
+
 def test_a_close_retried_with_its_client_order_id_closes_once(api, account, btc):
     order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
     url = f"/api/v1/positions/{order['position']}/close"

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
+from django.utils import timezone
 
 from positions.services import order_place, position_close
 from tests.browser.conftest import csp_violations, make_learner, sign_in
@@ -305,14 +306,14 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
     classroom = make_classroom(name="Phone class")
     btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
     account = make_learner(classroom, "pia")
-    # A limit order that rests, then is refused when it triggers (the balance went into another
-    # position meanwhile): the reason is the longest text of the orders table.
+    # A limit order that rests, then is refused when it triggers (the classroom's trading
+    # window ended meanwhile): the reason is the longest text of the orders table.
     refused = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
         quantity="0.1", leverage=10, price="55000",
     )  # fmt: skip
     order_place(
-        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10,
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.5", leverage=10,
         take_profit="70000",
     )  # fmt: skip
     cancelled = order_place(
@@ -324,6 +325,8 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
         account_id=account.pk, instrument_id=btc.pk, side="short", type="limit",
         quantity="0.01", leverage=5, price="70000",
     )  # fmt: skip
+    classroom.trading_closes_at = timezone.now()
+    classroom.save(update_fields=["trading_closes_at"])
     set_price(btc, "55000")
     refused.refresh_from_db()
     assert refused.status == Order.Status.REJECTED and refused.reject_reason
@@ -349,7 +352,9 @@ def test_orders_and_statement_are_cards_on_a_phone_with_the_words_of_the_tables(
         assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
         _cards_repeat_the_table(cards, orders, ORDER_COLUMNS)
         statement = desk.evaluate(TABLE_ROWS, "#statement-table")
-        assert len(statement) == 2  # the starting balance and the position it opened
+        # The starting balance, the position it opened, and three orders' holds with the two
+        # releases of the cancelled and the refused one.
+        assert len(statement) == 7
         cards = page.evaluate(CARDS, "#statement-cards .row-card")
         assert all(c["visible"] and c["right"] <= PHONE["width"] for c in cards.values()), cards
         _cards_repeat_the_table(cards, statement, STATEMENT_COLUMNS)

@@ -94,3 +94,26 @@ def test_the_ticket_shows_only_the_price_its_order_type_uses(ticket):
     page.click("button.primary")
     page.wait_for_url("**/positions/*/")
     assert csp_violations(console) == []
+
+
+def test_a_limit_order_shows_its_hold_before_and_after_it_is_placed_until_cancelled(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    page.select_option("#id_type", "limit")
+    page.fill("#id_leverage", "10")
+    page.dispatch_event("#id_leverage", "change")
+    page.fill("#id_quantity", "0.5")
+    page.fill("#id_price", "59000")
+    # 0.5 x 59,000 / 10 = 2,950 margin + 14.75 fee at the limit.
+    expect(page.get_by_test_id("preview-hold")).to_have_text("2,964.75")
+    expect(page.get_by_test_id("preview-hold-note")).to_contain_text("holds 2,964.75")
+    page.click("button.primary")
+    page.wait_for_url(re.compile(r"/accounts/\d+/$"))
+    expect(page.get_by_test_id("order-margin")).to_have_text("2,964.75")
+    expect(page.get_by_test_id("free-balance")).to_have_text("7,035.25")
+    expect(page.get_by_test_id("equity")).to_have_text("10,000.00")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_test_id("order-margin")).to_have_text("0.00")
+    expect(page.get_by_test_id("free-balance")).to_have_text("10,000.00")
+    assert csp_violations(console) == []

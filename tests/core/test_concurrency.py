@@ -373,6 +373,65 @@ def test_an_insurance_fund_draw_down_racing_shortfall_closes_never_overdraws_it(
     assert_ledger_invariants()
 
 
+def test_simultaneous_resting_orders_never_hold_more_than_the_free_balance(market):
+    _, btc, account = market
+
+    def limit_half_btc():
+        return order_place(
+            account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+            price="59000", quantity="0.5", leverage=10,
+        )  # fmt: skip
+
+    outcomes = simultaneously(*[limit_half_btc] * 8)
+    # Each holds 2,950 margin + 14.75 fee at its limit: three fit in 10,000.
+    assert codes(outcomes) == ["insufficient_balance"] * 5 + ["ok"] * 3
+    assert balance(account) == D(10000) - 3 * D("2964.75")
+    held = Order.objects.filter(account=account, status="resting").values_list(
+        "held_margin", flat=True
+    )
+    assert sorted(held) == [D("2964.75")] * 3
+    assert_ledger_invariants()
+
+
+def test_a_cancel_racing_the_engines_trigger_releases_the_hold_once(market):
+    from liquidation.engine import execute_triggered_order
+    from positions.services import order_cancel
+
+    _, btc, account = market
+    orders = [
+        order_place(
+            account_id=account.pk,
+            instrument_id=btc.pk,
+            side="long",
+            type="limit",
+            price="59000",
+            quantity="0.1",
+            leverage=10,
+        )
+        for _ in range(4)
+    ]
+    btc.mark_price = D(58000)  # every one of them is triggered
+    btc.save(update_fields=["mark_price"])
+    for order in orders:
+        outcomes = simultaneously(
+            partial(order_cancel, order_id=order.pk),
+            partial(execute_triggered_order, order.pk),
+        )
+        order.refresh_from_db()
+        if order.status == "cancelled":
+            assert outcomes[0][0] == "ok" and outcomes[1] == ("ok", False)
+        else:
+            assert order.status == "filled"
+            assert outcomes == [("refused", "order_not_cancellable"), ("ok", True)]
+        assert order.held_margin == 0
+        releases = LedgerEntry.objects.filter(pocket="order", order_id=order.pk, amount__lt=0)
+        assert [e.amount for e in releases] == [D("-592.95")]
+    filled = Order.objects.filter(pk__in=[o.pk for o in orders], status="filled").count()
+    # Each filled order cost 580 margin + 2.90 fee at 58,000; each cancelled one nothing.
+    assert balance(account) == D(10000) - filled * D("582.9")
+    assert_ledger_invariants()
+
+
 def test_racing_retries_of_one_close_client_order_id_close_once(market):
     _, btc, account = market
     position = position_open(

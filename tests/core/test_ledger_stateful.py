@@ -26,8 +26,11 @@ from accounts.errors import DomainError
 from accounts.models import LedgerEntry, TradingAccount
 from accounts.money import MONEY_STEP, to_tick
 from accounts.services import account_adjust, classroom_join
-from positions.models import Collateral, Instrument, Position
+from liquidation.engine import execute_triggered_order
+from positions.models import Collateral, Instrument, Order, Position
 from positions.services import (
+    order_cancel,
+    order_place,
     position_add_margin,
     position_close,
     position_open,
@@ -48,7 +51,8 @@ ETH_BRACKETS = [
 
 
 class TradingMachine(RuleBasedStateMachine):
-    """Students join, open, close, move margin while the mark jumps about."""
+    """Students join, open, close, move margin, place, cancel and trigger resting orders
+    while the mark jumps about."""
 
     accounts = Bundle("accounts")
 
@@ -57,6 +61,7 @@ class TradingMachine(RuleBasedStateMachine):
         self._savepoint = transaction.atomic()
         self._savepoint.__enter__()
         self.open_ids: list[int] = []
+        self.resting_ids: list[int] = []
         self.refusals = 0
 
     def teardown(self) -> None:
@@ -190,6 +195,68 @@ class TradingMachine(RuleBasedStateMachine):
             assert removed is not None, f"removing {amount} within the limit {limit} was refused"
         else:
             assert removed is None, f"removing {amount} beyond the limit {limit} was accepted"
+
+    @rule(
+        account=accounts,
+        which=st.sampled_from([0, 1]),
+        side=st.sampled_from(["long", "short"]),
+        type=st.sampled_from(["limit", "stop"]),
+        away=st.integers(1, 30),
+        lots=st.one_of(st.integers(1, 50), st.integers(1, 3000)),
+        leverage=st.integers(1, 50),
+        extra=st.one_of(st.just(D(0)), st.integers(1, 2000).map(D)),
+    )
+    def place_resting(self, account, which, side, type, away, lots, leverage, extra):
+        instrument = Instrument.objects.get(pk=self.instruments[which].pk)
+        assert instrument.mark_price is not None
+        # A buy limit rests below the mark and a buy stop above it; a sell the other way.
+        below = (side == "long") == (type == "limit")
+        target = instrument.mark_price * (100 - away if below else 100 + away) / 100
+        at = max(to_tick(target, instrument.tick_size, up=not below), instrument.tick_size)
+        before = TradingAccount.objects.get(pk=account).balance
+        order = self._refused(
+            order_place,
+            account_id=account,
+            instrument_id=instrument.pk,
+            side=side,
+            type=type,
+            price=at if type == "limit" else None,
+            stop_price=at if type == "stop" else None,
+            quantity=D(lots) * instrument.lot_size,
+            leverage=leverage,
+            extra_collateral=extra,
+        )
+        if not isinstance(order, Order):
+            return
+        if order.status == Order.Status.RESTING:
+            self.resting_ids.append(order.pk)
+            # Its hold left the free balance, and nothing else did.
+            assert order.held_margin > 0
+            assert TradingAccount.objects.get(pk=account).balance == before - order.held_margin
+        elif order.position_id is not None:  # a limit the market had already reached
+            self.open_ids.append(order.position_id)
+
+    @precondition(lambda self: bool(self.resting_ids))
+    @rule(data=st.data())
+    def cancel_resting(self, data):
+        order = Order.objects.get(pk=data.draw(st.sampled_from(self.resting_ids)))
+        before = TradingAccount.objects.get(pk=order.account_id).balance
+        order_cancel(order_id=order.pk)
+        self.resting_ids.remove(order.pk)
+        assert TradingAccount.objects.get(pk=order.account_id).balance == before + order.held_margin
+
+    @precondition(lambda self: bool(self.resting_ids))
+    @rule(data=st.data())
+    def trigger_resting(self, data):
+        order_id = data.draw(st.sampled_from(self.resting_ids))
+        execute_triggered_order(order_id)  # only if the mark has reached it, as the engine
+        order = Order.objects.get(pk=order_id)
+        if order.status != Order.Status.RESTING:
+            self.resting_ids.remove(order_id)
+            assert order.held_margin == 0
+        if order.status == Order.Status.FILLED:
+            assert order.position_id is not None
+            self.open_ids.append(order.position_id)
 
     @rule(
         which=st.sampled_from([0, 1]),

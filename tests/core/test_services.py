@@ -1093,15 +1093,17 @@ def test_a_too_long_client_order_id_is_refused(account, btc):
         place(account, btc, client_order_id="x" * 65)
 
 
-def test_a_limit_order_rests_without_moving_money(account, btc):
+def test_a_limit_order_rests_holding_its_order_margin(account, btc):
     before = money_snapshot()
     order = place(account, btc, type="limit", price="59000", take_profit="61000")
     assert order.status == "resting"
     assert (order.price, order.take_profit, order.leverage) == (D(59000), D(61000), 10)
     after = money_snapshot()
-    assert after.accounts == before.accounts
-    assert after.counts["LedgerEntry"] == before.counts["LedgerEntry"]
+    # 590 margin + 2.95 fee at the limit leave the free balance for the order's hold.
+    assert after.accounts[account.pk] == before.accounts[account.pk] - D("592.95")
+    assert after.counts["LedgerEntry"] == before.counts["LedgerEntry"] + 2
     assert after.counts["Position"] == before.counts["Position"]
+    assert_ledger_invariants()
 
 
 def test_a_stop_order_rests(account, btc):
@@ -1386,17 +1388,23 @@ def test_order_execute_rejects_an_order_the_rules_now_refuse(classroom, account,
     assert executed.status == "rejected"
     assert "closed" in executed.reject_reason
     after = money_snapshot()
-    assert after.accounts == before.accounts
-    assert after.counts == before.counts
+    # Only the hold came back, in one release: no position, fill or fee.
+    assert after.accounts[account.pk] == before.accounts[account.pk] + D("592.95")
+    assert after.counts["LedgerTransaction"] == before.counts["LedgerTransaction"] + 1
+    assert after.counts["Position"] == before.counts["Position"]
+    assert after.counts["Fill"] == before.counts["Fill"]
+    assert after.pockets == before.pockets
     assert_ledger_invariants()
 
 
-def test_order_execute_rejects_when_the_balance_is_gone(account, btc):
-    order = place(account, btc, type="limit", price="59000")
-    account_adjust(account_id=account.pk, amount=D("-9990"), reason="Spent")
+def test_order_execute_rejects_when_the_hold_and_the_balance_no_longer_pay(account, btc):
+    order = place(account, btc, type="stop", stop_price="61000")
+    account_adjust(account_id=account.pk, amount=D("-9386.95"), reason="Spent")
+    set_mark(btc, "80000")  # the stop fills at market: 800 margin + 4 fee, 613.05 held
     executed = order_execute(order_id=order.pk)
     assert executed.status == "rejected"
     assert Position.objects.filter(account=account).count() == 0
+    assert_ledger_invariants()
 
 
 def test_order_execute_of_a_missing_order_is_not_found(db):

@@ -130,3 +130,37 @@ def test_stop_loss_of_a_short_closes_it(btc, account):
     assert Position.objects.get(pk=short.pk).status == "open"
     set_price(btc, "61000")
     assert Position.objects.get(pk=short.pk).status == "closed"
+
+
+def test_a_tick_that_triggers_a_resting_order_returns_its_hold_as_it_opens(btc, account):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="59000",
+    )  # fmt: skip
+    assert order.held_margin == Decimal("592.95")  # 590 margin + 2.95 fee at 59,000
+    set_price(btc, "58500")
+    filled = Order.objects.get(pk=order.pk)
+    assert (filled.status, filled.held_margin) == ("filled", 0)
+    account.refresh_from_db()
+    # The position cost 585 margin + 2.925 fee at 58,500, out of the whole balance again.
+    assert account.balance == Decimal(10000) - Decimal("587.925")
+    assert_ledger_invariants()
+
+
+def test_a_tick_that_triggers_an_order_the_rules_refuse_rejects_it_and_returns_its_hold(
+    btc, account
+):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="59000",
+    )  # fmt: skip
+    account.trading_frozen = True
+    account.save(update_fields=["trading_frozen"])
+    set_price(btc, "58500")
+    rejected = Order.objects.get(pk=order.pk)
+    assert (rejected.status, rejected.held_margin) == ("rejected", 0)
+    assert "frozen" in rejected.reject_reason
+    account.refresh_from_db()
+    assert account.balance == Decimal(10000)
+    assert not Position.objects.filter(account=account).exists()
+    assert_ledger_invariants()

@@ -295,6 +295,50 @@ def test_a_limit_order_rests_and_can_be_cancelled(alice_client, account, btc):
     assert order.status == Order.Status.CANCELLED
 
 
+def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_client, account, btc):
+    ticket = {"instrument": btc.pk, "side": "long", "type": "limit", "quantity": "0.1"}
+    alice_client.post(
+        reverse("trade", args=[account.pk]), ticket | {"leverage": "5", "price": "55000"}
+    )
+    order = Order.objects.get()
+    live = reverse("dashboard-live", args=[account.pk])
+    content = alice_client.get(live).content.decode()
+    # 0.1 x 55,000 / 5 = 1,100 margin + 2.75 fee at the limit.
+    assert (
+        '<span class="label">Held by orders</span><span class="value" data-testid="order-margin">1,102.75</span>'
+        in content
+    )
+    assert '<span class="value" data-testid="free-balance">8,897.25</span>' in content
+    assert '<span class="value" data-testid="equity">10,000.00</span>' in content
+    assert '<span class="muted" data-testid="order-hold">holds 1,102.75</span>' in content
+    alice_client.post(reverse("order-cancel", args=[order.pk]))
+    content = alice_client.get(live).content.decode()
+    assert 'data-testid="order-margin">0.00</span>' in content
+    assert 'data-testid="free-balance">10,000.00</span>' in content
+    assert_ledger_invariants()
+
+
+@pytest.mark.parametrize(
+    ("order", "held"),
+    [
+        ({"type": "limit", "price": "59000"}, "2,964.75"),  # 2,950 margin + 14.75 fee at 59,000
+        ({"type": "stop", "stop_price": "61000"}, "3,065.25"),  # 3,050 + 15.25 at 61,000
+    ],
+)
+def test_the_preview_of_a_resting_order_says_what_it_will_hold(
+    alice_client, account, btc, order, held
+):
+    ticket = {"instrument": btc.pk, "side": "long", "quantity": "0.5", "leverage": "10"}
+    url = reverse("trade-preview", args=[account.pk])
+    content = alice_client.post(url, ticket | order).content.decode()
+    assert f'<dt>Held while it rests</dt><dd data-testid="preview-hold">{held}</dd>' in content
+    assert f"Until it triggers, this order holds {held} of your free balance" in content
+    market = alice_client.post(url, ticket | {"type": "market"}).content.decode()
+    assert "preview-hold" not in market
+    assert "<dt>Total from your balance</dt><dd>3,015.00</dd>" in market
+    assert not Order.objects.exists()
+
+
 def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account, position, btc):
     url = reverse("position-margin", args=[position.pk])
     alice_client.post(url, {"margin-action": "add", "margin-amount": "500"})
@@ -695,15 +739,14 @@ def test_the_ticket_bounds_the_leverage_slider_by_classroom_and_instrument(
 
 
 def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
-    alice_client, account, other_account, btc
+    alice_client, classroom, account, other_account, btc
 ):
     resting = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
         quantity="0.1", leverage=10, price="55000",
     )  # fmt: skip
-    # The free balance goes into another position before the limit price is reached.
     big = order_place(
-        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.6", leverage=10
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1.5", leverage=10
     )
     cancelled = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
@@ -713,6 +756,9 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     bobs = order_place(
         account_id=other_account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=5
     )
+    # Trading closes before the limit price is reached.
+    classroom.trading_enabled = False
+    classroom.save(update_fields=["trading_enabled"])
     set_price(btc, "55000")
     resting.refresh_from_db()
     assert resting.status == Order.Status.REJECTED
@@ -729,7 +775,7 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     refused = rows[resting.pk]
     assert f"Order #{resting.pk} BTCUSDT" in refused and "Limit" in refused and "0.100" in refused
     assert "limit 55,000.0" in refused and ">rejected<" in refused
-    assert "This needs 552.75 (margin 550.00 + fee 2.75); your free balance is 352.00." in refused
+    assert "Trading is closed in this classroom right now." in refused
     filled = rows[big.pk]
     assert ">filled<" in filled and "market; filled at 60,000.0" in filled
     assert (
