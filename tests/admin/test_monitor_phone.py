@@ -1,6 +1,6 @@
 """The live monitor on a phone (390 px wide): its tables scroll inside their sections, the
-page itself never becomes wider than the screen, and a section stays scrolled when the panel
-refreshes itself."""
+page itself never becomes wider than the screen, and the panel's refreshes leave each section's
+scroll, the page's scroll and the keyboard's focus where they were."""
 
 from __future__ import annotations
 
@@ -38,6 +38,41 @@ SECTIONS = """() => [...document.querySelectorAll(".monitor-grid section")].map(
   };
 })"""
 
+# Counts the panel's swaps: a response alone does not say its content is in the page yet.
+COUNT_SWAPS = """() => {
+  window.monitorSwaps = 0;
+  document.addEventListener("htmx:afterSettle", () => { window.monitorSwaps += 1; });
+}"""
+
+# True once the keyboard's smooth scroll has moved the section and come to rest.
+SCROLLED_AND_STILL = """() => {
+  const left = document.getElementById("monitor-imbalance-box").scrollLeft;
+  const still = left > 0 && left === window.lastScrollLeft;
+  window.lastScrollLeft = left;
+  return still;
+}"""
+
+WHERE = """() => ({
+  positions: document.getElementById("monitor-positions-box").scrollLeft,
+  imbalance: document.getElementById("monitor-imbalance-box").scrollLeft,
+  focused: document.activeElement.id,
+  page: window.scrollY,
+})"""
+
+
+def phone_class() -> Classroom:
+    """A classroom with a long and a short open, so the positions table is wider than a phone."""
+    restore_instructors_group()
+    teacher = make_instructor("teacher")
+    classroom = make_classroom(instructor=teacher, name="Phone class", max_leverage=100)
+    btc = make_instrument(classroom, symbol="BTCUSDT")
+    for name, side in (("ada", "long"), ("bob", "short")):
+        account = make_student(classroom, username=name)
+        position_open(
+            account_id=account.pk, instrument_id=btc.pk, side=side, quantity="0.1", leverage=20
+        )
+    return classroom
+
 
 @contextmanager
 def monitor_page(
@@ -64,15 +99,7 @@ def monitor_page(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_monitor_fits_a_phone_and_its_tables_stay_scrolled(live_server, browser):  # noqa: F811
-    restore_instructors_group()
-    teacher = make_instructor("teacher")
-    classroom = make_classroom(instructor=teacher, name="Phone class", max_leverage=100)
-    btc = make_instrument(classroom, symbol="BTCUSDT")
-    for name, side in (("ada", "long"), ("bob", "short")):
-        account = make_student(classroom, username=name)
-        position_open(
-            account_id=account.pk, instrument_id=btc.pk, side=side, quantity="0.1", leverage=20
-        )
+    classroom = phone_class()
     with monitor_page(
         browser, live_server, classroom, viewport=PHONE, is_mobile=True, has_touch=True
     ) as page:
@@ -125,3 +152,38 @@ def test_the_monitor_shows_times_in_the_instructors_time_zone(live_server, brows
         local = stamp.astimezone(ZoneInfo("Asia/Kolkata"))
         assert f"{local.minute:02d}:{local.second:02d}" in updated.inner_text()
         assert f"{stamp.minute:02d}:{stamp.second:02d}" not in updated.inner_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refreshes_keep_the_sections_scroll_the_page_scroll_and_the_focus(live_server, browser):  # noqa: F811
+    """An instructor on a phone scrolls one table with a finger, moves to another with the
+    keyboard and pages down to it: the panel swapped in every two seconds leaves all of that
+    where it was, or the right-hand columns (liquidation price, distance) jump out of reach."""
+    classroom = phone_class()
+    with monitor_page(
+        browser, live_server, classroom, viewport=PHONE, is_mobile=True, has_touch=True
+    ) as page:
+        page.wait_for_selector("#monitor-positions")
+        page.evaluate(COUNT_SWAPS)
+        # Scroll between two refreshes, so none lands in the middle of the keyboard's
+        # smooth scroll.
+        page.wait_for_function("() => window.monitorSwaps >= 1")
+        page.evaluate("document.getElementById('monitor-positions-box').scrollLeft = 120")
+        page.focus("#monitor-imbalance-box")
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(SCROLLED_AND_STILL, polling=100)
+        page.evaluate("window.scrollTo(0, 300)")
+        before = page.evaluate(WHERE)
+        assert before["imbalance"] > 0 and before["page"] == 300, before
+        assert before["focused"] == "monitor-imbalance-box", before
+
+        swaps = page.evaluate("window.monitorSwaps")
+        for refresh in (1, 2):
+            with page.expect_response(
+                lambda r: r.url == page.url and r.request.headers.get("hx-request") == "true"
+            ) as panel:
+                pass
+            assert panel.value.ok
+            page.wait_for_function(f"() => window.monitorSwaps >= {swaps + refresh}")
+            assert page.evaluate(WHERE) == before
