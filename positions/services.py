@@ -819,7 +819,8 @@ def refuse_if_liquidating(position: Position, collateral: Decimal, mark: Decimal
     shown = price_text(_shown_risk_price(lp, position.side, tick), tick)
     raise errors.PositionLiquidating(
         f"The mark {price_text(mark, tick)} has reached the liquidation price {shown}: "
-        "the position is being liquidated and can no longer be closed or topped up."
+        "the position is being liquidated and can no longer be closed, reduced or have its "
+        "collateral changed."
     )
 
 
