@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
@@ -187,9 +188,23 @@ def account_adjust(
             f"{money_text(account.balance, account.classroom.currency)}; it cannot go below zero.",
             field="amount",
         )
-    if account.balance + amount >= MAX_AMOUNT:
+    # What resting orders hold comes back to the free balance when they are cancelled: the
+    # column must still store it then. Only services that lock the account move a hold.
+    held = (
+        LedgerEntry.objects.filter(account_id=account.pk, pocket=Pocket.ORDER).aggregate(
+            s=Sum("amount")
+        )["s"]
+        or ZERO
+    )
+    if account.balance + held + amount >= MAX_AMOUNT:
+        with_held = (
+            f" with the {money_text(held, account.classroom.currency)} its resting orders hold"
+            if held
+            else ""
+        )
         raise errors.InvalidAmount(
-            f"The free balance of {account.user} in {account.classroom.name} would grow too large.",
+            f"The free balance of {account.user} in {account.classroom.name}{with_held} "
+            "would grow too large.",
             field="amount",
         )
     ledger_post(
