@@ -182,25 +182,31 @@ def account_adjust(
     account = lock_accounts([account_id]).get(account_id)
     if account is None:
         raise errors.NotFound("No such trading account.")
-    if account.balance + amount < 0:
-        raise errors.InsufficientBalance(
-            f"The free balance of {account.user} in {account.classroom.name} is "
-            f"{money_text(account.balance, account.classroom.currency)}; it cannot go below zero.",
-            field="amount",
-        )
-    # What resting orders hold comes back to the free balance when they are cancelled: the
-    # column must still store it then. Only services that lock the account move a hold.
+    # What resting orders hold is not the free balance's to give, but it comes back there when
+    # they are cancelled. Only services that lock the account move a hold.
+    currency = account.classroom.currency
     held = (
         LedgerEntry.objects.filter(account_id=account.pk, pocket=Pocket.ORDER).aggregate(
             s=Sum("amount")
         )["s"]
         or ZERO
     )
-    if account.balance + held + amount >= MAX_AMOUNT:
-        with_held = (
-            f" with the {money_text(held, account.classroom.currency)} its resting orders hold"
+    if account.balance + amount < 0:
+        holds = (
+            f" Its resting orders hold {money_text(held, currency)} more, which comes back to "
+            "the free balance when they are cancelled."
             if held
             else ""
+        )
+        raise errors.InsufficientBalance(
+            f"The free balance of {account.user} in {account.classroom.name} is "
+            f"{money_text(account.balance, currency)}; it cannot go below zero.{holds}",
+            field="amount",
+        )
+    # The column must still store the free balance once the holds are back.
+    if account.balance + held + amount >= MAX_AMOUNT:
+        with_held = (
+            f" with the {money_text(held, currency)} its resting orders hold" if held else ""
         )
         raise errors.InvalidAmount(
             f"The free balance of {account.user} in {account.classroom.name}{with_held} "

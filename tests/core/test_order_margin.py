@@ -239,3 +239,18 @@ def test_a_grant_counts_what_resting_orders_hold_towards_the_largest_free_balanc
     cancelled = order_cancel(order_id=order.pk)
     assert (cancelled.status, balance(account)) == ("cancelled", MAX_AMOUNT - 1)
     assert_ledger_invariants()
+
+
+def test_a_deduction_beyond_the_free_balance_says_what_resting_orders_hold(account, btc):
+    """Equity still counts the holds, so an instructor who sees it learns why the deduction
+    is refused and what would free the money."""
+    place(account, btc, type="limit", price="50000", quantity="1.99")  # holds 9,999.75 at 10x
+    before = money_snapshot()
+    with pytest.raises(DomainError) as info:
+        account_adjust(account_id=account.pk, amount=D("-100"), reason="Late homework")
+    assert info.value.code == "insufficient_balance"
+    assert info.value.message == (
+        "The free balance of alice in Trading 101 is 0.25; it cannot go below zero. Its resting "
+        "orders hold 9,999.75 more, which comes back to the free balance when they are cancelled."
+    )
+    assert money_snapshot() == before
