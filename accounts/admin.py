@@ -75,7 +75,7 @@ class ClassroomPocketAdmin(ClassroomScopedAdmin):
 
 class LedgerEntryInline(ReadOnlyInline):
     model = LedgerEntry
-    fields = ("pocket", "account", "position_id", "amount")
+    fields = ("pocket", "account", "position_id", "order_id", "amount")
     readonly_fields = fields
 
 
@@ -101,7 +101,9 @@ class LedgerEntryAdmin(ClassroomScopedAdmin):
     classroom_path = "classroom"
     read_only_records = True
     ordering = ("-id",)
-    list_display = ("id", "transaction", "classroom", "pocket", "account", "position_id", "amount")
+    list_display = (
+        "id", "transaction", "classroom", "pocket", "account", "position_id", "order_id", "amount",
+    )  # fmt: skip
     list_filter = ("pocket", ("classroom", related_only), "transaction__kind")
-    search_fields = ("=transaction__id", "=position_id", "account__user__username")
+    search_fields = ("=transaction__id", "=position_id", "=order_id", "account__user__username")
     list_select_related = ("transaction", "classroom", "account__user", "account__classroom")

@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
@@ -181,15 +182,35 @@ def account_adjust(
     account = lock_accounts([account_id]).get(account_id)
     if account is None:
         raise errors.NotFound("No such trading account.")
+    # What resting orders hold is not the free balance's to give, but it comes back there when
+    # they are cancelled. Only services that lock the account move a hold.
+    currency = account.classroom.currency
+    held = (
+        LedgerEntry.objects.filter(account_id=account.pk, pocket=Pocket.ORDER).aggregate(
+            s=Sum("amount")
+        )["s"]
+        or ZERO
+    )
     if account.balance + amount < 0:
+        holds = (
+            f" Its resting orders hold {money_text(held, currency)} more, which comes back to "
+            "the free balance when they are cancelled."
+            if held
+            else ""
+        )
         raise errors.InsufficientBalance(
             f"The free balance of {account.user} in {account.classroom.name} is "
-            f"{money_text(account.balance, account.classroom.currency)}; it cannot go below zero.",
+            f"{money_text(account.balance, currency)}; it cannot go below zero.{holds}",
             field="amount",
         )
-    if account.balance + amount >= MAX_AMOUNT:
+    # The column must still store the free balance once the holds are back.
+    if account.balance + held + amount >= MAX_AMOUNT:
+        with_held = (
+            f" with the {money_text(held, currency)} its resting orders hold" if held else ""
+        )
         raise errors.InvalidAmount(
-            f"The free balance of {account.user} in {account.classroom.name} would grow too large.",
+            f"The free balance of {account.user} in {account.classroom.name}{with_held} "
+            "would grow too large.",
             field="amount",
         )
     ledger_post(

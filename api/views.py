@@ -803,9 +803,9 @@ class FillListView(ApiView):
 
 class StatementView(ApiView):
     """Every movement of your free balances, newest first, such as the starting deposit and
-    grants, margin and fee paid to open, what a close returns, margin added and removed. Each
-    entry is one leg of a balanced ledger transaction; an account's amounts add up to its free
-    balance."""
+    grants, margin and fee paid to open, what a close returns, margin added and removed, and
+    what a resting order holds (order_hold) and gives back (order_release). Each entry is one
+    leg of a balanced ledger transaction; an account's amounts add up to its free balance."""
 
     serializer_class = s.StatementEntrySerializer
     pagination_class = NewestFirst

@@ -74,7 +74,7 @@ def ranking_score(
 @dataclass(frozen=True)
 class Performance:
     account: TradingAccount
-    equity: Decimal  # free balance plus open positions at the marks
+    equity: Decimal  # free balance, what resting orders hold, open positions at the marks
     funded: Decimal  # deposits, grants, deductions and resets: the money paid in
     return_pct: Decimal | None
     curve: list[Decimal]  # funding left out, from the starting balance to today

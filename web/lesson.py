@@ -2,8 +2,9 @@
 
 Pure ``Decimal`` arithmetic on top of ``positions.margin``; no Django, no I/O. Under
 isolated margin a position can lose its collateral and nothing else. Under cross margin
-the whole account (free balance plus this position's collateral) backs the position, so
-it survives deeper moves but a liquidation takes everything.
+the whole account (free balance, what its resting orders hold, and this position's
+collateral) backs the position, so it survives deeper moves but a liquidation takes
+everything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from positions import margin
 class CrossOutcome:
     """What the whole account as collateral would have done on the same path."""
 
-    account_collateral: Decimal  # free balance + this position's collateral
+    # Free balance + what resting orders hold (an exchange cancels them to save a cross
+    # position) + this position's collateral.
+    account_collateral: Decimal
     survived: bool
     loss_at_worst: Decimal  # unrealised loss at the worst price (0 if the path never lost)
     consumed: Decimal  # how much of the account the path took: all of it when liquidated
@@ -100,6 +103,7 @@ def isolation_lesson(
     free_balance: Decimal,
     worst_price: Decimal,
     tiers: Sequence[margin.Tier],
+    held_by_orders: Decimal = ZERO,
     liquidated: bool = False,
     liquidation_mark: Decimal | None = None,
     worst_after_liquidation: Decimal | None = None,
@@ -107,7 +111,8 @@ def isolation_lesson(
     """Compare isolated and cross margin on the path whose worst price is ``worst_price``.
 
     ``collateral`` is the position's isolated collateral (just before a liquidation);
-    ``free_balance`` the rest of the account, which isolated margin never touches.
+    ``free_balance`` and ``held_by_orders`` (what resting orders hold besides it) the rest
+    of the account, which isolated margin never touches.
     """
     s = margin.side_sign(side)
     upnl_worst = margin.unrealized_pnl(
@@ -116,7 +121,7 @@ def isolation_lesson(
     loss_at_worst = money(max(-upnl_worst, ZERO))
     isolated_loss = collateral if liquidated else min(loss_at_worst, collateral)
 
-    account_collateral = free_balance + collateral
+    account_collateral = free_balance + held_by_orders + collateral
     cross_survived = survives(
         side=side,
         entry_price=entry_price,

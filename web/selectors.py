@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Max, Min, Prefetch, QuerySet
+from django.db.models import Max, Min, Prefetch, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from accounts.models import LedgerEntry, TradingAccount, User
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
@@ -334,17 +334,30 @@ def lesson_for(
             side=position.side,
             start=liquidation.created_at,
         )
-    free_balance = (
-        liquidation.free_balance_before
-        if liquidation is not None and liquidation.free_balance_before is not None
-        else position.account.balance
+    # The rest of the account then: what was free and what resting orders held (the order
+    # margin legs posted before the liquidation's own transaction), or now.
+    holds = LedgerEntry.objects.filter(
+        account_id=position.account_id, pocket=LedgerEntry.Pocket.ORDER
     )
+    if liquidation is not None and liquidation.free_balance_before is not None:
+        free_balance = liquidation.free_balance_before
+        holds = holds.filter(
+            transaction_id__lt=Subquery(
+                LedgerTransaction.objects.filter(
+                    kind=LedgerTransaction.Kind.LIQUIDATION, position_id=position.pk
+                ).values("pk")[:1]
+            )
+        )
+    else:
+        free_balance = position.account.balance
+    held = holds.aggregate(s=Sum("amount"))["s"] or ZERO
     return lesson.isolation_lesson(
         side=position.side,
         entry_price=position.entry_price,
         quantity=quantity,
         collateral=collateral,
         free_balance=free_balance,
+        held_by_orders=held,
         worst_price=path_worst,
         tiers=tiers,
         liquidated=liquidation is not None,
@@ -356,7 +369,7 @@ def lesson_for(
 
 
 def lesson_at_mark(
-    position: Position, valuation: Valuation, *, free_balance: Decimal
+    position: Position, valuation: Valuation, *, free_balance: Decimal, held_by_orders: Decimal
 ) -> lesson.IsolationLesson | None:
     """The lesson of an open position if the mark stays where it is: no query."""
     tiers = position.instrument.margin_tiers()
@@ -368,6 +381,7 @@ def lesson_at_mark(
         quantity=position.quantity,
         collateral=valuation.collateral,
         free_balance=free_balance,
+        held_by_orders=held_by_orders,
         worst_price=valuation.mark_price,
         tiers=tiers,
     )

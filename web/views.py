@@ -157,7 +157,9 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
     ]
     losing.sort(key=lambda pv: pv[1].unrealized_pnl or ZERO)
     for position, valuation in losing[:DASHBOARD_LESSONS]:
-        result = selectors.lesson_at_mark(position, valuation, free_balance=account.balance)
+        result = selectors.lesson_at_mark(
+            position, valuation, free_balance=overview.balance, held_by_orders=overview.order_margin
+        )
         if result is not None:
             lessons.append((position, result))
     return {

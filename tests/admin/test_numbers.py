@@ -178,3 +178,33 @@ def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alph
     assert written(order.held_margin) in cell(detail.content.decode(), "readonly")
     assert 'name="held_margin"' not in detail.content.decode()
     assert Order.objects.get(pk=order.pk).held_margin == order.held_margin
+
+
+def test_the_ledger_names_the_order_whose_margin_a_leg_holds(world, alpha_client):
+    """An instructor tracing what an account's orders hold finds each order-margin leg by
+    its order, as a collateral leg by its position."""
+    from accounts.models import LedgerTransaction, TradingAccount
+    from accounts.money import to_tick
+    from positions.services import order_place
+
+    account = TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk").first()
+    instrument = Instrument.objects.filter(classroom=world.alpha_class).order_by("pk").first()
+    assert account is not None and instrument is not None and instrument.mark_price is not None
+    below = to_tick(instrument.mark_price * Decimal("0.9"), instrument.tick_size, up=False)
+    order = order_place(
+        account_id=account.pk, instrument_id=instrument.pk, side="long", type="limit",
+        price=below, quantity=instrument.lot_size * 10, leverage=5,
+    )  # fmt: skip
+    entries = reverse("admin:accounts_ledgerentry_changelist")
+    found = alpha_client.get(entries, {"q": str(order.pk)}).content.decode()
+    leg = LedgerEntry.objects.get(pocket=LedgerEntry.Pocket.ORDER, order_id=order.pk)
+    assert f"/ledgerentry/{leg.pk}/change/" in found
+    assert str(order.pk) in cell(found, "field-order_id")
+    hold = LedgerTransaction.objects.get(
+        kind=LedgerTransaction.Kind.ORDER_HOLD, entries__order_id=order.pk
+    )
+    page = alpha_client.get(reverse("admin:accounts_ledgertransaction_change", args=[hold.pk]))
+    inline = [
+        re.sub(r"<[^>]+>", "", c).strip() for c in cell(page.content.decode(), "field-order_id")
+    ]
+    assert str(order.pk) in inline

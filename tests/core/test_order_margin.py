@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from accounts.errors import DomainError
 from accounts.ledger import Leg, ledger_post
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.money import MAX_AMOUNT
 from accounts.services import account_adjust
 from liquidation.instructor import account_reset
 from liquidation.performance import accounts_performance
@@ -220,3 +221,36 @@ def test_order_margin_legs_name_their_order_and_need_its_updater(classroom, acco
         LedgerEntry.objects.create(
             transaction=txn, classroom=classroom, pocket="order", account=account, amount=D(1)
         )
+
+
+def test_a_grant_counts_what_resting_orders_hold_towards_the_largest_free_balance(account, btc):
+    """Holds come back to the free balance: a grant that would take it past the largest
+    amount once they do is refused, or cancelling the orders could not store the balance."""
+    account_adjust(account_id=account.pk, amount=MAX_AMOUNT - 10001, reason="Seed")
+    order = place(account, btc, type="limit", price="50000", quantity="19000000000", leverage=1)
+    # 19,000,000,000 x 50,000 = 950,000,000,000,000 margin at 1x + 475,000,000,000 fee.
+    assert held(order) == D("950475000000000")
+    before = money_snapshot()
+    with pytest.raises(DomainError) as info:
+        account_adjust(account_id=account.pk, amount=MAX_AMOUNT - balance(account) - 1, reason="X")
+    assert info.value.code == "invalid_amount"
+    assert "950,475,000,000,000.00" in info.value.message and "resting orders" in info.value.message
+    assert money_snapshot() == before
+    cancelled = order_cancel(order_id=order.pk)
+    assert (cancelled.status, balance(account)) == ("cancelled", MAX_AMOUNT - 1)
+    assert_ledger_invariants()
+
+
+def test_a_deduction_beyond_the_free_balance_says_what_resting_orders_hold(account, btc):
+    """Equity still counts the holds, so an instructor who sees it learns why the deduction
+    is refused and what would free the money."""
+    place(account, btc, type="limit", price="50000", quantity="1.99")  # holds 9,999.75 at 10x
+    before = money_snapshot()
+    with pytest.raises(DomainError) as info:
+        account_adjust(account_id=account.pk, amount=D("-100"), reason="Late homework")
+    assert info.value.code == "insufficient_balance"
+    assert info.value.message == (
+        "The free balance of alice in Trading 101 is 0.25; it cannot go below zero. Its resting "
+        "orders hold 9,999.75 more, which comes back to the free balance when they are cancelled."
+    )
+    assert money_snapshot() == before

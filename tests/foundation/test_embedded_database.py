@@ -97,3 +97,80 @@ print(json.dumps(answers))
 def test_admin_ids_beyond_64_bits_are_not_found_on_sqlite(tmp_path):
     answers = run_on_fresh_sqlite(tmp_path, ADMIN_SCRIPT)
     assert answers == {"change": 404, "history": 404, "action": 404, "own": 200}
+
+
+# Resting orders hold their margin on SQLite too: placed at many prices and leverages, then
+# cancelled, triggered, or refused when they trigger, and what is left held and how the
+# classroom's money adds up.
+HOLD_SCRIPT = """
+import json, random
+from decimal import Decimal
+from accounts.models import TradingAccount
+from liquidation.instructor import account_reset
+from positions.models import Order
+from positions.services import order_cancel, order_execute, order_place
+from tests.factories import make_classroom, make_instrument, make_student
+
+classroom = make_classroom(name="Embedded", max_leverage=100)
+btc = make_instrument(classroom)
+account = make_student(classroom)
+rng = random.Random(3)
+failed = []
+for i in range(30):
+    limit = Decimal(str(round(rng.uniform(40000, 59000), 1)))
+    try:
+        order = order_place(
+            account_id=account.pk, instrument_id=btc.pk, side="long", type="limit", price=limit,
+            quantity="0.003", leverage=rng.choice([3, 7, 13]), extra_collateral="0.37",
+        )
+        if i % 3 == 0:
+            order_cancel(order_id=order.pk)
+        elif i % 3 == 1:
+            btc.mark_price = limit - 1
+            btc.save(update_fields=["mark_price"])
+            order_execute(order_id=order.pk)
+            btc.mark_price = Decimal(60000)
+            btc.save(update_fields=["mark_price"])
+        else:
+            classroom.trading_enabled = False
+            classroom.save(update_fields=["trading_enabled"])
+            btc.mark_price = limit - 1
+            btc.save(update_fields=["mark_price"])
+            order_execute(order_id=order.pk)
+            classroom.trading_enabled = True
+            classroom.save(update_fields=["trading_enabled"])
+            btc.mark_price = Decimal(60000)
+            btc.save(update_fields=["mark_price"])
+    except Exception as exc:
+        failed.append(repr(exc))
+for limit in ("50000", "51000.3"):
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        stop_price=limit, quantity="0.007", leverage=9,
+    )
+held_before_reset = [
+    str(h) for h in Order.objects.filter(status="resting").order_by("pk").values_list(
+        "held_margin", flat=True
+    )
+]
+account_reset(account_id=account.pk)
+print(json.dumps({
+    "failed": failed,
+    "held_before_reset": held_before_reset,
+    "statuses": sorted(set(Order.objects.values_list("status", flat=True))),
+    "held": [str(h) for h in Order.objects.exclude(held_margin=0).values_list("held_margin", flat=True)],
+    "starting_balance_back": TradingAccount.objects.get(pk=account.pk).balance == 10000,
+}))
+"""
+
+
+def test_order_margin_is_held_and_given_back_exactly_on_sqlite(tmp_path):
+    summary = run_on_fresh_sqlite(tmp_path, HOLD_SCRIPT)
+    assert summary == {
+        "failed": [],
+        # 0.007 x 50,000 / 9 = 38.88888889 (rounded up) + 0.175 fee; and at 51,000.3.
+        "held_before_reset": ["39.06388889", "39.84540105"],
+        "statuses": ["cancelled", "filled", "rejected"],
+        "held": [],
+        "starting_balance_back": True,
+    }

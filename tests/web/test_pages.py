@@ -1069,3 +1069,29 @@ def test_a_position_at_the_warning_level_is_marked_on_its_table_row_and_its_card
     assert position_valuation(position).at_risk
     content = alice_client.get(live).content.decode()
     assert row in content and card in content
+
+
+def test_the_cross_margin_lesson_counts_what_resting_orders_hold(
+    alice_client, account, position, btc
+):
+    """Cross margin backs a position with the whole account: what a resting order holds is
+    still the account's, so the lesson's cross side counts it, before and after a liquidation."""
+    # A limit order that holds 500 margin + 2.50 fee.
+    order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit", price="50000",
+        quantity="0.1", leverage=10,
+    )  # fmt: skip
+    # 8,485.00 free after opening the position (1,500 collateral + 15 fee), 502.50 of it held.
+    whole = "<dt>Collateral</dt><dd>9,985.00</dd>"
+    btc.mark_price = Decimal("58000")
+    btc.save()
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert "Isolated margin (so far)" in page and whole in page
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert whole in dashboard
+    set_price(btc, "57000")  # the engine liquidates the position; the order still rests
+    assert LiquidationEvent.objects.filter(position=position).exists()
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    assert "Liquidated at 57,000.0" in page and whole in page
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert whole in dashboard
