@@ -152,10 +152,10 @@ def test_money_fields_are_labelled_in_words(world, client):
     assert "<label>Stop-loss:</label>" in html[pages[1]]
 
 
-def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alpha_client):
+def resting_limit_order(world):
+    """The first alpha account's limit buy 10% below the mark: it rests, holding margin."""
     from accounts.models import TradingAccount
-    from accounts.money import money_text, to_tick
-    from positions.models import Order
+    from accounts.money import to_tick
     from positions.services import order_place
 
     account = TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk").first()
@@ -166,6 +166,15 @@ def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alph
         account_id=account.pk, instrument_id=instrument.pk, side="long", type="limit",
         price=below, quantity=instrument.lot_size * 10, leverage=5,
     )  # fmt: skip
+    return order
+
+
+def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alpha_client):
+    from accounts.money import money_text
+    from positions.models import Order
+
+    order = resting_limit_order(world)
+    account = order.account
     assert order.held_margin > 0
     held = money_text(order.held_margin, world.alpha_class.currency)
     accounts = alpha_client.get(reverse("admin:accounts_tradingaccount_changelist"))
@@ -183,18 +192,9 @@ def test_accounts_and_orders_show_what_resting_orders_hold_read_only(world, alph
 def test_the_ledger_names_the_order_whose_margin_a_leg_holds(world, alpha_client):
     """An instructor tracing what an account's orders hold finds each order-margin leg by
     its order, as a collateral leg by its position."""
-    from accounts.models import LedgerTransaction, TradingAccount
-    from accounts.money import to_tick
-    from positions.services import order_place
+    from accounts.models import LedgerTransaction
 
-    account = TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk").first()
-    instrument = Instrument.objects.filter(classroom=world.alpha_class).order_by("pk").first()
-    assert account is not None and instrument is not None and instrument.mark_price is not None
-    below = to_tick(instrument.mark_price * Decimal("0.9"), instrument.tick_size, up=False)
-    order = order_place(
-        account_id=account.pk, instrument_id=instrument.pk, side="long", type="limit",
-        price=below, quantity=instrument.lot_size * 10, leverage=5,
-    )  # fmt: skip
+    order = resting_limit_order(world)
     entries = reverse("admin:accounts_ledgerentry_changelist")
     found = alpha_client.get(entries, {"q": str(order.pk)}).content.decode()
     leg = LedgerEntry.objects.get(pocket=LedgerEntry.Pocket.ORDER, order_id=order.pk)

@@ -34,15 +34,20 @@ def ticket(client, account) -> str:
     )
 
 
-def test_a_trade_ticket_sent_twice_opens_one_position(alice_client, account, btc):
-    sent = {
+def market_long(btc, client_order_id: str, quantity: str = "0.5") -> dict[str, object]:
+    """The trade ticket's fields for a market long at 20x, as the page posts them."""
+    return {
         "instrument": btc.pk,
         "side": "long",
         "type": "market",
-        "quantity": "0.5",
+        "quantity": quantity,
         "leverage": "20",
-        "client_order_id": ticket(alice_client, account),
+        "client_order_id": client_order_id,
     }
+
+
+def test_a_trade_ticket_sent_twice_opens_one_position(alice_client, account, btc):
+    sent = market_long(btc, ticket(alice_client, account))
     url = reverse("trade", args=[account.pk])
     first = alice_client.post(url, sent, follow=True)
     second = alice_client.post(url, sent, follow=True)
@@ -78,30 +83,14 @@ def test_every_ticket_gets_its_own_id_and_a_refused_one_keeps_it(alice_client, a
     first, second = ticket(alice_client, account), ticket(alice_client, account)
     assert first != second
     url = reverse("trade", args=[account.pk])
-    refused = alice_client.post(
-        url,
-        {
-            "instrument": btc.pk,
-            "side": "long",
-            "type": "market",
-            "quantity": "1000",  # more than the free balance opens
-            "leverage": "20",
-            "client_order_id": first,
-        },
-    )
+    # More than the free balance opens.
+    refused = alice_client.post(url, market_long(btc, first, quantity="1000"))
     assert refused.status_code == 400
     assert "your free balance is" in refused.content.decode()
     # Nothing was written, so the ticket shown again may be sent again with its id.
     assert token(refused.content.decode(), "client_order_id") == first
     assert not Order.objects.exists()
-    fixed = {
-        "instrument": btc.pk,
-        "side": "long",
-        "type": "market",
-        "quantity": "0.1",
-        "leverage": "20",
-        "client_order_id": first,
-    }
+    fixed = market_long(btc, first, quantity="0.1")
     alice_client.post(url, fixed)
     assert Order.objects.get().client_order_id == first
 
@@ -165,14 +154,7 @@ def test_a_tampered_one_time_id_is_refused_above_the_form(alice_client, account,
     too_long = "x" * 65
     ticket_sent = alice_client.post(
         reverse("trade", args=[account.pk]),
-        {
-            "instrument": btc.pk,
-            "side": "long",
-            "type": "market",
-            "quantity": "0.1",
-            "leverage": "20",
-            "client_order_id": too_long,
-        },
+        market_long(btc, too_long, quantity="0.1"),
     )
     close_sent = alice_client.post(
         reverse("position-close", args=[position.pk]),
@@ -226,14 +208,7 @@ def test_a_ticket_sent_again_with_other_values_places_nothing_and_says_so(
 ):
     """The student changed the ticket while its first submit was on its way (a stopped page,
     a slow answer): the first order stands, and the page does not claim the changed one."""
-    sent = {
-        "instrument": btc.pk,
-        "side": "long",
-        "type": "market",
-        "quantity": "0.5",
-        "leverage": "20",
-        "client_order_id": ticket(alice_client, account),
-    }
+    sent = market_long(btc, ticket(alice_client, account))
     url = reverse("trade", args=[account.pk])
     alice_client.post(url, sent, follow=True)
     position = Position.objects.get(account=account)
