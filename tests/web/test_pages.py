@@ -128,6 +128,22 @@ def test_the_distance_to_liquidation_is_measured_to_the_liquidation_price_shown(
     assert "<td>57,229.0</td>\n        <td>2,771.0 <small>(4.62%)</small></td>" in dashboard
 
 
+def test_a_mark_past_the_liquidation_price_shows_the_distance_as_reached(
+    alice_client, account, btc, position
+):
+    """At 57,200 the long is 29.0 past its liquidation price 57,229.0: no distance is left,
+    which a positive 29.0 would deny beside the "Being liquidated" banner."""
+    btc.mark_price = Decimal("57200")
+    btc.save(update_fields=["mark_price"])
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    stat = page.split('<span class="label">Distance to liquidation</span>', 1)[1]
+    assert stat.startswith('<span class="value">reached</span>')
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert "<td>57,229.0</td>\n        <td>reached</td>" in dashboard
+    assert '<dd data-field="distance">reached</dd>' in dashboard
+    assert "29.0 <small>" not in dashboard
+
+
 def test_the_margin_ratio_is_shown_as_a_percentage_of_the_collateral(alice_client, account, btc):
     position = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
