@@ -117,3 +117,30 @@ def test_a_limit_order_shows_its_hold_before_and_after_it_is_placed_until_cancel
     expect(page.get_by_test_id("order-margin")).to_have_text("0.00")
     expect(page.get_by_test_id("free-balance")).to_have_text("10,000.00")
     assert csp_violations(console) == []
+
+
+def test_place_order_looks_disabled_while_its_submit_is_on_its_way(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    button = page.get_by_role("button", name="Place order")
+    ready = button.evaluate(
+        "b => [getComputedStyle(b).backgroundColor, getComputedStyle(b).cursor]"
+    )
+    page.fill("#id_quantity", "0.01")
+    expect(page.get_by_test_id("preview-lp")).to_be_visible()
+    # The page stays as it is once the ticket has set the button waiting, as on a slow
+    # network before the answer comes (a pending navigation would hold Playwright's checks).
+    page.evaluate(
+        "document.getElementById('ticket')"
+        ".addEventListener('submit', (event) => event.preventDefault())"
+    )
+    button.click()
+    expect(button).to_be_disabled()
+    expect(button).to_have_attribute("aria-busy", "true")
+    waiting = button.evaluate(
+        "b => [getComputedStyle(b).backgroundColor, getComputedStyle(b).cursor]"
+    )
+    assert waiting[0] != ready[0]  # greyed out, not the accent of a button that works
+    assert (ready[1], waiting[1]) == ("pointer", "progress")
+    assert csp_violations(console) == []
