@@ -245,6 +245,9 @@ def test_the_position_page_says_when_the_engine_is_liquidating_it(
         )
         assert (banner in page) is liquidating
         assert ("margin ratio at warning level" in page) is not liquidating
+        if liquidating:  # the collateral can no longer be changed: the lesson does not ask for it
+            assert 'data-testid="lesson"' in page
+            assert "more collateral" not in page
 
 
 def test_bad_sign_up_input_is_refused(client, classroom):
