@@ -143,13 +143,13 @@ def classrooms(request: HttpRequest) -> HttpResponse:
 def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
     overview = account_overview(account)
     liquidations = selectors.recent_liquidations(account)
-    lessons = []
+    lessons = []  # (position, lesson, being liquidated: too late for more collateral)
     for event in liquidations[:DASHBOARD_LESSONS]:
         result = selectors.lesson_for(
             event.position, liquidation=event, collateral=event.collateral_lost
         )
         if result is not None:
-            lessons.append((event.position, result))
+            lessons.append((event.position, result, False))
     losing = [
         (p, v)
         for p, v in overview.open_positions
@@ -161,7 +161,7 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
             position, valuation, free_balance=overview.balance, held_by_orders=overview.order_margin
         )
         if result is not None:
-            lessons.append((position, result))
+            lessons.append((position, result, valuation.liquidating))
     return {
         "account": account,
         "classroom": account.classroom,

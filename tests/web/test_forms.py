@@ -245,8 +245,12 @@ def test_the_position_page_says_when_the_engine_is_liquidating_it(
         )
         assert (banner in page) is liquidating
         assert ("margin ratio at warning level" in page) is not liquidating
-        if liquidating:  # the collateral can no longer be changed: the lesson does not ask for it
-            assert 'data-testid="lesson"' in page
+    # The collateral can no longer be changed: no lesson asks for more of it.
+    for url in ("position", "dashboard", "dashboard-live"):
+        pk = position.pk if url == "position" else position.account_id
+        page = alice_client.get(reverse(url, args=[pk])).content.decode()
+        assert 'data-testid="lesson"' in page
+        if liquidating:
             assert "more collateral" not in page
 
 
