@@ -349,6 +349,9 @@ def test_the_preview_of_a_resting_order_says_what_it_will_hold(
     content = alice_client.post(url, ticket | order).content.decode()
     assert f'<dt>Held while it rests</dt><dd data-testid="preview-hold">{held}</dd>' in content
     assert f"Until it triggers, this order holds {held} of your free balance" in content
+    assert "(the margin and the fee)" in content
+    extra = alice_client.post(url, ticket | order | {"extra_collateral": "100"}).content
+    assert "(the margin, the extra collateral and the fee)" in extra.decode()
     market = alice_client.post(url, ticket | {"type": "market"}).content.decode()
     assert "preview-hold" not in market
     assert "<dt>Total from your balance</dt><dd>3,015.00</dd>" in market
