@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Prefetch, Q, QuerySet, Sum
+from django.db.models import Prefetch, QuerySet, Sum
 
 from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, money, towards_entry
@@ -244,16 +244,17 @@ def account_overview(account: TradingAccount) -> AccountOverview:
     totals = Position.objects.filter(account_id=account.pk).aggregate(
         realized=Sum("realized_pnl"), fees=Sum("fees_paid")
     )
-    # What was paid in, and what resting orders hold (their ledger pocket), in one query.
-    sums = LedgerEntry.objects.filter(account_id=account.pk).aggregate(
-        funded=Sum(
-            "amount",
-            filter=Q(pocket=LedgerEntry.Pocket.ACCOUNT, transaction__kind__in=FUNDING_KINDS),
-        ),
-        held=Sum("amount", filter=Q(pocket=LedgerEntry.Pocket.ORDER)),
+    funded = (
+        LedgerEntry.objects.filter(
+            account_id=account.pk,
+            pocket=LedgerEntry.Pocket.ACCOUNT,
+            transaction__kind__in=FUNDING_KINDS,
+        ).aggregate(s=Sum("amount"))["s"]
+        or ZERO
     )
-    funded = sums["funded"] or ZERO
-    held = sums["held"] or ZERO
+    # The holds as stored on the resting orders (an index scan), not summed over the
+    # account's whole ledger history on every refresh of the dashboard.
+    held = order_margins([account.pk]).get(account.pk, ZERO)
     equity = account.balance + held + value
     return AccountOverview(
         account=account,

@@ -674,7 +674,9 @@ def test_dashboard_and_position_list_queries_do_not_grow_with_positions(
     with CaptureQueriesContext(connection) as few:
         response = client.get(reverse(page, args=[accounts[2].pk]))
     assert response.content.decode().count('href="/positions/') >= 2
-    assert len(few) <= 15
+    # 16 since the holds of resting orders are read from the orders (an index scan) rather
+    # than summed over the account's whole ledger history on every refresh.
+    assert len(few) <= 16
 
     client.force_login(accounts[20].user)
     with django_assert_max_num_queries(len(few)):
