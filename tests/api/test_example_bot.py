@@ -162,22 +162,29 @@ def load_bot():
     return module
 
 
+def lose_the_next_posts_answer(client) -> list[dict[str, Any]]:
+    """The server carries out the client's next POST, but its answer never arrives (a read
+    timeout); the answer lost is kept in the list returned."""
+    send = client.session.request
+    lost: list[dict[str, Any]] = []
+
+    def answer_lost_once(method, url, **kwargs):
+        response = send(method, url, **kwargs)
+        if method == "POST" and not lost:
+            lost.append(response.json())
+            raise requests.ReadTimeout("read timed out")
+        return response
+
+    client.session.request = answer_lost_once
+    return lost
+
+
 @pytest.mark.django_db(transaction=True)
 def test_example_bot_retries_an_order_whose_answer_timed_out_and_places_it_once(live_server):
     seed_demo()
     bot = load_bot()
     client = bot.Ringfence(live_server.url, create_key("alice"))
-    send = client.session.request
-    lost: list[dict[str, Any]] = []
-
-    def answer_lost_once(method, url, **kwargs):
-        response = send(method, url, **kwargs)  # the server places the order...
-        if method == "POST" and not lost:
-            lost.append(response.json())
-            raise requests.ReadTimeout("read timed out")  # ...but its answer never arrives
-        return response
-
-    client.session.request = answer_lost_once
+    lost = lose_the_next_posts_answer(client)
     account = TradingAccount.objects.get(user__username="alice")
     body = {
         "account": account.pk,
@@ -237,17 +244,7 @@ def test_example_bot_retries_a_close_whose_answer_timed_out_and_closes_once(live
             "leverage": 5,
         },
     )
-    send = client.session.request
-    lost: list[dict[str, Any]] = []
-
-    def answer_lost_once(method, url, **kwargs):
-        response = send(method, url, **kwargs)  # the server closes the position...
-        if method == "POST" and not lost:
-            lost.append(response.json())
-            raise requests.ReadTimeout("read timed out")  # ...but its answer never arrives
-        return response
-
-    client.session.request = answer_lost_once
+    lost = lose_the_next_posts_answer(client)
     try:
         closed = bot.close_position(client, opened["position"])
     finally:
