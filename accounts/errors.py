@@ -95,6 +95,14 @@ class PositionNotOpen(DomainError):
     status = 409
 
 
+class AmountTooLarge(DomainError):
+    """A movement that would carry a stored amount past what a money column holds
+    (``MONEY_LIMIT``): a free balance already near it cannot take a large profit."""
+
+    code = "amount_too_large"
+    status = 409
+
+
 class PositionLiquidating(DomainError):
     code = "position_liquidating"
     status = 409

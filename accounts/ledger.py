@@ -6,15 +6,17 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Round
 from django.utils import timezone
 
+from accounts import errors
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
-from accounts.money import MONEY_PLACES, ZERO, money
+from accounts.money import MONEY_LIMIT, MONEY_PLACES, ZERO, money, money_text
 
 Pocket = LedgerEntry.Pocket
 # The order in which a transaction takes a classroom's pocket rows. The insurance fund
@@ -50,6 +52,26 @@ def plus(field: str, delta: Decimal) -> Combinable:
     """
     total = F(field) + delta
     return Round(total, MONEY_PLACES) if connection.vendor == "sqlite" else total
+
+
+def too_large(what: str, amount: Decimal) -> errors.AmountTooLarge:
+    """The refusal of a movement that would carry ``what`` past ``MONEY_LIMIT``."""
+    return errors.AmountTooLarge(
+        f"This would move {money_text(amount, None)} and carry {what} past the largest amount "
+        f"Ringfence can hold, {money_text(MONEY_LIMIT, None)}: nothing was changed."
+    )
+
+
+def credit_within_limit(rows: QuerySet[Any], field: str, delta: Decimal, *, what: str) -> None:
+    """Add ``delta`` to ``field`` of the one row in ``rows``. A credit that would carry the
+    stored amount past ``MONEY_LIMIT`` updates nothing and is refused (the column could not
+    store it): the caller's transaction rolls back whatever it wrote before."""
+    if delta > 0:
+        rows = rows.filter(**{f"{field}__lt": MONEY_LIMIT - delta})
+    if rows.update(**{field: plus(field, delta)}) != 1:
+        if delta > 0:
+            raise too_large(what, delta)
+        raise ValueError(f"no row to move {delta} on: {rows.query}")
 
 
 def lock_classroom_pockets(
@@ -94,6 +116,8 @@ def ledger_post(
     for leg in kept:
         if leg.amount != money(leg.amount):
             raise ValueError(f"ledger leg {leg} is not quantised to money places")
+        if leg.amount.copy_abs() >= MONEY_LIMIT:
+            raise too_large("a single ledger entry", leg.amount.copy_abs())
     if sum((leg.amount for leg in kept), ZERO) != 0:
         raise ValueError(f"ledger transaction {kind} does not balance: {kept}")
     if any(leg.pocket == Pocket.COLLATERAL for leg in kept) and collateral_updater is None:
@@ -143,8 +167,11 @@ def ledger_post(
         # A fixed order (accounts, orders, collateral, then the pockets in POCKET_LOCK_ORDER)
         # keeps two transactions from waiting on each other's rows in opposite orders.
         for account_id in sorted(accounts):
-            TradingAccount.objects.filter(pk=account_id).update(
-                balance=plus("balance", accounts[account_id])
+            credit_within_limit(
+                TradingAccount.objects.filter(pk=account_id),
+                "balance",
+                accounts[account_id],
+                what="the free balance",
             )
         for order_id in sorted(orders):
             assert order_margin_updater is not None

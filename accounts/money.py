@@ -73,6 +73,11 @@ ZERO = Decimal(0)
 # The largest amount a single input or a free balance may reach: well inside the columns.
 MAX_AMOUNT = Decimal(10) ** 15
 
+# What a money column holds: every stored amount (a free balance, collateral, an order's
+# hold, a ledger leg, a realised PnL) is below this in size. Profits can carry a free balance
+# past MAX_AMOUNT; a movement that would carry an amount past this is refused instead.
+MONEY_LIMIT = Decimal(10) ** (MONEY_DIGITS["max_digits"] - MONEY_DIGITS["decimal_places"])
+
 # Wide enough to quantise any finite amount a calculation can produce from valid inputs.
 _WIDE = Context(prec=80)
 

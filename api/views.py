@@ -698,9 +698,11 @@ class PositionCloseView(PositionWriteView):
             409: OpenApiResponse(
                 s.ErrorSerializer,
                 description="The position is no longer open (position_not_open), the mark has "
-                "reached its liquidation price (position_liquidating), or client_order_id_reused: "
+                "reached its liquidation price (position_liquidating), client_order_id_reused: "
                 "the client_order_id belongs to another order or to a close of another quantity "
-                "(its id is in the message).",
+                "(its id is in the message), or amount_too_large: the profit would carry the free "
+                "balance or the position's realised PnL past 10^16 (the message says how much "
+                "fits).",
             ),
         },
         tags=["positions"],

@@ -28,7 +28,7 @@ from accounts.models import (
     TradingAccount,
     new_join_code,
 )
-from accounts.money import MAX_AMOUNT, memo_money, money, money_text
+from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text
 from accounts.services import clean_amount
 from accounts.spreadsheet import cell
 from liquidation.models import MarginCall, PriceFeed, ReplayPoint
@@ -62,19 +62,36 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
     # The documented lock order: account, then positions, then orders.
     open_positions = Position.objects.filter(account_id=account.pk, status=Position.Status.OPEN)
     for position_id in open_positions.order_by("pk").values_list("pk", flat=True):
-        position_close(position_id=position_id, past_liquidation_ok=True)
+        try:
+            position_close(position_id=position_id, past_liquidation_ok=True)
+        except errors.AmountTooLarge:
+            # A profit the free balance cannot take on top of what it holds (the refused
+            # close wrote nothing). The balance ends at the starting balance anyway, so it
+            # goes back to the house first and the close pays into an empty balance.
+            _reset_balance(account, to=ZERO, actor_id=actor_id)
+            position_close(position_id=position_id, past_liquidation_ok=True)
     resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
     for order_id in resting.order_by("pk").values_list("pk", flat=True):
         order_cancel(order_id=order_id)
+    return _reset_balance(account, to=account.classroom.starting_balance, actor_id=actor_id)
+
+
+def _reset_balance(
+    account: TradingAccount, *, to: Decimal, actor_id: int | None
+) -> LedgerTransaction | None:
+    """Move the difference between the locked account's free balance and ``to`` between the
+    house and the account, as a reset transaction (none if there is no difference)."""
     account.refresh_from_db(fields=["balance"])
-    delta = account.classroom.starting_balance - account.balance
+    delta = to - account.balance
     if not delta:
         return None
     return ledger_post(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.RESET,
-        memo="Reset to the starting balance "
-        f"{memo_money(account.classroom.starting_balance, account.classroom.currency)}",
+        memo=f"Reset to the starting balance {memo_money(to, account.classroom.currency)}"
+        if to == account.classroom.starting_balance
+        else f"Reset: the free balance of {memo_money(account.balance, account.classroom.currency)}"
+        " back to the house, to close a position whose profit it could not take",
         created_by_id=actor_id,
         legs=[Leg(Pocket.HOUSE, -delta), Leg(Pocket.ACCOUNT, delta, account_id=account.pk)],
     )

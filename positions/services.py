@@ -19,9 +19,10 @@ from django.db.models import BigIntegerField, Q, Subquery, Value
 from django.utils import timezone
 
 from accounts import errors
-from accounts.ledger import Leg, ledger_post, lock_classroom_pockets, plus
+from accounts.ledger import Leg, credit_within_limit, ledger_post, lock_classroom_pockets, plus
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import (
+    MONEY_LIMIT,
     MONEY_STEP,
     PRICE_PLACES,
     PRICE_STEP,
@@ -642,7 +643,9 @@ def fresh_order(order_id: int) -> Order:
 
 
 def collateral_apply_delta(position_id: int, delta: Decimal) -> None:
-    Collateral.objects.filter(pk=position_id).update(amount=plus("amount", delta))
+    credit_within_limit(
+        Collateral.objects.filter(pk=position_id), "amount", delta, what="the collateral"
+    )
 
 
 def order_margin_apply_delta(order_id: int, delta: Decimal) -> None:
@@ -824,6 +827,45 @@ def refuse_if_liquidating(position: Position, collateral: Decimal, mark: Decimal
     )
 
 
+def _refuse_unsettleable(
+    *, account: TradingAccount, position: Position, quantity: Decimal, pnl: Decimal,
+    to_trader: Decimal,
+) -> None:  # fmt: skip
+    """Refuse, before anything is written, a close whose profit the money columns could not
+    store: the free balance after it, or the position's realised PnL, at ``MONEY_LIMIT`` or
+    past it. The message says how much of the position could be closed now."""
+    balance_room = MONEY_LIMIT - account.balance
+    pnl_room = MONEY_LIMIT - max(position.realized_pnl, ZERO)
+    if to_trader < balance_room and pnl < pnl_room:
+        return
+    fits = quantity * min(
+        balance_room / to_trader, pnl_room / pnl if pnl > 0 else balance_room / to_trader
+    )
+    lot = position.instrument.lot_size
+    fits = max((fits / lot).to_integral_value(rounding=ROUND_FLOOR) - 1, ZERO) * lot
+    currency = account.classroom.currency
+    advice = (
+        f"Close at most about {plain(fits)} now."
+        if fits > 0
+        else "No part of it can be closed at this price."
+    )
+    if pnl >= pnl_room:
+        would = (
+            "bring this position's realised PnL to "
+            f"{money_text(position.realized_pnl + pnl, currency)}"
+        )
+    else:
+        would = (
+            f"pay {money_text(to_trader, currency)} into a free balance of "
+            f"{money_text(account.balance, currency)}"
+        )
+    raise errors.AmountTooLarge(
+        f"Closing {plain(quantity)} now would {would}: more than an account can hold (below "
+        f"{money_text(MONEY_LIMIT, currency)}). {advice}",
+        field="quantity",
+    )
+
+
 def _close(
     *,
     account: TradingAccount,
@@ -879,6 +921,9 @@ def _close(
         ]
         applied_pnl = -covered
     legs += [Leg(Pocket.ACCOUNT, to_trader, account_id=account.pk), Leg(Pocket.FEES, fee)]
+    _refuse_unsettleable(
+        account=account, position=position, quantity=qty, pnl=applied_pnl, to_trader=to_trader
+    )
 
     now = timezone.now()
     if order is None:

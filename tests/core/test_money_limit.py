@@ -1,0 +1,217 @@
+"""The money columns' limit: every stored amount is below ``MONEY_LIMIT`` (10^16).
+
+Grants stop at ``MAX_AMOUNT``, but profits can carry a free balance much further: a
+quadrillion-dollar class, a 100x position and a tenfold rally. A close, a margin change or a
+ledger leg that would pass the limit is refused with ``amount_too_large`` and a message,
+before or instead of the database's overflow, and leaves nothing written.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from accounts import errors
+from accounts.ledger import Leg, ledger_post
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.money import MONEY_LIMIT
+from liquidation.engine import close_at_tpsl
+from liquidation.instructor import account_reset
+from positions.models import Collateral, Instrument, Position
+from positions.services import (
+    position_add_margin,
+    position_close,
+    position_open,
+    position_remove_margin,
+    position_set_tpsl,
+)
+from tests.api.conftest import client_for, new_key
+from tests.factories import make_classroom, make_instrument, make_student
+from tests.invariants import assert_ledger_invariants, money_snapshot
+
+D = Decimal
+QUANTITY = "16000000000"  # 16 billion BTC at 60,000: a notional of 9.6e14, 9.6e12 at 100x
+RALLY = "1000000"  # the mark after the rally: the whole position's profit is 1.5e16
+
+
+@pytest.fixture
+def classroom(db):
+    return make_classroom(name="Billionaires", starting_balance=D(10) ** 14, max_leverage=100)
+
+
+@pytest.fixture
+def btc(classroom):
+    return make_instrument(classroom, brackets=[(D(0), D(10) ** 15, D("0.004"), 125)])
+
+
+@pytest.fixture
+def account(classroom):
+    return make_student(classroom, username="whale")
+
+
+def balance(account) -> Decimal:
+    return TradingAccount.objects.get(pk=account.pk).balance
+
+
+def set_mark(instrument, mark) -> None:
+    Instrument.objects.filter(pk=instrument.pk).update(mark_price=D(mark))
+
+
+def opened(account, btc, quantity: str) -> Position:
+    """A 100x long at the mark."""
+    return position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity=quantity, leverage=100
+    )
+
+
+def big_winner(account, btc, quantity: str = QUANTITY, **tpsl) -> Position:
+    """A 100x long at 60,000 (a notional of 60,000 times ``quantity``; by default 9.6e14),
+    then the rally to a million."""
+    position = opened(account, btc, quantity)
+    if tpsl:
+        position_set_tpsl(position_id=position.pk, **tpsl)
+    set_mark(btc, RALLY)
+    return position
+
+
+def advised_quantity(refusal: errors.DomainError) -> str:
+    return refusal.message.split("Close at most about ")[1].removesuffix(" now.")
+
+
+def close_what_fits(position: Position) -> None:
+    """Close as much of ``position`` as the refusal of closing all of it advises."""
+    with pytest.raises(errors.AmountTooLarge) as refused:
+        position_close(position_id=position.pk)
+    position_close(position_id=position.pk, quantity=advised_quantity(refused.value))
+
+
+def rich_and_padded(account, btc) -> tuple[Position, Position]:
+    """Three winners of 5 billion BTC (4.7e15 of profit each), two of them closed; then a small
+    position padded with 4 quadrillion of collateral (an input is at most 1e15 at a time).
+    Returns the third winner, still open, and the padded position."""
+    first, second, third = (opened(account, btc, "5000000000") for _ in range(3))
+    set_mark(btc, RALLY)
+    position_close(position_id=first.pk)
+    position_close(position_id=second.pk)
+    padded = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1000", leverage=10,
+        extra_collateral="999999999999999",
+    )  # fmt: skip
+    for _ in range(3):
+        position_add_margin(position_id=padded.pk, amount="999999999999999")
+    return third, padded
+
+
+def test_a_close_whose_profit_the_balance_cannot_hold_is_refused_and_says_how_much_fits(
+    account, btc
+):
+    position, _ = rich_and_padded(account, btc)
+    before = money_snapshot()
+    with pytest.raises(errors.AmountTooLarge) as refused:
+        position_close(position_id=position.pk)
+    assert refused.value.code == "amount_too_large" and refused.value.field == "quantity"
+    assert "into a free balance of" in refused.value.message
+    assert money_snapshot() == before
+    # The advice is a quantity that does close, and it leaves the balance within the limit.
+    part = advised_quantity(refused.value)
+    closed = position_close(position_id=position.pk, quantity=part)
+    assert closed.quantity == D("5000000000") - D(part)
+    assert MONEY_LIMIT * D("0.99") < balance(account) < MONEY_LIMIT
+    assert_ledger_invariants()
+    # Now not even a small part fits, and the message says so.
+    with pytest.raises(errors.AmountTooLarge, match="No part of it can be closed"):
+        position_close(position_id=position.pk, quantity="1000000")
+    assert_ledger_invariants()
+
+
+def test_a_position_whose_realised_pnl_would_pass_the_limit_cannot_close_all_of_it(account, btc):
+    position = big_winner(account, btc)
+    close_what_fits(position)
+    # With the free balance emptied into a new position's collateral, the balance has room;
+    # the position's realised PnL has not.
+    position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="1000", leverage=10,
+        extra_collateral="999999999999999",
+    )  # fmt: skip
+    with pytest.raises(errors.AmountTooLarge, match="bring this position's realised PnL to"):
+        position_close(position_id=position.pk)
+    assert_ledger_invariants()
+
+
+def test_taking_margin_out_into_a_balance_at_the_limit_is_refused(account, btc):
+    third, padded = rich_and_padded(account, btc)
+    close_what_fits(third)
+    before = money_snapshot()
+    with pytest.raises(errors.AmountTooLarge, match="the free balance past the largest amount"):
+        position_remove_margin(position_id=padded.pk, amount="100000000000000")
+    assert money_snapshot() == before
+    assert_ledger_invariants()
+
+
+def test_collateral_that_would_pass_the_limit_is_refused(account, btc):
+    third, padded = rich_and_padded(account, btc)
+    close_what_fits(third)
+    most = D("999999999999999")  # the largest amount an input may name
+    for _ in range(10):
+        if Collateral.objects.get(pk=padded.pk).amount + most >= MONEY_LIMIT:
+            break
+        position_add_margin(position_id=padded.pk, amount=most)
+    assert balance(account) > most
+    before = money_snapshot()
+    with pytest.raises(errors.AmountTooLarge, match="carry the collateral past"):
+        position_add_margin(position_id=padded.pk, amount=most)
+    assert money_snapshot() == before
+    assert_ledger_invariants()
+
+
+def test_a_ledger_leg_the_column_cannot_store_is_refused(account):
+    counts = (LedgerTransaction.objects.count(), LedgerEntry.objects.count())
+    with pytest.raises(errors.AmountTooLarge, match="a single ledger entry"):
+        ledger_post(
+            classroom_id=account.classroom_id,
+            kind=LedgerTransaction.Kind.GRANT,
+            legs=[
+                Leg(LedgerEntry.Pocket.HOUSE, -MONEY_LIMIT),
+                Leg(LedgerEntry.Pocket.ACCOUNT, MONEY_LIMIT, account_id=account.pk),
+            ],
+        )
+    assert (LedgerTransaction.objects.count(), LedgerEntry.objects.count()) == counts
+
+
+def test_the_engine_leaves_a_take_profit_it_cannot_settle_open(account, btc):
+    position = big_winner(account, btc, take_profit="500000")
+    before = money_snapshot()
+    assert close_at_tpsl(position.pk) is False
+    assert money_snapshot() == before
+    assert Position.objects.get(pk=position.pk).is_open
+
+
+def test_an_instructor_resets_an_account_whose_profit_the_balance_cannot_take(
+    classroom, account, btc
+):
+    third, _ = rich_and_padded(account, btc)
+    close_what_fits(third)
+    account_reset(account_id=account.pk)
+    assert balance(account) == classroom.starting_balance
+    assert not Position.objects.filter(account_id=account.pk, status="open").exists()
+    memos = list(
+        LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.RESET)
+        .order_by("pk")
+        .values_list("memo", flat=True)
+    )
+    assert len(memos) == 2 and "back to the house" in memos[0]
+    assert_ledger_invariants()
+
+
+def test_the_api_answers_a_close_it_cannot_settle_with_a_conflict(account, btc):
+    position = big_winner(account, btc)
+    before = money_snapshot()
+    answer = client_for(new_key(account)).post(
+        f"/api/v1/positions/{position.pk}/close", {}, format="json"
+    )
+    assert answer.status_code == 409, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "amount_too_large"
+    assert "Close at most about" in error["fields"]["quantity"][0]
+    assert money_snapshot() == before
