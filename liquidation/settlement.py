@@ -48,7 +48,7 @@ from accounts.models import (
     LedgerTransaction,
     TradingAccount,
 )
-from accounts.money import ZERO, money, money_charged, money_pnl, plain
+from accounts.money import MONEY_LIMIT, ZERO, money, money_charged, money_pnl, plain
 from liquidation.models import AdlFill, LiquidationEvent, MarginCall
 from positions import margin
 from positions.models import Collateral, Fill, Instrument, Order, Position, Side
@@ -569,6 +569,11 @@ def auto_deleverage(
         full = qty == locked.quantity
         released = collateral.amount if full else money(collateral.amount * qty / locked.quantity)
         pnl = money_pnl(s * qty * (bp - locked.entry_price))
+        if (
+            account.balance + released + pnl >= MONEY_LIMIT
+            or locked.realized_pnl + pnl >= MONEY_LIMIT
+        ):
+            continue  # a profit this account could not store: the next in rank covers it
         saving = min(money(qty * gap), needed - covered)
         txn = position_ledger_post(
             classroom_id=account.classroom_id,

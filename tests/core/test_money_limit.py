@@ -18,6 +18,7 @@ from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import MONEY_LIMIT
 from liquidation.engine import close_at_tpsl
 from liquidation.instructor import account_reset
+from liquidation.models import AdlFill, LiquidationEvent
 from positions.models import Collateral, Instrument, Position
 from positions.services import (
     position_add_margin,
@@ -27,6 +28,7 @@ from positions.services import (
     position_set_tpsl,
 )
 from tests.api.conftest import client_for, new_key
+from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
@@ -215,3 +217,40 @@ def test_the_api_answers_a_close_it_cannot_settle_with_a_conflict(account, btc):
     assert error["code"] == "amount_too_large"
     assert "Close at most about" in error["fields"]["quantity"][0]
     assert money_snapshot() == before
+
+
+def test_auto_deleveraging_passes_over_a_counterparty_whose_balance_cannot_take_its_profit(db):
+    """The engine's ADL closes the best-ranked opposite positions at the bankruptcy price; one
+    whose account could not store the profit is passed over, as a locked one is."""
+    classroom = make_classroom(name="No fund", max_leverage=100, starting_balance=D(10) ** 14)
+    btc = make_instrument(classroom)
+    # A market with a tiny lot, so that closing what fits leaves a room of a few dollars.
+    eth = make_instrument(
+        classroom, symbol="ETHUSDT", lot_size=D("0.00001"),
+        brackets=[(D(0), D(10) ** 15, D("0.004"), 125)],
+    )  # fmt: skip
+    alice, bob, carol, dave = (make_student(classroom) for _ in range(4))
+    winner = opened(dave, eth, "10600000000")
+    set_mark(eth, RALLY)
+    close_what_fits(winner)
+    bankrupt = open_position(alice, btc, "long", "0.1", 50)
+    bob_short = open_position(bob, btc, "short", "0.1", 10)
+    carol_short = open_position(carol, btc, "short", "0.1", 20)
+    set_price(btc, "61000")
+    dave_short = open_position(dave, btc, "short", "0.05", 20)
+    close_what_fits(winner)  # dave's balance is back within a few dollars of the limit
+    assert MONEY_LIMIT - balance(dave) < D(100)
+    before = balance(dave)
+
+    result = set_price(btc, "58000")
+
+    assert result.errors == [] and result.liquidated == [bankrupt.pk]
+    event = LiquidationEvent.objects.get(position=bankrupt)
+    assert event.adl_amount == D("80")
+    # dave ranks first (the best PnL for his collateral and leverage) but is passed over.
+    fills = {f.position_id: f.quantity for f in AdlFill.objects.filter(liquidation=event)}
+    assert dave_short.pk not in fills and set(fills) <= {bob_short.pk, carol_short.pk}
+    assert sum(fills.values()) * (D("58800") - D("58000")) >= D("80")
+    assert Position.objects.get(pk=dave_short.pk).quantity == D("0.05")
+    assert balance(dave) == before
+    assert_ledger_invariants()
