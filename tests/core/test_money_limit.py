@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
@@ -254,3 +255,14 @@ def test_auto_deleveraging_passes_over_a_counterparty_whose_balance_cannot_take_
     assert Position.objects.get(pk=dave_short.pk).quantity == D("0.05")
     assert balance(dave) == before
     assert_ledger_invariants()
+
+
+def test_the_close_form_says_how_much_fits(client, account, btc):
+    position = big_winner(account, btc)
+    before = money_snapshot()
+    client.force_login(account.user)
+    response = client.post(reverse("position-close", args=[position.pk]), {"close-quantity": ""})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "more than an account can hold" in page and "Close at most about" in page
+    assert money_snapshot() == before
