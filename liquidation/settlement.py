@@ -140,7 +140,11 @@ def _settle(
     if balance >= 0:
         fee = min(money_charged(qty * mark * classroom.liquidation_fee_rate), balance)
         leftover = balance - fee
-        if classroom.leftover_policy == Classroom.LeftoverPolicy.RETURN_TO_TRADER:
+        if (
+            classroom.leftover_policy == Classroom.LeftoverPolicy.RETURN_TO_TRADER
+            and free_balance + leftover < MONEY_LIMIT
+        ):
+            # (A free balance that could not store it leaves the leftover to the fund.)
             returned = leftover
         legs += [
             Leg(Pocket.HOUSE, -pnl),
@@ -430,6 +434,7 @@ def liquidate_batch(
 
         def settle_all(available: Decimal) -> list[_Settled]:
             settled: list[_Settled] = []
+            free = dict(balances)  # as each leftover returned so far leaves them
             for position in positions:
                 wb = collateral[position.pk]
                 if not margin.is_liquidatable(
@@ -446,13 +451,15 @@ def liquidate_batch(
                     collateral=wb,
                     mark=mark,
                     classroom=classroom,
-                    free_balance=balances[position.account_id],
+                    free_balance=free[position.account_id],
                     insurance_available=available,
                     now=now,
                 )
                 for leg in item.legs:
                     if leg.pocket == Pocket.INSURANCE:
                         available += leg.amount
+                    elif leg.pocket == Pocket.ACCOUNT:
+                        free[position.account_id] += leg.amount
                 settled.append(item)
             return settled
 

@@ -838,9 +838,11 @@ def _refuse_unsettleable(
     pnl_room = MONEY_LIMIT - max(position.realized_pnl, ZERO)
     if to_trader < balance_room and pnl < pnl_room:
         return
-    fits = quantity * min(
-        balance_room / to_trader, pnl_room / pnl if pnl > 0 else balance_room / to_trader
-    )
+    # The parts of the close scale with its quantity; one of the two binds, so it is > 0.
+    shares = [
+        room / part for room, part in ((balance_room, to_trader), (pnl_room, pnl)) if part > 0
+    ]
+    fits = quantity * min(shares)
     lot = position.instrument.lot_size
     fits = max((fits / lot).to_integral_value(rounding=ROUND_FLOOR) - 1, ZERO) * lot
     currency = account.classroom.currency

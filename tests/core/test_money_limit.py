@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from accounts import errors
 from accounts.ledger import Leg, ledger_post
-from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import MONEY_LIMIT
 from liquidation.engine import close_at_tpsl
 from liquidation.instructor import account_reset
@@ -76,6 +76,10 @@ def big_winner(account, btc, quantity: str = QUANTITY, **tpsl) -> Position:
         position_set_tpsl(position_id=position.pk, **tpsl)
     set_mark(btc, RALLY)
     return position
+
+
+def _fund(classroom) -> Decimal:
+    return ClassroomPocket.objects.get(classroom=classroom, kind="insurance").balance
 
 
 def advised_quantity(refusal: errors.DomainError) -> str:
@@ -266,3 +270,33 @@ def test_the_close_form_says_how_much_fits(client, account, btc):
     page = response.content.decode()
     assert "more than an account can hold" in page and "Close at most about" in page
     assert money_snapshot() == before
+
+
+def test_a_leftover_the_free_balance_cannot_store_goes_to_the_insurance_fund(db):
+    """Under the return-to-trader policy a liquidation's leftover goes to the free balance;
+    one that could not store it leaves the leftover to the fund, and the liquidation
+    happens on its tick rather than failing on every tick."""
+    classroom = make_classroom(name="Kind class", max_leverage=100, starting_balance=D(10) ** 14)
+    classroom.leftover_policy = "return_to_trader"
+    classroom.liquidation_fee_rate = D("0.001")
+    classroom.save()
+    btc = make_instrument(classroom)
+    eth = make_instrument(
+        classroom, symbol="ETHUSDT", lot_size=D("0.00001"),
+        brackets=[(D(0), D(10) ** 15, D("0.004"), 125)],
+    )  # fmt: skip
+    dave = make_student(classroom)
+    winner = opened(dave, eth, "10600000000")
+    long = open_position(dave, btc, "long", "1", 50)
+    set_mark(eth, RALLY)
+    close_what_fits(winner)
+    before, fund_before = balance(dave), _fund(classroom)
+
+    result = set_price(btc, long.liquidation_price)
+
+    assert result.errors == [] and result.liquidated == [long.pk]
+    event = LiquidationEvent.objects.get(position=long)
+    assert event.leftover > MONEY_LIMIT - before and event.returned_to_trader == 0
+    assert _fund(classroom) == fund_before + event.leftover + event.liquidation_fee
+    assert balance(dave) == before
+    assert_ledger_invariants()
