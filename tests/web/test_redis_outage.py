@@ -159,3 +159,28 @@ def test_a_full_redis_that_refuses_writes_refuses_a_wrong_password_without_a_500
         assert right.status_code == 302
     finally:
         server.config_set("maxmemory", "0")
+
+
+def test_redis_failing_between_the_check_and_the_count_lets_no_guess_through_uncounted(
+    own_redis, account, client, caplog
+):
+    """Redis answers the check of the count, then hangs on the write that follows it (its
+    clients paused for writes, as a failover or a stuck disk does): a wrong password is
+    refused as unavailable within seconds; the right one signs in, since clearing the count
+    protects nothing, and the count it could not clear is logged."""
+    server = redis.Redis.from_url(own_redis.url)
+    server.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+    try:
+        assert server.get("anything") is None  # reads are still answered
+        started = time.monotonic()
+        wrong = client.post(reverse("login"), {"username": "alice", "password": "guess-1"})
+        assert_unavailable(wrong, attempts.SIGN_IN_UNAVAILABLE)
+        assert time.monotonic() - started < 5
+        assert SESSION_KEY not in client.session
+        with caplog.at_level(logging.WARNING, logger="web.attempts"):
+            right = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
+        assert right.status_code == 302
+        assert client.session[SESSION_KEY] == str(account.user_id)
+        assert any("Could not clear the sign-in count" in r.getMessage() for r in caplog.records)
+    finally:
+        server.execute_command("CLIENT", "UNPAUSE")
