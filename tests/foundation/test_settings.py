@@ -63,6 +63,8 @@ def test_check_deploy_flags_a_production_setting_left_insecure():
         ("CELERY_BROKER_URL", "localhost"),
         ("REDIS_URL", "127.0.0.1:6379"),
         ("SECURE_HSTS_SECONDS", "a year"),
+        ("SESSION_HOURS", "0"),
+        ("SESSION_HOURS", "half a day"),
         ("API_THROTTLE_RATE", "600 per minute"),
         ("API_THROTTLE_RATE", "600/fortnight"),
     ],

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.contrib.staticfiles import finders
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -82,6 +83,20 @@ def test_anonymous_visitors_are_sent_to_sign_in(client, account):
     response = client.get(reverse("dashboard", args=[account.pk]))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
+
+
+def test_a_sign_in_lasts_a_school_day(client, account):
+    signed_in = client.post(reverse("login"), {"username": "alice", "password": "ringfence-test"})
+    assert signed_in.status_code == 302
+    assert signed_in.cookies["sessionid"]["max-age"] == 12 * 3600
+    session = Session.objects.get(session_key=client.session.session_key)
+    left = session.expire_date - timezone.now()
+    assert timedelta(hours=11, minutes=59) < left <= timedelta(hours=12)
+    assert client.get(reverse("dashboard", args=[account.pk])).status_code == 200
+    # Past that, the pages ask to sign in again.
+    Session.objects.filter(pk=session.pk).update(expire_date=timezone.now())
+    later = client.get(reverse("dashboard", args=[account.pk]))
+    assert later.status_code == 302 and later["Location"].startswith(reverse("login"))
 
 
 def test_password_change(alice_client, account):
