@@ -244,6 +244,24 @@ class ClosePositionSerializer(RequestSerializer):
     )
 
 
+class ReplaceOrderSerializer(RequestSerializer):
+    quantity = DecimalInput(required=False, allow_null=True, help_text="Left out, it stays.")
+    price = DecimalInput(
+        required=False, allow_null=True, help_text="A limit order's new limit price."
+    )
+    stop_price = DecimalInput(
+        required=False, allow_null=True, help_text="A stop order's new stop price."
+    )
+    client_order_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Your own id of the new order: repeating it with the same terms returns the "
+        "replacement already made.",
+    )
+
+
 class TpslChangeSerializer(RequestSerializer):
     take_profit = DecimalInput(
         required=False, allow_null=True, help_text="null clears it; left out, it stays."
@@ -383,7 +401,17 @@ class OrderSerializer(serializers.Serializer):
     reduce_only = serializers.BooleanField(read_only=True)
     position = serializers.IntegerField(source="position_id", read_only=True, allow_null=True)
     client_order_id = serializers.CharField(read_only=True)
-    reject_reason = serializers.CharField(read_only=True)
+    reject_reason = serializers.CharField(
+        read_only=True,
+        help_text='Why it was rejected or cancelled by Ringfence ("Replaced by order #N" for '
+        "an order a PATCH replaced); empty otherwise.",
+    )
+    replaces = serializers.IntegerField(
+        source="replaces_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The resting order this one replaced (PATCH /orders/{id}/); null otherwise.",
+    )
     trigger = serializers.ChoiceField(
         choices=Order.Trigger.values,
         allow_blank=True,

@@ -591,7 +591,8 @@ class OrderListView(ApiView):
 
 
 class OrderDetailView(ApiView):
-    """One of your orders; DELETE cancels it while it rests."""
+    """One of your orders; DELETE cancels it while it rests, PATCH replaces it with a new
+    quantity or price."""
 
     @extend_schema(
         parameters=[ID_PARAM], responses={200: s.OrderSerializer, **READ_ERRORS}, tags=["orders"]
@@ -610,6 +611,46 @@ class OrderDetailView(ApiView):
         order = _owned(selectors.orders_for_user(self.user), pk, "order")
         order = services.order_cancel(order_id=order.pk)
         return Response(s.OrderSerializer(order).data)
+
+    @extend_schema(
+        parameters=[ID_PARAM],
+        request=s.ReplaceOrderSerializer,
+        responses={
+            200: OpenApiResponse(
+                s.OrderSerializer,
+                description="The new order (its replaces is the old one's id): resting, or "
+                "filled if the market has reached its new price. Also the answer to a retry "
+                "whose client_order_id was seen before: the replacement happened once.",
+            ),
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="The order no longer rests (order_not_cancellable; the message "
+                "names the order that replaced it, if one did), the rules refuse the new order "
+                "(balance, trading window, state; the old one keeps resting), or "
+                "client_order_id_reused.",
+            ),
+        },
+        tags=["orders"],
+        operation_id="orders_replace",
+        description="Replace a resting order with a new quantity, limit price or stop price, "
+        "as an exchange amends an order: in one step the old order is cancelled (its hold "
+        "comes back) and a new one with the old one's other terms is placed. When the new "
+        "order is refused, nothing changes.",
+    )
+    def patch(self, request: Request, pk: str) -> Response:
+        order = _owned(selectors.orders_for_user(self.user), pk, "order")
+        body = s.ReplaceOrderSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        replacement = services.order_replace(
+            order_id=order.pk,
+            quantity=data.get("quantity"),
+            price=data.get("price"),
+            stop_price=data.get("stop_price"),
+            client_order_id=data["client_order_id"],
+        )
+        return Response(s.OrderSerializer(replacement).data)
 
 
 # --- positions ---------------------------------------------------------------------------------

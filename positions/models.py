@@ -315,6 +315,14 @@ class Order(models.Model):
         help_text="Set on the order the engine places when a position's take-profit or "
         "stop-loss is reached.",
     )
+    replaces = models.OneToOneField(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="replaced_by",
+        help_text="The resting order this one replaced (with a new quantity or price).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     filled_at = models.DateTimeField(null=True, blank=True)

@@ -1505,6 +1505,112 @@ def order_cancel(*, order_id: int) -> Order:
     return order
 
 
+@transaction.atomic
+def order_replace(
+    *,
+    order_id: int,
+    quantity: object = None,
+    price: object = None,
+    stop_price: object = None,
+    client_order_id: str = "",
+) -> Order:
+    """Replace a resting order with one of a new quantity, limit price or stop price (None
+    keeps the old one's), as an exchange amends an order: in one transaction the old order is
+    cancelled, its hold coming back, and the new one is placed by ``order_place`` on the
+    old one's other terms, so it rests (holding what it costs at its new price) or fills at
+    once if the market has reached its new price. When the rules refuse the new order,
+    nothing changes: the old one keeps resting with its hold.
+
+    A repeated ``client_order_id`` returns the replacement it already made, with
+    ``repeated`` set on it; one used for another order is refused.
+    """
+    account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        raise errors.NotFound("No such order.")
+    account = lock_account(account_id)
+    order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
+    client_order_id = clean_client_order_id(client_order_id)
+    if client_order_id:
+        earlier = Order.objects.filter(
+            account_id=account.pk, client_order_id=client_order_id
+        ).first()
+        if earlier is not None:
+            _check_same_replacement(
+                earlier, order, quantity=quantity, price=price, stop_price=stop_price
+            )
+            again = fresh_order(earlier.pk)
+            again.repeated = True  # type: ignore[attr-defined]
+            return again
+    if order.status != Order.Status.RESTING:
+        successor = Order.objects.filter(replaces_id=order.pk).values_list("pk", flat=True).first()
+        state = (
+            f"was replaced by order #{successor}"
+            if successor is not None
+            else f"is {order.get_status_display().lower()}"
+        )
+        raise errors.OrderNotCancellable(f"The order {state}; only resting orders can be replaced.")
+    if quantity is None and price is None and stop_price is None:
+        raise errors.InvalidOrder("Give a new quantity, price or stop_price.")
+    if price is not None and order.type != Order.Type.LIMIT:
+        raise errors.InvalidOrder("Only a limit order has a price.", field="price")
+    if stop_price is not None and order.type != Order.Type.STOP:
+        raise errors.InvalidOrder("Only a stop order has a stop price.", field="stop_price")
+    _release_order_margin(account=account, order=order, why="replaced")
+    order.status = Order.Status.CANCELLED
+    order.updated_at = timezone.now()
+    order.save(update_fields=["status", "updated_at"])
+    replacement = order_place(
+        account_id=account.pk,
+        instrument_id=order.instrument_id,
+        side=order.side,
+        type=order.type,
+        quantity=order.quantity if quantity is None else quantity,
+        leverage=order.leverage,
+        price=order.price if price is None else price,
+        stop_price=order.stop_price if stop_price is None else stop_price,
+        extra_collateral=order.extra_collateral,
+        take_profit=order.take_profit,
+        stop_loss=order.stop_loss,
+        reduce_only=order.reduce_only,
+        position_id=order.position_id,
+        client_order_id=client_order_id,
+    )
+    Order.objects.filter(pk=replacement.pk).update(replaces=order)
+    order.reject_reason = f"Replaced by order #{replacement.pk}"
+    order.save(update_fields=["reject_reason"])
+    return fresh_order(replacement.pk)
+
+
+def _check_same_replacement(
+    earlier: Order, order: Order, *, quantity: object, price: object, stop_price: object
+) -> None:
+    """Refuse a client_order_id that names something else than this replacement of ``order``
+    with these terms (a retry must ask for the same thing)."""
+    differ = []
+    if earlier.replaces_id != order.pk:
+        differ.append(f"is not a replacement of order #{order.pk}")
+    else:
+        for name, asked, got in (
+            ("quantity", quantity, earlier.quantity),
+            ("price", price, earlier.price),
+            ("stop_price", stop_price, earlier.stop_price),
+        ):
+            if asked is None:
+                continue
+            try:
+                same = parse_decimal(asked) == got
+            except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
+                same = False
+            if not same:
+                differ.append(f"has another {name}, {plain(got) if got is not None else 'none'}")
+    if differ:
+        raise errors.ClientOrderIdReused(
+            f"client_order_id {earlier.client_order_id!r} was used for order {earlier.pk}, which "
+            f"{' and '.join(differ)}; send a new client_order_id for a new replacement.",
+            field="client_order_id",
+        )
+
+
 def order_execute(*, order_id: int) -> Order:
     """Fill a triggered resting order at market; a rule that now refuses it rejects the order.
     A reduce-only order of a position past its liquidation price keeps resting."""

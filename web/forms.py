@@ -227,6 +227,29 @@ class CloseForm(forms.Form):
     client_order_id = one_time_order_id_field()
 
 
+class OrderChangeForm(forms.Form):
+    """A resting order's new quantity and its price: the limit price of a limit order, the
+    stop price of a stop order (the other price field is not shown)."""
+
+    quantity = quantity_field()
+    price = price_field("Limit price")
+    stop_price = price_field("Stop price")
+    client_order_id = one_time_order_id_field()
+
+    def __init__(self, *args: Any, order: Order, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "initial",
+            {"quantity": order.quantity, "price": order.price, "stop_price": order.stop_price},
+        )
+        super().__init__(*args, **kwargs)
+        kept = {"limit": "price", "stop": "stop_price"}.get(str(order.type))
+        for name in ("price", "stop_price"):
+            if name == kept:
+                self.fields[name].required = True
+            else:
+                del self.fields[name]
+
+
 class TpSlForm(forms.Form):
     take_profit = price_field("Take-profit")
     stop_loss = price_field("Stop-loss")

@@ -37,4 +37,5 @@ urlpatterns = [
     path("positions/<int:position_id>/close/", views.position_close, name="position-close"),
     path("positions/<int:position_id>/tpsl/", views.position_tpsl, name="position-tpsl"),
     path("orders/<int:order_id>/cancel/", views.order_cancel, name="order-cancel"),
+    path("orders/<int:order_id>/change/", views.order_change, name="order-change"),
 ]

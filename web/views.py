@@ -18,7 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.errors import ClientOrderIdReused, DomainError
 from accounts.models import Classroom, TradingAccount
@@ -38,6 +38,7 @@ from web.forms import (
     CloseForm,
     JoinForm,
     MarginForm,
+    OrderChangeForm,
     SignUpForm,
     TpSlForm,
     TradeForm,
@@ -783,6 +784,68 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
     ):
         target = reverse("dashboard", kwargs={"account_id": order.account_id})
     return redirect(target)
+
+
+def _next_or_dashboard(request: HttpRequest, order: Order, target: str) -> str:
+    """``target`` if it is a page of this site, else the order's account's dashboard."""
+    if url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return reverse("dashboard", kwargs={"account_id": order.account_id})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
+    """Give a resting order a new quantity or price: the service replaces it with a new
+    order in one step, and a refused change leaves it resting as it was."""
+    order = selectors.order_for_user(request.user, order_id)  # type: ignore[arg-type]
+    target = _next_or_dashboard(
+        request, order, request.POST.get("next", request.GET.get("next", ""))
+    )
+    form = OrderChangeForm(request.POST or None, order=order)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        changes = {
+            name: data[name]
+            for name in ("quantity", "price", "stop_price")
+            if name in data and data[name] != getattr(order, name)
+        }
+        if not changes:
+            form.add_error(None, "This is the order as it stands: change its quantity or price.")
+        else:
+            try:
+                new = services.order_replace(
+                    order_id=order.pk,
+                    # The form's one-time id: a second submit finds the first replacement.
+                    client_order_id=data.get("client_order_id") or "",
+                    **changes,
+                )
+            except DomainError as exc:
+                add_domain_error(form, exc)
+            else:
+                instrument = new.instrument
+                at = new.price if new.type == Order.Type.LIMIT else new.stop_price
+                filled = " It filled at once: the market had reached it." if new.filled_at else ""
+                messages.success(
+                    request,
+                    f"Order #{order.pk} replaced by order #{new.pk}: "
+                    f"{new.get_type_display().lower()} {new.get_side_display().lower()} "
+                    f"{shown.qty(new.quantity, instrument)} {instrument.symbol} at "
+                    f"{shown.price(at, instrument)}.{filled}",
+                )
+                return redirect(target)
+    elif order.status != Order.Status.RESTING and request.method == "GET":
+        messages.error(request, f"Order #{order.pk} is {order.get_status_display().lower()}; "
+                       "only resting orders can be changed.")  # fmt: skip
+        return redirect(target)
+    return render(
+        request,
+        "web/order_change.html",
+        {"order": order, "form": form, "next": target, "account": order.account},
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required

@@ -58,6 +58,16 @@ def victim(account, btc):
         price="50000",
         client_order_id=SECRET_MARK,
     )
+    # Its own order for PATCH, which replaces it: DELETE cancels the other one.
+    replaceable = order_place(
+        account_id=account.pk,
+        instrument_id=btc.pk,
+        side="short",
+        type="limit",
+        quantity="0.01",
+        leverage=10,
+        price="70000",
+    )
     gone = position_open(
         account_id=account.pk,
         instrument_id=btc.pk,
@@ -80,7 +90,13 @@ def victim(account, btc):
         margin_ratio=Decimal("0.8"),
     )
     PriceTick.objects.create(instrument=btc, price=Decimal("60000"))
-    return {"account": account, "position": position, "order": resting, "btc": btc}
+    return {
+        "account": account,
+        "position": position,
+        "order": resting,
+        "replaceable": replaceable,
+        "btc": btc,
+    }
 
 
 def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict[str, object]]:
@@ -97,7 +113,11 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "order-preview": ({}, placing),
         # A GET sends its body as query parameters, which would narrow the list to this order.
         "order-list": ({}, placing if method == "post" else {}),
-        "order-detail": ({"pk": order.pk}, {}),
+        "order-detail": (
+            ({"pk": victim["replaceable"].pk}, {"price": "71000"})
+            if method == "patch"
+            else ({"pk": order.pk}, {})
+        ),
         "position-list": ({}, {}),
         "position-detail": ({"pk": position.pk}, {}),
         "position-close": ({"pk": position.pk}, {"quantity": "0.005"}),

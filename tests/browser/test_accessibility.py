@@ -107,7 +107,7 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
     near = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="short", quantity="0.01", leverage=30
     ).position
-    order_place(
+    limit = order_place(
         account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
         quantity="0.01", leverage=5, price="50000",
     )  # fmt: skip
@@ -155,11 +155,12 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
             f"/positions/{near.pk}/",
             "/password/",
             "/password/done/",
+            f"/orders/{limit.pk}/change/",
         ]
         for path in pages:
             page.goto(f"{url}{path}")
             violations += audit(page, path)
-        for path in ("/classrooms/", "/password/"):
+        for path in ("/classrooms/", "/password/", f"/orders/{limit.pk}/change/"):
             violations += refused(page, url, path)
         violations += refused(page, url, f"/positions/{near.pk}/", "button:has-text('Apply')")
 

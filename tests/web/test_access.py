@@ -76,9 +76,14 @@ def test_another_students_position_is_404(bob_client, alices_things, method, nam
 
 def test_another_students_order_is_404(bob_client, alices_things):
     order = alices_things["order"]
+    before = (Order.objects.count(), LedgerTransaction.objects.count())
     assert _request(bob_client, "post", "order-cancel", order.pk, {}).status_code == 404
+    assert _request(bob_client, "get", "order-change", order.pk, {}).status_code == 404
+    changed = {"quantity": "0.2", "price": "49000"}
+    assert _request(bob_client, "post", "order-change", order.pk, changed).status_code == 404
     order.refresh_from_db()
     assert order.status == Order.Status.RESTING
+    assert (Order.objects.count(), LedgerTransaction.objects.count()) == before
 
 
 def test_the_owner_reaches_every_page(alice_client, alices_things):
@@ -107,4 +112,5 @@ def test_missing_ids_are_404_not_500(alice_client, alices_things):
     assert alice_client.get(reverse("position", args=[999999])).status_code == 404
     assert alice_client.get(reverse("dashboard", args=[999999])).status_code == 404
     assert alice_client.post(reverse("order-cancel", args=[999999])).status_code == 404
+    assert alice_client.get(reverse("order-change", args=[999999])).status_code == 404
     assert Position.objects.get().collateral.amount == Decimal(600)

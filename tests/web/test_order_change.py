@@ -1,0 +1,101 @@
+"""The page that gives a resting order a new quantity or price (the service replaces it)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from positions.models import Order
+from positions.services import order_place
+from tests.invariants import assert_ledger_invariants, money_snapshot
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def resting(account, btc):
+    return order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="59000",
+    )  # fmt: skip
+
+
+def change_url(order, next_page: str = "") -> str:
+    url = reverse("order-change", args=[order.pk])
+    return f"{url}?next={next_page}" if next_page else url
+
+
+def test_the_page_shows_the_order_and_its_price_field_only(alice_client, resting):
+    page = alice_client.get(change_url(resting)).content.decode()
+    assert f"Change order #{resting.pk}" in page
+    assert 'name="quantity"' in page and 'name="price"' in page
+    assert 'name="stop_price"' not in page  # a limit order has no stop price
+    assert "holds 592.95" in page
+
+
+def test_a_new_price_replaces_the_order_and_goes_back_where_it_came_from(
+    alice_client, account, resting
+):
+    dashboard = reverse("dashboard", args=[account.pk])
+    form = alice_client.get(change_url(resting, dashboard)).context["form"]
+    data = {
+        "quantity": "0.1",
+        "price": "58000",
+        "client_order_id": form["client_order_id"].value(),
+        "next": dashboard,
+    }
+    response = alice_client.post(change_url(resting), data)
+    assert response.status_code == 302 and response["Location"] == dashboard
+    new = Order.objects.get(replaces=resting)
+    assert (new.status, new.price, new.held_margin) == ("resting", Decimal(58000), Decimal("582.9"))
+    page = alice_client.get(dashboard).content.decode()
+    assert f"Order #{resting.pk} replaced by order #{new.pk}: limit long 0.1" in page
+    # A second submit of the same form (a double click) replaces nothing more.
+    again = alice_client.post(change_url(resting), data)
+    assert again.status_code == 302
+    assert Order.objects.filter(account=account).count() == 2
+    assert_ledger_invariants()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"quantity": "0.1", "price": "59000"}, "This is the order as it stands"),
+        ({"quantity": "0.1", "price": "-1"}, "Must be greater than zero."),
+        ({"quantity": "0.1", "price": "abc"}, "Enter a number."),
+        ({"quantity": "0.1", "price": ""}, "This field is required."),
+        ({"quantity": "100", "price": "59000"}, "This needs"),
+        ({"quantity": "0.0001", "price": "59000"}, "0.001"),
+    ],
+)
+def test_a_refused_change_says_why_and_leaves_the_order_resting(
+    alice_client, resting, data, message
+):
+    before = money_snapshot()
+    response = alice_client.post(change_url(resting), data)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert money_snapshot() == before
+    resting.refresh_from_db()
+    assert (resting.status, resting.held_margin) == ("resting", Decimal("592.95"))
+
+
+def test_an_order_that_no_longer_rests_sends_you_back_saying_so(alice_client, account, resting):
+    alice_client.post(reverse("order-cancel", args=[resting.pk]))
+    response = alice_client.get(change_url(resting))
+    assert response.status_code == 302
+    page = alice_client.get(response["Location"]).content.decode()
+    assert f"Order #{resting.pk} is cancelled; only resting orders can be changed." in page
+
+
+def test_next_never_leads_off_the_site(alice_client, account, resting):
+    data = {"quantity": "0.2", "price": "59000", "next": "https://evil.example/"}
+    response = alice_client.post(change_url(resting), data)
+    assert response["Location"] == reverse("dashboard", args=[account.pk])
+
+
+def test_the_dashboard_and_the_position_page_link_to_it(alice_client, account, resting):
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    assert f'href="{change_url(resting)}?next=' in dashboard
