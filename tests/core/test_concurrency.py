@@ -451,3 +451,64 @@ def test_racing_retries_of_one_close_client_order_id_close_once(market):
     # At the entry price a tenth returns its 600 margin less the 3 fee of its close.
     assert balance(account) == D(10000) - D(3015) + D(600) - D(3)
     assert_ledger_invariants()
+
+
+def test_racing_replacements_of_one_order_leave_one_resting_order_and_one_hold(market):
+    from positions.services import order_replace
+
+    _, btc, account = market
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        price="59000", quantity="0.1", leverage=10,
+    )  # fmt: skip
+    prices = ["58000", "57000", "56000", "55000"]
+    outcomes = simultaneously(*[partial(order_replace, order_id=order.pk, price=p) for p in prices])
+    assert codes(outcomes) == ["ok", "order_not_cancellable", "order_not_cancellable",
+                               "order_not_cancellable"]  # fmt: skip
+    resting = Order.objects.get(account=account, status="resting")
+    assert resting.replaces_id == order.pk
+    # 0.1 x price / 10 margin + 0.05% fee, held once, at the price that won.
+    assert balance(account) == D(10000) - resting.held_margin
+    assert resting.held_margin == resting.price / 100 + resting.price * D("0.00005")
+    # Retries of one replacement (a double click) replace once.
+    retry = partial(order_replace, order_id=resting.pk, quantity="0.2", client_order_id="again")
+    outcomes = simultaneously(*[retry] * 6)
+    assert codes(outcomes) == ["ok"] * 6
+    assert len({result.pk for _, result in outcomes}) == 1  # type: ignore[attr-defined]
+    assert Order.objects.filter(account=account, status="resting").count() == 1
+    assert_ledger_invariants()
+
+
+def test_a_replacement_racing_the_engines_trigger_fills_or_replaces_once(market):
+    from liquidation.engine import execute_triggered_order
+    from positions.services import order_replace
+
+    _, btc, account = market
+    orders = [
+        order_place(
+            account_id=account.pk,
+            instrument_id=btc.pk,
+            side="long",
+            type="limit",
+            price="59000",
+            quantity="0.1",
+            leverage=10,
+        )
+        for _ in range(4)
+    ]
+    btc.mark_price = D(58000)  # every one of them is triggered
+    btc.save(update_fields=["mark_price"])
+    for order in orders:
+        outcomes = simultaneously(
+            partial(order_replace, order_id=order.pk, price="50000"),
+            partial(execute_triggered_order, order.pk),
+        )
+        order.refresh_from_db()
+        if order.status == "cancelled":  # replaced first; the trigger found nothing to fill
+            assert outcomes[0][0] == "ok" and outcomes[1] == ("ok", False)
+            assert Order.objects.get(replaces=order).status == "resting"
+        else:
+            assert order.status == "filled"
+            assert outcomes == [("refused", "order_not_cancellable"), ("ok", True)]
+        assert order.held_margin == 0
+    assert_ledger_invariants()
