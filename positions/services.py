@@ -1525,7 +1525,8 @@ def order_cancel(*, order_id: int) -> Order:
 
 def order_execute(*, order_id: int) -> Order:
     """Fill a triggered resting order at market; a rule that now refuses it rejects the order.
-    A reduce-only order of a position past its liquidation price keeps resting."""
+    A reduce-only order of a position past its liquidation price keeps resting. A sell limit
+    whose better price at market the free balance cannot pay opens at its limit instead."""
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
@@ -1553,21 +1554,11 @@ def order_execute(*, order_id: int) -> Order:
                     order=order,
                 )
             else:
-                # The hold goes back first: opening now costs what the market asks, checked
-                # against the whole free balance, in the same transaction.
+                # The hold goes back first: opening now costs what the market asks (a sell
+                # limit: at most what it held), checked against the whole free balance, in
+                # the same transaction.
                 _release_order_margin(account=account, order=order, why="triggered")
-                instrument = _instrument(order.instrument_id)
-                _open(
-                    account=account,
-                    instrument=instrument,
-                    side=order.side,
-                    quantity=order.quantity,
-                    leverage=order.leverage,
-                    extra_collateral=order.extra_collateral,
-                    take_profit=order.take_profit,
-                    stop_loss=order.stop_loss,
-                    order=order,
-                )
+                _open_triggered(account=account, order=order)
     except errors.PositionLiquidating:
         # Not a rule refusing the order but the engine's turn: its liquidation cancels the
         # order, and should it not come (the mark turned back), the order still protects.
@@ -1575,6 +1566,42 @@ def order_execute(*, order_id: int) -> Order:
     except errors.DomainError as exc:
         _order_reject(order_id=order_id, account_id=account_id, reason=exc.message)
     return fresh_order(order_id)
+
+
+def _open_triggered(*, account: TradingAccount, order: Order) -> None:
+    """Open the position of a triggered order, its hold already back in the free balance.
+
+    It opens at market. A sell limit fills at its limit or better, and better (higher) costs
+    more margin and fee than it held at its limit: when the free balance cannot pay that, it
+    opens at its limit, which the hold pays, rather than being rejected though the market
+    went through its price. The attempt at market is a savepoint, so its refusal leaves
+    nothing behind; opening at the limit is still refused by every other rule, and when the
+    position would already be liquidatable at the mark.
+    """
+    instrument = _instrument(order.instrument_id)
+
+    def open_at(entry_price: Decimal | None) -> None:
+        _open(
+            account=account,
+            instrument=instrument,
+            side=order.side,
+            quantity=order.quantity,
+            leverage=order.leverage,
+            extra_collateral=order.extra_collateral,
+            take_profit=order.take_profit,
+            stop_loss=order.stop_loss,
+            order=order,
+            entry_price=entry_price,
+        )
+
+    if order.type != Order.Type.LIMIT or order.side != Side.SHORT:
+        open_at(None)
+        return
+    try:
+        with transaction.atomic():
+            open_at(None)
+    except errors.InsufficientBalance:
+        open_at(order.price)
 
 
 @transaction.atomic
