@@ -358,6 +358,7 @@ def quote_open(
     leverage: object,
     extra_collateral: object = ZERO,
     entry_price: Decimal | None = None,
+    fills_now: bool = False,
     check_balance: bool = True,
     take_profit: object = None,
     stop_loss: object = None,
@@ -365,8 +366,11 @@ def quote_open(
     """Validate an opening order and work out its margin, fee, LP, BP and maximum loss.
 
     ``entry_price`` prices a resting order at its limit or stop price; without it the
-    order fills at market. A take-profit and stop-loss, if given, are checked against
-    the entry (and, at market, the mark) and the liquidation price.
+    order fills at market. With ``fills_now`` the order fills at ``entry_price`` now (a
+    triggered limit at its limit), so it is checked against the mark as a fill at market
+    is: the position it opens must not already be liquidatable there. A take-profit and
+    stop-loss, if given, are checked against the entry (and, filling now, the mark) and
+    the liquidation price.
     """
     _check_can_trade(account, instrument)
     side = clean_side(side)
@@ -374,6 +378,7 @@ def quote_open(
     lev = clean_leverage(leverage)
     extra = clean_amount(extra_collateral or ZERO, field="extra_collateral", allow_zero=True)
     mark = current_mark(instrument)
+    now = entry_price is None or fills_now
     entry = (
         entry_price
         if entry_price is not None
@@ -408,7 +413,7 @@ def quote_open(
             f"your free balance is {money_text(account.balance, currency)}.",
             field="quantity",
         )
-    if entry_price is None and margin.is_liquidatable(
+    if now and margin.is_liquidatable(
         side=side,
         entry_price=entry,
         quantity=qty,
@@ -416,6 +421,15 @@ def quote_open(
         mark_price=mark,
         tiers=tiers,
     ):
+        if entry_price is not None:
+            # The mark is already past where the position would be liquidated: the next
+            # tick would take it.
+            raise errors.LeverageTooHigh(
+                f"Opened at {price_text(entry, instrument.tick_size)}, the position would "
+                f"already be past its liquidation price at the mark "
+                f"{price_text(mark, instrument.tick_size)}.",
+                field="leverage",
+            )
         # A market order fills half a spread away from the mark; at this leverage that
         # alone would eat the margin down to maintenance, and the next tick would liquidate.
         raise errors.LeverageTooHigh(
@@ -431,14 +445,14 @@ def quote_open(
     _validate_tpsl(
         side=side,
         reference=entry,
-        mark=mark if entry_price is None else None,
+        mark=mark if now else None,
         liquidation_price=lp,
         take_profit=tp,
         stop_loss=sl,
         tick=instrument.tick_size,
     )
     # From the mark for a fill now; from the entry for an order that rests until then.
-    start = mark if entry_price is None else entry
+    start = mark if now else entry
     # To the liquidation price as shown, so that the distance is the difference of the two
     # prices the quote shows.
     distance = (
@@ -686,7 +700,9 @@ def _open(
     stop_loss: object,
     order: Order | None,
     client_order_id: str = "",
+    entry_price: Decimal | None = None,
 ) -> tuple[Order, Position]:
+    """Open a position now: at market, or at ``entry_price`` (a triggered limit at its limit)."""
     quote = quote_open(
         account=account,
         instrument=instrument,
@@ -694,6 +710,8 @@ def _open(
         quantity=quantity,
         leverage=leverage,
         extra_collateral=extra_collateral,
+        entry_price=entry_price,
+        fills_now=True,
         take_profit=take_profit,
         stop_loss=stop_loss,
     )
@@ -1613,7 +1631,8 @@ def _check_same_replacement(
 
 def order_execute(*, order_id: int) -> Order:
     """Fill a triggered resting order at market; a rule that now refuses it rejects the order.
-    A reduce-only order of a position past its liquidation price keeps resting."""
+    A reduce-only order of a position past its liquidation price keeps resting. A sell limit
+    whose better price at market the free balance cannot pay opens at its limit instead."""
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
@@ -1641,21 +1660,11 @@ def order_execute(*, order_id: int) -> Order:
                     order=order,
                 )
             else:
-                # The hold goes back first: opening now costs what the market asks, checked
-                # against the whole free balance, in the same transaction.
+                # The hold goes back first: opening now costs what the market asks (a sell
+                # limit: at most what it held), checked against the whole free balance, in
+                # the same transaction.
                 _release_order_margin(account=account, order=order, why="triggered")
-                instrument = _instrument(order.instrument_id)
-                _open(
-                    account=account,
-                    instrument=instrument,
-                    side=order.side,
-                    quantity=order.quantity,
-                    leverage=order.leverage,
-                    extra_collateral=order.extra_collateral,
-                    take_profit=order.take_profit,
-                    stop_loss=order.stop_loss,
-                    order=order,
-                )
+                _open_triggered(account=account, order=order)
     except errors.PositionLiquidating:
         # Not a rule refusing the order but the engine's turn: its liquidation cancels the
         # order, and should it not come (the mark turned back), the order still protects.
@@ -1663,6 +1672,42 @@ def order_execute(*, order_id: int) -> Order:
     except errors.DomainError as exc:
         _order_reject(order_id=order_id, account_id=account_id, reason=exc.message)
     return fresh_order(order_id)
+
+
+def _open_triggered(*, account: TradingAccount, order: Order) -> None:
+    """Open the position of a triggered order, its hold already back in the free balance.
+
+    It opens at market. A sell limit fills at its limit or better, and better (higher) costs
+    more margin and fee than it held at its limit: when the free balance cannot pay that, it
+    opens at its limit, which the hold pays, rather than being rejected though the market
+    went through its price. The attempt at market is a savepoint, so its refusal leaves
+    nothing behind; opening at the limit is still refused by every other rule, and when the
+    position would already be liquidatable at the mark.
+    """
+    instrument = _instrument(order.instrument_id)
+
+    def open_at(entry_price: Decimal | None) -> None:
+        _open(
+            account=account,
+            instrument=instrument,
+            side=order.side,
+            quantity=order.quantity,
+            leverage=order.leverage,
+            extra_collateral=order.extra_collateral,
+            take_profit=order.take_profit,
+            stop_loss=order.stop_loss,
+            order=order,
+            entry_price=entry_price,
+        )
+
+    if order.type != Order.Type.LIMIT or order.side != Side.SHORT:
+        open_at(None)
+        return
+    try:
+        with transaction.atomic():
+            open_at(None)
+    except errors.InsufficientBalance:
+        open_at(order.price)
 
 
 @transaction.atomic

@@ -20,9 +20,16 @@ from accounts.money import MAX_AMOUNT
 from accounts.services import account_adjust
 from liquidation.instructor import account_reset
 from liquidation.performance import accounts_performance
-from positions.models import Order, Position
+from positions.models import Fill, Order, Position
 from positions.selectors import account_equities, account_overview
-from positions.services import order_cancel, order_execute, order_place, position_open
+from positions.services import (
+    fresh_order,
+    order_cancel,
+    order_execute,
+    order_place,
+    position_open,
+)
+from tests.engine.helpers import set_price
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
 D = Decimal
@@ -171,6 +178,87 @@ def test_a_stop_that_gaps_past_what_it_holds_is_rejected_and_its_hold_comes_back
     assert balance(account) == D("6130.5")
     assert held(order) == 0
     assert not Position.objects.exists()
+    assert_ledger_invariants()
+
+
+def short_limit_with_the_rest_spent(account, btc, *, left: str = "0") -> Order:
+    """A sell limited at 61,000 holding 6,130.50 (6,100 margin + 30.50 fee), and ``left`` of
+    the free balance besides."""
+    order = place(account, btc, side="short", type="limit", price="61000", quantity="1")
+    assert held(order) == D("6130.5")
+    account_adjust(account_id=account.pk, amount=D(left) - D("3869.5"), reason="Spent")
+    assert balance(account) == D(left)
+    return order
+
+
+def trigger_at_the_service(btc, order, mark) -> None:
+    set_mark(btc, mark)
+    order_execute(order_id=order.pk)
+
+
+def trigger_at_a_tick(btc, order, mark) -> None:
+    assert set_price(btc, mark).orders_triggered == 1
+
+
+@pytest.mark.parametrize("trigger", [trigger_at_the_service, trigger_at_a_tick])
+def test_a_sell_limit_its_better_market_price_does_not_fit_opens_at_its_limit(
+    account, btc, trigger
+):
+    """A sell fills at its limit or better, and better (higher) costs more margin and fee
+    than the order holds: when the rest of the balance cannot pay that, it opens at its
+    limit, which the hold pays, rather than being rejected."""
+    order = short_limit_with_the_rest_spent(account, btc)
+    trigger(btc, order, "62000")  # 6,200 margin + 31 fee at market: 6,231 > 6,130.50
+    filled = fresh_order(order.pk)
+    assert (filled.status, filled.held_margin, held(order)) == ("filled", 0, 0)
+    assert filled.filled_at is not None and filled.position_id is not None
+    position = Position.objects.select_related("collateral").get(pk=filled.position_id)
+    assert (position.side, position.quantity, position.entry_price) == ("short", 1, D(61000))
+    assert (position.collateral.amount, position.fees_paid) == (D(6100), D("30.5"))
+    # LP (6,100 + 50 + 61,000) / 1.005, rounded down; BP 61,000 + 6,100.
+    assert (position.liquidation_price, position.bankruptcy_price) == (
+        D("66815.9203980099"),
+        D(67100),
+    )
+    fill = Fill.objects.get(order=order)
+    assert (fill.kind, fill.quantity, fill.price, fill.fee) == ("open", 1, D(61000), D("30.5"))
+    assert balance(account) == 0
+    assert kinds(account) == [
+        Kind.DEPOSIT, Kind.ORDER_HOLD, Kind.DEDUCT, Kind.ORDER_RELEASE, Kind.OPEN
+    ]  # fmt: skip
+    opened = LedgerTransaction.objects.get(kind=Kind.OPEN)
+    assert opened.memo == "Open short 1 BTCUSDT at 61000, 10x"
+    legs = {(e.pocket, e.amount) for e in opened.entries.all()}
+    assert legs == {("account", D("-6130.5")), ("collateral", D(6100)), ("fees", D("30.5"))}
+    assert_ledger_invariants()
+
+
+def test_a_sell_limit_its_limit_would_put_past_liquidation_at_the_mark_is_rejected(account, btc):
+    """At its limit the hold pays for it, but a short opened at 61,000 with the mark at
+    66,900 is already past its liquidation price (66,815.92): the next tick would take it."""
+    order = short_limit_with_the_rest_spent(account, btc)
+    set_mark(btc, "66900")
+    rejected = order_execute(order_id=order.pk)
+    assert rejected.status == "rejected"
+    assert "61,000" in rejected.reject_reason and "liquidation" in rejected.reject_reason
+    assert (rejected.held_margin, held(order)) == (0, 0)
+    assert balance(account) == D("6130.5")
+    assert not Position.objects.exists() and not Fill.objects.exists()
+    assert kinds(account) == [Kind.DEPOSIT, Kind.ORDER_HOLD, Kind.DEDUCT, Kind.ORDER_RELEASE]
+    assert LedgerTransaction.objects.get(kind=Kind.ORDER_RELEASE).memo.endswith("(rejected)")
+    assert_ledger_invariants()
+
+
+def test_a_sell_limit_its_better_market_price_fits_still_fills_at_market(account, btc):
+    """The hold and the rest of the balance together pay the fill at market, to the cent."""
+    order = short_limit_with_the_rest_spent(account, btc, left="100.5")
+    set_mark(btc, "62000")  # 6,231 = 6,130.50 held + 100.50 free
+    filled = order_execute(order_id=order.pk)
+    assert filled.status == "filled" and filled.position_id is not None
+    position = Position.objects.get(pk=filled.position_id)
+    assert position.entry_price == D(62000)
+    assert Fill.objects.get(order=order).price == D(62000)
+    assert balance(account) == 0
     assert_ledger_invariants()
 
 
