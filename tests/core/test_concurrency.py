@@ -469,7 +469,8 @@ def test_racing_replacements_of_one_order_leave_one_resting_order_and_one_hold(m
     assert resting.replaces_id == order.pk
     # 0.1 x price / 10 margin + 0.05% fee, held once, at the price that won.
     assert balance(account) == D(10000) - resting.held_margin
-    assert resting.held_margin == resting.price / 100 + resting.price * D("0.00005")
+    won = resting.price
+    assert won is not None and resting.held_margin == won / 100 + won * D("0.00005")
     # Retries of one replacement (a double click) replace once.
     retry = partial(order_replace, order_id=resting.pk, quantity="0.2", client_order_id="again")
     outcomes = simultaneously(*[retry] * 6)
