@@ -31,6 +31,7 @@ from positions.models import Collateral, Instrument, Order, Position
 from positions.services import (
     order_cancel,
     order_place,
+    order_replace,
     position_add_margin,
     position_close,
     position_open,
@@ -244,6 +245,36 @@ class TradingMachine(RuleBasedStateMachine):
         order_cancel(order_id=order.pk)
         self.resting_ids.remove(order.pk)
         assert TradingAccount.objects.get(pk=order.account_id).balance == before + order.held_margin
+
+    @precondition(lambda self: bool(self.resting_ids))
+    @rule(
+        data=st.data(),
+        away=st.integers(-40, 40),
+        lots=st.one_of(st.none(), st.integers(1, 50), st.integers(1, 3000)),
+    )
+    def replace_resting(self, data, away, lots):
+        order = Order.objects.select_related("instrument").get(
+            pk=data.draw(st.sampled_from(self.resting_ids))
+        )
+        at = order.price if order.type == Order.Type.LIMIT else order.stop_price
+        assert at is not None
+        tick = order.instrument.tick_size
+        moved = max(to_tick(at * (100 + away) / 100, tick, up=away > 0), tick)
+        price = {"price" if order.type == Order.Type.LIMIT else "stop_price": moved}
+        quantity = None if lots is None else D(lots) * order.instrument.lot_size
+        before = TradingAccount.objects.get(pk=order.account_id).balance
+        new = self._refused(order_replace, order_id=order.pk, quantity=quantity, **price)
+        if not isinstance(new, Order):
+            return  # refused: the old order rests as it was (checked by _refused)
+        self.resting_ids.remove(order.pk)
+        assert Order.objects.get(pk=order.pk).held_margin == 0
+        # The old hold came back and the new one, if it rests, left: nothing else moved.
+        after = TradingAccount.objects.get(pk=order.account_id).balance
+        if new.status == Order.Status.RESTING:
+            self.resting_ids.append(new.pk)
+            assert after == before + order.held_margin - new.held_margin
+        elif new.position_id is not None:  # its new price fills at once
+            self.open_ids.append(new.position_id)
 
     @precondition(lambda self: bool(self.resting_ids))
     @rule(data=st.data())
