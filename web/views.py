@@ -804,7 +804,7 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
     target = _next_or_dashboard(
         request, order, request.POST.get("next", request.GET.get("next", ""))
     )
-    form = OrderChangeForm(request.POST or None, order=order)
+    form = OrderChangeForm(request.POST if request.method == "POST" else None, order=order)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         changes = {

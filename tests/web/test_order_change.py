@@ -68,6 +68,7 @@ def test_a_new_price_replaces_the_order_and_goes_back_where_it_came_from(
         ({"quantity": "0.1", "price": ""}, "This field is required."),
         ({"quantity": "100", "price": "59000"}, "This needs"),
         ({"quantity": "0.0001", "price": "59000"}, "0.001"),
+        ({}, "This field is required."),
     ],
 )
 def test_a_refused_change_says_why_and_leaves_the_order_resting(
