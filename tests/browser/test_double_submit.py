@@ -64,8 +64,9 @@ def test_a_double_click_on_place_order_opens_one_position(live_server, browser, 
         # second, which a wait for the navigation would take for a failure.
         expect(page).to_have_url(re.compile(r"/positions/\d+/$"))
         expect(page.locator("body")).to_contain_text("Opened position #")
-        # The browser sent the ticket twice, unless the script held the second click back.
-        assert len(submits) == (1 if script else 2)
+        # The script holds every later click back; without it the browser sends the ticket
+        # again for the later clicks (two or three times, as the clicks meet its navigation).
+        assert len(submits) == 1 if script else len(submits) >= 2
         positions = Position.objects.filter(account=account)
         assert positions.count() == 1
         assert Order.objects.filter(account=account).count() == 1
