@@ -293,6 +293,9 @@ def test_example_bot_stops_on_ctrl_c_with_a_word_instead_of_a_traceback(live_ser
         stderr=subprocess.PIPE,
         text=True,
         cwd=settings.BASE_DIR,
+        # As from a terminal: a test run started in the background ignores Ctrl-C, and a
+        # child would inherit that (Python then installs no handler for it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert bot.stdout is not None
