@@ -778,7 +778,8 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Order #{order.pk} cancelled.")
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    # A path of this site only: anything else would be read as the name of a URL.
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
         target, {request.get_host()}, require_https=request.is_secure()
     ):
         target = reverse("dashboard", kwargs={"account_id": order.account_id})
