@@ -202,8 +202,9 @@ def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
     instruments = selectors.tradable_instruments(account).prefetch_related("tiers")
     data = request.POST if request.method == "POST" else None
     initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
-    wanted = request.GET.get("instrument")
-    if wanted and wanted.isdigit():
+    wanted = request.GET.get("instrument", "")
+    # An instrument's id; anything else (other scripts' digits, thousands of them) is ignored.
+    if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
         initial["instrument"] = int(wanted)
     return TradeForm(
         data,
