@@ -9,7 +9,9 @@ A refusal writes nothing, and after every post the ledger still balances.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import Classroom, TradingAccount
+from accounts.services import account_adjust
 from api.services import api_key_create
 from positions.models import Instrument, Order
 from positions.services import order_place, position_open
@@ -42,27 +45,34 @@ FUZZ = settings(
     ],
 )
 
-LONG = "9" * 10_000
-EDGES = [
-    "1e400", "-1e400", "1e-400", "-1e-400", "1E+5", "2.5e3", "5e-3", "1e8", "1e-8",
-    "99999999999999999999999", "-99999999999999999999999", "0.000000000000000000001",
-    "-0", "-0.0", "+0", "0", "00", "0e0", "-0e-5",
-    "NaN", "nan", "-NaN", "sNaN", "-sNaN", "NaN123", "Infinity", "-Infinity", "inf", "-inf",
-    # Arabic-Indic, fullwidth, mathematical bold and Devanagari digits and separators.
-    "\u0661\u0662\u0663", "\u0660\u066b\u0665", "\u0661\u0665\u0660\u0660\u0660",
-    "\uff11\uff12\uff13", "\uff11\uff0e\uff15", "\uff15\uff10\uff10\uff10\uff10",
-    "\U0001d7d3", "\u0967\u0968\u0969",
-    "1,000", "1,5", "1_000", "1 000", "1'000", "0x10", "1/2", "--1", "+-1", "1..5", ".", "-",
-    "", " ", "\t", " 5 ", "\t5\n", "\u00a05", "5\u200b",
-    LONG, "x" * 10_000, "1." + "1" * 10_000,
-    "\x00", "5\x00", "\x005", "1\x00000",
-    "-1", "-5", "-0.00000001", "-60000",
-    "0.00000001", "0.1", "0.5", "1", "2", "5", "10", "20", "21", "100", "125", "1000",
-    "59000", "59000.1", "59000.05", "61000", "60000", "9999999999999999.99999999",
-    "1.123456789012", "2147483648", "9223372036854775808",
+# Each kind of value is as likely as any other, however many examples it has.
+KINDS = [
+    [  # beyond every column, or below its places
+        "1e400", "-1e400", "1e-400", "-1e-400", "99999999999999999999999",
+        "-99999999999999999999999", "0.000000000000000000001", "2147483648",
+        "9223372036854775808", "9999999999999999.99999999", "1.123456789012",
+    ],
+    ["1E+5", "2.5e3", "5e-3", "1e8", "1e-8", "0e0", "-0e-5"],  # exponents
+    ["-0", "-0.0", "+0", "0", "00"],  # zeros
+    ["NaN", "nan", "-NaN", "sNaN", "-sNaN", "NaN123", "Infinity", "-Infinity", "inf", "-inf"],
+    [  # digits of other scripts: Arabic-Indic, fullwidth, superscript, bold, Devanagari
+        "\u0661\u0662\u0663", "\u0660\u066b\u0665", "\u0661\u0665\u0660\u0660\u0660",
+        "\uff11\uff12\uff13", "\uff11\uff0e\uff15", "\uff15\uff10\uff10\uff10\uff10",
+        "\u00b2", "\u00bd", "\U0001d7d3", "\u0967\u0968\u0969",
+    ],
+    ["1,000", "1,5", "1_000", "1 000", "1'000", "0x10", "1/2", "--1", "+-1", "1..5", ".", "-"],
+    ["", " ", "\t", " 5 ", "\t5\n", "\u00a05", "5\u200b"],  # blanks around numbers
+    ["9" * 10_000, "x" * 10_000, "1." + "1" * 10_000, "\u00e9" * 10_000],  # 10,000 characters
+    ["\x00", "5\x00", "\x005", "1\x00000"],  # NUL bytes
+    ["-1", "-5", "-0.00000001", "-60000"],  # negative
+    [  # valid somewhere
+        "0.00000001", "0.001", "0.1", "0.5", "1", "2", "5", "10", "20", "21", "100", "125",
+        "1000", "59000", "59000.1", "59000.05", "61000", "60000",
+    ],
 ]  # fmt: skip
 NASTY = st.one_of(
-    st.sampled_from(EDGES),
+    st.sampled_from(KINDS).flatmap(st.sampled_from),
+    st.text(st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=6),
     st.decimals(allow_nan=True, allow_infinity=True).map(str),
     st.integers(min_value=-(10**40), max_value=10**40).map(str),
     st.floats().map(repr),
@@ -71,8 +81,9 @@ NASTY = st.one_of(
 
 
 def overrides(fields: list[str]) -> st.SearchStrategy[dict[str, str]]:
-    """Up to three of ``fields`` given bad values; the others keep their valid ones."""
-    return st.dictionaries(st.sampled_from(fields), NASTY, max_size=3)
+    """Up to three of ``fields`` given bad values; the others keep their valid ones (some
+    examples change none, so the services also run on what came before)."""
+    return st.one_of(st.just({}), st.dictionaries(st.sampled_from(fields), NASTY, max_size=3))
 
 
 def check(response: Any, allowed: set[int], before: Any = None) -> None:
@@ -145,6 +156,13 @@ def test_join_a_classroom(client, account, bad):
     check(client.post(reverse("classrooms"), data), {200, 302, 400}, before)
 
 
+def funded(account: TradingAccount) -> None:
+    """Tops the free balance up as earlier examples spend it: each example can still trade."""
+    account.refresh_from_db()
+    if account.balance < 1000:
+        account_adjust(account_id=account.pk, amount=Decimal(10_000), reason="Fuzz top-up")
+
+
 # --- the trade ticket -----------------------------------------------------------------------
 
 TRADE_FIELDS = [
@@ -154,35 +172,44 @@ TRADE_FIELDS = [
 
 
 def ticket(btc: Instrument) -> st.SearchStrategy[dict[str, str]]:
-    """A ticket of any order type, sized by quantity or notional, with bad fields."""
-    valid = st.fixed_dictionaries(
-        {
-            "instrument": st.just(str(btc.pk)),
-            "side": st.sampled_from(["long", "short"]),
-            "type": st.sampled_from(["market", "limit", "stop"]),
-            "leverage": st.sampled_from(["1", "5", "20", "100"]),
-        },
-        optional={
-            "quantity": st.sampled_from(["0.001", "0.01", "0.1"]),
-            "notional": st.sampled_from(["50", "500"]),
-            "extra_collateral": st.sampled_from(["0", "1", "10"]),
-            "price": st.sampled_from(["59000", "61000"]),
-            "stop_price": st.sampled_from(["59000", "61000"]),
-            "take_profit": st.sampled_from(["65000", "55000"]),
-            "stop_loss": st.sampled_from(["58000", "62000"]),
-        },
+    """A ticket a learner could send, of any order type and size, with bad fields."""
+
+    def build(side: str, kind: str, size: tuple[str, str], levels: bool, **rest: Any) -> Any:
+        long = side == "long"
+        post = {"instrument": str(btc.pk), "side": side, "type": kind, size[0]: size[1], **rest}
+        if kind == "limit":
+            post["price"] = "59000" if long else "61000"
+        if kind == "stop":
+            post["stop_price"] = "61000" if long else "59000"
+        if levels:
+            post["take_profit"], post["stop_loss"] = (
+                ("65000", "58000") if long else ("55000", "62000")
+            )
+        return post
+
+    valid = st.builds(
+        build,
+        side=st.sampled_from(["long", "short"]),
+        kind=st.sampled_from(["market", "limit", "stop"]),
+        size=st.sampled_from([("quantity", "0.001"), ("quantity", "0.01"), ("notional", "500")]),
+        levels=st.booleans(),
+        leverage=st.sampled_from(["1", "5", "20"]),
+        extra_collateral=st.sampled_from(["", "0", "10"]),
     )
     return st.builds(lambda v, b: {**v, **b}, valid, overrides(TRADE_FIELDS))
 
 
 @searching
 @FUZZ
-@given(data=st.data())
+@given(data=st.data(), wanted=st.one_of(st.just(""), NASTY))
 @pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
-def test_trade_ticket(alice_client, account, btc, endpoint, data):
+def test_trade_ticket(alice_client, account, btc, endpoint, data, wanted):
     post = data.draw(ticket(btc))
+    funded(account)
     before = money_snapshot()
-    response = alice_client.post(reverse(endpoint, args=[account.pk]), post)
+    # The instrument a link preselects comes in the query string, and is read on a post too.
+    page = f"{reverse(endpoint, args=[account.pk])}?{urlencode({'instrument': wanted})}"
+    response = alice_client.post(page, post)
     check(response, {200, 302, 400}, before)
 
 
@@ -192,6 +219,7 @@ def test_trade_ticket(alice_client, account, btc, endpoint, data):
 def fresh_position(account: TradingAccount, btc: Instrument) -> Any:
     """A small position of its own for each example: what one example closed or changed
     leaves the next one's alone."""
+    funded(account)
     return position_open(
         account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=20
     )
@@ -199,7 +227,10 @@ def fresh_position(account: TradingAccount, btc: Instrument) -> Any:
 
 @searching
 @FUZZ
-@given(action=st.sampled_from(["add", "remove"]), amount=st.one_of(st.just("1"), NASTY))
+@given(
+    action=st.sampled_from(["add", "remove"]),
+    amount=st.one_of(st.sampled_from(["1", "0.5", "29"]), NASTY),
+)
 def test_position_margin(alice_client, account, btc, action, amount):
     position = fresh_position(account, btc)
     before = money_snapshot()
