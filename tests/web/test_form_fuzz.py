@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from accounts.models import Classroom, TradingAccount
 from accounts.services import account_adjust
 from api.services import api_key_create
+from liquidation.models import PriceFeed
 from positions.models import Instrument, Order
 from positions.services import order_place, position_open
 from tests.admin.conftest import build_class, make_instructor
@@ -118,9 +119,13 @@ def test_sign_up(client, classroom, bad, n):
 @searching
 @FUZZ
 @given(bad=overrides(["username", "password"]))
-def test_sign_in(client, account, bad):
+@pytest.mark.parametrize("page", ["login", "admin:login"])
+def test_sign_in(client, account, page, bad):
     _delete_counters()
-    response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD, **bad})
+    if page == "admin:login":
+        account.user.is_staff = True
+        account.user.save()
+    response = client.post(reverse(page), {"username": "alice", "password": PASSWORD, **bad})
     client.logout()
     check(response, {200, 302, 400})
 
@@ -342,6 +347,10 @@ def instrument_form(alpha_client: Any, alpha_class: Classroom) -> dict[str, Any]
     return admin_form_data(alpha_client.get(page))
 
 
+def row(model: Any, pk: int) -> dict[str, Any]:
+    return dict(model.objects.filter(pk=pk).values().get())
+
+
 def action(client: Any, changelist: str, name: str, objects: list[Any], **data: Any) -> Any:
     return client.post(
         changelist,
@@ -447,9 +456,12 @@ def test_admin_classroom_add(alpha_class, alpha_client, bad, n):
 def test_admin_classroom_change(alpha_class, alpha_client, classroom_form, bad):
     page = reverse("admin:accounts_classroom_change", args=[alpha_class.pk])
     data = {**classroom_form, **bad}
-    before = money_snapshot()
-    check(alpha_client.post(page, data), {200, 302})
+    before, rules = money_snapshot(), row(Classroom, alpha_class.pk)
+    response = alpha_client.post(page, data)
+    check(response, {200, 302})
     assert money_snapshot() == before  # the rules change; no money moves
+    if response.status_code == 200:
+        assert row(Classroom, alpha_class.pk) == rules
 
 
 INSTRUMENT_FIELDS = [
@@ -468,8 +480,16 @@ def test_admin_instrument_change(alpha_class, alpha_client, instrument_form, bad
     page = reverse("admin:positions_instrument_change", args=[btc.pk])
     data = {**instrument_form, **bad}
     before = money_snapshot()
-    check(alpha_client.post(page, data), {200, 302})
+    market = row(Instrument, btc.pk), list(btc.tiers.values()), list(PriceFeed.objects.values())
+    response = alpha_client.post(page, data)
+    check(response, {200, 302})
     assert money_snapshot() == before
+    if response.status_code == 200:
+        assert market == (
+            row(Instrument, btc.pk),
+            list(btc.tiers.values()),
+            list(PriceFeed.objects.values()),
+        )
 
 
 @searching
