@@ -65,6 +65,14 @@ class PlainDecimalField(forms.DecimalField):
             return plain(value)
         return value
 
+    def to_python(self, value: Any) -> Any:
+        # Refused here rather than in ``validate``: a signalling NaN raises when compared,
+        # and an inline's form compares what was typed with its initial value first.
+        number: Decimal | None = super().to_python(value)
+        if number is not None and not number.is_finite():
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return number
+
 
 PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
     models.DecimalField: {"form_class": PlainDecimalField}

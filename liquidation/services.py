@@ -193,7 +193,12 @@ def replay_upload(
             csv_text = csv_text.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise errors.DomainError("The CSV must be UTF-8 text.", field="csv") from None
-    rows = [r for r in csv.reader(io.StringIO(csv_text)) if r and any(c.strip() for c in r)]
+    try:
+        # newline="": the reader itself ends rows at \n, \r\n or a lone \r.
+        lines = csv.reader(io.StringIO(csv_text, newline=""))
+        rows = [r for r in lines if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise errors.DomainError(f"The CSV could not be read: {exc}.", field="csv") from None
     if rows and len(rows[0]) >= 2:
         try:
             Decimal(rows[0][1].strip())

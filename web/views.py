@@ -203,8 +203,9 @@ def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
     instruments = selectors.tradable_instruments(account).prefetch_related("tiers")
     data = request.POST if request.method == "POST" else None
     initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
-    wanted = request.GET.get("instrument")
-    if wanted and wanted.isdigit():
+    wanted = request.GET.get("instrument", "")
+    # An instrument's id; anything else (other scripts' digits, thousands of them) is ignored.
+    if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
         initial["instrument"] = int(wanted)
     return TradeForm(
         data,
@@ -779,7 +780,8 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Order #{order.pk} cancelled.")
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
+    # A path of this site only: anything else would be read as the name of a URL.
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
         target, {request.get_host()}, require_https=request.is_secure()
     ):
         target = reverse("dashboard", kwargs={"account_id": order.account_id})

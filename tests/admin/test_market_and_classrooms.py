@@ -249,6 +249,23 @@ def test_a_symbol_a_bot_cannot_name_in_a_url_is_a_form_error(world, alpha_client
     assert not Instrument.objects.filter(symbol=symbol).exists()
 
 
+@pytest.mark.parametrize("field", ["tiers-0-mmr", "tiers-1-notional_floor", "feed-0-volatility"])
+@pytest.mark.parametrize("value", ["sNaN", "-sNaN", "NaN", "Infinity"])
+def test_a_tier_or_feed_number_that_is_no_number_is_a_form_error(world, alpha_client, field, value):
+    feed = {
+        "feed-TOTAL_FORMS": "1", "feed-0-kind": "simulated", "feed-0-is_active": "on",
+        "feed-0-seed": "1", "feed-0-volatility": "0.001", "feed-0-jump_probability": "0.002",
+        "feed-0-jump_size": "0.02", "feed-0-step": "0", "feed-0-replay_speed": "1",
+    }  # fmt: skip
+    response = alpha_client.post(
+        reverse("admin:positions_instrument_add"),
+        tier_post(world.alpha_class, BTC_BRACKETS, **{**feed, field: value}),
+    )
+    assert response.status_code == 200
+    assert "Enter a number." in response.content.decode()
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+
+
 def test_a_symbol_the_classroom_has_in_another_letter_case_is_a_form_error(world, alpha_client):
     taken = Instrument.objects.get(classroom=world.alpha_class).symbol
     response = alpha_client.post(

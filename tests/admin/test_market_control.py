@@ -128,6 +128,31 @@ def test_a_broken_csv_changes_nothing(world, alpha_client):
     assert after == before
 
 
+def test_a_csv_with_old_mac_line_ends_is_replayed(world, alpha_client):
+    btc = alpha_btc(world)
+    upload = SimpleUploadedFile("mac.csv", b"seconds,price\r0,60000\r1,59000\r")
+    response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
+    assert response.status_code == 302
+    feed = PriceFeed.objects.get(instrument=btc)
+    assert list(feed.replay_points.values_list("offset_seconds", "price")) == [
+        (D(0), D(60000)),
+        (D(1), D(59000)),
+    ]
+
+
+def test_a_csv_the_reader_cannot_read_is_a_form_error(world, alpha_client):
+    btc = alpha_btc(world)
+    before = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    upload = SimpleUploadedFile("long.csv", b"0," + b"9" * 200_000 + b"\n")
+    response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
+    assert response.status_code == 200
+    assert "Nothing was changed. The CSV could not be read" in " ".join(
+        response.context["form"].errors["csv_file"]
+    )
+    after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    assert after == before
+
+
 def test_a_scenario_field_the_kind_does_not_use_is_a_form_error(world, alpha_client):
     btc = alpha_btc(world)
     before = Scenario.objects.count()

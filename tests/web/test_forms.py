@@ -397,3 +397,19 @@ def test_each_field_points_screen_readers_at_its_help_and_its_error(
         assert 'aria-invalid="true"' in content
         assert re.findall(r'aria-describedby="[^"]*_error\b', content)  # the error is named
         assert _described_by_missing(content) == [], response.request["PATH_INFO"]
+
+
+@pytest.mark.parametrize("wanted", ["\u00b2", "9" * 5000, "-1", "1e3"])
+def test_a_preselected_instrument_that_is_no_id_is_ignored(alice_client, account, btc, wanted):
+    page = reverse("trade", args=[account.pk])
+    shown = alice_client.get(page, {"instrument": wanted})
+    assert shown.status_code == 200
+    assert shown.context["form"]["instrument"].value() != wanted
+    response = alice_client.post(f"{page}?instrument={wanted}", _trade(instrument=btc.pk))
+    assert response.status_code == 302
+    assert Position.objects.filter(account=account).count() == 1
+
+
+def test_a_preselected_instrument_is_chosen_on_the_ticket(alice_client, account, btc):
+    shown = alice_client.get(reverse("trade", args=[account.pk]), {"instrument": str(btc.pk)})
+    assert shown.context["form"]["instrument"].value() == btc.pk

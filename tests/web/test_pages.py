@@ -326,6 +326,21 @@ def test_a_limit_order_rests_and_can_be_cancelled(alice_client, account, btc):
     assert order.status == Order.Status.CANCELLED
 
 
+@pytest.mark.parametrize("after", ["1e400", "dashboard", "logout", "positions", "\x00"])
+def test_a_cancel_sent_back_to_no_page_of_the_site_lands_on_the_dashboard(
+    alice_client, account, btc, after
+):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.001", leverage=5, price="50000",
+    )  # fmt: skip
+    response = alice_client.post(reverse("order-cancel", args=[order.pk]), {"next": after})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard", args=[account.pk])
+    order.refresh_from_db()
+    assert order.status == Order.Status.CANCELLED
+
+
 def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_client, account, btc):
     ticket = {"instrument": btc.pk, "side": "long", "type": "limit", "quantity": "0.1"}
     alice_client.post(
