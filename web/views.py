@@ -779,18 +779,13 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Order #{order.pk} cancelled.")
-    target = request.POST.get("next", "")
-    # A path of this site only: anything else would be read as the name of a URL.
-    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
-        target, {request.get_host()}, require_https=request.is_secure()
-    ):
-        target = reverse("dashboard", kwargs={"account_id": order.account_id})
-    return redirect(target)
+    return redirect(_next_or_dashboard(request, order, request.POST.get("next", "")))
 
 
 def _next_or_dashboard(request: HttpRequest, order: Order, target: str) -> str:
-    """``target`` if it is a page of this site, else the order's account's dashboard."""
-    if url_has_allowed_host_and_scheme(
+    """``target`` if it is a path of this site, else the order's account's dashboard
+    (anything but a path would be read by ``redirect`` as the name of a URL)."""
+    if target.startswith("/") and url_has_allowed_host_and_scheme(
         target, {request.get_host()}, require_https=request.is_secure()
     ):
         return target

@@ -287,8 +287,28 @@ def test_order_cancel(alice_client, account, btc, after):
 @searching
 @FUZZ
 @given(
+    kind=st.sampled_from(["limit", "stop"]),
+    bad=overrides(["quantity", "price", "stop_price", "client_order_id", "next"]),
+)
+def test_order_change(alice_client, account, btc, kind, bad):
+    account_adjust(account_id=account.pk, amount=Decimal(1000), reason="Fuzz top-up")
+    at = {"price": "50000"} if kind == "limit" else {"stop_price": "65000"}
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type=kind,
+        quantity="0.001", leverage=5, price=at.get("price"), stop_price=at.get("stop_price"),
+    )  # fmt: skip
+    before = money_snapshot()
+    response = alice_client.post(
+        reverse("order-change", args=[order.pk]), {"quantity": "0.002", **at, **bad}
+    )
+    check(response, {302, 400}, before)
+
+
+@searching
+@FUZZ
+@given(
     name=st.sampled_from(["trade", "trade-preview", "position-margin", "position-close",
-                          "position-tpsl", "order-cancel", "api-key-revoke"]),
+                          "position-tpsl", "order-cancel", "order-change", "api-key-revoke"]),
     pk=st.one_of(st.integers(0, 10**30), st.sampled_from([2**31, 2**63, 10**400])),
 )  # fmt: skip
 def test_posts_to_rows_that_are_not_there_or_not_yours(alice_client, account, name, pk):

@@ -100,3 +100,14 @@ def test_next_never_leads_off_the_site(alice_client, account, resting):
 def test_the_dashboard_and_the_position_page_link_to_it(alice_client, account, resting):
     dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
     assert f'href="{change_url(resting)}?next=' in dashboard
+
+
+@pytest.mark.parametrize("target", ["dashboard", "1e400", "//evil.example/"])
+def test_next_that_is_no_path_of_the_site_leads_to_the_dashboard(
+    alice_client, account, resting, target
+):
+    response = alice_client.post(
+        change_url(resting), {"quantity": "0.2", "price": "59000", "next": target}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("dashboard", args=[account.pk])
