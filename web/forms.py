@@ -14,7 +14,7 @@ from django.core.validators import MaxValueValidator
 
 from accounts.errors import DomainError
 from accounts.models import User
-from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES
+from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES, plain
 from config.cache import note_cache_unreachable
 from positions.models import Instrument, Order, Side
 from web import attempts
@@ -237,9 +237,17 @@ class OrderChangeForm(forms.Form):
     client_order_id = one_time_order_id_field()
 
     def __init__(self, *args: Any, order: Order, **kwargs: Any) -> None:
+        # As people write them (0.1, 59000), not as stored (59000.0000000000).
         kwargs.setdefault(
             "initial",
-            {"quantity": order.quantity, "price": order.price, "stop_price": order.stop_price},
+            {
+                name: None if value is None else plain(value)
+                for name, value in (
+                    ("quantity", order.quantity),
+                    ("price", order.price),
+                    ("stop_price", order.stop_price),
+                )
+            },
         )
         super().__init__(*args, **kwargs)
         kept = {"limit": "price", "stop": "stop_price"}.get(str(order.type))

@@ -192,6 +192,7 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
             f"/accounts/{account.pk}/leaderboard/",
             f"/positions/{near.pk}/",
             f"/positions/{doomed.pk}/",
+            f"/orders/{limit.pk}/change/",
         ):
             page.goto(f"{url}{path}")
             violations += audit(page, f"{path} on a phone")
