@@ -12,6 +12,11 @@ v1 = [
     path("accounts/<int:pk>/", views.AccountDetailView.as_view(), name="account-detail"),
     path("instruments/", views.InstrumentListView.as_view(), name="instrument-list"),
     path(
+        "instruments/<str:symbol>/",
+        views.InstrumentDetailView.as_view(),
+        name="instrument-detail",
+    ),
+    path(
         "instruments/<str:symbol>/prices/",
         views.PriceHistoryView.as_view(),
         name="instrument-prices",

@@ -136,6 +136,23 @@ class ApiView(generics.GenericAPIView):
             )
         return instrument
 
+    def one_instrument(self, symbol: str) -> Instrument:
+        """The caller's instrument ``symbol`` (any letter case), of ``?classroom=`` when it
+        trades in several of the caller's classrooms."""
+        instruments = selectors.instruments_for_user(self.user).filter(symbol__iexact=symbol)
+        raw = self.request.query_params.get("classroom")
+        if raw not in (None, ""):
+            instruments = instruments.filter(classroom_id=_id(raw, field="classroom"))
+        found = list(instruments[:2])
+        if not found:
+            raise errors.NotFound(f"No instrument {symbol!r} in your classrooms.")
+        if len(found) > 1:
+            raise errors.DomainError(
+                f"{symbol} is traded in several of your classrooms; pass ?classroom=<id>.",
+                field="classroom",
+            )
+        return found[0]
+
     def filter_account(self, queryset: QuerySet[Any], lookup: str = "account_id") -> QuerySet[Any]:
         raw = self.request.query_params.get("account")
         if raw in (None, ""):
@@ -296,6 +313,22 @@ class InstrumentListView(ApiView):
         return self.get_paginated_response(s.InstrumentSerializer(page, many=True).data)
 
 
+class InstrumentDetailView(ApiView):
+    """One instrument of your classrooms by its symbol (in any letter case), with its margin
+    tiers and mark price: what a bot polls for the mark it trades on."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH),
+            CLASSROOM_PARAM,
+        ],
+        responses={200: s.InstrumentSerializer, **READ_ERRORS},
+        tags=["market"],
+    )
+    def get(self, request: Request, symbol: str) -> Response:
+        return Response(s.InstrumentSerializer(self.one_instrument(symbol)).data)
+
+
 LATEST_MARKS = PriceHistory.max_page_size
 
 
@@ -325,19 +358,7 @@ class PriceHistoryView(ApiView):
         tags=["market"],
     )
     def get(self, request: Request, symbol: str) -> Response:
-        instruments = selectors.instruments_for_user(self.user).filter(symbol__iexact=symbol)
-        raw = request.query_params.get("classroom")
-        if raw not in (None, ""):
-            instruments = instruments.filter(classroom_id=_id(raw, field="classroom"))
-        found = list(instruments.values_list("pk", flat=True)[:2])
-        if not found:
-            raise errors.NotFound(f"No instrument {symbol!r} in your classrooms.")
-        if len(found) > 1:
-            raise errors.DomainError(
-                f"{symbol} is traded in several of your classrooms; pass ?classroom=<id>.",
-                field="classroom",
-            )
-        ticks = PriceTick.objects.filter(instrument_id=found[0])
+        ticks = PriceTick.objects.filter(instrument_id=self.one_instrument(symbol).pk)
         since = self._since(request.query_params.get("since"))
         if since is not None:
             ticks = ticks.filter(created_at__gt=since)

@@ -24,6 +24,7 @@ def test_schema_is_openapi_3_with_bearer_auth_and_every_endpoint(client):
     for path in (
         "/api/v1/me",
         "/api/v1/accounts/{id}/",
+        "/api/v1/instruments/{symbol}/",
         "/api/v1/instruments/{symbol}/prices/",
         "/api/v1/orders/preview",
         "/api/v1/positions/{id}/margin",

@@ -373,6 +373,29 @@ def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, acc
     assert api.get("/api/v1/instruments/ETHUSDT/prices/").status_code == 404
 
 
+def test_one_instrument_by_its_symbol_among_the_callers_classrooms(api, account, btc):
+    from accounts.services import classroom_join
+
+    one = api.get("/api/v1/instruments/btcusdt/")
+    assert one.status_code == 200
+    listed = api.get("/api/v1/instruments/").json()["results"][0]
+    assert one.json() == listed  # the same fields as in the list: mark, tiers, fees
+    assert api.get("/api/v1/instruments/ETHUSDT/").json()["error"]["code"] == "not_found"
+    second = make_classroom(name="Second class")
+    make_instrument(second, mark="61000")
+    classroom_join(user_id=account.user_id, join_code=second.join_code)
+    ambiguous = api.get("/api/v1/instruments/BTCUSDT/")
+    assert ambiguous.status_code == 400
+    assert "classroom" in ambiguous.json()["error"]["fields"]
+    chosen = api.get(f"/api/v1/instruments/BTCUSDT/?classroom={second.pk}")
+    assert (chosen.status_code, chosen.json()["mark_price"]) == (200, "61000")
+    # Another student's classroom is not one of the caller's.
+    elsewhere = make_classroom(name="Elsewhere")
+    make_instrument(elsewhere, symbol="SOLUSDT", mark="150")
+    assert api.get("/api/v1/instruments/SOLUSDT/").status_code == 404
+    assert api.get(f"/api/v1/instruments/BTCUSDT/?classroom={elsewhere.pk}").status_code == 404
+
+
 def test_price_history_latest_gives_the_newest_marks_oldest_first(api, account, btc):
     from liquidation.models import PriceTick
 

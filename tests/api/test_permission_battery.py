@@ -109,6 +109,7 @@ def request_for(name: str, method: str, victim) -> tuple[dict[str, object], dict
         "account-list": ({}, {}),
         "account-detail": ({"pk": account.pk}, {}),
         "instrument-list": ({}, {}),
+        "instrument-detail": ({"symbol": "BTCUSDT"}, {}),
         "instrument-prices": ({"symbol": "BTCUSDT"}, {}),
         "order-preview": ({}, placing),
         # A GET sends its body as query parameters, which would narrow the list to this order.
@@ -238,6 +239,7 @@ def test_the_owner_succeeds_with_the_same_requests(victim, account, other_slash)
                 "account-list",
                 "account-detail",
                 "instrument-list",
+                "instrument-detail",
                 "instrument-prices",
                 "position-list",
                 "position-detail",
