@@ -183,10 +183,8 @@ def trade_once(
     held: dict[int, int],
     round_no: int,
 ) -> None:
-    instrument = next(
-        i
-        for i in api.all_pages("/instruments/", classroom=account["classroom"])
-        if i["symbol"] == symbol
+    instrument = api.call(
+        "GET", f"/instruments/{symbol}/", params={"classroom": account["classroom"]}
     )
     if instrument["mark_price"] is None:
         print(f"round {round_no}: {symbol} has no price yet", flush=True)
