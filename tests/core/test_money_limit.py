@@ -333,3 +333,13 @@ def test_a_triggered_order_whose_hold_the_balance_cannot_take_back_keeps_resting
     assert (order.status, order.held_margin) == ("resting", D("1000000000006129.5"))
     assert money_snapshot() == before
     assert_ledger_invariants()
+
+
+def test_a_reset_cancels_an_order_whose_hold_the_balance_cannot_take_back(classroom, account, btc):
+    big_hold_at_the_limit(account, btc)
+    account_reset(account_id=account.pk)
+    assert balance(account) == classroom.starting_balance
+    assert not Order.objects.filter(account_id=account.pk, status="resting").exists()
+    memos = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.RESET).order_by("pk")
+    assert "to cancel an order whose hold" in memos.values_list("memo", flat=True)[0]
+    assert_ledger_invariants()
