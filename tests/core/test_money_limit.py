@@ -343,3 +343,18 @@ def test_a_reset_cancels_an_order_whose_hold_the_balance_cannot_take_back(classr
     memos = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.RESET).order_by("pk")
     assert "to cancel an order whose hold" in memos.values_list("memo", flat=True)[0]
     assert_ledger_invariants()
+
+
+def test_cancelling_all_orders_passes_over_one_whose_hold_the_balance_cannot_take_back(
+    account, btc
+):
+    small = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="1", leverage=10, price="50000",
+    )  # fmt: skip
+    eth = big_hold_at_the_limit(account, btc)
+    answer = client_for(new_key(account)).delete("/api/v1/orders/")
+    assert answer.status_code == 200, answer.content
+    assert [o["id"] for o in answer.json()["cancelled"]] == [small.pk]
+    assert Order.objects.get(instrument=eth).status == "resting"
+    assert_ledger_invariants()
