@@ -596,7 +596,8 @@ class OrderListView(ApiView):
         tags=["orders"],
         operation_id="orders_cancel_all",
         description="Cancel every resting order of yours, or only those of ?account= and "
-        "?symbol=. An order that fills or triggers meanwhile is left as it is.",
+        "?symbol=. An order that fills or triggers meanwhile is left as it is, and so is one "
+        "whose hold the free balance could not take back (amount_too_large).",
     )
     def delete(self, request: Request) -> Response:
         mine = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
@@ -607,6 +608,8 @@ class OrderListView(ApiView):
                 cancelled.append(services.order_cancel(order_id=order_id).pk)
             except errors.OrderNotCancellable:
                 continue  # filled or triggered between the listing and its lock
+            except errors.AmountTooLarge:
+                continue  # its hold cannot come back into a free balance this full
         orders = mine.filter(pk__in=cancelled).order_by("pk")
         return Response(s.CancelledOrdersSerializer({"cancelled": orders}).data)
 

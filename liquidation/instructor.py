@@ -68,19 +68,26 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
             # A profit the free balance cannot take on top of what it holds (the refused
             # close wrote nothing). The balance ends at the starting balance anyway, so it
             # goes back to the house first and the close pays into an empty balance.
-            _reset_balance(account, to=ZERO, actor_id=actor_id)
+            _reset_balance(account, to=ZERO, actor_id=actor_id, why="close a position whose profit")
             position_close(position_id=position_id, past_liquidation_ok=True)
     resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
     for order_id in resting.order_by("pk").values_list("pk", flat=True):
-        order_cancel(order_id=order_id)
+        try:
+            order_cancel(order_id=order_id)
+        except errors.AmountTooLarge:
+            # Likewise a hold the free balance cannot take back (the refused cancel wrote
+            # nothing).
+            _reset_balance(account, to=ZERO, actor_id=actor_id, why="cancel an order whose hold")
+            order_cancel(order_id=order_id)
     return _reset_balance(account, to=account.classroom.starting_balance, actor_id=actor_id)
 
 
 def _reset_balance(
-    account: TradingAccount, *, to: Decimal, actor_id: int | None
+    account: TradingAccount, *, to: Decimal, actor_id: int | None, why: str = ""
 ) -> LedgerTransaction | None:
     """Move the difference between the locked account's free balance and ``to`` between the
-    house and the account, as a reset transaction (none if there is no difference)."""
+    house and the account, as a reset transaction (none if there is no difference); ``why``
+    ends the memo of a reset to another amount than the starting balance."""
     account.refresh_from_db(fields=["balance"])
     delta = to - account.balance
     if not delta:
@@ -91,7 +98,7 @@ def _reset_balance(
         memo=f"Reset to the starting balance {memo_money(to, account.classroom.currency)}"
         if to == account.classroom.starting_balance
         else f"Reset: the free balance of {memo_money(account.balance, account.classroom.currency)}"
-        " back to the house, to close a position whose profit it could not take",
+        f" back to the house, to {why} it could not take",
         created_by_id=actor_id,
         legs=[Leg(Pocket.HOUSE, -delta), Leg(Pocket.ACCOUNT, delta, account_id=account.pk)],
     )

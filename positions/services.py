@@ -9,6 +9,7 @@ account queue on that account's row, so they never deadlock and need no retry.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1670,7 +1671,11 @@ def order_execute(*, order_id: int) -> Order:
         # order, and should it not come (the mark turned back), the order still protects.
         pass
     except errors.DomainError as exc:
-        _order_reject(order_id=order_id, account_id=account_id, reason=exc.message)
+        # A hold that cannot come back into a free balance this close to the limit, neither
+        # to open nor to be rejected: the order keeps resting with it (the rejection wrote
+        # nothing), as a take-profit the engine cannot settle stays open.
+        with contextlib.suppress(errors.AmountTooLarge):
+            _order_reject(order_id=order_id, account_id=account_id, reason=exc.message)
     return fresh_order(order_id)
 
 

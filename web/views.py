@@ -819,6 +819,15 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                     client_order_id=data.get("client_order_id") or "",
                     **changes,
                 )
+            except ClientOrderIdReused:
+                # The form was sent before with other values: that change is done, and this
+                # one would need a form of its own.
+                messages.error(
+                    request,
+                    "This form was already sent with other values, and that first submit was "
+                    "carried out; nothing more was done. Check the order before trying again.",
+                )
+                return redirect(target)
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:

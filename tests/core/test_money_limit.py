@@ -20,8 +20,9 @@ from accounts.money import MONEY_LIMIT
 from liquidation.engine import close_at_tpsl
 from liquidation.instructor import account_reset
 from liquidation.models import AdlFill, LiquidationEvent
-from positions.models import Collateral, Instrument, Position
+from positions.models import Collateral, Instrument, Order, Position
 from positions.services import (
+    order_place,
     position_add_margin,
     position_close,
     position_open,
@@ -299,4 +300,61 @@ def test_a_leftover_the_free_balance_cannot_store_goes_to_the_insurance_fund(db)
     assert event.leftover > MONEY_LIMIT - before and event.returned_to_trader == 0
     assert _fund(classroom) == fund_before + event.leftover + event.liquidation_fee
     assert balance(dave) == before
+    assert_ledger_invariants()
+
+
+def big_hold_at_the_limit(account, btc) -> Instrument:
+    """A sell limit on another market holding about 10^15 (its extra collateral), placed
+    between closing two winners: nothing is open, and the free balance is too close to the
+    limit to take the hold back. Returns the other market."""
+    eth = make_instrument(account.classroom, symbol="ETHUSDT")
+    first, second = opened(account, btc, "5000000000"), opened(account, btc, "6000000000")
+    set_mark(btc, RALLY)
+    position_close(position_id=first.pk)
+    order_place(
+        account_id=account.pk, instrument_id=eth.pk, side="short", type="limit",
+        quantity="1", leverage=10, price="61000", extra_collateral="999999999999999",
+    )  # fmt: skip
+    position_close(position_id=second.pk)
+    held = Order.objects.get(instrument=eth).held_margin
+    assert balance(account) + held >= MONEY_LIMIT
+    return eth
+
+
+def test_a_triggered_order_whose_hold_the_balance_cannot_take_back_keeps_resting(account, btc):
+    eth = big_hold_at_the_limit(account, btc)
+    order = Order.objects.get(instrument=eth)
+    before = money_snapshot()
+
+    result = set_price(eth, "62000")
+
+    assert result.errors == []
+    order.refresh_from_db()
+    assert (order.status, order.held_margin) == ("resting", D("1000000000006129.5"))
+    assert money_snapshot() == before
+    assert_ledger_invariants()
+
+
+def test_a_reset_cancels_an_order_whose_hold_the_balance_cannot_take_back(classroom, account, btc):
+    big_hold_at_the_limit(account, btc)
+    account_reset(account_id=account.pk)
+    assert balance(account) == classroom.starting_balance
+    assert not Order.objects.filter(account_id=account.pk, status="resting").exists()
+    memos = LedgerTransaction.objects.filter(kind=LedgerTransaction.Kind.RESET).order_by("pk")
+    assert "to cancel an order whose hold" in memos.values_list("memo", flat=True)[0]
+    assert_ledger_invariants()
+
+
+def test_cancelling_all_orders_passes_over_one_whose_hold_the_balance_cannot_take_back(
+    account, btc
+):
+    small = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="1", leverage=10, price="50000",
+    )  # fmt: skip
+    eth = big_hold_at_the_limit(account, btc)
+    answer = client_for(new_key(account)).delete("/api/v1/orders/")
+    assert answer.status_code == 200, answer.content
+    assert [o["id"] for o in answer.json()["cancelled"]] == [small.pk]
+    assert Order.objects.get(instrument=eth).status == "resting"
     assert_ledger_invariants()

@@ -111,3 +111,21 @@ def test_next_that_is_no_path_of_the_site_leads_to_the_dashboard(
     )
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard", args=[account.pk])
+
+
+def test_the_form_sent_again_with_another_price_replaces_nothing_more_and_says_so(
+    alice_client, account, resting
+):
+    dashboard = reverse("dashboard", args=[account.pk])
+    once = alice_client.get(change_url(resting, dashboard)).context["form"]["client_order_id"]
+    data = {"quantity": "0.1", "client_order_id": once.value(), "next": dashboard}
+    alice_client.post(change_url(resting), {**data, "price": "58000"}, follow=True)
+    before = money_snapshot()
+    changed = alice_client.post(change_url(resting), {**data, "price": "57000"}, follow=True)
+    assert money_snapshot() == before
+    assert changed.redirect_chain == [(dashboard, 302)]
+    assert [str(m) for m in changed.context["messages"]] == [
+        "This form was already sent with other values, and that first submit was carried out; "
+        "nothing more was done. Check the order before trying again."
+    ]
+    assert Order.objects.get(replaces=resting).price == Decimal(58000)
