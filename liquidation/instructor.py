@@ -69,7 +69,17 @@ def account_reset(*, account_id: int, actor_id: int | None = None) -> LedgerTran
             # close wrote nothing). The balance ends at the starting balance anyway, so it
             # goes back to the house first and the close pays into an empty balance.
             _reset_balance(account, to=ZERO, actor_id=actor_id, why="close a position whose profit")
-            position_close(position_id=position_id, past_liquidation_ok=True)
+            try:
+                position_close(position_id=position_id, past_liquidation_ok=True)
+            except errors.AmountTooLarge as exc:
+                # Its profit alone is past what Ringfence stores: no close at this mark can
+                # record it, whatever the balance. The whole reset is refused (nothing written).
+                symbol = Position.objects.get(pk=position_id).instrument.symbol
+                raise errors.AmountTooLarge(
+                    f"Position #{position_id} cannot be closed at the mark: its profit is past "
+                    f"the largest amount Ringfence can store. Set a lower price for {symbol} "
+                    "(Start a scenario on the instrument), then reset again."
+                ) from exc
     resting = Order.objects.filter(account_id=account.pk, status=Order.Status.RESTING)
     for order_id in resting.order_by("pk").values_list("pk", flat=True):
         try:

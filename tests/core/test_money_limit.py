@@ -358,3 +358,16 @@ def test_cancelling_all_orders_passes_over_one_whose_hold_the_balance_cannot_tak
     assert [o["id"] for o in answer.json()["cancelled"]] == [small.pk]
     assert Order.objects.get(instrument=eth).status == "resting"
     assert_ledger_invariants()
+
+
+def test_a_reset_that_cannot_close_a_position_at_the_mark_says_what_to_do(classroom, account, btc):
+    position = big_winner(account, btc)  # 1.5e16 of profit: no column can record it
+    before = money_snapshot()
+    with pytest.raises(errors.AmountTooLarge, match="Set a lower price for BTCUSDT"):
+        account_reset(account_id=account.pk)
+    assert money_snapshot() == before
+    set_mark(btc, "600000")  # 8.6e15 of profit: it fits once the balance is handed back
+    account_reset(account_id=account.pk)
+    assert not Position.objects.get(pk=position.pk).is_open
+    assert balance(account) == classroom.starting_balance
+    assert_ledger_invariants()

@@ -65,6 +65,7 @@ def test_check_deploy_flags_a_production_setting_left_insecure():
         ("SECURE_HSTS_SECONDS", "a year"),
         ("SESSION_HOURS", "0"),
         ("SESSION_HOURS", "half a day"),
+        ("SESSION_HOURS", "100000000"),  # past any date a session could expire on
         ("API_THROTTLE_RATE", "600 per minute"),
         ("API_THROTTLE_RATE", "600/fortnight"),
     ],
