@@ -1561,13 +1561,9 @@ def order_replace(
             again.repeated = True  # type: ignore[attr-defined]
             return again
     if order.status != Order.Status.RESTING:
-        successor = Order.objects.filter(replaces_id=order.pk).values_list("pk", flat=True).first()
-        state = (
-            f"was replaced by order #{successor}"
-            if successor is not None
-            else f"is {order.get_status_display().lower()}"
+        raise errors.OrderNotCancellable(
+            f"The order {order_state(order)}; only resting orders can be replaced."
         )
-        raise errors.OrderNotCancellable(f"The order {state}; only resting orders can be replaced.")
     if quantity is None and price is None and stop_price is None:
         raise errors.InvalidOrder("Give a new quantity, price or stop_price.")
     if price is not None and order.type != Order.Type.LIMIT:
@@ -1600,13 +1596,23 @@ def order_replace(
     return fresh_order(replacement.pk)
 
 
+def order_state(order: Order) -> str:
+    """What became of an order, in words: "was replaced by order #N", "is filled", ..."""
+    successor = Order.objects.filter(replaces_id=order.pk).values_list("pk", flat=True).first()
+    if successor is not None:
+        return f"was replaced by order #{successor}"
+    return f"is {order.get_status_display().lower()}"
+
+
 def _check_same_replacement(
     earlier: Order, order: Order, *, quantity: object, price: object, stop_price: object
 ) -> None:
     """Refuse a client_order_id that names something else than this replacement of ``order``
     with these terms (a retry must ask for the same thing)."""
     differ = []
-    if earlier.replaces_id != order.pk:
+    if earlier.pk == order.pk:
+        differ.append("is the order being replaced: its replacement needs an id of its own")
+    elif earlier.replaces_id != order.pk:
         differ.append(f"is not a replacement of order #{order.pk}")
     else:
         for name, asked, got in (

@@ -843,8 +843,10 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                 )
                 return redirect(target)
     elif order.status != Order.Status.RESTING and request.method == "GET":
-        messages.error(request, f"Order #{order.pk} is {order.get_status_display().lower()}; "
-                       "only resting orders can be changed.")  # fmt: skip
+        messages.error(
+            request,
+            f"Order #{order.pk} {services.order_state(order)}; only resting orders can be changed.",
+        )
         return redirect(target)
     return render(
         request,

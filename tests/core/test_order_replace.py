@@ -99,6 +99,8 @@ def test_a_retried_replacement_replaces_once(account, btc):
     with pytest.raises(DomainError, match="has another price, 58000") as refused:
         order_replace(order_id=old.pk, price="57000", client_order_id="move-1")
     assert refused.value.code == "client_order_id_reused"
+    with pytest.raises(DomainError, match="is the order being replaced"):
+        order_replace(order_id=first.pk, price="57000", client_order_id="move-1")
     other = place(account, btc, type="limit", price="50000", client_order_id="other")
     with pytest.raises(DomainError, match=f"is not a replacement of order #{first.pk}"):
         order_replace(order_id=first.pk, price="57000", client_order_id="other")

@@ -129,3 +129,12 @@ def test_the_form_sent_again_with_another_price_replaces_nothing_more_and_says_s
         "nothing more was done. Check the order before trying again."
     ]
     assert Order.objects.get(replaces=resting).price == Decimal(58000)
+
+
+def test_an_order_already_replaced_names_the_order_that_replaced_it(alice_client, resting):
+    from positions.services import order_replace
+
+    new = order_replace(order_id=resting.pk, price="58000")
+    response = alice_client.get(change_url(resting))
+    page = alice_client.get(response["Location"]).content.decode()
+    assert f"Order #{resting.pk} was replaced by order #{new.pk}; only resting" in page
