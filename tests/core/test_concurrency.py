@@ -393,11 +393,9 @@ def test_simultaneous_resting_orders_never_hold_more_than_the_free_balance(marke
     assert_ledger_invariants()
 
 
-def test_a_cancel_racing_the_engines_trigger_releases_the_hold_once(market):
-    from liquidation.engine import execute_triggered_order
-    from positions.services import order_cancel
-
-    _, btc, account = market
+def limits_the_mark_has_reached(account, btc) -> list[Order]:
+    """Four resting buys limited at 59,000 (each holding 592.95), then the mark at 58,000:
+    the engine would trigger every one of them."""
     orders = [
         order_place(
             account_id=account.pk,
@@ -410,8 +408,17 @@ def test_a_cancel_racing_the_engines_trigger_releases_the_hold_once(market):
         )
         for _ in range(4)
     ]
-    btc.mark_price = D(58000)  # every one of them is triggered
+    btc.mark_price = D(58000)
     btc.save(update_fields=["mark_price"])
+    return orders
+
+
+def test_a_cancel_racing_the_engines_trigger_releases_the_hold_once(market):
+    from liquidation.engine import execute_triggered_order
+    from positions.services import order_cancel
+
+    _, btc, account = market
+    orders = limits_the_mark_has_reached(account, btc)
     for order in orders:
         outcomes = simultaneously(
             partial(order_cancel, order_id=order.pk),
@@ -485,20 +492,7 @@ def test_a_replacement_racing_the_engines_trigger_fills_or_replaces_once(market)
     from positions.services import order_replace
 
     _, btc, account = market
-    orders = [
-        order_place(
-            account_id=account.pk,
-            instrument_id=btc.pk,
-            side="long",
-            type="limit",
-            price="59000",
-            quantity="0.1",
-            leverage=10,
-        )
-        for _ in range(4)
-    ]
-    btc.mark_price = D(58000)  # every one of them is triggered
-    btc.save(update_fields=["mark_price"])
+    orders = limits_the_mark_has_reached(account, btc)
     for order in orders:
         outcomes = simultaneously(
             partial(order_replace, order_id=order.pk, price="50000"),
