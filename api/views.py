@@ -136,10 +136,13 @@ class ApiView(generics.GenericAPIView):
             )
         return instrument
 
-    def one_instrument(self, symbol: str) -> Instrument:
+    def one_instrument(self, symbol: str, *, with_tiers: bool = True) -> Instrument:
         """The caller's instrument ``symbol`` (any letter case), of ``?classroom=`` when it
-        trades in several of the caller's classrooms."""
+        trades in several of the caller's classrooms; ``with_tiers`` reads its margin tiers
+        too (one more query)."""
         instruments = selectors.instruments_for_user(self.user).filter(symbol__iexact=symbol)
+        if not with_tiers:
+            instruments = instruments.prefetch_related(None)
         raw = self.request.query_params.get("classroom")
         if raw not in (None, ""):
             instruments = instruments.filter(classroom_id=_id(raw, field="classroom"))
@@ -358,7 +361,8 @@ class PriceHistoryView(ApiView):
         tags=["market"],
     )
     def get(self, request: Request, symbol: str) -> Response:
-        ticks = PriceTick.objects.filter(instrument_id=self.one_instrument(symbol).pk)
+        instrument = self.one_instrument(symbol, with_tiers=False)
+        ticks = PriceTick.objects.filter(instrument_id=instrument.pk)
         since = self._since(request.query_params.get("since"))
         if since is not None:
             ticks = ticks.filter(created_at__gt=since)

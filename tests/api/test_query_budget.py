@@ -109,3 +109,21 @@ def test_the_benchmarks_baseline_authenticates_and_throttles_like_any_call(
     assert client_for(revoked_key).get("/api/v1/health").status_code == 401
     settings.API_THROTTLE_RATE = "1/min"
     assert api.get("/api/v1/health").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("path", "budget"),
+    [
+        # The key lookup; the instrument; its ticks (a bot polls this every round).
+        ("/api/v1/instruments/BTCUSDT/prices/?latest=20", 3),
+        # The key lookup; the instrument; its margin tiers.
+        ("/api/v1/instruments/BTCUSDT/", 3),
+    ],
+)
+def test_reading_one_instrument_makes_a_pinned_number_of_queries(account, btc, path, budget):
+    api = client_for(new_key(account))
+    api.get(path)  # the key's last_used_at
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(path)
+    assert response.status_code == 200, response.json()
+    assert len(queries) <= budget, "\n".join(q["sql"][:120] for q in queries)
