@@ -26,7 +26,7 @@ from rest_framework.response import Response
 
 from accounts import errors
 from accounts.models import Classroom, Membership, TradingAccount, User
-from accounts.money import ZERO, parse_decimal, towards_entry
+from accounts.money import ZERO, towards_entry
 from accounts.services import clean_amount
 from api import serializers as s
 from api.exceptions import error_body
@@ -466,15 +466,6 @@ ORDER_STATUS_PARAM = OpenApiParameter(
 )
 
 
-def _same_decimal(sent: Any, stored: Decimal | None) -> bool:
-    if sent is None or stored is None:
-        return sent is None and stored is None
-    try:
-        return bool(parse_decimal(sent) == stored)
-    except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
-        return False
-
-
 def _check_same_order(order: Order, data: dict[str, Any]) -> None:
     """Refuse a client_order_id repeated with other terms than its first order's.
 
@@ -487,17 +478,17 @@ def _check_same_order(order: Order, data: dict[str, Any]) -> None:
             ("symbol", data["symbol"].strip().lower() == order.instrument.symbol.lower()),
             ("side", data["side"] == order.side),
             ("type", data["type"] == order.type),
-            ("quantity", _same_decimal(data["quantity"], order.quantity)),
+            ("quantity", services.same_decimal(data["quantity"], order.quantity)),
             ("leverage", order.reduce_only or data["leverage"] == order.leverage),
-            ("price", _same_decimal(data.get("price"), order.price)),
-            ("stop_price", _same_decimal(data.get("stop_price"), order.stop_price)),
+            ("price", services.same_decimal(data.get("price"), order.price)),
+            ("stop_price", services.same_decimal(data.get("stop_price"), order.stop_price)),
             ("reduce_only", data["reduce_only"] == order.reduce_only),
             ("position", not order.reduce_only or data.get("position") == order.position_id),
-            ("take_profit", _same_decimal(data.get("take_profit"), order.take_profit)),
-            ("stop_loss", _same_decimal(data.get("stop_loss"), order.stop_loss)),
+            ("take_profit", services.same_decimal(data.get("take_profit"), order.take_profit)),
+            ("stop_loss", services.same_decimal(data.get("stop_loss"), order.stop_loss)),
             (
                 "extra_collateral",
-                _same_decimal(data.get("extra_collateral") or 0, order.extra_collateral),
+                services.same_decimal(data.get("extra_collateral") or 0, order.extra_collateral),
             ),
         )
         if not same

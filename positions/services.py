@@ -1026,6 +1026,17 @@ def _closed_the_rest(order: Order) -> bool:
     return last == order.pk and not Position.objects.get(pk=order.position_id).is_open
 
 
+def same_decimal(sent: object, stored: Decimal | None) -> bool:
+    """Whether a number a client sent again is the one stored (None only matches None);
+    anything that is not a number is not the same."""
+    if sent is None or stored is None:
+        return sent is None and stored is None
+    try:
+        return bool(parse_decimal(sent) == stored)
+    except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
+        return False
+
+
 def _check_same_close(order: Order, *, position: Position, quantity: object) -> None:
     """Refuse a client_order_id that names another order than this close of ``position``.
 
@@ -1042,10 +1053,7 @@ def _check_same_close(order: Order, *, position: Position, quantity: object) -> 
     elif quantity in (None, ""):
         differ = "" if _closed_the_rest(order) else f"closed {plain(order.quantity)}, not all"
     else:
-        try:
-            same = parse_decimal(quantity) == order.quantity
-        except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
-            same = False
+        same = same_decimal(quantity, order.quantity)
         differ = "" if same else f"closed another quantity, {plain(order.quantity)}"
     if differ:
         raise errors.ClientOrderIdReused(
@@ -1620,13 +1628,7 @@ def _check_same_replacement(
             ("price", price, earlier.price),
             ("stop_price", stop_price, earlier.stop_price),
         ):
-            if asked is None:
-                continue
-            try:
-                same = parse_decimal(asked) == got
-            except (ArithmeticError, ValueError):  # not a number (sNaN raises even on ==)
-                same = False
-            if not same:
+            if asked is not None and not same_decimal(asked, got):
                 differ.append(f"has another {name}, {plain(got) if got is not None else 'none'}")
     if differ:
         raise errors.ClientOrderIdReused(

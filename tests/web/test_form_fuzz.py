@@ -230,6 +230,14 @@ def fresh_position(account: TradingAccount, btc: Instrument) -> Any:
     )
 
 
+def post_to_a_fresh_position(client, account, btc, name: str, data: dict[str, str]) -> None:
+    """Post ``data`` to the form ``name`` of a new position: never a 500, and a refusal
+    writes no money."""
+    position = fresh_position(account, btc)
+    before = money_snapshot()
+    check(client.post(reverse(name, args=[position.pk]), data), {302, 400}, before)
+
+
 @searching
 @FUZZ
 @given(
@@ -237,38 +245,24 @@ def fresh_position(account: TradingAccount, btc: Instrument) -> Any:
     amount=st.one_of(st.sampled_from(["1", "0.5", "29"]), NASTY),
 )
 def test_position_margin(alice_client, account, btc, action, amount):
-    position = fresh_position(account, btc)
-    before = money_snapshot()
-    response = alice_client.post(
-        reverse("position-margin", args=[position.pk]),
-        {"margin-action": action, "margin-amount": amount},
-    )
-    check(response, {302, 400}, before)
+    data = {"margin-action": action, "margin-amount": amount}
+    post_to_a_fresh_position(alice_client, account, btc, "position-margin", data)
 
 
 @searching
 @FUZZ
 @given(bad=overrides(["close-quantity", "close-client_order_id"]))
 def test_position_close(alice_client, account, btc, bad):
-    position = fresh_position(account, btc)
-    before = money_snapshot()
-    response = alice_client.post(
-        reverse("position-close", args=[position.pk]), {"close-quantity": "0.005", **bad}
-    )
-    check(response, {302, 400}, before)
+    data = {"close-quantity": "0.005", **bad}
+    post_to_a_fresh_position(alice_client, account, btc, "position-close", data)
 
 
 @searching
 @FUZZ
 @given(bad=overrides(["tpsl-take_profit", "tpsl-stop_loss"]))
 def test_position_tpsl(alice_client, account, btc, bad):
-    position = fresh_position(account, btc)
-    before = money_snapshot()
-    response = alice_client.post(
-        reverse("position-tpsl", args=[position.pk]),
-        {"tpsl-take_profit": "65000", "tpsl-stop_loss": "58000", **bad},
-    )
-    check(response, {302, 400}, before)
+    data = {"tpsl-take_profit": "65000", "tpsl-stop_loss": "58000", **bad}
+    post_to_a_fresh_position(alice_client, account, btc, "position-tpsl", data)
 
 
 @searching
