@@ -70,6 +70,12 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Request, view: Any) -> bool:
         """Count the request; the budget left goes on ``request.rate_limit`` for the headers."""
+        allowed = self.count(request, view)
+        if not allowed:
+            request.key_throttled = True  # type: ignore[attr-defined]
+        return allowed
+
+    def count(self, request: Request, view: Any) -> bool:
         if not settings.REDIS_URL:
             allowed = super().allow_request(request, view)
             if self.rate is not None and self.key is not None:
@@ -137,8 +143,14 @@ class ApiUserRateThrottle(ApiKeyRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": f"user_{request.auth.user_id}"}
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        if getattr(request, "key_throttled", False):
+            # DRF asks every throttle even after one refused: a request the key's own budget
+            # already refuses must not count here, or a runaway bot that ignores Retry-After
+            # would spend the budget of the student's other keys with requests that were
+            # never served.
+            return True
         shown = getattr(request, "rate_limit", None)
-        allowed = super().allow_request(request, view)
+        allowed = self.count(request, view)
         if shown is not None:
             shared = getattr(request, "rate_limit", shown)
             # A bot pacing itself on the headers must not read "requests left" on a 429.

@@ -258,3 +258,20 @@ def test_a_new_key_is_shown_only_to_the_student_who_created_it(client, account, 
     page = client.get("/api-keys/").content.decode()
     assert 'id="new-key"' not in page
     assert "alices grid bot" not in page
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_requests_one_key_is_refused_cost_the_students_other_keys_nothing(
+    account, settings, shared
+):
+    settings.API_THROTTLE_RATE = "2/hour"
+    if not shared:
+        settings.REDIS_URL = ""
+    runaway, steady = client_for(new_key(account)), client_for(new_key(account))
+    # A bot that ignores Retry-After keeps knocking long after its key's budget is spent.
+    codes = [runaway.get("/api/v1/me").status_code for _ in range(8)]
+    assert codes == [200, 200] + [429] * 6
+    # The student's shared budget (three keys' worth) counted only the two that got through.
+    answers = [steady.get("/api/v1/me") for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["1", "0"]
