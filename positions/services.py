@@ -1523,7 +1523,7 @@ def order_cancel(*, order_id: int) -> Order:
     order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
     if order.status != Order.Status.RESTING:
         raise errors.OrderNotCancellable(
-            f"The order is {order.get_status_display().lower()}; only resting orders can be cancelled."
+            f"The order {order_state(order)}; only resting orders can be cancelled."
         )
     _release_order_margin(account=account, order=order, why="cancelled")
     order.status = Order.Status.CANCELLED

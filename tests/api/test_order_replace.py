@@ -78,3 +78,14 @@ def test_an_order_that_no_longer_rests_is_a_conflict(api, resting):
     assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "order_not_cancellable"
     assert "only resting orders can be replaced" in answer.json()["error"]["message"]
+
+
+def test_cancelling_a_replaced_order_names_the_order_still_resting_in_its_place(api, resting):
+    url = f"{ORDERS}{resting['id']}/"
+    new = api.patch(url, {"price": "58500"}, format="json").json()
+    # A second bot process still holds the old id: it must learn that an order still rests.
+    answer = api.delete(url)
+    assert answer.status_code == 409
+    assert answer.json()["error"]["code"] == "order_not_cancellable"
+    assert f"was replaced by order #{new['id']}" in answer.json()["error"]["message"]
+    assert api.get(f"{ORDERS}{new['id']}/").json()["status"] == "resting"
