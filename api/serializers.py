@@ -30,9 +30,18 @@ from positions.models import Fill, Order, Side
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
+class DecimalOutput(serializers.DecimalField):
+    """A number as an exact decimal string; zero is "0", never the "-0" that a short's PnL at
+    its entry price (-1 x Q x 0) or a tiny loss rounded to the field's places would give."""
+
+    def to_representation(self, value: Any) -> Any:
+        text = super().to_representation(value)
+        return "0" if text == "-0" else text
+
+
 def _decimal(max_digits: int, decimal_places: int, **kwargs: Any) -> serializers.DecimalField:
     # Output drops trailing zeros ("60000.1", not "60000.1000000000"); values stay exact.
-    return serializers.DecimalField(
+    return DecimalOutput(
         max_digits=max_digits + 2,
         decimal_places=decimal_places,
         normalize_output=True,

@@ -266,6 +266,17 @@ def test_minus_zero_extra_collateral_is_plain_zero(api, account, btc):
     assert order.json()["extra_collateral"] == "0"
 
 
+def test_a_short_at_its_entry_shows_zero_pnl_not_minus_zero(api, account, btc):
+    order = api.post(ORDERS, order_body(account, side="short"), format="json").json()
+    position = api.get(f"/api/v1/positions/{order['position']}/").json()
+    # -1 x 0.01 x (60,000 - 60,000) is a Decimal "-0": a bot comparing with "0" must match.
+    assert (position["unrealized_pnl"], position["mark_price"]) == ("0", "60000")
+    listed = api.get("/api/v1/positions/?status=open").json()["results"]
+    assert [p["unrealized_pnl"] for p in listed] == ["0"]
+    accounts = api.get("/api/v1/accounts/").json()["results"]
+    assert accounts[0]["unrealized_pnl"] == "0"
+
+
 @pytest.mark.parametrize("amount", ["1e1000000", "-1e1000000", "1E+999999999"])
 def test_absurd_exponents_in_a_margin_amount_are_refused_not_a_server_error(
     api, account, btc, amount
