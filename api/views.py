@@ -240,7 +240,7 @@ class HealthView(ApiView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: s.HealthSerializer, **_errors(401, 429)}, tags=["meta"])
+    @extend_schema(responses={200: s.HealthSerializer, **_errors(400, 401, 429)}, tags=["meta"])
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -248,7 +248,7 @@ class HealthView(ApiView):
 class MeView(ApiView):
     """Who you are and your trading accounts."""
 
-    @extend_schema(responses={200: s.MeSerializer, **_errors(401, 429)}, tags=["accounts"])
+    @extend_schema(responses={200: s.MeSerializer, **_errors(400, 401, 429)}, tags=["accounts"])
     def get(self, request: Request) -> Response:
         accounts = selectors.accounts_for_user(self.user)
         scope = request.auth.scope if isinstance(request.auth, ApiKey) else None
@@ -623,7 +623,7 @@ class OrderDetailView(ApiView):
     @extend_schema(
         parameters=[ID_PARAM],
         request=None,
-        responses={200: s.OrderSerializer, **_errors(401, 403, 404, 409, 429)},
+        responses={200: s.OrderSerializer, **WRITE_ERRORS},
         tags=["orders"],
     )
     def delete(self, request: Request, pk: str) -> Response:

@@ -115,3 +115,21 @@ def test_repeated_query_parameters_are_refused(api, account, btc):
     assert_refused(response, "symbol")
     response = api.get("/api/v1/orders/?status=filled&limit=5&limit=6")
     assert_refused(response, "limit")
+
+
+def test_every_operation_declares_the_400_that_a_repeated_parameter_gets(api, account, btc):
+    order = api.post(
+        "/api/v1/orders/", order_body(account, type="limit", price="59000"), format="json"
+    ).json()
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert "400" in operation["responses"], f"{method.upper()} {path}"
+    for method, path in (
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/me"),
+        ("delete", f"/api/v1/orders/{order['id']}/"),
+    ):
+        response = getattr(api, method)(f"{path}?limit=5&limit=6")
+        assert_refused(response, "limit")
+    assert api.get(f"/api/v1/orders/{order['id']}/").json()["status"] == "resting"
