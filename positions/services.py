@@ -1574,10 +1574,11 @@ def order_replace(
         )
     if quantity is None and price is None and stop_price is None:
         raise errors.InvalidOrder("Give a new quantity, price or stop_price.")
+    # A field the order would not use is malformed input, as when the order is placed.
     if price is not None and order.type != Order.Type.LIMIT:
-        raise errors.InvalidOrder("Only a limit order has a price.", field="price")
+        raise errors.DomainError("Only a limit order has a price.", field="price")
     if stop_price is not None and order.type != Order.Type.STOP:
-        raise errors.InvalidOrder("Only a stop order has a stop price.", field="stop_price")
+        raise errors.DomainError("Only a stop order has a stop price.", field="stop_price")
     _release_order_margin(account=account, order=order, why="replaced")
     order.status = Order.Status.CANCELLED
     order.updated_at = timezone.now()

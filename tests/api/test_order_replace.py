@@ -54,7 +54,7 @@ def test_a_retry_with_its_client_order_id_replaces_once(api, resting):
         ({}, 400, "invalid_order", None),
         ({"price": "abc"}, 400, "invalid_price", "price"),
         ({"price": "-1"}, 400, "invalid_price", "price"),
-        ({"stop_price": "58000"}, 400, "invalid_order", "stop_price"),
+        ({"stop_price": "58000"}, 400, "invalid_request", "stop_price"),  # as on placing
         ({"side": "short"}, 400, "invalid_request", "side"),  # only what the doc names
         ({"quantity": "1000"}, 409, "insufficient_balance", "quantity"),
     ],

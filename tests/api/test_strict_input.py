@@ -133,3 +133,24 @@ def test_every_operation_declares_the_400_that_a_repeated_parameter_gets(api, ac
         response = getattr(api, method)(f"{path}?limit=5&limit=6")
         assert_refused(response, "limit")
     assert api.get(f"/api/v1/orders/{order['id']}/").json()["status"] == "resting"
+
+
+def test_a_price_the_order_would_not_use_is_the_same_error_on_placing_and_replacing(
+    api, account, btc
+):
+    stop = order_body(account, type="stop", stop_price="61000")
+    limit = order_body(account, type="limit", price="59000")
+    placed = {
+        "price": api.post(ORDERS, {**stop, "price": "62000"}, format="json"),
+        "stop_price": api.post(ORDERS, {**limit, "stop_price": "58000"}, format="json"),
+    }
+    resting = {
+        "price": api.post(ORDERS, stop, format="json").json(),
+        "stop_price": api.post(ORDERS, limit, format="json").json(),
+    }
+    for field, order in resting.items():
+        replaced = api.patch(f"{ORDERS}{order['id']}/", {field: "62000"}, format="json")
+        assert_refused(placed[field], field)
+        assert_refused(replaced, field)
+        assert replaced.json()["error"]["fields"] == placed[field].json()["error"]["fields"]
+    assert Order.objects.filter(status="resting").count() == 2

@@ -67,7 +67,7 @@ def test_a_refused_replacement_leaves_the_old_order_resting_with_its_hold(accoun
         ({"quantity": "5"}, "insufficient_balance"),  # 5 BTC at 10x needs 29,500
         ({"price": "59600"}, "invalid_price"),  # its own take-profit would lie below it
         ({"quantity": "0.0001"}, "invalid_quantity"),  # not a multiple of the lot
-        ({"stop_price": "58000"}, "invalid_order"),  # a limit order has no stop price
+        ({"stop_price": "58000"}, "invalid_request"),  # a limit order has no stop price
         ({}, "invalid_order"),
     ):
         with pytest.raises(DomainError) as refused:
