@@ -66,6 +66,12 @@ def rate_out(**kwargs: Any) -> serializers.DecimalField:
     return _decimal(RATE_DIGITS["max_digits"], RATE_DIGITS["decimal_places"], **kwargs)
 
 
+def percent_out(**kwargs: Any) -> serializers.DecimalField:
+    # A return in percent of what was paid in is not an amount: on funding cut down to
+    # 0.00000001 by deductions, a free balance below 10^16 is a return of up to 10^26 %.
+    return _decimal(40, MONEY_DIGITS["decimal_places"], **kwargs)
+
+
 @extend_schema_field(
     {"type": "string", "format": "decimal", "pattern": DECIMAL_PATTERN, "example": "0.01"}
 )
@@ -311,7 +317,7 @@ class AccountSerializer(serializers.Serializer):
     unrealized_pnl = money_out()
     realized_pnl = money_out()
     fees_paid = money_out()
-    return_pct = money_out(allow_null=True, help_text="equity - funded, in percent of funded.")
+    return_pct = percent_out(allow_null=True, help_text="equity - funded, in percent of funded.")
     trading_frozen = serializers.BooleanField(read_only=True)
     max_leverage = serializers.IntegerField(
         read_only=True,
@@ -607,14 +613,14 @@ class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
     equity = money_out()
-    return_pct = money_out(
+    return_pct = percent_out(
         allow_null=True, help_text="Equity against the money paid in (funding), in percent."
     )
     max_drawdown_pct = money_out(
         help_text="Largest fall from a peak of the trading curve, funding left out, in percent."
     )
     liquidations = serializers.IntegerField(read_only=True)
-    score = money_out(help_text="What the ranking sorts by (see the classroom's ranking).")
+    score = percent_out(help_text="What the ranking sorts by (see the classroom's ranking).")
     is_you = serializers.BooleanField(read_only=True)
 
 

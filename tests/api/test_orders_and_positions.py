@@ -566,6 +566,32 @@ def test_an_account_says_what_was_paid_in_so_its_result_adds_up(api, account, bt
     assert Decimal(overview["return_pct"]) == round(made / 10500 * 100, 8)
 
 
+def test_a_return_on_almost_nothing_paid_in_is_shown_not_a_server_error(api, account, btc):
+    from tests.engine.helpers import set_price
+
+    # A long that made a fortune, then the instructor took back all but a hundred-millionth
+    # of what was paid in: the return is some 10^20 percent, past 18 whole digits.
+    placed = api.post(ORDERS, order_body(account, quantity="1"), format="json").json()
+    set_price(btc, "200000000")
+    api.post(f"/api/v1/positions/{placed['position']}/close", format="json")
+    account_adjust(account_id=account.pk, amount=Decimal("-9999.99999999"), reason="Taken back")
+    overview = api.get(f"/api/v1/accounts/{account.pk}/")
+    assert overview.status_code == 200
+    equity, funded = Decimal(overview.json()["equity"]), Decimal(overview.json()["funded"])
+    assert funded == Decimal("0.00000001")
+    expected = round((equity - funded) / funded * 100, 8)
+    assert expected > Decimal(10) ** 18
+    assert Decimal(overview.json()["return_pct"]) == expected
+    for path in ("/api/v1/me", "/api/v1/accounts/"):
+        answer = api.get(path)
+        assert answer.status_code == 200, path
+        rows = answer.json()["accounts" if path.endswith("me") else "results"]
+        assert Decimal(rows[0]["return_pct"]) == expected
+    board = api.get(f"/api/v1/classrooms/{account.classroom_id}/leaderboard")
+    assert board.status_code == 200
+    assert Decimal(board.json()["results"][0]["return_pct"]) == expected
+
+
 def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
     api, account, btc
 ):
