@@ -140,6 +140,9 @@ class ApiView(generics.GenericAPIView):
         """The caller's instrument ``symbol`` (any letter case), of ``?classroom=`` when it
         trades in several of the caller's classrooms; ``with_tiers`` reads its margin tiers
         too (one more query)."""
+        if len(symbol) > SYMBOL_LENGTH or not symbol.isprintable():
+            # No instrument has such a symbol, and PostgreSQL refuses a NUL in a query.
+            raise errors.NotFound("No such instrument in your classrooms.")
         instruments = selectors.instruments_for_user(self.user).filter(symbol__iexact=symbol)
         if not with_tiers:
             instruments = instruments.prefetch_related(None)

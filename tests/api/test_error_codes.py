@@ -71,3 +71,12 @@ def test_a_reduce_only_order_on_another_symbol_names_the_symbol_field(api, accou
     error = response.json()["error"]
     assert (error["code"], list(error["fields"])) == ("invalid_order", ["symbol"])
     assert Order.objects.count() == 1
+
+
+@pytest.mark.parametrize("symbol", ["BTC%00USDT", "BTC%0AUSDT", "X" * 500])
+def test_a_symbol_in_the_path_that_no_instrument_can_have_is_not_found(api, account, btc, symbol):
+    for path in (f"/api/v1/instruments/{symbol}/", f"/api/v1/instruments/{symbol}/prices/"):
+        response = api.get(path)
+        assert response.status_code == 404, (path, response.content[:200])
+        assert response.json()["error"]["code"] == "not_found"
+    assert api.get("/api/v1/instruments/btcusdt/").json()["symbol"] == "BTCUSDT"
