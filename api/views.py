@@ -23,6 +23,7 @@ from rest_framework import generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from accounts import errors
 from accounts.models import Classroom, Membership, TradingAccount, User
@@ -554,6 +555,15 @@ class OrderListView(ApiView):
                 "terms (its id is in the message).",
             ),
         },
+        parameters=[
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.URI,
+                OpenApiParameter.HEADER,
+                response=[201],
+                description="The new order's own URL (GET it, DELETE or PATCH it).",
+            )
+        ],
         tags=["orders"],
     )
     def post(self, request: Request) -> Response:
@@ -580,12 +590,13 @@ class OrderListView(ApiView):
             position_id=None if position_id is None else _id(position_id, field="position"),
             client_order_id=data["client_order_id"],
         )
-        repeated = getattr(order, "repeated", False)
-        if repeated:
+        if getattr(order, "repeated", False):
             _check_same_order(order, data)
+            return Response(s.OrderSerializer(order).data)
         return Response(
             s.OrderSerializer(order).data,
-            status=status.HTTP_200_OK if repeated else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("api:order-detail", args=[order.pk], request=request)},
         )
 
     @extend_schema(

@@ -59,6 +59,21 @@ def test_orders_say_at_what_price_and_how_much_they_filled(api, account, btc):
     assert detail["filled_quantity"] == "0.01"
 
 
+def test_a_placed_order_answers_201_with_its_location_and_a_retry_200_without(api, account, btc):
+    body = order_body(account, type="limit", price="59000", client_order_id="loc-1")
+    placed = api.post(ORDERS, body, format="json")
+    assert placed.status_code == 201
+    order = api.get(placed["Location"])
+    assert order.json() == placed.json()
+    assert api.delete(placed["Location"]).json()["status"] == "cancelled"
+    again = api.post(ORDERS, body, format="json")
+    assert (again.status_code, again.json()["id"]) == (200, placed.json()["id"])
+    assert "Location" not in again
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    answers = schema["paths"]["/api/v1/orders/"]["post"]["responses"]
+    assert "Location" in answers["201"]["headers"] and "Location" not in answers["200"]["headers"]
+
+
 def test_buy_and_sell_are_aliases_of_long_and_short(api, account, btc):
     short = api.post(ORDERS, order_body(account, side="sell"), format="json").json()
     long = api.post(ORDERS, order_body(account, side="BUY"), format="json").json()
