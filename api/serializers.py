@@ -66,9 +66,10 @@ def rate_out(**kwargs: Any) -> serializers.DecimalField:
     return _decimal(RATE_DIGITS["max_digits"], RATE_DIGITS["decimal_places"], **kwargs)
 
 
-def percent_out(**kwargs: Any) -> serializers.DecimalField:
-    # A return in percent of what was paid in is not an amount: on funding cut down to
-    # 0.00000001 by deductions, a free balance below 10^16 is a return of up to 10^26 %.
+def derived_out(**kwargs: Any) -> serializers.DecimalField:
+    # Numbers worked out when read, not stored amounts, have more whole digits than a money
+    # column: a valuation at the mark (a long on a 0.01 instrument the instructor sets to
+    # 10^12 gains some 10^19), or a return on funding cut down to 0.00000001 (10^26 %).
     return _decimal(40, MONEY_DIGITS["decimal_places"], **kwargs)
 
 
@@ -307,17 +308,17 @@ class AccountSerializer(serializers.Serializer):
         "balance (initial margin, extra collateral and fee at their price); it comes back when "
         "one is cancelled or rejected, or pays for the position when one fills."
     )
-    equity = money_out()
+    equity = derived_out()
     funded = money_out(
         help_text="What was paid into the account: its starting balance and the instructor's "
         "grants, deductions and resets. equity - funded is all that trading made or lost: the "
         "open positions' unrealized_pnl plus every position's realized_pnl less its fees_paid, "
         "and less the collateral's share that liquidations sent to the insurance fund."
     )
-    unrealized_pnl = money_out()
+    unrealized_pnl = derived_out()
     realized_pnl = money_out()
     fees_paid = money_out()
-    return_pct = percent_out(allow_null=True, help_text="equity - funded, in percent of funded.")
+    return_pct = derived_out(allow_null=True, help_text="equity - funded, in percent of funded.")
     trading_frozen = serializers.BooleanField(read_only=True)
     max_leverage = serializers.IntegerField(
         read_only=True,
@@ -472,9 +473,9 @@ class PositionSerializer(serializers.Serializer):
     leverage = serializers.IntegerField(read_only=True)
     collateral = money_out(source="valuation.collateral")
     mark_price = price_out(source="valuation.mark_price", allow_null=True)
-    unrealized_pnl = money_out(source="valuation.unrealized_pnl", allow_null=True)
-    margin_balance = money_out(source="valuation.margin_balance", allow_null=True)
-    maintenance_margin = money_out(source="valuation.maintenance_margin", allow_null=True)
+    unrealized_pnl = derived_out(source="valuation.unrealized_pnl", allow_null=True)
+    margin_balance = derived_out(source="valuation.margin_balance", allow_null=True)
+    maintenance_margin = derived_out(source="valuation.maintenance_margin", allow_null=True)
     margin_ratio = _decimal(
         40,
         8,
@@ -612,15 +613,15 @@ class MarginCallSerializer(serializers.Serializer):
 class LeaderboardRowSerializer(serializers.Serializer):
     rank = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
-    equity = money_out()
-    return_pct = percent_out(
+    equity = derived_out()
+    return_pct = derived_out(
         allow_null=True, help_text="Equity against the money paid in (funding), in percent."
     )
     max_drawdown_pct = money_out(
         help_text="Largest fall from a peak of the trading curve, funding left out, in percent."
     )
     liquidations = serializers.IntegerField(read_only=True)
-    score = percent_out(help_text="What the ranking sorts by (see the classroom's ranking).")
+    score = derived_out(help_text="What the ranking sorts by (see the classroom's ranking).")
     is_you = serializers.BooleanField(read_only=True)
 
 

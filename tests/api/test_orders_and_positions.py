@@ -607,6 +607,49 @@ def test_a_return_on_almost_nothing_paid_in_is_shown_not_a_server_error(api, acc
     assert Decimal(board.json()["results"][0]["return_pct"]) == expected
 
 
+def test_a_profit_past_what_a_money_column_holds_is_shown_not_a_server_error(
+    api, account, classroom
+):
+    from tests.engine.helpers import set_price
+
+    # A cheap instrument, and an instructor who sets its mark to the highest price allowed.
+    pepe = make_instrument(
+        classroom,
+        symbol="PEPEUSDT",
+        mark="0.01",
+        tick_size=Decimal("0.0001"),
+        lot_size=Decimal(1),
+        brackets=[(Decimal(0), None, Decimal("0.01"), 50)],
+    )
+    body = order_body(account, symbol="PEPEUSDT", quantity="10000000", leverage=20)
+    placed = api.post(ORDERS, body, format="json").json()
+    set_price(pepe, "999999999999")
+    answer = api.get(f"/api/v1/positions/{placed['position']}/")
+    assert answer.status_code == 200
+    position = answer.json()
+    quantity, entry, mark = (
+        Decimal(position[k]) for k in ("quantity", "entry_price", "mark_price")
+    )
+    assert Decimal(position["unrealized_pnl"]) == quantity * (mark - entry) > Decimal(10) ** 18
+    assert Decimal(position["margin_balance"]) == Decimal(position["collateral"]) + quantity * (
+        mark - entry
+    )
+    listed = api.get("/api/v1/positions/")
+    assert listed.status_code == 200
+    assert listed.json()["results"][0]["unrealized_pnl"] == position["unrealized_pnl"]
+    for path in ("/api/v1/me", "/api/v1/accounts/", f"/api/v1/accounts/{account.pk}/"):
+        answer = api.get(path)
+        assert answer.status_code == 200, path
+    overview = answer.json()
+    assert overview["unrealized_pnl"] == position["unrealized_pnl"]
+    assert Decimal(overview["equity"]) == Decimal(overview["balance"]) + Decimal(
+        position["margin_balance"]
+    )
+    board = api.get(f"/api/v1/classrooms/{classroom.pk}/leaderboard")
+    assert board.status_code == 200
+    assert board.json()["results"][0]["equity"] == overview["equity"]
+
+
 def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
     api, account, btc
 ):
