@@ -392,7 +392,7 @@ class PreviewSerializer(serializers.Serializer):
     bankruptcy_price = price_out()
     max_loss = money_out()
     distance_to_liquidation = price_out(allow_null=True)
-    distance_to_liquidation_pct = money_out(allow_null=True)
+    distance_to_liquidation_pct = derived_out(allow_null=True)
     max_leverage = serializers.IntegerField(read_only=True)
 
 

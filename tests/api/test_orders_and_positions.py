@@ -650,6 +650,29 @@ def test_a_profit_past_what_a_money_column_holds_is_shown_not_a_server_error(
     assert board.json()["results"][0]["equity"] == overview["equity"]
 
 
+def test_a_preview_far_from_liquidation_on_a_cheap_instrument_is_not_a_server_error(
+    api, account, classroom
+):
+    make_instrument(
+        classroom,
+        symbol="PEPEUSDT",
+        mark="0.01",
+        tick_size=Decimal("0.0001"),
+        lot_size=Decimal(1),
+        min_notional=Decimal("0.01"),
+        brackets=[(Decimal(0), None, Decimal("0.01"), 50)],
+    )
+    account_adjust(account_id=account.pk, amount=Decimal(5) * 10**14, reason="Grant")
+    body = order_body(account, symbol="PEPEUSDT", side="short", quantity="1", leverage=1)
+    answer = api.post("/api/v1/orders/preview", {**body, "extra_collateral": "5e14"}, format="json")
+    assert answer.status_code == 200, answer.json()
+    quote = answer.json()
+    distance, mark = Decimal(quote["distance_to_liquidation"]), Decimal(quote["mark_price"])
+    assert distance == Decimal(quote["liquidation_price"]) - mark
+    assert Decimal(quote["distance_to_liquidation_pct"]) == round(distance / mark * 100, 8)
+    assert distance / mark * 100 > Decimal(10) ** 18
+
+
 def test_fills_and_orders_say_which_of_take_profit_and_stop_loss_closed_a_position(
     api, account, btc
 ):
