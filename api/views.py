@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -505,6 +506,10 @@ def _check_same_order(order: Order, data: dict[str, Any]) -> None:
         raise errors.ClientOrderIdReused(message, field="client_order_id")
 
 
+# What narrows DELETE /orders/: anything else is refused, not ignored.
+CANCEL_FILTERS = ("account", "symbol")
+
+
 class OrderListView(ApiView):
     """Your orders, newest first; POST places one (market orders fill at once); DELETE
     cancels every resting one."""
@@ -606,9 +611,20 @@ class OrderListView(ApiView):
         operation_id="orders_cancel_all",
         description="Cancel every resting order of yours, or only those of ?account= and "
         "?symbol=. An order that fills or triggers meanwhile is left as it is, and so is one "
-        "whose hold the free balance could not take back (amount_too_large).",
+        "whose hold the free balance could not take back (amount_too_large). Any other query "
+        "parameter (position, client_order_id, ...) is refused with invalid_request.",
     )
     def delete(self, request: Request) -> Response:
+        # Any other filter the list of orders takes (?position=, ?client_order_id=), ignored
+        # here, would widen a cancel of a few orders to every resting one.
+        unknown = sorted(set(request.query_params) - set(CANCEL_FILTERS))
+        if unknown:
+            raise ValidationError(
+                {
+                    name: [f"Not a filter of this cancel; only {' and '.join(CANCEL_FILTERS)}."]
+                    for name in unknown
+                }
+            )
         mine = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
         resting = mine.filter(status=Order.Status.RESTING).order_by("pk")
         cancelled = []

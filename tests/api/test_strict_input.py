@@ -154,3 +154,31 @@ def test_a_price_the_order_would_not_use_is_the_same_error_on_placing_and_replac
         assert_refused(replaced, field)
         assert replaced.json()["error"]["fields"] == placed[field].json()["error"]["fields"]
     assert Order.objects.filter(status="resting").count() == 2
+
+
+@pytest.mark.parametrize(
+    "query", ["position={position}", "client_order_id=take-profit-1", "status=resting", "limit=1"]
+)
+def test_cancelling_every_order_refuses_a_filter_it_does_not_take(api, account, position, query):
+    """Ignored, a filter that the list of orders takes would cancel every resting order."""
+    protect = order_body(
+        account,
+        side="short",
+        type="limit",
+        price="61000",
+        reduce_only=True,
+        position=position.pk,
+        client_order_id="take-profit-1",
+    )
+    del protect["leverage"]
+    kept = [
+        api.post(ORDERS, protect, format="json").json()["id"],
+        api.post(ORDERS, order_body(account, type="limit", price="59000"), format="json").json()[
+            "id"
+        ],
+    ]
+    name = query.split("=")[0]
+    response = api.delete(f"{ORDERS}?{query.format(position=position.pk)}")
+    assert_refused(response, name)
+    assert set(Order.objects.filter(status="resting").values_list("pk", flat=True)) == set(kept)
+    assert [o["id"] for o in api.delete(f"{ORDERS}?symbol=btcusdt").json()["cancelled"]] == kept
