@@ -88,6 +88,11 @@ class ApiView(generics.GenericAPIView):
     # Fields that the services name otherwise than this endpoint's request does.
     request_fields: dict[str, str] = {}
 
+    # The query parameters each method reads (HEAD as GET). Any other is refused rather than
+    # ignored, as unknown body fields are: ignored, ?symbol= on the fills would answer every
+    # symbol's, and a misspelt ?acount= every account's, as if they were what was asked for.
+    query_params: dict[str, tuple[str, ...]] = {}
+
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, errors.DomainError) and exc.field in self.request_fields:
             exc.field = self.request_fields[exc.field]
@@ -100,6 +105,12 @@ class ApiView(generics.GenericAPIView):
         for name, values in request.query_params.lists():
             if len(values) > 1:
                 raise errors.DomainError(f"Send {name} once.", field=name)
+        method = "get" if request.method == "HEAD" else (request.method or "").lower()
+        if method != "options":
+            read = self.query_params.get(method, ())
+            unknown = sorted(name for name in request.query_params if name not in read)
+            if unknown:
+                raise ValidationError({name: ["Unknown parameter."] for name in unknown})
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -268,6 +279,8 @@ class MeView(ApiView):
 class AccountListView(ApiView):
     """Your trading accounts with their money at the current marks."""
 
+    query_params = {"get": ("cursor", "limit")}
+
     serializer_class = s.AccountSerializer
     pagination_class = OldestFirst
 
@@ -304,6 +317,8 @@ CLASSROOM_PARAM = OpenApiParameter(
 class InstrumentListView(ApiView):
     """The instruments of your classrooms, with margin tiers and mark prices."""
 
+    query_params = {"get": ("classroom", "cursor", "limit")}
+
     serializer_class = s.InstrumentSerializer
     pagination_class = OldestFirst
 
@@ -325,6 +340,8 @@ class InstrumentDetailView(ApiView):
     """One instrument of your classrooms by its symbol (in any letter case), with its margin
     tiers and mark price: what a bot polls for the mark it trades on."""
 
+    query_params = {"get": ("classroom",)}
+
     @extend_schema(
         parameters=[
             OpenApiParameter("symbol", OpenApiTypes.STR, OpenApiParameter.PATH),
@@ -343,6 +360,8 @@ LATEST_MARKS = PriceHistory.max_page_size
 class PriceHistoryView(ApiView):
     """Mark price history of an instrument, oldest first (``?since=`` to get only new marks,
     ``?latest=N`` for the N newest ones)."""
+
+    query_params = {"get": ("since", "latest", "classroom", "cursor", "limit")}
 
     serializer_class = s.PriceTickSerializer
     pagination_class = PriceHistory
@@ -506,13 +525,19 @@ def _check_same_order(order: Order, data: dict[str, Any]) -> None:
         raise errors.ClientOrderIdReused(message, field="client_order_id")
 
 
-# What narrows DELETE /orders/: anything else is refused, not ignored.
+# What narrows DELETE /orders/. Another filter of the list (?position=, ?client_order_id=),
+# ignored there, would widen a cancel of a few orders to every resting one.
 CANCEL_FILTERS = ("account", "symbol")
 
 
 class OrderListView(ApiView):
     """Your orders, newest first; POST places one (market orders fill at once); DELETE
     cancels every resting one."""
+
+    query_params = {
+        "get": ("status", "account", "symbol", "position", "client_order_id", "cursor", "limit"),
+        "delete": CANCEL_FILTERS,
+    }
 
     serializer_class = s.OrderSerializer
     pagination_class = NewestFirst
@@ -615,16 +640,6 @@ class OrderListView(ApiView):
         "parameter (position, client_order_id, ...) is refused with invalid_request.",
     )
     def delete(self, request: Request) -> Response:
-        # Any other filter the list of orders takes (?position=, ?client_order_id=), ignored
-        # here, would widen a cancel of a few orders to every resting one.
-        unknown = sorted(set(request.query_params) - set(CANCEL_FILTERS))
-        if unknown:
-            raise ValidationError(
-                {
-                    name: [f"Not a filter of this cancel; only {' and '.join(CANCEL_FILTERS)}."]
-                    for name in unknown
-                }
-            )
         mine = self.filter_symbol(self.filter_account(selectors.orders_for_user(self.user)))
         resting = mine.filter(status=Order.Status.RESTING).order_by("pk")
         cancelled = []
@@ -725,6 +740,8 @@ POSITION_STATUS_PARAM = OpenApiParameter(
 
 class PositionListView(ApiView):
     """Your positions, newest first, each valued at the current mark."""
+
+    query_params = {"get": ("status", "account", "symbol", "cursor", "limit")}
 
     serializer_class = s.PositionSerializer
     pagination_class = NewestFirst
@@ -879,6 +896,8 @@ class FillListView(ApiView):
     """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
     at its price, with its fee and the PnL it realised."""
 
+    query_params = {"get": ("account", "position", "cursor", "limit")}
+
     serializer_class = s.FillSerializer
     pagination_class = NewestFirst
 
@@ -898,6 +917,8 @@ class StatementView(ApiView):
     grants, margin and fee paid to open, what a close returns, margin added and removed, and
     what a resting order holds (order_hold) and gives back (order_release). Each entry is one
     leg of a balanced ledger transaction; an account's amounts add up to its free balance."""
+
+    query_params = {"get": ("account", "cursor", "limit")}
 
     serializer_class = s.StatementEntrySerializer
     pagination_class = NewestFirst
@@ -919,6 +940,8 @@ class StatementView(ApiView):
 class LiquidationListView(ApiView):
     """Liquidations of your positions, newest first."""
 
+    query_params = {"get": ("account", "cursor", "limit")}
+
     serializer_class = s.LiquidationSerializer
     pagination_class = NewestFirst
 
@@ -938,6 +961,8 @@ class LiquidationListView(ApiView):
 
 class MarginCallListView(ApiView):
     """Margin calls on your positions (ratio crossed 80%), newest first."""
+
+    query_params = {"get": ("account", "cursor", "limit")}
 
     serializer_class = s.MarginCallSerializer
     pagination_class = NewestFirst

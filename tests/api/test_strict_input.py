@@ -182,3 +182,55 @@ def test_cancelling_every_order_refuses_a_filter_it_does_not_take(api, account, 
     assert_refused(response, name)
     assert set(Order.objects.filter(status="resting").values_list("pk", flat=True)) == set(kept)
     assert [o["id"] for o in api.delete(f"{ORDERS}?symbol=btcusdt").json()["cancelled"]] == kept
+
+
+def test_a_query_parameter_the_endpoint_does_not_read_is_refused_not_ignored(
+    api, account, position, other_account
+):
+    """Ignored, ?symbol= on the fills (which only take account and position) would answer
+    every symbol's fills as if they were one's, and a misspelt ?acount= every account's."""
+    for path, name in (
+        ("/api/v1/fills/?symbol=ETHUSDT", "symbol"),
+        ("/api/v1/statement/?position=1", "position"),
+        ("/api/v1/positions/?acount=1", "acount"),
+        ("/api/v1/orders/?side=short", "side"),
+        ("/api/v1/liquidations/?symbol=ETHUSDT", "symbol"),
+        ("/api/v1/margin-calls/?position=1", "position"),
+        ("/api/v1/accounts/?classroom=1", "classroom"),
+        (f"/api/v1/accounts/{account.pk}/?account=2", "account"),
+        (f"/api/v1/positions/{position.pk}/?status=open", "status"),
+        ("/api/v1/instruments/BTCUSDT/?symbol=ETHUSDT", "symbol"),
+        ("/api/v1/instruments/BTCUSDT/prices/?from=2030-01-01", "from"),
+        ("/api/v1/me?account=1", "account"),
+    ):
+        response = api.get(path)
+        assert_refused(response, name)
+        assert response.json()["error"]["fields"][name] == ["Unknown parameter."]
+    for path, body in (
+        (ORDERS, order_body(account)),
+        (f"/api/v1/positions/{position.pk}/close", {}),
+        (f"/api/v1/positions/{position.pk}/margin", {"amount": "5"}),
+    ):
+        assert_refused(api.post(f"{path}?account={account.pk}", body, format="json"), "account")
+    position.refresh_from_db()
+    assert (position.quantity, Order.objects.count()) == (position.opened_quantity, 1)
+    # What each endpoint reads, and a page link as the API gave it, still work.
+    assert api.get(f"/api/v1/fills/?position={position.pk}&account={account.pk}").status_code == 200
+    first = api.get("/api/v1/positions/?status=open&symbol=btcusdt&limit=1").json()
+    assert [p["id"] for p in first["results"]] == [position.pk]
+    later = api.get("/api/v1/instruments/BTCUSDT/prices/?since=2030-01-01T00:00:00Z&limit=5")
+    assert later.status_code == 200
+    assert api.options("/api/v1/fills/?anything=1").status_code == 200
+
+
+def test_the_query_parameters_read_are_those_the_schema_declares(api):
+    from django.urls import resolve
+
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, item in schema["paths"].items():
+        match = resolve(path.replace("{id}", "1").replace("{symbol}", "BTCUSDT"))
+        view = match.func.view_class  # type: ignore[attr-defined]
+        for method, operation in item.items():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            read = set(view.query_params.get(method, ()))
+            assert read == declared, f"{method.upper()} {path}"
