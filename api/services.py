@@ -18,6 +18,7 @@ KEY_TAG = "rf"
 PREFIX_BYTES = 6  # 12 hex characters: the public part used for the lookup
 SECRET_BYTES = 32  # 256 bits of entropy: a plain SHA-256 is enough, no slow hash needed
 MAX_ACTIVE_KEYS = 20
+HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def hash_key(raw: str) -> str:
@@ -28,6 +29,10 @@ def split_key(raw: str) -> str | None:
     """The public prefix of a presented key, or None when it is not shaped like one."""
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_TAG or len(parts[1]) != PREFIX_BYTES * 2:
+        return None
+    # Only what token_hex gives: anything else (a NUL byte, which PostgreSQL refuses in a
+    # query) names no key.
+    if any(c not in HEX_DIGITS for c in parts[1]):
         return None
     return parts[1]
 

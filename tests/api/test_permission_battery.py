@@ -267,7 +267,14 @@ def test_session_callers_need_csrf_for_writes(victim, account, client, path):
 
 
 def test_a_malformed_or_unknown_key_is_not_authenticated(victim):
-    for header in ("Bearer", "Bearer rf_nope", "Bearer rf_0123456789ab_wrong", "Bearer a b"):
+    headers = (
+        "Bearer",
+        "Bearer rf_nope",
+        "Bearer rf_0123456789ab_wrong",
+        "Bearer a b",
+        "Bearer rf_0123456789a\x00_wrong",  # PostgreSQL refuses a NUL in the prefix lookup
+    )
+    for header in headers:
         from rest_framework.test import APIClient
 
         client = APIClient()
