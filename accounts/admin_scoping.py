@@ -79,6 +79,31 @@ PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
 }
 
 
+def save_edited_fields(obj: Model, form: forms.BaseForm) -> None:
+    """Save a changed ``obj``, writing only the model fields that ``form`` edits.
+
+    The rest of the row may be the engine's (an instrument's mark, a feed's step and tick
+    slot), moved by a tick since this request read it: a full save would put it back.
+    """
+    names = [
+        f.name for f in obj._meta.concrete_fields if f.name in form.fields and not f.primary_key
+    ]
+    obj.save(update_fields=names)
+
+
+class EditedFieldsForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A model form that saves a changed row through ``save_edited_fields``; for inlines,
+    which save their rows through the form rather than through ``ModelAdmin.save_model``."""
+
+    def save(self, commit: bool = True) -> Any:
+        if not commit or self.instance._state.adding:
+            return super().save(commit)
+        instance = super().save(commit=False)
+        save_edited_fields(instance, self)
+        self.save_m2m()
+        return instance
+
+
 class ClassroomScopedAdmin(admin.ModelAdmin):
     """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
 

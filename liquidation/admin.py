@@ -30,8 +30,10 @@ from accounts.admin_numbers import written
 from accounts.admin_scoping import (
     PLAIN_DECIMALS,
     ClassroomScopedAdmin,
+    EditedFieldsForm,
     ReadOnlyInline,
     ScopedInline,
+    save_edited_fields,
 )
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
 from accounts.money import ZERO, money_text, price_text, shown
@@ -850,6 +852,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
+    form = EditedFieldsForm  # each tick moves the feed's step and tick slot
     formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
@@ -1070,6 +1073,13 @@ class PriceFeedAdmin(ClassroomScopedAdmin):
     autocomplete_fields = ("instrument",)
     readonly_fields = ("step", "replay_started_at")
     inlines = [ReplayPointInline]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Each tick moves the feed's step and tick slot: never write back the ones read here.
+        save_edited_fields(obj, form)
 
 
 @admin.register(ReplayPoint)
