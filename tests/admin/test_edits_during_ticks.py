@@ -13,6 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections, transaction
 from django.test import Client
 from django.urls import reverse
@@ -136,3 +137,53 @@ def test_saving_a_feed_during_a_tick_keeps_the_step_and_slot_the_tick_claimed(ma
     assert feed.volatility == D("0.002")
     assert (feed.step, feed.last_tick_at is not None) == (8, True)
     assert tick(btc).status == "resumed"  # the same slot again moves nothing
+
+
+def test_saving_the_instrument_page_with_its_feed_keeps_what_the_tick_claimed(market):
+    _, btc, client = market
+    feed = PriceFeed.objects.get(instrument=btc)
+    PriceFeed.objects.filter(pk=feed.pk).update(step=7)
+    page = reverse("admin:positions_instrument_change", args=[btc.pk])
+    data = admin_form_data(client.get(page))
+    data["feed-0-kind"] = PriceFeed.Kind.SIMULATED
+    saved: list[int] = []
+
+    race_a_tick_with_a_save(
+        PriceFeed,
+        feed.pk,
+        tick=lambda: tick(btc),
+        save=lambda: saved.append(client.post(page, data).status_code),
+    )
+
+    assert saved == [302]
+    feed.refresh_from_db()
+    assert (feed.kind, feed.step, feed.last_tick_at is not None) == ("simulated", 8, True)
+
+
+def test_replaying_a_csv_during_a_tick_neither_deadlocks_nor_puts_back_the_slot(market):
+    _, btc, client = market
+    feed = PriceFeed.objects.get(instrument=btc)
+    upload = SimpleUploadedFile("crash.csv", b"0,60000\n10,42000\n", content_type="text/csv")
+    sent: list[int] = []
+
+    def replay() -> None:
+        response = client.post(
+            reverse("admin:positions_instrument_changelist"),
+            {
+                "action": "replay_csv",
+                "_selected_action": [btc.pk],
+                "confirm": "yes",
+                "speed": "1",
+                "csv_file": upload,
+            },
+        )
+        sent.append(response.status_code)
+
+    race_a_tick_with_a_save(PriceFeed, feed.pk, tick=lambda: tick(btc), save=replay)
+
+    assert sent == [302]
+    feed.refresh_from_db()
+    assert feed.kind == PriceFeed.Kind.REPLAY
+    assert list(feed.replay_points.values_list("price", flat=True)) == [D(60000), D(42000)]
+    assert feed.last_tick_at is not None
+    assert tick(btc).status == "resumed"
