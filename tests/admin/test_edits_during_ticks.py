@@ -17,13 +17,15 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections, transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from liquidation import engine
+from liquidation.engine import TickResult
 from liquidation.models import PriceFeed, Scenario
 from liquidation.services import scenario_start
 from positions.models import Instrument
 from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
-from tests.engine.helpers import tick
 from tests.factories import make_classroom, make_instrument
 from tests.processes import wait_until, waiting_on_locks
 
@@ -80,6 +82,26 @@ def hold_row(model, pk: int, held: threading.Event, release: threading.Event) ->
     return hold
 
 
+class SlotTick:
+    """The beat's tick of an instrument, scheduled when called; ``again`` delivers the same
+    task a second time, as a redelivery does (however much later it runs)."""
+
+    def __init__(self, instrument: Instrument) -> None:
+        self.instrument = instrument
+        self.scheduled = timezone.now()
+
+    def __call__(self) -> TickResult:
+        self.scheduled = timezone.now()
+        return engine.tick_instrument(self.instrument.pk, self.scheduled)
+
+    def again(self) -> TickResult:
+        return engine.tick_instrument(self.instrument.pk, self.scheduled, now=self.scheduled)
+
+    @property
+    def slot(self) -> object:
+        return engine.slot_start(self.scheduled)
+
+
 def race_a_tick_with_a_save(row, pk: int, tick: Callable[[], object], save: Callable[[], object]):
     held, release = threading.Event(), threading.Event()
     race = Race()
@@ -104,7 +126,7 @@ def test_saving_an_instrument_during_a_tick_keeps_the_mark_the_tick_set(market):
     race_a_tick_with_a_save(
         Instrument,
         btc.pk,
-        tick=lambda: tick(btc),
+        tick=SlotTick(btc),
         save=lambda: saved.append(client.post(page, data).status_code),
     )
 
@@ -124,19 +146,20 @@ def test_saving_a_feed_during_a_tick_keeps_the_step_and_slot_the_tick_claimed(ma
     data = admin_form_data(client.get(page))
     data["volatility"] = "0.002"
     saved: list[int] = []
+    ticked = SlotTick(btc)
 
     race_a_tick_with_a_save(
         PriceFeed,
         feed.pk,
-        tick=lambda: tick(btc),
+        tick=ticked,
         save=lambda: saved.append(client.post(page, data).status_code),
     )
 
     assert saved == [302]
     feed.refresh_from_db()
     assert feed.volatility == D("0.002")
-    assert (feed.step, feed.last_tick_at is not None) == (8, True)
-    assert tick(btc).status == "resumed"  # the same slot again moves nothing
+    assert (feed.step, feed.last_tick_at) == (8, ticked.slot)
+    assert ticked.again().status == "resumed"  # the same slot again moves nothing
 
 
 def test_saving_the_instrument_page_with_its_feed_keeps_what_the_tick_claimed(market):
@@ -147,17 +170,18 @@ def test_saving_the_instrument_page_with_its_feed_keeps_what_the_tick_claimed(ma
     data = admin_form_data(client.get(page))
     data["feed-0-kind"] = PriceFeed.Kind.SIMULATED
     saved: list[int] = []
+    ticked = SlotTick(btc)
 
     race_a_tick_with_a_save(
         PriceFeed,
         feed.pk,
-        tick=lambda: tick(btc),
+        tick=ticked,
         save=lambda: saved.append(client.post(page, data).status_code),
     )
 
     assert saved == [302]
     feed.refresh_from_db()
-    assert (feed.kind, feed.step, feed.last_tick_at is not None) == ("simulated", 8, True)
+    assert (feed.kind, feed.step, feed.last_tick_at) == ("simulated", 8, ticked.slot)
 
 
 def test_replaying_a_csv_during_a_tick_neither_deadlocks_nor_puts_back_the_slot(market):
@@ -179,11 +203,12 @@ def test_replaying_a_csv_during_a_tick_neither_deadlocks_nor_puts_back_the_slot(
         )
         sent.append(response.status_code)
 
-    race_a_tick_with_a_save(PriceFeed, feed.pk, tick=lambda: tick(btc), save=replay)
+    ticked = SlotTick(btc)
+    race_a_tick_with_a_save(PriceFeed, feed.pk, tick=ticked, save=replay)
 
     assert sent == [302]
     feed.refresh_from_db()
     assert feed.kind == PriceFeed.Kind.REPLAY
     assert list(feed.replay_points.values_list("price", flat=True)) == [D(60000), D(42000)]
-    assert feed.last_tick_at is not None
-    assert tick(btc).status == "resumed"
+    assert feed.last_tick_at == ticked.slot
+    assert ticked.again().status == "resumed"
