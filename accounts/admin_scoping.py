@@ -131,6 +131,15 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
             kwargs.setdefault("queryset", choices)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Services and the engine write these rows too (a free balance, a mark, a feed's
+        # step) while the page is saved: write only what the page edits, which for a
+        # trading account is nothing.
+        save_edited_fields(obj, form)
+
     # --- permissions ------------------------------------------------------------------
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:

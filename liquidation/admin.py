@@ -33,7 +33,6 @@ from accounts.admin_scoping import (
     EditedFieldsForm,
     ReadOnlyInline,
     ScopedInline,
-    save_edited_fields,
 )
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
 from accounts.money import ZERO, money_text, price_text, shown
@@ -1073,13 +1072,6 @@ class PriceFeedAdmin(ClassroomScopedAdmin):
     autocomplete_fields = ("instrument",)
     readonly_fields = ("step", "replay_started_at")
     inlines = [ReplayPointInline]
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Each tick moves the feed's step and tick slot: never write back the ones read here.
-        save_edited_fields(obj, form)
 
 
 @admin.register(ReplayPoint)

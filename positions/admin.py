@@ -13,12 +13,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from accounts.admin_scoping import (
-    ClassroomScopedAdmin,
-    ReadOnlyInline,
-    ScopedInline,
-    save_edited_fields,
-)
+from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.money import price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position
@@ -134,13 +129,6 @@ class InstrumentAdmin(ClassroomScopedAdmin):
             return ("mark_updated_at",)
         # The engine and the scenarios move the mark; the market it belongs to is fixed.
         return ("classroom", "mark_price", "mark_updated_at")
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Every tick publishes the mark on this row: never write back the one read here.
-        save_edited_fields(obj, form)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)

@@ -19,6 +19,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import ClassroomPocket
+from accounts.services import accounts_adjust
 from liquidation import engine
 from liquidation.engine import TickResult
 from liquidation.models import PriceFeed, Scenario
@@ -26,7 +28,8 @@ from liquidation.services import scenario_start
 from positions.models import Instrument
 from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
-from tests.factories import make_classroom, make_instrument
+from tests.factories import make_classroom, make_instrument, make_student
+from tests.invariants import assert_ledger_invariants
 from tests.processes import wait_until, waiting_on_locks
 
 D = Decimal
@@ -212,3 +215,35 @@ def test_replaying_a_csv_during_a_tick_neither_deadlocks_nor_puts_back_the_slot(
     assert list(feed.replay_points.values_list("price", flat=True)) == [D(60000), D(42000)]
     assert feed.last_tick_at == ticked.slot
     assert ticked.again().status == "resumed"
+
+
+def test_posting_a_trading_accounts_page_during_a_grant_never_writes_back_its_balance(market):
+    """The page has nothing to edit (money moves through the actions), but a POST to it
+    still saved the row as read: a grant landing meanwhile left a free balance that its
+    ledger entries no longer add up to."""
+    _, btc, client = market
+    account = make_student(btc.classroom)
+    page = reverse("admin:accounts_tradingaccount_change", args=[account.pk])
+    saved: list[int] = []
+    held, release = threading.Event(), threading.Event()
+    race = Race()
+
+    def hold_house() -> None:
+        with transaction.atomic():
+            ClassroomPocket.objects.select_for_update().get(classroom=btc.classroom, kind="house")
+            held.set()
+            assert release.wait(timeout=60)
+
+    race.start(hold_house)
+    assert held.wait(timeout=30)
+    race.start(lambda: accounts_adjust(account_ids=[account.pk], amount=D(100), reason="Quiz"))
+    wait_until(lambda: waiting_on_locks() >= 1, timeout=30, message="the grant queueing")
+    race.start(lambda: saved.append(client.post(page, {"_continue": "1"}).status_code))
+    wait_until(lambda: saved or waiting_on_locks() >= 2, timeout=30, message="the POST")
+    release.set()
+    race.join()
+
+    assert saved == [302]
+    account.refresh_from_db()
+    assert account.balance == btc.classroom.starting_balance + 100
+    assert_ledger_invariants()
