@@ -82,8 +82,9 @@ PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
 def save_edited_fields(obj: Model, form: forms.BaseForm) -> None:
     """Save a changed ``obj``, writing only the model fields that ``form`` edits.
 
-    The rest of the row may be the engine's (an instrument's mark, a feed's step and tick
-    slot), moved by a tick since this request read it: a full save would put it back.
+    The rest of the row belongs to services and the engine (a free balance, an instrument's
+    mark, a feed's step and tick slot), which may have moved it since this request read it:
+    a full save would put it back.
     """
     names = [
         f.name for f in obj._meta.concrete_fields if f.name in form.fields and not f.primary_key
