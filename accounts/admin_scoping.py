@@ -79,6 +79,32 @@ PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
 }
 
 
+def save_edited_fields(obj: Model, form: forms.BaseForm) -> None:
+    """Save a changed ``obj``, writing only the model fields that ``form`` edits.
+
+    The rest of the row belongs to services and the engine (a free balance, an instrument's
+    mark, a feed's step and tick slot), which may have moved it since this request read it:
+    a full save would put it back.
+    """
+    names = [
+        f.name for f in obj._meta.concrete_fields if f.name in form.fields and not f.primary_key
+    ]
+    obj.save(update_fields=names)
+
+
+class EditedFieldsForm(forms.ModelForm):  # type: ignore[type-arg]
+    """A model form that saves a changed row through ``save_edited_fields``; for inlines,
+    which save their rows through the form rather than through ``ModelAdmin.save_model``."""
+
+    def save(self, commit: bool = True) -> Any:
+        if not commit or self.instance._state.adding:
+            return super().save(commit)
+        instance = super().save(commit=False)
+        save_edited_fields(instance, self)
+        self.save_m2m()
+        return instance
+
+
 class ClassroomScopedAdmin(admin.ModelAdmin):
     """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
 
@@ -105,6 +131,15 @@ class ClassroomScopedAdmin(admin.ModelAdmin):
         if choices is not None:
             kwargs.setdefault("queryset", choices)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Services and the engine write these rows too (a free balance, a mark, a feed's
+        # step) while the page is saved: write only what the page edits, which for a
+        # trading account is nothing.
+        save_edited_fields(obj, form)
 
     # --- permissions ------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ through a service, asks for confirmation first and writes to the admin log.
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -28,6 +30,7 @@ from accounts.admin_numbers import written
 from accounts.admin_scoping import (
     PLAIN_DECIMALS,
     ClassroomScopedAdmin,
+    EditedFieldsForm,
     ReadOnlyInline,
     ScopedInline,
 )
@@ -42,6 +45,7 @@ from liquidation.instructor import (
     classroom_grades,
     classroom_regenerate_join_code,
     classroom_set_trading,
+    confirmation_claim,
     grades_csv,
     insurance_fund_adjust,
 )
@@ -68,8 +72,22 @@ related_only = admin.RelatedOnlyFieldListFilter
 # --- confirmation pages ---------------------------------------------------------------
 
 
+class AlreadyConfirmed(Exception):
+    """The confirmation page sent has acted already."""
+
+
+ALREADY_CONFIRMED = (
+    "This confirmation was sent twice: it acted the first time only, and nothing more was changed."
+)
+TOKEN_RULE = re.compile(r"\A[0-9a-f]{32}\Z")
+
+
 class InstructorActionsMixin(ClassroomScopedAdmin):
-    """Actions that ask first, on an intermediate page listing what they will touch."""
+    """Actions that ask first, on an intermediate page listing what they will touch.
+
+    Each confirmation page carries a token of its own, claimed in the transaction that acts
+    on it: a double click on "Yes" or a resent request acts once, not twice.
+    """
 
     def confirmation(
         self,
@@ -94,6 +112,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
             "action": action,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "confirm_label": confirm_label,
+            "confirmation_token": uuid.uuid4().hex,
             "media": self.media + (form.media if form else forms.Media()),
         }
         request.current_app = self.admin_site.name
@@ -102,6 +121,17 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
     @staticmethod
     def confirmed(request: HttpRequest) -> bool:
         return request.POST.get("confirm") == "yes"
+
+    @staticmethod
+    def claim_confirmation(request: HttpRequest) -> None:
+        """Claim the confirmation page's token in the open transaction; raise
+        ``AlreadyConfirmed`` if it acted already. A request without a token (not sent from
+        the page) cannot be told from another and acts."""
+        token = request.POST.get("confirmation_token", "")
+        if TOKEN_RULE.match(token) and not confirmation_claim(
+            token=token, actor_id=request.user.pk
+        ):
+            raise AlreadyConfirmed
 
     def confirm_then_each(
         self,
@@ -126,6 +156,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
             return self.confirmation(request, queryset, **page)
         try:
             with transaction.atomic():
+                self.claim_confirmation(request)
                 if lock_first is not None:
                     lock_first([obj.pk for obj in queryset])
                 changed = 0
@@ -134,6 +165,9 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
                     if message is not None:
                         self.log_change(request, obj, message)
                         changed += 1
+        except AlreadyConfirmed:
+            self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+            return None
         except errors.DomainError as exc:
             self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
             return None
@@ -691,6 +725,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
             amount = form.signed_amount()
             try:
                 with transaction.atomic():
+                    self.claim_confirmation(request)
                     accounts_adjust(
                         account_ids=[account.pk for account in queryset],
                         amount=amount,
@@ -704,6 +739,9 @@ class TradingAccountAdmin(InstructorActionsMixin):
                             f"{'Granted' if amount > 0 else 'Deducted'} {written(abs(amount))}: "
                             f"{form.cleaned_data['reason']}",
                         )
+            except AlreadyConfirmed:
+                self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+                return None
             except errors.DomainError as exc:
                 form.add_error(None, f"Nothing was changed. {exc.message}")
             else:
@@ -813,6 +851,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
+    form = EditedFieldsForm  # each tick moves the feed's step and tick slot
     formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
@@ -929,6 +968,7 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
             what = ""
             try:
                 with transaction.atomic():
+                    self.claim_confirmation(request)
                     for instrument in queryset:
                         scenario = scenario_start(
                             instrument_id=instrument.pk,
@@ -943,6 +983,9 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                         self.log_change(
                             request, instrument, f"Started scenario #{scenario.pk}: {what}."
                         )
+            except AlreadyConfirmed:
+                self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+                return None
             except errors.DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
                 form.add_error(field, f"Nothing was started. {exc.message}")
@@ -976,6 +1019,7 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                 content = upload.read()
                 try:
                     with transaction.atomic():
+                        self.claim_confirmation(request)
                         for instrument in queryset:
                             feed = replay_upload(
                                 instrument_id=instrument.pk,
@@ -988,6 +1032,9 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                                 f"Replaying {feed.replay_points.count()} prices from "
                                 f"{upload.name}.",
                             )
+                except AlreadyConfirmed:
+                    self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+                    return None
                 except errors.DomainError as exc:
                     field = "speed" if exc.field == "speed" else "csv_file"
                     form.add_error(field, f"Nothing was changed. {exc.message}")

@@ -129,6 +129,9 @@ class TickResult:
 def advance_mark(instrument_id: int, slot: datetime, now: datetime) -> tuple[str, Decimal | None]:
     """Claim the slot and publish the next mark; a slot already claimed returns the stored mark."""
     with transaction.atomic():
+        # The instrument before its feed, in the order of an instructor's save of both (the
+        # instrument's page with its feed) and of a replay upload: the other order deadlocks.
+        instrument = Instrument.objects.select_for_update(no_key=True).get(pk=instrument_id)
         feed, _ = PriceFeed.objects.get_or_create(
             instrument_id=instrument_id, defaults={"kind": PriceFeed.Kind.MANUAL}
         )
@@ -137,7 +140,6 @@ def advance_mark(instrument_id: int, slot: datetime, now: datetime) -> tuple[str
             .filter(Q(last_tick_at__isnull=True) | Q(last_tick_at__lt=slot))
             .update(last_tick_at=slot)
         )
-        instrument = Instrument.objects.select_for_update(no_key=True).get(pk=instrument_id)
         if not claimed:
             last = PriceFeed.objects.filter(pk=feed.pk).values_list("last_tick_at", flat=True)[0]
             if last == slot:

@@ -1,4 +1,5 @@
-"""Instructor services that span the apps: resets, freezes, trading switches, join codes, grades.
+"""Instructor services that span the apps: resets, freezes, trading switches, join codes, grades,
+and the claim that lets each confirmation of an action act once.
 
 Like every service they take keyword-only ids, run in one transaction, lock the account
 before its positions and move money only through balanced ledger transactions.
@@ -31,7 +32,7 @@ from accounts.models import (
 from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text
 from accounts.services import clean_amount
 from accounts.spreadsheet import cell
-from liquidation.models import MarginCall, PriceFeed, ReplayPoint
+from liquidation.models import ConfirmedAction, MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Instrument, MarginTier, Order, Position
 from positions.services import (
@@ -407,3 +408,21 @@ def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
             ]
         )
     return out.getvalue()
+
+
+# --- confirmations --------------------------------------------------------------------
+
+
+def confirmation_claim(*, token: str, actor_id: int | None) -> bool:
+    """Claim the token of a confirmation page for the caller's transaction; False when it
+    was claimed already (the same confirmation sent again after it acted).
+
+    Run it inside the action's transaction: a claim by a transaction still running makes
+    this one wait for its outcome, and a refused action leaves its token unclaimed.
+    """
+    try:
+        with transaction.atomic():
+            ConfirmedAction.objects.create(token=token, created_by_id=actor_id)
+    except IntegrityError:
+        return False
+    return True

@@ -240,3 +240,22 @@ class EngineHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"Tick of {self.instrument_id} at {self.started_at:%H:%M:%S}"
+
+
+class ConfirmedAction(models.Model):
+    """The token of one confirmation page of an instructor's action, claimed when it acts.
+
+    A confirmation sent twice (a double click on "Yes", a request the browser resends) claims
+    the same token twice; the unique token makes the second one act on nothing, so a grant
+    or a top-up moves its money once. The claim is written in the action's own transaction:
+    an action that is refused claims nothing, and a second sending waits for the first.
+    """
+
+    token = models.CharField(max_length=32, unique=True)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Confirmation {self.token}"

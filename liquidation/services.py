@@ -95,6 +95,18 @@ def scenario_start(
         scenario.start_price = instrument.mark_price
     else:
         raise errors.DomainError("The scenario must be 'move' or 'set_price'.", field="kind")
+    # The engine ticks an instrument through its feed: one without a feed (and without a
+    # mark yet) is never ticked, and a switched-off feed is not ticked at all, so the
+    # scenario would never move the price. A manual feed keeps the mark where it leaves it.
+    feed, _ = PriceFeed.objects.get_or_create(
+        instrument=instrument, defaults={"kind": PriceFeed.Kind.MANUAL}
+    )
+    if not feed.is_active:
+        raise errors.DomainError(
+            f"The price feed of {instrument.symbol} is switched off, so the engine does not "
+            "tick it and no scenario would move its price: switch the feed on (its “Is "
+            "active” box, on the instrument's page) first."
+        )
     Scenario.objects.filter(instrument=instrument, status=Scenario.Status.ACTIVE).update(
         status=Scenario.Status.CANCELLED, finished_at=now
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.db.models import Model
@@ -30,6 +32,10 @@ from tests.factories import UserFactory, make_classroom, make_instrument, make_s
 
 
 def make_instructor(username: str) -> User:
+    if not Group.objects.filter(name="Instructors").exists():
+        # A transactional test flushed the tables: put back what the data migration made.
+        instructors_group = importlib.import_module("liquidation.migrations.0003_instructors_group")
+        instructors_group.create_group(apps, None)
     user = UserFactory.create(username=username, is_staff=True)
     user.groups.add(Group.objects.get(name="Instructors"))
     return user

@@ -7,8 +7,10 @@ from decimal import Decimal
 from django.contrib.admin.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import LedgerTransaction
+from liquidation import engine
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 from tests.invariants import assert_ledger_invariants
@@ -200,3 +202,35 @@ def test_the_scenario_form_shows_the_marks_it_would_start_from(world, alpha_clie
     ).content.decode()
     assert f"Marks now: {btc.symbol} 61,234.5." in asked
     assert not Scenario.objects.filter(status=Scenario.Status.ACTIVE).exists()
+
+
+def test_setting_the_price_of_a_new_instrument_without_feed_or_mark_gives_it_one(
+    world, alpha_client
+):
+    """Such an instrument is not one the engine ticks: the scenario gives it a manual feed,
+    so the next tick sets the price and students can trade it."""
+    fresh = Instrument.objects.create(classroom=world.alpha_class, symbol="NEWUSDT")
+    response = act(
+        alpha_client, INSTRUMENTS, "start_scenario", [fresh], kind="set_price", target_price="250"
+    )
+    assert response.status_code == 302
+    assert fresh.pk in engine.active_instrument_ids()  # what the beat fans out
+    assert engine.tick_instrument(fresh.pk, timezone.now()).status == "ticked"
+    fresh.refresh_from_db()
+    assert fresh.mark_price == D(250)
+    assert PriceFeed.objects.get(instrument=fresh).kind == PriceFeed.Kind.MANUAL
+
+
+def test_a_scenario_on_a_switched_off_feed_is_refused_and_says_why(world, alpha_client):
+    btc = alpha_btc(world)
+    PriceFeed.objects.filter(instrument=btc).update(is_active=False)
+    response = act(
+        alpha_client, INSTRUMENTS, "start_scenario", [btc],
+        kind="move", percent="-30", duration_seconds="0",
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "Nothing was started. The price feed of ALPUSDT is switched off" in (
+        response.content.decode()
+    )
+    assert not Scenario.objects.filter(instrument=btc, status=Scenario.Status.ACTIVE).exists()
+    assert not PriceFeed.objects.get(instrument=btc).is_active

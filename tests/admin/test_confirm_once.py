@@ -1,0 +1,174 @@
+"""A confirmation page acts once: sent twice (a double click, a resent request), an action
+that moves money moves it once, and the second sending says so."""
+
+from __future__ import annotations
+
+import re
+import threading
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.db import connections, transaction
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import ClassroomPocket, LedgerTransaction, TradingAccount
+from liquidation.models import Scenario
+from positions.models import Instrument
+from tests.admin.conftest import make_instructor
+from tests.factories import make_classroom, make_student
+from tests.invariants import assert_ledger_invariants
+from tests.processes import wait_until, waiting_on_locks
+
+ACCOUNTS = reverse("admin:accounts_tradingaccount_changelist")
+CLASSROOMS = reverse("admin:accounts_classroom_changelist")
+INSTRUMENTS = reverse("admin:positions_instrument_changelist")
+Kind = LedgerTransaction.Kind
+SENT_TWICE = "This confirmation was sent twice"
+
+
+def confirmation(client, changelist, action, objects, **data) -> dict:
+    """Ask for the action and fill in its confirmation page as the instructor would."""
+    selected = [o.pk for o in objects]
+    page = client.post(changelist, {"action": action, "_selected_action": selected})
+    assert page.status_code == 200
+    hidden = dict(re.findall(rb'type="hidden" name="(confirm\w*)" value="([^"]*)"', page.content))
+    fields = {name.decode(): value.decode() for name, value in hidden.items()}
+    return {"action": action, "_selected_action": selected, **fields, **data}
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.wsgi_request._messages]
+
+
+def kinds_since(before: int) -> list[str]:
+    return list(LedgerTransaction.objects.filter(pk__gt=before).values_list("kind", flat=True))
+
+
+def last_txn_id() -> int:
+    return LedgerTransaction.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def test_a_grant_confirmed_twice_moves_the_money_once(world, alpha_client):
+    accounts = list(TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk"))
+    balances = [a.balance for a in accounts]
+    before = last_txn_id()
+    sent = confirmation(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="grant", amount="250", reason="Won the quiz",
+    )  # fmt: skip
+    first = alpha_client.post(ACCOUNTS, sent)
+    again = alpha_client.post(ACCOUNTS, sent)
+
+    assert first.status_code == again.status_code == 302
+    assert kinds_since(before) == [Kind.GRANT, Kind.GRANT]  # one per account, once
+    for account, balance in zip(accounts, balances, strict=True):
+        account.refresh_from_db()
+        assert account.balance == balance + 250
+    assert any(SENT_TWICE in m for m in messages_of(again))
+    assert LogEntry.objects.filter(change_message__startswith="Granted").count() == 2
+    assert_ledger_invariants()
+
+
+def test_an_insurance_top_up_confirmed_twice_moves_the_money_once(world, alpha_client):
+    classroom = world.alpha_class
+    fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance")
+    before = last_txn_id()
+    sent = confirmation(
+        alpha_client, CLASSROOMS, "adjust_insurance_fund", [classroom],
+        direction="top_up", amount="500", reason="Crash lesson",
+    )  # fmt: skip
+    alpha_client.post(CLASSROOMS, sent)
+    again = alpha_client.post(CLASSROOMS, sent)
+
+    assert kinds_since(before) == [Kind.INSURANCE_ADJUST]
+    assert ClassroomPocket.objects.get(pk=fund.pk).balance == fund.balance + 500
+    assert any(SENT_TWICE in m for m in messages_of(again))
+    assert_ledger_invariants()
+
+
+def test_a_move_confirmed_twice_starts_one_scenario(world, alpha_client):
+    instrument = Instrument.objects.get(classroom=world.alpha_class)
+    sent = confirmation(
+        alpha_client, INSTRUMENTS, "start_scenario", [instrument],
+        kind="move", percent="-30", duration_seconds="0",
+    )  # fmt: skip
+    alpha_client.post(INSTRUMENTS, sent)
+    again = alpha_client.post(INSTRUMENTS, sent)
+
+    started = Scenario.objects.filter(instrument=instrument).exclude(status="finished")
+    assert list(started.values_list("status", "percent")) == [("active", Decimal(-30))]
+    assert any(SENT_TWICE in m for m in messages_of(again))
+
+
+def test_a_refused_confirmation_can_be_sent_again_once_corrected(world, alpha_client):
+    """A refusal claims nothing: the same page, corrected, still acts."""
+    poor = TradingAccount.objects.filter(classroom=world.alpha_class).order_by("balance")[0]
+    before = last_txn_id()
+    sent = confirmation(
+        alpha_client, ACCOUNTS, "grant_or_deduct", [poor],
+        direction="deduct", amount=str(poor.balance + 1), reason="Penalty",
+    )  # fmt: skip
+    refused = alpha_client.post(ACCOUNTS, sent)
+    assert b"Nothing was changed" in refused.content
+    corrected = alpha_client.post(ACCOUNTS, {**sent, "amount": "1"})
+    assert corrected.status_code == 302
+    assert kinds_since(before) == [Kind.DEDUCT]
+    assert_ledger_invariants()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_sending_both_at_once_grants_once():
+    """The second sending arrives while the first is still moving the money: it waits for
+    the first's claim and then acts on nothing."""
+    alpha = make_instructor("alpha")
+    classroom = make_classroom(instructor=alpha, name="Double click")
+    account = make_student(classroom)
+    client = Client()
+    client.force_login(alpha)
+    sent = confirmation(
+        client, ACCOUNTS, "grant_or_deduct", [account],
+        direction="grant", amount="100", reason="Quiz",
+    )  # fmt: skip
+    before = last_txn_id()
+    held, release = threading.Event(), threading.Event()
+    statuses: list[int] = []
+    failures: list[BaseException] = []
+
+    def hold_house() -> None:
+        try:
+            with transaction.atomic():
+                ClassroomPocket.objects.select_for_update().get(classroom=classroom, kind="house")
+                held.set()
+                assert release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    def click() -> None:
+        try:
+            clicker = Client()
+            clicker.force_login(alpha)
+            statuses.append(clicker.post(ACCOUNTS, sent).status_code)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_house)
+    holder.start()
+    assert held.wait(timeout=30)
+    clicks = [threading.Thread(target=click) for _ in range(2)]
+    for thread in clicks:
+        thread.start()
+    wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="both clicks queueing")
+    release.set()
+    for thread in [holder, *clicks]:
+        thread.join(timeout=60)
+
+    assert not failures, failures
+    assert statuses == [302, 302]
+    assert kinds_since(before) == [Kind.GRANT]
+    account.refresh_from_db()
+    assert account.balance == classroom.starting_balance + 100
+    assert_ledger_invariants()
