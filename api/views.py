@@ -199,9 +199,11 @@ class ApiView(generics.GenericAPIView):
             )
         return raw
 
-    def filter_symbol(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    def filter_symbol(
+        self, queryset: QuerySet[Any], lookup: str = "instrument__symbol__iexact"
+    ) -> QuerySet[Any]:
         symbol = self.text_param("symbol", max_length=SYMBOL_LENGTH)
-        return queryset if symbol is None else queryset.filter(instrument__symbol__iexact=symbol)
+        return queryset if symbol is None else queryset.filter(**{lookup: symbol})
 
 
 ACCOUNT_PARAM = OpenApiParameter(
@@ -917,18 +919,19 @@ class FillListView(ApiView):
     """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
     at its price, with its fee and the PnL it realised."""
 
-    query_params = {"get": ("account", "position", "cursor", "limit")}
+    query_params = {"get": ("account", "symbol", "position", "cursor", "limit")}
 
     serializer_class = s.FillSerializer
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[ACCOUNT_PARAM, POSITION_PARAM],
+        parameters=[ACCOUNT_PARAM, SYMBOL_PARAM, POSITION_PARAM],
         responses={200: s.FillSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
         fills = self.filter_account(selectors.fills_for_user(self.user), "position__account_id")
+        fills = self.filter_symbol(fills, "position__instrument__symbol__iexact")
         page = self.paginate_queryset(self.filter_position(fills))
         return self.get_paginated_response(s.FillSerializer(page, many=True).data)
 
