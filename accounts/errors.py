@@ -122,3 +122,10 @@ class ClientOrderIdReused(DomainError):
 
     code = "client_order_id_reused"
     status = 409
+
+
+class ClientRequestIdReused(DomainError):
+    """A client_request_id repeated for another margin change: a retry must be the same one."""
+
+    code = "client_request_id_reused"
+    status = 409

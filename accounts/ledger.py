@@ -102,6 +102,7 @@ def ledger_post(
     memo: str = "",
     position_id: int | None = None,
     created_by_id: int | None = None,
+    client_request_id: str = "",
     collateral_updater: CollateralUpdater | None = None,
     order_margin_updater: OrderMarginUpdater | None = None,
 ) -> LedgerTransaction:
@@ -111,6 +112,7 @@ def ledger_post(
     checked that no pocket but the house goes negative; the CHECK constraints are the
     last line of defence. Collateral and order margin live in the positions app, so legs
     on them are applied through ``collateral_updater`` and ``order_margin_updater``.
+    ``client_request_id`` is the client's own id of a margin change, unique per position.
     """
     kept = [leg for leg in legs if leg.amount != 0]
     for leg in kept:
@@ -151,6 +153,7 @@ def ledger_post(
             position_id=position_id,
             created_by_id=created_by_id,
             created_at=timezone.now(),
+            client_request_id=client_request_id,
         )
         LedgerEntry.objects.bulk_create(
             LedgerEntry(

@@ -205,9 +205,21 @@ class LedgerTransaction(models.Model):
         User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # A client's own id of a margin change ("" when none was sent): a retry that sends it
+    # again finds this movement instead of moving the margin a second time. The database
+    # default keeps rows inserted in bulk without naming it (the engine's COPY) valid.
+    client_request_id = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # Racing retries of one margin change cannot both post: the second insert fails.
+            models.UniqueConstraint(
+                fields=["position_id", "client_request_id"],
+                condition=~Q(client_request_id=""),
+                name="ledger_client_request_id_unique_per_position",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.get_kind_display()}"

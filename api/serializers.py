@@ -289,6 +289,14 @@ class TpslChangeSerializer(RequestSerializer):
 
 class MarginChangeSerializer(RequestSerializer):
     amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
+    client_request_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Your own id of this margin change, unique per position: repeating it with "
+        "the same position and amount returns the position without moving the margin again.",
+    )
 
 
 # --- responses ----------------------------------------------------------------------------

@@ -199,9 +199,11 @@ class ApiView(generics.GenericAPIView):
             )
         return raw
 
-    def filter_symbol(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+    def filter_symbol(
+        self, queryset: QuerySet[Any], lookup: str = "instrument__symbol__iexact"
+    ) -> QuerySet[Any]:
         symbol = self.text_param("symbol", max_length=SYMBOL_LENGTH)
-        return queryset if symbol is None else queryset.filter(instrument__symbol__iexact=symbol)
+        return queryset if symbol is None else queryset.filter(**{lookup: symbol})
 
 
 ACCOUNT_PARAM = OpenApiParameter(
@@ -827,12 +829,28 @@ class PositionCloseView(PositionWriteView):
 
 
 class PositionMarginView(PositionWriteView):
-    """Add (positive ``amount``) or remove (negative) isolated margin."""
+    """Add (positive ``amount``) or remove (negative) isolated margin. With a
+    ``client_request_id`` seen before on this change, nothing moves again: the answer is the
+    position as it is now, as after the first try."""
 
     @extend_schema(
         parameters=[ID_PARAM],
         request=s.MarginChangeSerializer,
-        responses={200: s.PositionSerializer, **WRITE_ERRORS},
+        responses={
+            200: OpenApiResponse(
+                s.PositionSerializer,
+                description="The position after the change (also when the client_request_id "
+                "was seen before: the margin moved once).",
+            ),
+            **WRITE_ERRORS,
+            409: OpenApiResponse(
+                s.ErrorSerializer,
+                description="The position is no longer open (position_not_open), the mark has "
+                "reached its liquidation price (position_liquidating), insufficient_balance, "
+                "margin_removal_too_large, client_request_id_reused: the client_request_id was "
+                "used for another margin change (the message names it), or amount_too_large.",
+            ),
+        },
         tags=["positions"],
     )
     def post(self, request: Request, pk: str) -> Response:
@@ -840,10 +858,15 @@ class PositionMarginView(PositionWriteView):
         body = s.MarginChangeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         amount: Decimal = clean_amount(body.validated_data["amount"], allow_negative=True)
+        request_id = body.validated_data["client_request_id"]
         if amount > 0:
-            services.position_add_margin(position_id=position_id, amount=amount)
+            services.position_add_margin(
+                position_id=position_id, amount=amount, client_request_id=request_id
+            )
         else:
-            services.position_remove_margin(position_id=position_id, amount=-amount)
+            services.position_remove_margin(
+                position_id=position_id, amount=-amount, client_request_id=request_id
+            )
         return self.respond(position_id)
 
 
@@ -896,18 +919,19 @@ class FillListView(ApiView):
     """Your executions, newest first: every open, close, liquidation and auto-deleveraging fill
     at its price, with its fee and the PnL it realised."""
 
-    query_params = {"get": ("account", "position", "cursor", "limit")}
+    query_params = {"get": ("account", "symbol", "position", "cursor", "limit")}
 
     serializer_class = s.FillSerializer
     pagination_class = NewestFirst
 
     @extend_schema(
-        parameters=[ACCOUNT_PARAM, POSITION_PARAM],
+        parameters=[ACCOUNT_PARAM, SYMBOL_PARAM, POSITION_PARAM],
         responses={200: s.FillSerializer(many=True), **READ_ERRORS},
         tags=["positions"],
     )
     def get(self, request: Request) -> Response:
         fills = self.filter_account(selectors.fills_for_user(self.user), "position__account_id")
+        fills = self.filter_symbol(fills, "position__instrument__symbol__iexact")
         page = self.paginate_queryset(self.filter_position(fills))
         return self.get_paginated_response(s.FillSerializer(page, many=True).data)
 

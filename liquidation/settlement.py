@@ -328,6 +328,7 @@ def _post_bulk(classroom_id: int, settled: list[_Settled], now: datetime) -> Del
                 "position_id": item.position.pk,
                 "created_by_id": None,
                 "created_at": now,
+                "client_request_id": "",
             }
             for item in settled
         ],

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 from django.db import transaction
-from django.db.models import BigIntegerField, Q, Subquery, Value
+from django.db.models import BigIntegerField, Q, Subquery, Sum, Value
 from django.utils import timezone
 
 from accounts import errors
@@ -147,6 +147,22 @@ def clean_client_order_id(value: object) -> str:
             field="client_order_id",
         )
     return client_order_id
+
+
+CLIENT_REQUEST_ID_LENGTH = (
+    LedgerTransaction._meta.get_field("client_request_id").max_length or CLIENT_ORDER_ID_LENGTH
+)
+
+
+def clean_client_request_id(value: object) -> str:
+    """A client's own id of a margin change, stripped; "" when there is none."""
+    client_request_id = str(value or "").strip()
+    if len(client_request_id) > CLIENT_REQUEST_ID_LENGTH:
+        raise errors.DomainError(
+            f"client_request_id is at most {CLIENT_REQUEST_ID_LENGTH} characters.",
+            field="client_request_id",
+        )
+    return client_request_id
 
 
 # --- prices and quotes ----------------------------------------------------------------
@@ -1114,11 +1130,76 @@ def position_close(
 # --- margin and TP/SL -----------------------------------------------------------------
 
 
+MARGIN_CHANGE_KINDS = (LedgerTransaction.Kind.ADD_MARGIN, LedgerTransaction.Kind.REMOVE_MARGIN)
+
+
+def _margin_change_done(
+    *, account: TradingAccount, position: Position, collateral_change: Decimal, request_id: str
+) -> bool:
+    """Whether the account made this margin change before under ``request_id``: the same
+    position, the same signed change of its collateral. An id used for anything else is
+    ClientRequestIdReused, whose message names what it was first used for.
+
+    Run it under the account's lock: it is a statement of its own, so it sees every margin
+    change committed before the lock was granted, and of racing retries only the first posts.
+    """
+    if not request_id:
+        return False
+    first = (
+        LedgerTransaction.objects.filter(
+            client_request_id=request_id,
+            kind__in=MARGIN_CHANGE_KINDS,
+            position_id__in=Position.objects.filter(account_id=account.pk).values("pk"),
+        )
+        .order_by("pk")
+        .first()
+    )
+    if first is None:
+        return False
+    moved = (
+        LedgerEntry.objects.filter(
+            transaction_id=first.pk, pocket=Pocket.COLLATERAL, position_id=first.position_id
+        ).aggregate(total=Sum("amount"))["total"]
+        or ZERO
+    )
+    if first.position_id == position.pk and moved == collateral_change:
+        return True
+    currency = account.classroom.currency
+    done = (
+        f"add {memo_money(moved, currency)} margin to"
+        if moved > 0
+        else f"remove {memo_money(-moved, currency)} margin from"
+    )
+    raise errors.ClientRequestIdReused(
+        f"client_request_id {request_id!r} was first used to {done} position "
+        f"#{first.position_id}; send a new client_request_id for another margin change.",
+        field="client_request_id",
+    )
+
+
+def _margin_changed(position_id: int, *, repeated: bool) -> Position:
+    changed = _fresh(position_id)
+    changed.repeated = repeated  # type: ignore[attr-defined]
+    return changed
+
+
 @transaction.atomic
-def position_add_margin(*, position_id: int, amount: object) -> Position:
-    """Move free balance into a position's collateral: its liquidation price moves away."""
+def position_add_margin(
+    *, position_id: int, amount: object, client_request_id: str = ""
+) -> Position:
+    """Move free balance into a position's collateral: its liquidation price moves away.
+
+    The position comes back with ``repeated`` set when ``client_request_id`` names this same
+    change made before: nothing moves again, even if the position has closed since. One used
+    for another change is ClientRequestIdReused.
+    """
     value = clean_amount(amount)
+    request_id = clean_client_request_id(client_request_id)
     account, position, collateral = lock_position(position_id)
+    if _margin_change_done(
+        account=account, position=position, collateral_change=value, request_id=request_id
+    ):
+        return _margin_changed(position.pk, repeated=True)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     refuse_if_liquidating(position, collateral.amount, current_mark(position.instrument))
@@ -1137,10 +1218,11 @@ def position_add_margin(*, position_id: int, amount: object) -> Position:
             Leg(Pocket.ACCOUNT, -value, account_id=account.pk),
             Leg(Pocket.COLLATERAL, value, account_id=account.pk, position_id=position.pk),
         ],
+        client_request_id=request_id,
     )
     _restore_prices(position, Collateral.objects.get(pk=position.pk).amount)
     position.save(update_fields=["liquidation_price", "bankruptcy_price"])
-    return _fresh(position.pk)
+    return _margin_changed(position.pk, repeated=False)
 
 
 def _removable_above_maintenance(
@@ -1220,10 +1302,18 @@ def removable_margin(
 
 
 @transaction.atomic
-def position_remove_margin(*, position_id: int, amount: object) -> Position:
-    """Move collateral back to the free balance, within what keeps the position safe."""
+def position_remove_margin(
+    *, position_id: int, amount: object, client_request_id: str = ""
+) -> Position:
+    """Move collateral back to the free balance, within what keeps the position safe.
+    A ``client_request_id`` makes a retry safe, as for position_add_margin."""
     value = clean_amount(amount)
+    request_id = clean_client_request_id(client_request_id)
     account, position, collateral = lock_position(position_id)
+    if _margin_change_done(
+        account=account, position=position, collateral_change=-value, request_id=request_id
+    ):
+        return _margin_changed(position.pk, repeated=True)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
     refuse_if_liquidating(position, collateral.amount, current_mark(position.instrument))
@@ -1256,10 +1346,11 @@ def position_remove_margin(*, position_id: int, amount: object) -> Position:
             Leg(Pocket.COLLATERAL, -value, account_id=account.pk, position_id=position.pk),
             Leg(Pocket.ACCOUNT, value, account_id=account.pk),
         ],
+        client_request_id=request_id,
     )
     _restore_prices(position, collateral.amount - value)
     position.save(update_fields=["liquidation_price", "bankruptcy_price"])
-    return _fresh(position.pk)
+    return _margin_changed(position.pk, repeated=False)
 
 
 # For position_set_tpsl: leave this price as it is (None clears it).

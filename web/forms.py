@@ -68,8 +68,9 @@ def add_domain_error(form: forms.BaseForm, error: DomainError) -> None:
 
 
 def one_time_order_id() -> str:
-    """A fresh client_order_id for a form that places an order: a second submit of the same
-    rendered form finds the first one's order instead of trading again."""
+    """A fresh client_order_id for a form that places an order (or client_request_id for one
+    that changes margin): a second submit of the same rendered form finds the first one's
+    order or margin change instead of trading or moving the margin again."""
     return f"web-{uuid.uuid4().hex}"
 
 
@@ -220,6 +221,7 @@ class TradeForm(forms.Form):
 class MarginForm(forms.Form):
     action = forms.ChoiceField(choices=[("add", "Add margin"), ("remove", "Remove margin")])
     amount = money_field(required=True)
+    client_request_id = one_time_order_id_field()
 
 
 class CloseForm(forms.Form):

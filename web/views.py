@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.errors import ClientOrderIdReused, DomainError
+from accounts.errors import ClientOrderIdReused, ClientRequestIdReused, DomainError
 from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
@@ -534,7 +534,7 @@ def _position_action(request: HttpRequest, position_id: int, form: Any, act: Any
     if form.is_valid():
         try:
             done = act(position, form.cleaned_data)
-        except ClientOrderIdReused:
+        except (ClientOrderIdReused, ClientRequestIdReused):
             # The form was sent before with other terms (changed while the first submit was
             # on its way): that one is done, and this one would need a form of its own.
             messages.error(
@@ -562,7 +562,13 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
     def act(position: Position, data: dict[str, Any]) -> str:
         adding = data["action"] == "add"
         change = services.position_add_margin if adding else services.position_remove_margin
-        changed = change(position_id=position.pk, amount=data["amount"])
+        changed = change(
+            position_id=position.pk,
+            amount=data["amount"],
+            # The form's one-time id: a second submit of it (a double click) finds the first
+            # change and moves nothing more.
+            client_request_id=data.get("client_request_id") or "",
+        )
         currency = position.account.classroom.currency
         amount = shown.money(data["amount"], currency)
         lp = changed.liquidation_price
@@ -571,11 +577,16 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
             if lp is not None
             else "it can no longer be liquidated"
         )
+        now = f"now {shown.money(changed.collateral.amount, currency)} {currency}"
+        if changed.repeated:  # type: ignore[attr-defined]
+            done = "added to" if adding else "removed from"
+            state = f" ({now}; {moved})" if changed.is_open else ""
+            return (
+                f"This form was already sent: {amount} was {done} the collateral of position "
+                f"#{position.pk} once, and nothing more was moved{state}."
+            )
         verb = f"Added {amount} to" if adding else f"Removed {amount} from"
-        return (
-            f"{verb} the collateral of position #{position.pk} "
-            f"(now {shown.money(changed.collateral.amount, currency)} {currency}); {moved}."
-        )
+        return f"{verb} the collateral of position #{position.pk} ({now}); {moved}."
 
     return _position_action(request, position_id, MarginForm(request.POST, prefix="margin"), act)
 

@@ -150,3 +150,19 @@ def test_a_liquidation_is_a_fill_without_an_order_and_no_statement_entry(api, ac
     assert fills[0]["order"] is None and fills[1]["order"] is not None
     # The loss stopped at the collateral: the free balance, and so its statement, did not move.
     assert every_page(api, STATEMENT) == before
+
+
+def test_fills_filter_by_symbol_in_any_letter_case(api, account, btc, classroom):
+    eth = make_instrument(classroom, symbol="ETHUSDT", mark="3000")
+    on_btc = open_and_half_close(account, btc)
+    on_eth = position_open(
+        account_id=account.pk, instrument_id=eth.pk, side="short", quantity="0.1", leverage=5
+    )
+    assert {f["position"] for f in every_page(api, FILLS, symbol="btcusdt")} == {on_btc.pk}
+    assert [f["position"] for f in every_page(api, FILLS, symbol="EthUsdt")] == [on_eth.pk]
+    assert every_page(api, FILLS, symbol="SOLUSDT") == []
+    both = every_page(api, FILLS, symbol="ETHUSDT", position=on_btc.pk, account=account.pk)
+    assert both == []
+    too_long = api.get(FILLS, {"symbol": "X" * 100})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["fields"].keys() == {"symbol"}

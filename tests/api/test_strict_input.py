@@ -187,10 +187,10 @@ def test_cancelling_every_order_refuses_a_filter_it_does_not_take(api, account, 
 def test_a_query_parameter_the_endpoint_does_not_read_is_refused_not_ignored(
     api, account, position, other_account
 ):
-    """Ignored, ?symbol= on the fills (which only take account and position) would answer
-    every symbol's fills as if they were one's, and a misspelt ?acount= every account's."""
+    """Ignored, ?symbol= on the statement (which only takes account) would answer every
+    symbol's movements as if they were one's, and a misspelt ?acount= every account's."""
     for path, name in (
-        ("/api/v1/fills/?symbol=ETHUSDT", "symbol"),
+        ("/api/v1/statement/?symbol=ETHUSDT", "symbol"),
         ("/api/v1/statement/?position=1", "position"),
         ("/api/v1/positions/?acount=1", "acount"),
         ("/api/v1/orders/?side=short", "side"),

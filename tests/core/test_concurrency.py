@@ -20,7 +20,7 @@ from decimal import Decimal
 from functools import partial
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
 from accounts.errors import DomainError
 from accounts.ledger import Leg, ledger_post, lock_classroom_pockets
@@ -31,6 +31,7 @@ from positions.services import (
     order_place,
     position_add_margin,
     position_close,
+    position_ledger_post,
     position_open,
     position_remove_margin,
 )
@@ -212,6 +213,69 @@ def test_a_repeated_client_order_id_under_concurrency_makes_one_order(market):
     assert Order.objects.filter(account=account).count() == 1
     assert Position.objects.filter(account=account).count() == 1
     assert balance(account) == D(10000) - D(603)
+    assert_ledger_invariants()
+
+
+@pytest.mark.parametrize(
+    ("change", "moved"), [(position_add_margin, D(100)), (position_remove_margin, D(-100))]
+)
+def test_simultaneous_retries_of_one_margin_change_move_it_once(market, change, moved):
+    _, btc, account = market
+    position = position_open(
+        account_id=account.pk,
+        instrument_id=btc.pk,
+        side="long",
+        quantity="0.5",
+        leverage=20,
+        extra_collateral="1000",
+    )
+    start = balance(account)
+    retry = partial(change, position_id=position.pk, amount="100", client_request_id="bot-m1")
+    outcomes = simultaneously(*[retry] * 6)
+    assert codes(outcomes) == ["ok"] * 6
+    # One of them moved the margin; every other one found it and moved nothing.
+    assert sorted(p.repeated for _, p in outcomes) == [False] + [True] * 5  # type: ignore[attr-defined]
+    assert Collateral.objects.get(pk=position.pk).amount == D(2500) + moved
+    assert balance(account) == start - moved
+    assert LedgerTransaction.objects.filter(client_request_id="bot-m1").count() == 1
+    assert_ledger_invariants()
+
+
+def test_the_database_refuses_a_second_posting_of_one_client_request_id(market):
+    """The account's lock already queues retries; the unique constraint is the last line of
+    defence should a margin change ever post without it."""
+    classroom, btc, account = market
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    start = balance(account)
+
+    def post() -> str:
+        try:
+            with transaction.atomic():
+                position_ledger_post(
+                    classroom_id=classroom.pk,
+                    kind=LedgerTransaction.Kind.ADD_MARGIN,
+                    position_id=position.pk,
+                    legs=[
+                        Leg(LedgerEntry.Pocket.ACCOUNT, -D(10), account_id=account.pk),
+                        Leg(
+                            LedgerEntry.Pocket.COLLATERAL,
+                            D(10),
+                            account_id=account.pk,
+                            position_id=position.pk,
+                        ),
+                    ],
+                    client_request_id="bot-m2",
+                )
+        except IntegrityError:
+            return "duplicate"
+        return "posted"
+
+    outcomes = simultaneously(*[post] * 4)
+    assert sorted(str(value) for _, value in outcomes) == ["duplicate"] * 3 + ["posted"]
+    assert LedgerTransaction.objects.filter(client_request_id="bot-m2").count() == 1
+    assert balance(account) == start - D(10)
     assert_ledger_invariants()
 
 

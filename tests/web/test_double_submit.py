@@ -1,6 +1,6 @@
 """A form sent twice (a double click, a retry on a slow network) trades once: the trade ticket
-and the close form carry a one-time client_order_id, and the second submit lands where the
-first one did."""
+and the close form carry a one-time client_order_id, the margin form a one-time
+client_request_id, and the second submit lands where the first one did."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from accounts.models import LedgerTransaction
 from liquidation.settlement import breached_position_ids, liquidate_batch
 from positions.models import Fill, Instrument, Order, Position
+from positions.services import position_add_margin
 from tests.invariants import assert_ledger_invariants, money_snapshot
 
 pytestmark = pytest.mark.django_db
@@ -245,3 +247,98 @@ def test_a_full_ticket_sent_twice_is_still_the_same_order(alice_client, account,
         f"Opened position #{order.position_id}.",
         f"Order #{order.pk} is resting until it triggers.",
     )
+
+
+def margin_form(client, position) -> str:
+    page = client.get(reverse("position", args=[position.pk])).content.decode()
+    return token(page, "margin-client_request_id")
+
+
+@pytest.mark.parametrize(
+    ("action", "collateral", "message"),
+    [
+        ("add", Decimal(1900), "Added 100.00 to the collateral of position #{pk}"),
+        ("remove", Decimal(1700), "Removed 100.00 from the collateral of position #{pk}"),
+    ],
+)
+def test_a_margin_form_sent_twice_moves_the_margin_once(
+    alice_client, position, action, collateral, message
+):
+    position_add_margin(position_id=position.pk, amount="300")  # some to remove
+    sent = {
+        "margin-action": action,
+        "margin-amount": "100",
+        "margin-client_request_id": margin_form(alice_client, position),
+    }
+    url = reverse("position-margin", args=[position.pk])
+    first = alice_client.post(url, sent, follow=True)
+    before = money_snapshot()
+    second = alice_client.post(url, sent, follow=True)
+    assert money_snapshot() == before
+    position.refresh_from_db()
+    assert position.collateral.amount == collateral
+    stored = LedgerTransaction.objects.filter(client_request_id=sent["margin-client_request_id"])
+    assert list(stored.values_list("kind", flat=True)) == [f"{action}_margin"]
+    assert shown_messages(first)[0].startswith(message.format(pk=position.pk))
+    done = "added to" if action == "add" else "removed from"
+    [again] = shown_messages(second)
+    assert again.startswith(
+        f"This form was already sent: 100.00 was {done} the collateral of position "
+        f"#{position.pk} once, and nothing more was moved (now {collateral:,.2f} USDT; "
+        "liquidation price now "
+    )
+    # The page shown after it has a form of its own for the next change.
+    assert (
+        token(second.content.decode(), "margin-client_request_id")
+        != sent["margin-client_request_id"]
+    )
+    assert_ledger_invariants()
+
+
+def test_a_margin_form_sent_again_after_a_close_moves_nothing(alice_client, position):
+    sent = {
+        "margin-action": "add",
+        "margin-amount": "100",
+        "margin-client_request_id": margin_form(alice_client, position),
+    }
+    url = reverse("position-margin", args=[position.pk])
+    alice_client.post(url, sent, follow=True)
+    alice_client.post(
+        reverse("position-close", args=[position.pk]), {"close-quantity": ""}, follow=True
+    )
+    before = money_snapshot()
+    late = alice_client.post(url, sent, follow=True)
+    assert money_snapshot() == before
+    assert shown_messages(late) == [
+        f"This form was already sent: 100.00 was added to the collateral of position "
+        f"#{position.pk} once, and nothing more was moved."
+    ]
+
+
+def test_a_margin_form_sent_again_with_another_amount_moves_nothing_more(alice_client, position):
+    once = margin_form(alice_client, position)
+    url = reverse("position-margin", args=[position.pk])
+    sent = {"margin-action": "add", "margin-amount": "100", "margin-client_request_id": once}
+    alice_client.post(url, sent, follow=True)
+    before = money_snapshot()
+    changed = alice_client.post(url, {**sent, "margin-amount": "200"}, follow=True)
+    assert money_snapshot() == before
+    assert changed.redirect_chain == [(reverse("position", args=[position.pk]), 302)]
+    assert shown_messages(changed) == [
+        "This form was already sent with other values, and that first submit was carried out; "
+        "nothing more was done. Check the position before trying again."
+    ]
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal(1600)
+
+
+def test_a_tampered_margin_form_id_is_refused_above_the_form(alice_client, position):
+    before = money_snapshot()
+    response = alice_client.post(
+        reverse("position-margin", args=[position.pk]),
+        {"margin-action": "add", "margin-amount": "100", "margin-client_request_id": "x" * 65},
+    )
+    assert response.status_code == 400
+    errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
+    assert "client_request_id is at most 64 characters." in errors
+    assert money_snapshot() == before
