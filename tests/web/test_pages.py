@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -852,6 +853,21 @@ def test_the_timeline_and_statement_read_amounts_rounded_to_cents_and_ticks(
     liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
     assert "Closed 0.5 at mark 57,000.0; collateral lost 1,500.00, liquidation fee " in liquidated
     assert "0000" not in liquidated  # no amount written to 8 or 10 places
+
+
+def test_the_liquidation_on_the_timeline_names_the_collateral_as_what_it_lost(
+    alice_client, account, position, btc
+):
+    set_price(btc, "57000")  # the liquidation
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
+    # The loss is the collateral's, as the other events' amounts are: not read as a change of
+    # the free balance that the same line says was untouched.
+    assert re.search(
+        r"free balance untouched; collateral <span class=\"loss\">-1,500.00</span>$", liquidated
+    )
+    account.refresh_from_db()
+    assert f'<span class="value" data-testid="free-balance">{account.balance:,.2f}' in page
 
 
 def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
