@@ -211,13 +211,15 @@ def clean_order_prices(
     if side == Side.LONG and trigger <= mark:
         raise errors.InvalidPrice(
             f"A stop to buy triggers when the mark rises to it, and the mark is already "
-            f"{plain(mark)}: set it above the mark, or place a market or limit order.",
+            f"{price_text(mark, instrument.tick_size)}: set it above the mark, or place a market "
+            "or limit order.",
             field="stop_price",
         )
     if side == Side.SHORT and trigger >= mark:
         raise errors.InvalidPrice(
             f"A stop to sell triggers when the mark falls to it, and the mark is already "
-            f"{plain(mark)}: set it below the mark, or place a market or limit order.",
+            f"{price_text(mark, instrument.tick_size)}: set it below the mark, or place a market "
+            "or limit order.",
             field="stop_price",
         )
     return OrderPrices(limit=None, trigger=trigger, fills_now=False)

@@ -45,6 +45,29 @@ BAD_ORDERS = [
     ("stop_loss", "61000", "A stop-loss must be below"),
     ("stop_loss", "10000", "beyond the liquidation price"),
 ]
+# A stop the mark has already passed names the mark as every page writes it.
+BAD_STOPS = [
+    ("long", "59000", "A stop to buy triggers when the mark rises to it, and the mark is already "
+     "60,000.0: set it above the mark"),
+    ("short", "61000", "A stop to sell triggers when the mark falls to it, and the mark is already "
+     "60,000.0: set it below the mark"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("side", "stop_price", "message"), BAD_STOPS)
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_a_stop_the_mark_has_passed_is_refused_naming_the_mark(
+    alice_client, account, btc, endpoint, side, stop_price, message
+):
+    response = alice_client.post(
+        reverse(endpoint, args=[account.pk]),
+        _trade(instrument=btc.pk, side=side, type="stop", stop_price=stop_price),
+    )
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    error = response.content.decode().split('id="id_stop_price_error"', 1)[1].split("</span>")[0]
+    assert message in error
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD_ORDERS)
