@@ -410,11 +410,14 @@ def quote_open(
     collateral = im + extra
     total = collateral + fee
     if check_balance and total > account.balance:
+        parts = f"margin {money_text(im, currency)}"
+        if extra:
+            parts += f" + extra collateral {money_text(extra, currency)}"
         raise errors.InsufficientBalance(
-            f"This needs {money_text(total, currency)} (margin {money_text(collateral, currency)}"
-            f" + fee {money_text(fee, currency)}); "
+            f"This needs {money_text(total, currency)} ({parts} + fee {money_text(fee, currency)}); "
             f"your free balance is {money_text(account.balance, currency)}.",
-            field="quantity",
+            # The field to change: the extra collateral when the order fits without it.
+            field="extra_collateral" if extra and im + fee <= account.balance else "quantity",
         )
     if now and margin.is_liquidatable(
         side=side,

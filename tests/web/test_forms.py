@@ -91,11 +91,29 @@ def test_collateral_beyond_the_free_balance_is_refused(alice_client, account, bt
         reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, extra_collateral="999999")
     )
     assert response.status_code == 400
-    # Amounts read as the pages show them, not as stored (1001514.00000000).
+    # Amounts read as the pages show them, not as stored (1001514.00000000); the margin is the
+    # margin, and the extra collateral, the field to change, is named next to it.
+    error = response.content.decode().split('id="id_extra_collateral_error"', 1)[1]
     assert (
-        "This needs 1,001,514.00 (margin 1,001,499.00 + fee 15.00); "
-        "your free balance is 10,000.00." in response.content.decode()
+        "This needs 1,001,514.00 (margin 1,500.00 + extra collateral 999,999.00 + fee 15.00); "
+        "your free balance is 10,000.00." in error.split("</span>", 1)[0]
     )
+    quantity_error = response.content.decode().split('id="id_quantity_error"', 1)[1]
+    assert quantity_error.split("</span>", 1)[0].endswith('role="alert">')
+    assert not Position.objects.exists()
+
+
+def test_a_size_beyond_the_free_balance_with_extra_collateral_is_refused_at_the_quantity(
+    alice_client, account, btc
+):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        _trade(instrument=btc.pk, quantity="5", extra_collateral="100"),
+    )
+    assert response.status_code == 400
+    # 5 x 60,000 / 20 = 15,000 margin is past the 10,000 free without the extra collateral.
+    error = response.content.decode().split('id="id_quantity_error"', 1)[1].split("</span>")[0]
+    assert "This needs 15,250.00 (margin 15,000.00 + extra collateral 100.00 + fee 150.00)" in error
     assert not Position.objects.exists()
 
 
