@@ -926,13 +926,17 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
     writer = csv.writer(response)
     writer.writerow(
         ["position", "instrument", "side", "leverage", "quantity", "entry_price", "exit_price",
-         "status", "realized_pnl", "fees_paid", "opened_at", "closed_at", "currency"]
+         "status", "realized_pnl", "fees_paid", "net_result", "opened_at", "closed_at",
+         "currency"]
     )  # fmt: skip
+    # The net result as the history shows it: after a liquidation, the part of the collateral
+    # sent to the insurance fund is in neither the realised PnL nor the fees.
     for p in selectors.closed_positions(account, limit=10_000):
         writer.writerow(
             [cell(v) for v in (
                 p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
-                p.exit_price, p.status, p.realized_pnl, p.fees_paid, p.opened_at.isoformat(),
+                p.exit_price, p.status, p.realized_pnl, p.fees_paid,
+                p.net_result, p.opened_at.isoformat(),  # type: ignore[attr-defined]
                 p.closed_at.isoformat() if p.closed_at else None, account.classroom.currency,
             )]
         )  # fmt: skip
