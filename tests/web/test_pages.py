@@ -365,6 +365,25 @@ def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_clie
     assert_ledger_invariants()
 
 
+def test_a_resting_reduce_only_order_on_the_dashboard_names_the_position_it_closes(
+    alice_client, account, position, btc
+):
+    # A stop to sell below the mark: on its own it reads as a short waiting to open.
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.2", stop_price="58000", reduce_only=True, position_id=position.pk,
+    )  # fmt: skip
+    content = alice_client.get(reverse("dashboard-live", args=[account.pk])).content.decode()
+    line = content.split(f"Order #{order.pk} ", 1)[1].split("</li>", 1)[0]
+    assert line.startswith("Stop market short 0.200 BTCUSDT")
+    assert (
+        f'(reduce only: closes <a href="/positions/{position.pk}/">Position #{position.pk}</a>)'
+        in line
+    )
+    assert "holds" not in line  # a reduce-only order holds nothing
+    assert_ledger_invariants()
+
+
 @pytest.mark.parametrize(
     ("order", "held"),
     [
