@@ -856,6 +856,11 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
     )
 
 
+# How many closed positions and orders the history page lists, the newest first.
+HISTORY_POSITIONS = 200
+HISTORY_ORDERS = 100
+
+
 @login_required
 @require_GET
 def history(request: HttpRequest, account_id: int) -> HttpResponse:
@@ -871,6 +876,9 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
         running += entry.amount
         statement.append((entry, shown_rounded(running, digits) - before, running))
     statement.reverse()
+    # One more than shown, to tell a student with a long history that older rows exist.
+    positions = selectors.closed_positions(account, limit=HISTORY_POSITIONS + 1)
+    orders = selectors.recent_orders(account, limit=HISTORY_ORDERS + 1)
     return render(
         request,
         "web/history.html",
@@ -878,8 +886,12 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
             "account": account,
             "classroom": account.classroom,
             "currency": account.classroom.currency,
-            "positions": selectors.closed_positions(account),
-            "orders": selectors.recent_orders(account),
+            "positions": positions[:HISTORY_POSITIONS],
+            "older_positions": len(positions) > HISTORY_POSITIONS,
+            "orders": orders[:HISTORY_ORDERS],
+            "older_orders": len(orders) > HISTORY_ORDERS,
+            "history_positions": HISTORY_POSITIONS,
+            "history_orders": HISTORY_ORDERS,
             "statement": statement,
         },
     )

@@ -22,10 +22,11 @@ from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import position_valuation
-from positions.services import order_place, position_close, position_set_tpsl
+from positions.services import order_place, position_close, position_open, position_set_tpsl
 from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
+from web.views import HISTORY_ORDERS, HISTORY_POSITIONS
 
 pytestmark = pytest.mark.django_db
 
@@ -652,6 +653,43 @@ def test_the_net_result_of_a_liquidation_counts_what_went_to_the_insurance_fund(
         "included), and 0.43 of collateral left after the loss, which went to the insurance "
         "fund</small>"
     ) in page
+
+
+def test_a_long_history_says_that_older_positions_and_orders_are_not_listed(
+    alice_client, account, btc
+):
+    url = reverse("history", args=[account.pk])
+    opened = []
+    for _ in range(HISTORY_POSITIONS):
+        position = position_open(
+            account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.001", leverage=5
+        )
+        position_close(position_id=position.pk)
+        opened.append(position)
+    assert Order.objects.filter(account=account).count() > HISTORY_ORDERS
+    page = alice_client.get(url).content.decode()
+    # Every closed position is listed, and nothing says otherwise; the orders are cut.
+    assert 'data-testid="older-positions"' not in page
+    assert f">Position #{opened[0].pk} BTCUSDT<" in page
+    assert "These are your latest 100 orders" in page
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.001", leverage=5
+    )
+    position_close(position_id=position.pk)
+    page = alice_client.get(url).content.decode()
+    # The oldest is no longer on the page: the page says so and where to find it.
+    assert f">Position #{opened[0].pk} BTCUSDT<" not in page
+    assert f">Position #{position.pk} BTCUSDT<" in page
+    assert "These are your latest 200 closed positions; the CSV has every one." in page
+    csv_rows = list(
+        csv.DictReader(
+            io.StringIO(
+                alice_client.get(reverse("positions-csv", args=[account.pk])).content.decode()
+            )
+        )
+    )
+    assert len(csv_rows) == HISTORY_POSITIONS + 1
+    assert_ledger_invariants()
 
 
 def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
