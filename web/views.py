@@ -330,7 +330,11 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
     form = _trade_form(request, account)
     quote = None
     prices = None
-    if form.is_valid():
+    valid = form.is_valid()
+    # Sized before the quote: a refusal it adds takes its field (the extra collateral, say)
+    # out of the cleaned data, and the size would then be worked out without it.
+    sizing = _sizing(account, form)
+    if valid:
         quantity = _quantity(form)
         if quantity is not None:
             data = form.cleaned_data
@@ -370,7 +374,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             "rests": prices is not None and not prices.fills_now,
             "instrument": instrument,
             "currency": account.classroom.currency,
-            "sizing": _sizing(account, form),
+            "sizing": sizing,
             # What the preview's prices are rounded for: its side, on its instrument's tick.
             "order": SimpleNamespace(
                 side=getattr(form, "cleaned_data", {}).get("side"), instrument=instrument

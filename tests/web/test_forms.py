@@ -103,6 +103,21 @@ def test_collateral_beyond_the_free_balance_is_refused(alice_client, account, bt
     assert not Position.objects.exists()
 
 
+def test_the_preview_sizes_nothing_when_the_extra_collateral_takes_the_whole_balance(
+    alice_client, account, btc
+):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        _trade(instrument=btc.pk, quantity="0.01", extra_collateral="999999"),
+    )
+    content = response.content.decode()
+    assert "This needs" in content.split('id="id_extra_collateral_error"', 1)[1]
+    # Nothing is left to open a position with: no size on offer that would be refused too.
+    sizing = content.split('data-testid="sizing">', 1)[1].split("</p>", 1)[0]
+    assert 'data-testid="max-quantity">0.000</strong>' in sizing
+    assert "data-fill-quantity" not in sizing
+
+
 def test_a_size_beyond_the_free_balance_with_extra_collateral_is_refused_at_the_quantity(
     alice_client, account, btc
 ):
