@@ -227,13 +227,15 @@ def clean_order_prices(
     if side == Side.LONG and trigger <= mark:
         raise errors.InvalidPrice(
             f"A stop to buy triggers when the mark rises to it, and the mark is already "
-            f"{plain(mark)}: set it above the mark, or place a market or limit order.",
+            f"{price_text(mark, instrument.tick_size)}: set it above the mark, or place a market "
+            "or limit order.",
             field="stop_price",
         )
     if side == Side.SHORT and trigger >= mark:
         raise errors.InvalidPrice(
             f"A stop to sell triggers when the mark falls to it, and the mark is already "
-            f"{plain(mark)}: set it below the mark, or place a market or limit order.",
+            f"{price_text(mark, instrument.tick_size)}: set it below the mark, or place a market "
+            "or limit order.",
             field="stop_price",
         )
     return OrderPrices(limit=None, trigger=trigger, fills_now=False)
@@ -424,11 +426,14 @@ def quote_open(
     collateral = im + extra
     total = collateral + fee
     if check_balance and total > account.balance:
+        parts = f"margin {money_text(im, currency)}"
+        if extra:
+            parts += f" + extra collateral {money_text(extra, currency)}"
         raise errors.InsufficientBalance(
-            f"This needs {money_text(total, currency)} (margin {money_text(collateral, currency)}"
-            f" + fee {money_text(fee, currency)}); "
+            f"This needs {money_text(total, currency)} ({parts} + fee {money_text(fee, currency)}); "
             f"your free balance is {money_text(account.balance, currency)}.",
-            field="quantity",
+            # The field to change: the extra collateral when the order fits without it.
+            field="extra_collateral" if extra and im + fee <= account.balance else "quantity",
         )
     if now and margin.is_liquidatable(
         side=side,

@@ -256,7 +256,9 @@ def position_timeline(
                 f"{price_text(liquidation.mark_price, tick)}; collateral lost "
                 f"{money_text(liquidation.collateral_lost, currency)}, liquidation fee "
                 f"{money_text(liquidation.liquidation_fee, currency)}, returned to you "
-                f"{money_text(liquidation.returned_to_trader, currency)}; free balance untouched",
+                f"{money_text(liquidation.returned_to_trader, currency)}; free balance "
+                # The amount shown next is what left the collateral, as on the other events.
+                "untouched; collateral",
                 -liquidation.collateral_lost,
                 is_pnl=True,
             )

@@ -330,7 +330,11 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
     form = _trade_form(request, account)
     quote = None
     prices = None
-    if form.is_valid():
+    valid = form.is_valid()
+    # Sized before the quote: a refusal it adds takes its field (the extra collateral, say)
+    # out of the cleaned data, and the size would then be worked out without it.
+    sizing = _sizing(account, form)
+    if valid:
         quantity = _quantity(form)
         if quantity is not None:
             data = form.cleaned_data
@@ -370,7 +374,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
             "rests": prices is not None and not prices.fills_now,
             "instrument": instrument,
             "currency": account.classroom.currency,
-            "sizing": _sizing(account, form),
+            "sizing": sizing,
             # What the preview's prices are rounded for: its side, on its instrument's tick.
             "order": SimpleNamespace(
                 side=getattr(form, "cleaned_data", {}).get("side"), instrument=instrument
@@ -867,6 +871,11 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
     )
 
 
+# How many closed positions and orders the history page lists, the newest first.
+HISTORY_POSITIONS = 200
+HISTORY_ORDERS = 100
+
+
 @login_required
 @require_GET
 def history(request: HttpRequest, account_id: int) -> HttpResponse:
@@ -882,6 +891,9 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
         running += entry.amount
         statement.append((entry, shown_rounded(running, digits) - before, running))
     statement.reverse()
+    # One more than shown, to tell a student with a long history that older rows exist.
+    positions = selectors.closed_positions(account, limit=HISTORY_POSITIONS + 1)
+    orders = selectors.recent_orders(account, limit=HISTORY_ORDERS + 1)
     return render(
         request,
         "web/history.html",
@@ -889,8 +901,12 @@ def history(request: HttpRequest, account_id: int) -> HttpResponse:
             "account": account,
             "classroom": account.classroom,
             "currency": account.classroom.currency,
-            "positions": selectors.closed_positions(account),
-            "orders": selectors.recent_orders(account),
+            "positions": positions[:HISTORY_POSITIONS],
+            "older_positions": len(positions) > HISTORY_POSITIONS,
+            "orders": orders[:HISTORY_ORDERS],
+            "older_orders": len(orders) > HISTORY_ORDERS,
+            "history_positions": HISTORY_POSITIONS,
+            "history_orders": HISTORY_ORDERS,
             "statement": statement,
         },
     )
@@ -937,13 +953,17 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
     writer = csv.writer(response)
     writer.writerow(
         ["position", "instrument", "side", "leverage", "quantity", "entry_price", "exit_price",
-         "status", "realized_pnl", "fees_paid", "opened_at", "closed_at", "currency"]
+         "status", "realized_pnl", "fees_paid", "net_result", "opened_at", "closed_at",
+         "currency"]
     )  # fmt: skip
+    # The net result as the history shows it: after a liquidation, the part of the collateral
+    # sent to the insurance fund is in neither the realised PnL nor the fees.
     for p in selectors.closed_positions(account, limit=10_000):
         writer.writerow(
             [cell(v) for v in (
                 p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
-                p.exit_price, p.status, p.realized_pnl, p.fees_paid, p.opened_at.isoformat(),
+                p.exit_price, p.status, p.realized_pnl, p.fees_paid,
+                p.net_result, p.opened_at.isoformat(),  # type: ignore[attr-defined]
                 p.closed_at.isoformat() if p.closed_at else None, account.classroom.currency,
             )]
         )  # fmt: skip

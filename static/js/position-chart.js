@@ -131,14 +131,24 @@
       markEl.dataset.ready = "true";
     }
 
+    var timer = null;
     function load() {
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (data) { if (data) draw(data); })
+        .then(function (data) {
+          if (!data) return;
+          draw(data);
+          // A position closed by hand has drawn its whole path; a liquidated one goes on
+          // drawing the mark after the liquidation, which is its lesson.
+          if (data.status === "closed" && timer !== null) {
+            window.clearInterval(timer);
+            timer = null;
+          }
+        })
         .catch(function () { /* the next refresh tries again */ });
     }
     load();
-    window.setInterval(load, REFRESH_MS);
+    timer = window.setInterval(load, REFRESH_MS);
   }
 
   document.addEventListener("DOMContentLoaded", start);

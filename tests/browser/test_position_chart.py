@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from liquidation.models import PriceTick
 from positions.models import Position
-from positions.services import position_open
+from positions.services import position_close, position_open
 from tests.browser.conftest import make_learner, sign_in
 from tests.engine.helpers import set_price
 from tests.factories import make_classroom, make_instrument
@@ -56,3 +56,40 @@ def test_the_chart_of_an_old_liquidation_shows_the_whole_path(live_server, brows
         )
     finally:
         context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chart_of_a_position_closed_by_hand_stops_asking_for_its_path(live_server, browser):
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Quiet class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "quinn")
+    closed = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    )
+    position_close(position_id=closed.pk)
+    liquidated = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    set_price(btc, "57000")
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    try:
+        sign_in(page, live_server.url, "quinn")
+        for position in (closed, liquidated):
+            asked.clear()
+            page.goto(f"{live_server.url}/positions/{position.pk}/")
+            expect(page.locator("#mark-chart")).to_have_attribute("data-ready", "true")
+            page.wait_for_timeout(5000)  # two and a half refresh intervals
+            charts = [u for u in asked if u.endswith(f"/positions/{position.pk}/chart.json")]
+            # Closed by hand, its path is whole: drawn once. A liquidation's lesson is the mark
+            # after it, which the chart goes on drawing.
+            if position == closed:
+                assert len(charts) == 1
+            else:
+                assert len(charts) >= 3
+    finally:
+        page.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
+from positions.models import Instrument
 from tests.browser.conftest import csp_violations, make_learner, sign_in
 from tests.factories import make_classroom, make_instrument
 
@@ -143,4 +145,25 @@ def test_place_order_looks_disabled_while_its_submit_is_on_its_way(ticket):
     )
     assert waiting[0] != ready[0]  # greyed out, not the accent of a button that works
     assert (ready[1], waiting[1]) == ("pointer", "progress")
+    assert csp_violations(console) == []
+
+
+def test_the_preview_follows_the_mark_while_the_ticket_is_left_open(ticket):
+    from playwright.sync_api import expect
+
+    page, console = ticket
+    page.fill("#id_leverage", "10")
+    page.dispatch_event("#id_leverage", "change")
+    page.fill("#id_quantity", "0.1")
+    # 0.1 x 60,000 / 10 = 600 at stake, liquidated 0.4% above the bankruptcy price 54,000.
+    expect(page.get_by_test_id("preview-max-loss")).to_have_text("600.00")
+    expect(page.get_by_test_id("preview-lp")).to_have_text("54,216.9")
+    btc = Instrument.objects.get(symbol="BTCUSDT", classroom__name="Ticket class")
+    btc.mark_price = Decimal("50000")
+    btc.save(update_fields=["mark_price"])
+    # Nothing typed: the student reading the preview sees what the order costs now, not what
+    # it cost when the ticket was last touched.
+    expect(page.get_by_test_id("sizing")).to_contain_text("mark 50,000.0")
+    expect(page.get_by_test_id("preview-max-loss")).to_have_text("500.00")
+    expect(page.get_by_test_id("preview-lp")).to_have_text("45,180.8")
     assert csp_violations(console) == []

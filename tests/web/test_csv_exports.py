@@ -9,9 +9,10 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from accounts.models import Classroom
+from accounts.models import Classroom, TradingAccount
 from accounts.services import account_adjust
 from positions.services import position_close, position_open
+from tests.engine.helpers import set_price
 from tests.factories import make_instrument
 
 pytestmark = pytest.mark.django_db
@@ -84,3 +85,22 @@ def test_amounts_are_written_as_people_write_them(alice_client, account, btc):
     statement = _rows(alice_client, "statement-csv", account)
     assert statement[0]["amount"] == statement[0]["balance"] == "10000"
     assert statement[-1]["balance"] == "9970"  # the fee both ways
+
+
+def test_the_positions_csv_has_the_net_result_the_history_shows(alice_client, account, btc):
+    """Liquidated short of bankruptcy, part of the collateral went to the insurance fund: the
+    realised PnL and fees of the export do not add up to what the free balance lost."""
+    Classroom.objects.filter(pk=account.classroom_id).update(liquidation_fee_rate=Decimal("0.001"))
+    start = TradingAccount.objects.get(pk=account.pk).balance
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.01", leverage=20
+    )
+    set_price(btc, "57100")  # past the liquidation price 57,228.9, short of 57,000
+    position.refresh_from_db()
+    assert position.status == "liquidated"
+    lost = TradingAccount.objects.get(pk=account.pk).balance - start
+    (row,) = _rows(alice_client, "positions-csv", account)
+    assert Decimal(row["realized_pnl"]) - Decimal(row["fees_paid"]) != lost
+    assert Decimal(row["net_result"]) == lost
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f'data-testid="net-result-{position.pk}">{lost:,.2f}<' in history

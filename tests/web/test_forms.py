@@ -45,6 +45,29 @@ BAD_ORDERS = [
     ("stop_loss", "61000", "A stop-loss must be below"),
     ("stop_loss", "10000", "beyond the liquidation price"),
 ]
+# A stop the mark has already passed names the mark as every page writes it.
+BAD_STOPS = [
+    ("long", "59000", "A stop to buy triggers when the mark rises to it, and the mark is already "
+     "60,000.0: set it above the mark"),
+    ("short", "61000", "A stop to sell triggers when the mark falls to it, and the mark is already "
+     "60,000.0: set it below the mark"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("side", "stop_price", "message"), BAD_STOPS)
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_a_stop_the_mark_has_passed_is_refused_naming_the_mark(
+    alice_client, account, btc, endpoint, side, stop_price, message
+):
+    response = alice_client.post(
+        reverse(endpoint, args=[account.pk]),
+        _trade(instrument=btc.pk, side=side, type="stop", stop_price=stop_price),
+    )
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    error = response.content.decode().split('id="id_stop_price_error"', 1)[1].split("</span>")[0]
+    assert message in error
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD_ORDERS)
@@ -68,11 +91,44 @@ def test_collateral_beyond_the_free_balance_is_refused(alice_client, account, bt
         reverse("trade", args=[account.pk]), _trade(instrument=btc.pk, extra_collateral="999999")
     )
     assert response.status_code == 400
-    # Amounts read as the pages show them, not as stored (1001514.00000000).
+    # Amounts read as the pages show them, not as stored (1001514.00000000); the margin is the
+    # margin, and the extra collateral, the field to change, is named next to it.
+    error = response.content.decode().split('id="id_extra_collateral_error"', 1)[1]
     assert (
-        "This needs 1,001,514.00 (margin 1,001,499.00 + fee 15.00); "
-        "your free balance is 10,000.00." in response.content.decode()
+        "This needs 1,001,514.00 (margin 1,500.00 + extra collateral 999,999.00 + fee 15.00); "
+        "your free balance is 10,000.00." in error.split("</span>", 1)[0]
     )
+    quantity_error = response.content.decode().split('id="id_quantity_error"', 1)[1]
+    assert quantity_error.split("</span>", 1)[0].endswith('role="alert">')
+    assert not Position.objects.exists()
+
+
+def test_the_preview_sizes_nothing_when_the_extra_collateral_takes_the_whole_balance(
+    alice_client, account, btc
+):
+    response = alice_client.post(
+        reverse("trade-preview", args=[account.pk]),
+        _trade(instrument=btc.pk, quantity="0.01", extra_collateral="999999"),
+    )
+    content = response.content.decode()
+    assert "This needs" in content.split('id="id_extra_collateral_error"', 1)[1]
+    # Nothing is left to open a position with: no size on offer that would be refused too.
+    sizing = content.split('data-testid="sizing">', 1)[1].split("</p>", 1)[0]
+    assert 'data-testid="max-quantity">0.000</strong>' in sizing
+    assert "data-fill-quantity" not in sizing
+
+
+def test_a_size_beyond_the_free_balance_with_extra_collateral_is_refused_at_the_quantity(
+    alice_client, account, btc
+):
+    response = alice_client.post(
+        reverse("trade", args=[account.pk]),
+        _trade(instrument=btc.pk, quantity="5", extra_collateral="100"),
+    )
+    assert response.status_code == 400
+    # 5 x 60,000 / 20 = 15,000 margin is past the 10,000 free without the extra collateral.
+    error = response.content.decode().split('id="id_quantity_error"', 1)[1].split("</span>")[0]
+    assert "This needs 15,250.00 (margin 15,000.00 + extra collateral 100.00 + fee 150.00)" in error
     assert not Position.objects.exists()
 
 

@@ -35,6 +35,21 @@ def test_the_page_shows_the_order_and_its_price_field_only(alice_client, resting
     assert "holds 592.95" in page
 
 
+def test_the_page_of_a_reduce_only_order_names_the_position_it_closes(
+    alice_client, account, position, btc
+):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.2", stop_price="58000", reduce_only=True, position_id=position.pk,
+    )  # fmt: skip
+    page = alice_client.get(change_url(order)).content.decode()
+    what = page.split("<p>Stop market short 0.200 BTCUSDT stop 58,000.0", 1)[1].split("</p>")[0]
+    # Not a leverage of its own: it closes part of the position, at the position's.
+    assert what == (
+        f' (reduce only: closes <a href="/positions/{position.pk}/">Position #{position.pk}</a>).'
+    )
+
+
 def test_a_new_price_replaces_the_order_and_goes_back_where_it_came_from(
     alice_client, account, resting
 ):

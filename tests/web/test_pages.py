@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,10 +22,11 @@ from accounts.services import account_adjust
 from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import position_valuation
-from positions.services import order_place, position_close, position_set_tpsl
+from positions.services import order_place, position_close, position_open, position_set_tpsl
 from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants
+from web.views import HISTORY_ORDERS, HISTORY_POSITIONS
 
 pytestmark = pytest.mark.django_db
 
@@ -364,6 +366,25 @@ def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_clie
     assert_ledger_invariants()
 
 
+def test_a_resting_reduce_only_order_on_the_dashboard_names_the_position_it_closes(
+    alice_client, account, position, btc
+):
+    # A stop to sell below the mark: on its own it reads as a short waiting to open.
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.2", stop_price="58000", reduce_only=True, position_id=position.pk,
+    )  # fmt: skip
+    content = alice_client.get(reverse("dashboard-live", args=[account.pk])).content.decode()
+    line = content.split(f"Order #{order.pk} ", 1)[1].split("</li>", 1)[0]
+    assert line.startswith("Stop market short 0.200 BTCUSDT")
+    assert (
+        f'(reduce only: closes <a href="/positions/{position.pk}/">Position #{position.pk}</a>)'
+        in line
+    )
+    assert "holds" not in line  # a reduce-only order holds nothing
+    assert_ledger_invariants()
+
+
 @pytest.mark.parametrize(
     ("order", "held"),
     [
@@ -634,6 +655,43 @@ def test_the_net_result_of_a_liquidation_counts_what_went_to_the_insurance_fund(
     ) in page
 
 
+def test_a_long_history_says_that_older_positions_and_orders_are_not_listed(
+    alice_client, account, btc
+):
+    url = reverse("history", args=[account.pk])
+    opened = []
+    for _ in range(HISTORY_POSITIONS):
+        position = position_open(
+            account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.001", leverage=5
+        )
+        position_close(position_id=position.pk)
+        opened.append(position)
+    assert Order.objects.filter(account=account).count() > HISTORY_ORDERS
+    page = alice_client.get(url).content.decode()
+    # Every closed position is listed, and nothing says otherwise; the orders are cut.
+    assert 'data-testid="older-positions"' not in page
+    assert f">Position #{opened[0].pk} BTCUSDT<" in page
+    assert "These are your latest 100 orders" in page
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.001", leverage=5
+    )
+    position_close(position_id=position.pk)
+    page = alice_client.get(url).content.decode()
+    # The oldest is no longer on the page: the page says so and where to find it.
+    assert f">Position #{opened[0].pk} BTCUSDT<" not in page
+    assert f">Position #{position.pk} BTCUSDT<" in page
+    assert "These are your latest 200 closed positions; the CSV has every one." in page
+    csv_rows = list(
+        csv.DictReader(
+            io.StringIO(
+                alice_client.get(reverse("positions-csv", args=[account.pk])).content.decode()
+            )
+        )
+    )
+    assert len(csv_rows) == HISTORY_POSITIONS + 1
+    assert_ledger_invariants()
+
+
 def test_history_lists_closed_positions_and_the_statement_downloads_as_csv(
     alice_client, account, position
 ):
@@ -852,6 +910,21 @@ def test_the_timeline_and_statement_read_amounts_rounded_to_cents_and_ticks(
     liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
     assert "Closed 0.5 at mark 57,000.0; collateral lost 1,500.00, liquidation fee " in liquidated
     assert "0000" not in liquidated  # no amount written to 8 or 10 places
+
+
+def test_the_liquidation_on_the_timeline_names_the_collateral_as_what_it_lost(
+    alice_client, account, position, btc
+):
+    set_price(btc, "57000")  # the liquidation
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    liquidated = page.split("<strong>Liquidated</strong>", 1)[1].split("</li>", 1)[0]
+    # The loss is the collateral's, as the other events' amounts are: not read as a change of
+    # the free balance that the same line says was untouched.
+    assert re.search(
+        r"free balance untouched; collateral <span class=\"loss\">-1,500.00</span>$", liquidated
+    )
+    account.refresh_from_db()
+    assert f'<span class="value" data-testid="free-balance">{account.balance:,.2f}' in page
 
 
 def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
