@@ -9,12 +9,15 @@ from django.views.generic import RedirectView
 
 from api import pages as api_pages
 from web.forms import AdminSignInForm
+from web.views import admin_password_change
 
 # Instructors run their classrooms here; the admin speaks of Ringfence, not of Django.
 admin.site.site_header = "Ringfence classroom admin"
 admin.site.site_title = "Ringfence admin"
 admin.site.index_title = "Your classrooms, markets and engine"
 admin.site.login_form = AdminSignInForm  # failed sign-ins are limited as on the site
+# The old password typed to change one is counted as sign-ins are.
+admin.site.password_change = admin_password_change  # type: ignore[assignment]
 
 
 class FaviconRedirect(RedirectView):

@@ -165,8 +165,17 @@ class LeaderboardRow:
 
 
 def leaderboard(classroom: Classroom) -> list[LeaderboardRow]:
-    """Every trading account of a classroom ranked, in a constant number of queries."""
-    accounts = list(TradingAccount.objects.filter(classroom_id=classroom.pk).select_related("user"))
+    """Every trading account of a classroom ranked, in a constant number of queries.
+
+    Classmates see this ranking, so a deactivated user (who has left, or was shut out) is
+    left out: their name and results are no longer shown to the class. The instructor's
+    grade export still has them.
+    """
+    accounts = list(
+        TradingAccount.objects.filter(
+            classroom_id=classroom.pk, user__is_active=True
+        ).select_related("user")
+    )
     for account in accounts:
         account.classroom = classroom
     risk_adjusted = classroom.ranking == Classroom.Ranking.RISK_ADJUSTED

@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.contrib.admin import forms as admin_forms
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
@@ -123,6 +125,51 @@ class SignInForm(LimitedSignIn, AuthenticationForm):
 
 class AdminSignInForm(LimitedSignIn, AdminAuthenticationForm):
     """The admin's sign-in form: instructors' accounts are the ones most worth guessing."""
+
+
+class LimitedPasswordChange:
+    """Checks the old password of a password change on the sign-in's count.
+
+    Whoever finds a computer left signed in could otherwise guess the password there without
+    limit, and then set their own. A refused old password counts as a failed sign-in for the
+    user from this address, and a blocked sign-in checks no old password either.
+    """
+
+    request: Any
+    user: Any
+
+    def __init__(self, user: Any, *args: Any, request: Any = None, **kwargs: Any) -> None:
+        self.request = request
+        super().__init__(user, *args, **kwargs)  # type: ignore[call-arg]
+
+    def clean_old_password(self) -> str:
+        if self.request is None:
+            return super().clean_old_password()  # type: ignore[misc,no-any-return]
+        try:
+            tries = attempts.sign_in(self.request, self.user.get_username())
+            if tries.blocked():
+                raise forms.ValidationError(attempts.TOO_MANY, code="too_many_attempts")
+            try:
+                old: str = super().clean_old_password()  # type: ignore[misc]
+            except forms.ValidationError:
+                tries.failed()
+                raise
+        except attempts.Unavailable as exc:
+            # Refused without saying whether the password was right: no guess goes uncounted.
+            note_cache_unreachable(self.request, exc)
+            raise forms.ValidationError(
+                attempts.SIGN_IN_UNAVAILABLE, code="sign_in_unavailable"
+            ) from None
+        tries.clear()
+        return old
+
+
+class PasswordChangeForm(LimitedPasswordChange, auth_forms.PasswordChangeForm):
+    """The site's password change form."""
+
+
+class AdminPasswordChangeForm(LimitedPasswordChange, admin_forms.AdminPasswordChangeForm):
+    """The admin's password change form."""
 
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]

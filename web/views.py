@@ -8,12 +8,13 @@ from decimal import ROUND_FLOOR, Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -35,10 +36,12 @@ from positions.selectors import account_overview, accounts_for_user, position_va
 from web import attempts, selectors
 from web.context_processors import remember_account
 from web.forms import (
+    AdminPasswordChangeForm,
     CloseForm,
     JoinForm,
     MarginForm,
     OrderChangeForm,
+    PasswordChangeForm,
     SignUpForm,
     TpSlForm,
     TradeForm,
@@ -99,6 +102,34 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(
         request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
     )
+
+
+class PasswordChange(auth_views.PasswordChangeView):
+    """Django's password change, its old-password check counted as sign-ins are."""
+
+    form_class = PasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        kwargs = super().get_form_kwargs()
+        kwargs["request"] = self.request
+        return kwargs
+
+
+def admin_password_change(
+    request: HttpRequest, extra_context: dict[str, Any] | None = None
+) -> HttpResponseBase:
+    """The admin's "Change password" page, as ``AdminSite.password_change`` builds it, with
+    the counted form."""
+    site = admin.site
+    defaults: dict[str, Any] = {
+        "form_class": AdminPasswordChangeForm,
+        "success_url": reverse("admin:password_change_done", current_app=site.name),
+        "extra_context": {**site.each_context(request), **(extra_context or {})},
+    }
+    if site.password_change_template is not None:
+        defaults["template_name"] = site.password_change_template
+    request.current_app = site.name
+    return PasswordChange.as_view(**defaults)(request)
 
 
 @login_required

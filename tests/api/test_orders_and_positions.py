@@ -449,6 +449,15 @@ def test_leaderboard_ranks_the_callers_classroom_by_return(api, account, other_a
     assert Decimal(board["results"][1]["return_pct"]) < 0
 
 
+def test_leaderboard_leaves_out_deactivated_classmates(api, account, other_account):
+    gone = make_student(account.classroom, username="deactivated-dora")
+    gone.user.is_active = False
+    gone.user.save()
+    board = api.get(f"/api/v1/classrooms/{account.classroom_id}/leaderboard").json()
+    assert sorted(r["username"] for r in board["results"]) == ["alice", "bob"]
+    assert [r["rank"] for r in board["results"]] == [1, 2]
+
+
 def test_leaderboard_queries_do_not_grow_with_students_or_trades(db):
     counts = {}
     for n in (2, 12):

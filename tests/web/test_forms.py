@@ -375,6 +375,67 @@ def test_the_admin_sign_in_is_limited_too(client, classroom):
     assert "_auth_user_id" not in client.session
 
 
+def test_the_password_change_stops_checking_the_old_password_after_ten_failures(
+    alice_client, account
+):
+    """A classmate at a computer left signed in must not guess the password without limit on
+    the password page: its old-password check shares the sign-in's count."""
+    page = reverse("password_change")
+    new = {
+        "new_password1": "another-long-passphrase-7",
+        "new_password2": "another-long-passphrase-7",
+    }
+    for _ in range(10):
+        wrong = alice_client.post(page, {"old_password": "guess", **new})
+        assert "Your old password was entered incorrectly" in wrong.content.decode()
+    blocked = alice_client.post(page, {"old_password": "ringfence-test", **new})
+    assert blocked.status_code == 200
+    assert "Too many failed attempts" in blocked.content.decode()
+    account.user.refresh_from_db()
+    assert account.user.check_password("ringfence-test")  # the right password changed nothing
+    # The guesses count against signing in as alice too, from this address.
+    alice_client.logout()
+    login = alice_client.post(reverse("login"), {"username": "alice", "password": "ringfence-test"})
+    assert "Too many failed attempts" in login.content.decode()
+
+
+def test_the_admin_password_change_is_limited_too(client, classroom):
+    instructor = classroom.instructor
+    instructor.set_password("teach-2026-x")
+    instructor.save()
+    client.force_login(instructor)
+    page = reverse("admin:password_change")
+    new = {
+        "new_password1": "another-long-passphrase-7",
+        "new_password2": "another-long-passphrase-7",
+    }
+    for _ in range(10):
+        wrong = client.post(page, {"old_password": "guess", **new})
+        assert "Your old password was entered incorrectly" in wrong.content.decode()
+    blocked = client.post(page, {"old_password": "teach-2026-x", **new})
+    assert "Too many failed attempts" in blocked.content.decode()
+    instructor.refresh_from_db()
+    assert instructor.check_password("teach-2026-x")
+
+
+def test_the_right_old_password_changes_it_and_clears_the_count(alice_client, account):
+    page = reverse("password_change")
+    new = {
+        "new_password1": "another-long-passphrase-7",
+        "new_password2": "another-long-passphrase-7",
+    }
+    for _ in range(9):
+        alice_client.post(page, {"old_password": "guess", **new})
+    assert alice_client.post(page, {"old_password": "ringfence-test", **new}).status_code == 302
+    account.user.refresh_from_db()
+    assert account.user.check_password("another-long-passphrase-7")
+    alice_client.logout()
+    login = alice_client.post(
+        reverse("login"), {"username": "alice", "password": "another-long-passphrase-7"}
+    )
+    assert login.status_code == 302
+
+
 def test_join_codes_stop_being_checked_after_ten_wrong_ones(alice_client, classroom):
     other = make_classroom(name="Physics")
     page = reverse("classrooms")

@@ -740,6 +740,17 @@ def test_leaderboard_ranks_by_the_instructors_choice(alice_client, account, othe
     )
 
 
+def test_leaderboard_leaves_out_deactivated_classmates(alice_client, account, other_account):
+    """An operator deactivates someone who has left or must be kept out: their classmates no
+    longer see their name and results."""
+    gone = make_student(account.classroom, username="deactivated-dora")
+    account_adjust(account_id=gone.pk, amount=Decimal(5000), reason="Prize")  # would rank first
+    User.objects.filter(pk=gone.user_id).update(is_active=False)
+    page = alice_client.get(reverse("leaderboard", args=[account.pk])).content.decode()
+    assert "deactivated-dora" not in page
+    assert "alice" in page and "bob" in page
+
+
 @pytest.mark.parametrize("page", ["dashboard", "dashboard-live"])
 def test_dashboard_and_position_list_queries_do_not_grow_with_positions(
     client, django_assert_max_num_queries, classroom, page

@@ -60,6 +60,30 @@ def test_sign_in_is_briefly_unavailable_for_everyone_and_lets_no_one_in(
     assert client.session[SESSION_KEY] == str(account.user_id)
 
 
+def test_changing_the_password_is_briefly_unavailable_and_changes_nothing(
+    own_redis, account, client
+):
+    client.login(username="alice", password=PASSWORD)
+    page = reverse("password_change")
+    new = {
+        "new_password1": "another-long-passphrase-7",
+        "new_password2": "another-long-passphrase-7",
+    }
+    own_redis.kill()
+    assert client.get(page).status_code == 200
+    for old in (PASSWORD, "guess-1"):  # a right old password is not told from a wrong one
+        assert_unavailable(
+            client.post(page, {"old_password": old, **new}), attempts.SIGN_IN_UNAVAILABLE
+        )
+    account.user.refresh_from_db()
+    assert account.user.check_password(PASSWORD)
+
+    own_redis.restart()
+    assert client.post(page, {"old_password": PASSWORD, **new}).status_code == 302
+    account.user.refresh_from_db()
+    assert account.user.check_password("another-long-passphrase-7")
+
+
 def test_failed_sign_ins_are_counted_again_once_redis_is_back(own_redis, account, client):
     own_redis.kill()
     own_redis.restart()
