@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Max, Min, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import F, Max, Min, Prefetch, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -71,10 +71,39 @@ def resting_orders(account: TradingAccount) -> QuerySet[Order]:
     )
 
 
+# How far back, and how many, the dashboard lists resting orders the engine refused.
+REFUSED_ORDERS_WINDOW = timedelta(hours=24)
+REFUSED_ORDERS_SHOWN = 5
+
+
+def refused_when_triggered(account: TradingAccount, now: datetime | None = None) -> list[Order]:
+    """The account's orders refused when they triggered in the last 24 hours, the latest
+    refusal first: they left the resting orders without the student doing anything.
+
+    An order refused as it is placed is refused in the transaction that writes it, stamped
+    once (``updated_at == created_at``), and its ticket said why. One refused when it
+    triggered rested first and was stamped again by the tick that refused it, so its
+    ``updated_at`` is later and is the time of the refusal. What an order held cannot tell
+    them apart: a reduce-only stop holds nothing, and a refused order gives its hold back.
+    One query, on the (account, status) index."""
+    since = (now or timezone.now()) - REFUSED_ORDERS_WINDOW
+    return list(
+        Order.objects.filter(
+            account_id=account.pk,
+            status=Order.Status.REJECTED,
+            updated_at__gt=F("created_at"),
+            updated_at__gte=since,
+        )
+        .select_related("instrument")
+        .order_by("-updated_at", "-id")[:REFUSED_ORDERS_SHOWN]
+    )
+
+
 def recent_orders(account: TradingAccount, limit: int = 100) -> list[Order]:
     """The account's latest orders in every state, newest first, each with the price of its
     fill (``fill_price``, None when it never filled): a resting order the engine refused
-    when it triggered leaves the dashboard, and this is where the student reads why."""
+    when it triggered leaves the dashboard's resting orders (its notice of refusals keeps it
+    for a day), and this is where the student reads why later."""
     return list(
         with_fill(Order.objects.filter(account_id=account.pk))
         .select_related("instrument")

@@ -201,6 +201,7 @@ def _dashboard_context(account: TradingAccount) -> dict[str, Any]:
         "overview": overview,
         "instruments": list(selectors.classroom_instruments(account.classroom_id)),
         "orders": list(selectors.resting_orders(account)),
+        "refused_orders": selectors.refused_when_triggered(account),
         "margin_calls": selectors.recent_margin_calls(account),
         "liquidations": liquidations,
         "lessons": lessons,

@@ -1,8 +1,8 @@
 """Every page passes axe-core's WCAG 2.1 A and AA rules: the learner pages (signed out, signed in,
-with open, closed and liquidated positions, resting orders, a margin call and API keys; on a
-desktop and, where they turn into cards, on a phone), the API documentation and the instructors'
-admin pages (the live monitor, the confirmation pages of the actions, a stock change list and
-change form)."""
+with open, closed and liquidated positions, resting orders, an order refused when it triggered, a
+margin call and API keys; on a desktop and, where they turn into cards, on a phone), the API
+documentation and the instructors' admin pages (the live monitor, the confirmation pages of the
+actions, a stock change list and change form)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
+from accounts.models import TradingAccount
 from api.services import api_key_create, api_key_revoke
 from liquidation.models import MarginCall
-from positions.models import Position
+from positions.models import Order, Position
 from positions.services import order_place, position_close
 from tests.admin.conftest import build_class, make_instructor
 from tests.admin.test_monitor_browser import restore_instructors_group
@@ -111,11 +112,21 @@ def test_the_learner_pages_pass_the_wcag_aa_audit(live_server, browser):
         account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
         quantity="0.01", leverage=5, price="50000",
     )  # fmt: skip
+    # A stop the engine refuses when it triggers (the instructor froze the account meanwhile):
+    # the dashboard lists it under "Recently refused".
+    stop = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="stop",
+        quantity="0.01", leverage=5, stop_price="61500",
+    )  # fmt: skip
     assert held and closed and doomed and near
     position_close(position_id=closed.pk)
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=True)
     set_price(btc, "61700")
+    TradingAccount.objects.filter(pk=account.pk).update(trading_frozen=False)
     doomed.refresh_from_db()
     assert doomed.status == Position.Status.LIQUIDATED
+    stop.refresh_from_db()
+    assert stop.status == Order.Status.REJECTED
     assert MarginCall.objects.filter(position=near).exists()
     api_key_create(user_id=account.user_id, name="momentum bot", scope="trade")
     leaked = api_key_create(user_id=account.user_id, name="leaked key").api_key

@@ -54,3 +54,52 @@ def test_timeline_and_statement_show_the_readers_clock(live_server, browser):
         assert csp_violations(console) == []
     finally:
         context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_tells_when_an_order_was_refused_on_the_readers_clock(live_server, browser):
+    from playwright.sync_api import expect
+
+    from positions.models import Order
+    from positions.services import order_place
+    from tests.engine.helpers import set_price
+
+    classroom = make_classroom(name="Night class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "kenji")
+    stop = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="stop",
+        quantity="0.01", leverage=10, stop_price="61000",
+    )  # fmt: skip
+    classroom.trading_enabled = False
+    classroom.save(update_fields=["trading_enabled"])
+    set_price(btc, "61500")
+    stop.refresh_from_db()
+    assert stop.status == Order.Status.REJECTED
+    refused_at = stop.updated_at
+    context = browser.new_context(timezone_id=TOKYO, locale="en-GB")
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        sign_in(page, live_server.url, "kenji")
+        page.goto(f"{live_server.url}/accounts/{account.pk}/")
+        tokyo = refused_at.astimezone(ZoneInfo(TOKYO)).strftime("%H:%M")
+        utc = refused_at.astimezone(ZoneInfo("UTC")).strftime("%H:%M")
+        stamp = page.locator(f'#refused-orders li[data-order="{stop.pk}"] time[data-local]')
+        expect(stamp).to_contain_text(tokyo)
+        assert utc not in stamp.inner_text() and "UTC" not in stamp.inner_text()
+        # The dashboard's live part is swapped in again every two seconds: still local after.
+        page.evaluate(
+            "() => { document.getElementById('refused-orders').dataset.before = 'swap'; }"
+        )
+        page.wait_for_function(
+            "() => { const notice = document.getElementById('refused-orders');"
+            " return notice && !notice.dataset.before; }"
+        )
+        expect(stamp).to_contain_text(tokyo)
+        expect(stamp).not_to_contain_text("UTC")
+        assert csp_violations(console) == []
+    finally:
+        context.close()

@@ -491,3 +491,66 @@ def test_api_keys_are_cards_on_a_phone_and_one_is_revoked_from_its_card(live_ser
         expect(other).to_have_text("active")  # only the card's own key was revoked
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert csp_violations(console) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_notice_of_refused_orders_fits_a_phone(live_server, browser):
+    from playwright.sync_api import expect
+
+    from positions.models import Order
+    from tests.engine.helpers import set_price
+
+    classroom = make_classroom(name="Phone class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "pia")
+    stops = [
+        order_place(
+            account_id=account.pk,
+            instrument_id=btc.pk,
+            side="long",
+            type="stop",
+            quantity=quantity,
+            leverage=10,
+            stop_price="61000",
+        )
+        for quantity in ("0.1", "0.25")
+    ]
+    # The trading window ends before the stops trigger: the reason, with its date and time, is
+    # the longest text of the notice.
+    classroom.trading_closes_at = timezone.now()
+    classroom.save(update_fields=["trading_closes_at"])
+    set_price(btc, "61500")
+    reasons = {}
+    for stop in stops:
+        stop.refresh_from_db()
+        assert stop.status == Order.Status.REJECTED and stop.reject_reason
+        reasons[str(stop.pk)] = stop.reject_reason
+
+    with _desk_and_phone(browser, live_server.url, "pia") as (desk, page, console):
+        for each in (desk, page):
+            each.goto(f"{live_server.url}/accounts/{account.pk}/")
+            notice = each.locator("#refused-orders")
+            expect(notice).to_be_visible()
+            expect(notice.get_by_role("heading", name="Recently refused")).to_be_visible()
+        items = page.evaluate(
+            """() => Object.fromEntries([...document.querySelectorAll("#refused-orders li")]
+              .map((li) => [li.dataset.order, {
+                reason: li.querySelector("[data-field=reason]").textContent.trim(),
+                right: Math.max(...[li, ...li.querySelectorAll("*")]
+                  .map((e) => e.getBoundingClientRect().right)),
+              }]))"""
+        )
+        assert {key: item["reason"] for key, item in items.items()} == reasons
+        assert all(item["right"] <= PHONE["width"] for item in items.values()), items
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        # Still there, and still within the screen, after the live part is swapped in again.
+        page.evaluate(
+            "() => { document.getElementById('refused-orders').dataset.before = 'swap'; }"
+        )
+        page.wait_for_function(
+            "() => { const notice = document.getElementById('refused-orders');"
+            " return notice && !notice.dataset.before; }"
+        )
+        expect(page.locator("#refused-orders li")).to_have_count(2)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert csp_violations(console) == []
