@@ -16,7 +16,7 @@ from django.http import HttpRequest
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
 from accounts.money import price_text, towards_entry
 from positions.margin import tiers_from_table
-from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position
+from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, TpSlChange
 
 related_only = admin.RelatedOnlyFieldListFilter
 
@@ -148,6 +148,18 @@ class FillInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class TpSlChangeInline(ReadOnlyInline):
+    model = TpSlChange
+    fields = (
+        "created_at",
+        "take_profit_before",
+        "take_profit_after",
+        "stop_loss_before",
+        "stop_loss_after",
+    )
+    readonly_fields = fields
+
+
 @admin.register(Position)
 class PositionAdmin(ClassroomScopedAdmin):
     """One isolated trade with its collateral (read-only: services change positions)."""
@@ -175,7 +187,7 @@ class PositionAdmin(ClassroomScopedAdmin):
     search_fields = ("=id", "account__user__username", "instrument__symbol")
     list_select_related = ("account__user", "account__classroom", "instrument")
     date_hierarchy = "opened_at"
-    inlines = [CollateralInline, FillInline]
+    inlines = [CollateralInline, FillInline, TpSlChangeInline]
 
     @admin.display(description="liquidation price", ordering="liquidation_price")
     def shown_liquidation_price(self, position: Position) -> str:

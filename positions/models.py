@@ -391,6 +391,33 @@ class Fill(models.Model):
         return f"{self.kind} {plain(self.quantity)} @ {plain(self.price)}"
 
 
+class TpSlChange(models.Model):
+    """A change of an open position's take-profit or stop-loss, with the levels before and
+    after (None: no level), so the position's timeline can tell what its owner moved."""
+
+    position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="tpsl_changes")
+    take_profit_before = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="take-profit before"
+    )
+    take_profit_after = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="take-profit after"
+    )
+    stop_loss_before = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="stop-loss before"
+    )
+    stop_loss_after = models.DecimalField(
+        **PRICE_DIGITS, null=True, blank=True, verbose_name="stop-loss after"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = "take-profit / stop-loss change"
+
+    def __str__(self) -> str:
+        return f"TP/SL change of position #{self.position_id}"
+
+
 def with_fill(orders: models.QuerySet[Order]) -> models.QuerySet[Order]:
     """Orders with ``fill_price`` and ``fill_quantity`` from their fill (an order fills at
     once, in one fill, or not at all): ``None`` for an order that has not filled."""

@@ -55,6 +55,7 @@ from positions.models import (
     Order,
     Position,
     Side,
+    TpSlChange,
     with_fill,
 )
 
@@ -1367,7 +1368,8 @@ def position_set_tpsl(
     *, position_id: int, take_profit: object = None, stop_loss: object = None
 ) -> Position:
     """Attach (or clear, with None) a take-profit and a stop-loss to a position; a price
-    passed as UNCHANGED keeps its current value."""
+    passed as UNCHANGED keeps its current value. A change is recorded as a ``TpSlChange``;
+    a call that changes nothing writes nothing."""
     _, position, _ = lock_position(position_id)
     if not position.is_open:
         raise errors.PositionNotOpen("This position is no longer open.")
@@ -1383,11 +1385,21 @@ def position_set_tpsl(
         stop_loss=sl,
         tick=instrument.tick_size,
     )
-    if not keep_tp:
-        position.take_profit = tp
-    if not keep_sl:
-        position.stop_loss = sl
+    before = (position.take_profit, position.stop_loss)
+    after = (before[0] if keep_tp else tp, before[1] if keep_sl else sl)
+    if after == before:
+        return _fresh(position.pk)  # nothing moved: nothing to write or to tell
+    position.take_profit, position.stop_loss = after
     position.save(update_fields=["take_profit", "stop_loss"])
+    # Kept with the change itself, so the timeline shows every level the student moved
+    # (a stop-loss moved away before a liquidation is part of the lesson).
+    TpSlChange.objects.create(
+        position=position,
+        take_profit_before=before[0],
+        take_profit_after=after[0],
+        stop_loss_before=before[1],
+        stop_loss_after=after[1],
+    )
     return _fresh(position.pk)
 
 

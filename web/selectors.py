@@ -20,6 +20,7 @@ from positions.models import (
     MarginTier,
     Order,
     Position,
+    TpSlChange,
     with_fill,
     with_net_result,
 )
@@ -186,6 +187,36 @@ def collateral_movements(position: Position) -> list[LedgerEntry]:
     )
 
 
+def tpsl_changes(position: Position) -> list[TpSlChange]:
+    """The changes of a position's take-profit and stop-loss, oldest first; read through a
+    position the caller already narrowed to its viewer."""
+    return list(TpSlChange.objects.filter(position_id=position.pk).order_by("created_at", "id"))
+
+
+def _level_change(name: str, before: Decimal | None, after: Decimal | None, tick: Decimal) -> str:
+    """One level's part of a TP/SL change: "stop-loss 58,000.0 → 55,000.0", "take-profit
+    cleared", "take-profit unchanged"."""
+    if before == after:
+        return f"no {name}" if after is None else f"{name} unchanged"
+    if after is None:
+        return f"{name} cleared"
+    if before is None:
+        return f"{name} set at {price_text(after, tick)}"
+    return f"{name} {price_text(before, tick)} → {price_text(after, tick)}"
+
+
+def _tpsl_detail(change: TpSlChange, tick: Decimal) -> str:
+    """What one change did, the level that moved first: "Stop-loss 58,000.0 → 55,000.0;
+    take-profit unchanged"."""
+    parts = [
+        ("take-profit", change.take_profit_before, change.take_profit_after),
+        ("stop-loss", change.stop_loss_before, change.stop_loss_after),
+    ]
+    parts.sort(key=lambda part: part[1] == part[2])  # stable: a moved level leads
+    text = "; ".join(_level_change(*part, tick) for part in parts)
+    return text[:1].upper() + text[1:]
+
+
 def peak_collateral(movements: list[LedgerEntry]) -> Decimal:
     running = peak = ZERO
     for entry in movements:
@@ -236,6 +267,7 @@ def position_timeline(
     movements: list[LedgerEntry],
     margin_calls: list[MarginCall],
     liquidation: LiquidationEvent | None,
+    tpsl_changes: list[TpSlChange],
 ) -> list[TimelineEvent]:
     events: list[TimelineEvent] = []
     currency = position.account.classroom.currency
@@ -274,6 +306,10 @@ def position_timeline(
                 f"{price_text(call.mark_price, tick)}"
                 f" — {call.get_outcome_display().lower()}",
             )
+        )
+    for change in tpsl_changes:
+        events.append(
+            TimelineEvent(change.created_at, "tpsl", "TP / SL changed", _tpsl_detail(change, tick))
         )
     if liquidation is not None:
         events.append(

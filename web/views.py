@@ -498,7 +498,9 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
         "valuation": valuation,
         "liquidation": liquidation,
         "collateral": collateral,
-        "timeline": selectors.position_timeline(position, movements, calls, liquidation),
+        "timeline": selectors.position_timeline(
+            position, movements, calls, liquidation, selectors.tpsl_changes(position)
+        ),
         "closed_at_tpsl": (
             selectors.tpsl_close(position) if position.status == Position.Status.CLOSED else None
         ),

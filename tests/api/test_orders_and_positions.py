@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import LedgerTransaction, TradingAccount
 from accounts.services import account_adjust
-from positions.models import Fill, Order, Position
+from positions.models import Fill, Order, Position, TpSlChange
 from positions.services import position_open
 from tests.api.conftest import client_for, new_key, order_body
 from tests.factories import make_classroom, make_instrument, make_student
@@ -799,6 +799,28 @@ def test_tpsl_changes_only_the_fields_sent_and_null_clears(api, account, btc):
     assert (untouched["take_profit"], untouched["stop_loss"]) == (None, "57000")
     position = Position.objects.get()
     assert (position.take_profit, position.stop_loss) == (None, Decimal("57000"))
+
+
+def test_tpsl_endpoint_records_each_change_with_before_and_after(api, account, btc):
+    order = api.post(ORDERS, order_body(account), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/tpsl"
+    api.post(url, {"take_profit": "70000", "stop_loss": "56000"}, format="json")
+    api.post(url, {"stop_loss": "57000"}, format="json")
+    api.post(url, {"take_profit": None}, format="json")
+    # Neither a refused change nor one that changes nothing leaves a trace.
+    refused = api.post(url, {"take_profit": "50000"}, format="json")
+    assert refused.json()["error"]["code"] == "invalid_price"
+    assert api.post(url, {"stop_loss": "57000"}, format="json").status_code == 200
+    assert api.post(url, {}, format="json").status_code == 200
+    rows = TpSlChange.objects.filter(position_id=order["position"]).order_by("created_at", "id")
+    assert [
+        (r.take_profit_before, r.take_profit_after, r.stop_loss_before, r.stop_loss_after)
+        for r in rows
+    ] == [
+        (None, Decimal("70000"), None, Decimal("56000")),
+        (Decimal("70000"), Decimal("70000"), Decimal("56000"), Decimal("57000")),
+        (Decimal("70000"), None, Decimal("57000"), Decimal("57000")),
+    ]
 
 
 def test_unknown_api_paths_answer_in_the_error_shape(api):
