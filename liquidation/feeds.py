@@ -9,6 +9,11 @@ A replay plays an uploaded CSV of (seconds from the start, price) at ``replay_sp
 and loops when it reaches the end. A manual feed keeps the mark where it is; an
 instructor moves it with a scenario.
 
+When the mark is off the instrument's tick grid (an instructor changed the tick size), the
+next tick only moves it onto the new grid, to the nearest tick, and the feed carries on from
+there on the tick after: rounding down, as the walk does, would move the price by up to a
+whole new tick and could liquidate high-leverage longs for no move of the market.
+
 Scenarios take precedence over the feed while they are active: "set the price" applies
 on the next tick; "move by P% over D seconds" moves the price linearly from the mark at
 the scenario's start to ``start * (1 + P/100)`` as the ticks go by (with D = 0 the whole
@@ -21,9 +26,9 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
-from accounts.money import to_tick
+from accounts.money import is_multiple, price, to_tick
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 
@@ -37,6 +42,13 @@ def on_grid(value: Decimal, instrument: Instrument) -> Decimal:
     ceiling)."""
     capped = min(value, MARK_CEILING)
     return max(to_tick(capped, instrument.tick_size, up=False), instrument.tick_size)
+
+
+def nearest_on_grid(value: Decimal, instrument: Instrument) -> Decimal:
+    """``value`` moved to the nearest tick of the instrument's grid (at most half a tick away,
+    never below one tick)."""
+    steps = (value / instrument.tick_size).to_integral_value(rounding=ROUND_HALF_UP)
+    return max(price(steps * instrument.tick_size), instrument.tick_size)
 
 
 def walk_return(*, seed: int, step: int, volatility: float, jump_probability: float,
@@ -126,6 +138,8 @@ def next_price(
         step = scenario_price(scenario, current, now, instrument)
         if step is not None:
             return step.price, scenario, step.finished
+    if current is not None and not is_multiple(current, instrument.tick_size):
+        return nearest_on_grid(current, instrument), None, False
     if feed.kind == PriceFeed.Kind.SIMULATED:
         return (
             (None if current is None else simulated_price(feed, current, instrument)),

@@ -14,11 +14,18 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
-from accounts.money import price_text, towards_entry
+from accounts.money import plain, price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, TpSlChange
 
 related_only = admin.RelatedOnlyFieldListFilter
+
+# The largest tick size as a share of the mark: 0.1%. Exchanges quote their contracts far
+# finer (BTCUSDT's 0.1 is 0.0002% of 60,000). A tick is what a fill can cost beyond the mark
+# (buys round up to it) and what the engine's move onto a new grid can shift the mark by
+# (half of it); at 125x a long sits about 0.4% above its liquidation price, so at 0.1% a
+# tick change or one fill's rounding cannot liquidate it, while a 1% tick could do both.
+MAX_TICK_SHARE_OF_MARK = Decimal("0.001")
 
 
 class MarginTierFormSet(forms.BaseInlineFormSet):
@@ -77,7 +84,10 @@ class MarginTierInline(ScopedInline):
 class InstrumentForm(forms.ModelForm):
     """Refuses a symbol that another instrument of the classroom has, in any letter case:
     bots and the API find instruments by symbol in any case, so both would answer. (The
-    database's own check cannot see a change page, where the classroom is read-only.)"""
+    database's own check cannot see a change page, where the classroom is read-only.)
+
+    Refuses a new tick size larger than ``MAX_TICK_SHARE_OF_MARK`` of the current mark; the
+    engine then moves the mark onto the new grid by at most half a tick."""
 
     class Meta:
         model = Instrument
@@ -101,7 +111,24 @@ class InstrumentForm(forms.ModelForm):
                     f"This classroom already trades {same.symbol}; symbols are read in any "
                     "letter case, so pick another.",
                 )
+        self._check_tick_size(data)
         return data
+
+    def _check_tick_size(self, data: dict[str, Any]) -> None:
+        tick = data.get("tick_size")
+        if tick is None or (self.instance.pk and "tick_size" not in self.changed_data):
+            return  # an unchanged tick keeps the grid the mark is already on
+        mark = self.instance.mark_price if self.instance.pk else data.get("mark_price")
+        if mark is None or mark <= 0:
+            return
+        largest = mark * MAX_TICK_SHARE_OF_MARK
+        if tick > largest:
+            self.add_error(
+                "tick_size",
+                f"A tick of {plain(tick)} is too coarse for the current mark "
+                f"{plain(mark)}: it may be at most "
+                f"{plain(MAX_TICK_SHARE_OF_MARK * 100)}% of the mark ({plain(largest)}).",
+            )
 
 
 @admin.register(Instrument)
