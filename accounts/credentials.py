@@ -6,6 +6,7 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import errors
 from accounts.models import User
@@ -31,7 +32,10 @@ def live_session_count(*, user_id: int) -> int:
     return len(_live_sessions(user_id))
 
 
-@transaction.atomic
+# The new password is an argument here (and ``raw_password`` in Django's hashing below), so
+# error reports must hide those locals; a ``with`` block rather than ``@transaction.atomic``,
+# whose wrapper would hold the arguments in a frame of its own that nothing marks.
+@sensitive_variables("password", "raw_password")
 def user_set_password(*, user_id: int, password: str, sign_out_everywhere: bool) -> int:
     """Give the user a new password (checked against the validators by the caller's form).
 
@@ -41,17 +45,20 @@ def user_set_password(*, user_id: int, password: str, sign_out_everywhere: bool)
     forgot their password loses nothing where they are still signed in. Returns the number
     of sessions ended, or kept.
     """
-    user = User.objects.select_for_update(of=("self",)).filter(pk=user_id).first()
-    if user is None:
-        raise errors.NotFound("No such user.")
-    user.set_password(password)
-    user.save(update_fields=["password"])
-    sessions = _live_sessions(user.pk)
-    if sign_out_everywhere:
-        Session.objects.filter(session_key__in=[key for key, _ in sessions]).delete()
+    with transaction.atomic():
+        user = User.objects.select_for_update(of=("self",)).filter(pk=user_id).first()
+        if user is None:
+            raise errors.NotFound("No such user.")
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        sessions = _live_sessions(user.pk)
+        if sign_out_everywhere:
+            Session.objects.filter(session_key__in=[key for key, _ in sessions]).delete()
+            return len(sessions)
+        stamp = user.get_session_auth_hash()
+        for key, data in sessions:
+            data[HASH_SESSION_KEY] = stamp
+            Session.objects.filter(session_key=key).update(
+                session_data=Session.objects.encode(data)
+            )
         return len(sessions)
-    stamp = user.get_session_auth_hash()
-    for key, data in sessions:
-        data[HASH_SESSION_KEY] = stamp
-        Session.objects.filter(session_key=key).update(session_data=Session.objects.encode(data))
-    return len(sessions)

@@ -19,6 +19,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.errors import ClientOrderIdReused, ClientRequestIdReused, DomainError
@@ -66,6 +67,8 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("classrooms")
 
 
+# The chosen password must not reach an error report (the request's POST is part of it).
+@sensitive_post_parameters("password1", "password2")
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("classrooms")

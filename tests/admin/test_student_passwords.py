@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from types import TracebackType
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.views.debug import SafeExceptionReporterFilter
 
+from accounts.credentials import user_set_password
+from accounts.errors import NotFound
 from accounts.models import Membership, User
 from accounts.services import classroom_join
 from api.models import ApiKey
@@ -265,3 +270,24 @@ def test_a_new_password_set_while_redis_is_down_is_set_and_works_once_redis_is_b
     assert not signs_in("alpha-student-2", NEW)  # sign-in itself waits for the counts
     own_redis.restart()
     assert signs_in("alpha-student-2", NEW)
+
+
+def test_a_password_being_set_stays_out_of_error_reports(world):
+    """The service holds the new password as an argument: a failure inside it (here a user
+    gone meanwhile) must not write it into the report of the error."""
+    missing = User.objects.order_by("-pk").values_list("pk", flat=True)[0] + 1
+    with pytest.raises(NotFound) as caught:
+        user_set_password(user_id=missing, password=NEW, sign_out_everywhere=False)
+    request = RequestFactory().post(CHANGELIST)
+    reporter_filter = SafeExceptionReporterFilter()
+    frames = {}
+    tb: TracebackType | None = caught.tb
+    while tb is not None:
+        frames[tb.tb_frame.f_code.co_name] = dict(
+            reporter_filter.get_traceback_frame_variables(request, tb.tb_frame)
+        )
+        tb = tb.tb_next
+    service = frames["user_set_password"]
+    assert service["password"] == reporter_filter.cleansed_substitute
+    assert service["user_id"] == missing
+    assert not [name for name, names in frames.items() if NEW in repr(names)]

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 from accounts.models import LedgerTransaction, Membership, TradingAccount
 from positions.models import Order, Position
@@ -530,3 +531,39 @@ def test_a_preselected_instrument_that_is_no_id_is_ignored(alice_client, account
 def test_a_preselected_instrument_is_chosen_on_the_ticket(alice_client, account, btc):
     shown = alice_client.get(reverse("trade", args=[account.pk]), {"instrument": str(btc.pk)})
     assert shown.context["form"]["instrument"].value() == btc.pk
+
+
+# What an error report (with DEBUG off: a mailed or logged 500) may show of a request.
+SECRET = "plum-harbour-42"
+
+
+def reported_post(request) -> dict[str, str]:
+    return dict(SafeExceptionReporterFilter().get_post_parameters(request).items())
+
+
+def test_sign_up_keeps_the_chosen_password_out_of_error_reports(client, classroom):
+    response = client.post(
+        reverse("signup"),
+        {"username": "dora", "password1": SECRET, "password2": SECRET, "join_code": "NOPE"},
+    )
+    assert response.status_code == 400
+    reported = reported_post(response.wsgi_request)
+    stars = SafeExceptionReporterFilter.cleansed_substitute
+    assert reported["password1"] == reported["password2"] == stars
+    assert reported["username"] == "dora" and reported["join_code"] == "NOPE"
+    text = ExceptionReporter(response.wsgi_request, None, None, None).get_traceback_text()
+    assert "dora" in text and SECRET not in text
+
+
+@pytest.mark.parametrize("page", ["password_change", "admin:password_change"])
+def test_a_password_change_keeps_every_password_out_of_error_reports(client, classroom, page):
+    instructor = classroom.instructor
+    client.force_login(instructor)
+    response = client.post(
+        reverse(page),
+        {"old_password": SECRET, "new_password1": SECRET, "new_password2": SECRET},
+    )
+    assert response.status_code == 200  # the old password is wrong
+    reported = reported_post(response.wsgi_request)
+    assert set(reported) == {"old_password", "new_password1", "new_password2"}
+    assert set(reported.values()) == {SafeExceptionReporterFilter.cleansed_substitute}
