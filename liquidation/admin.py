@@ -20,6 +20,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -46,6 +47,8 @@ from liquidation.instructor import (
     classroom_regenerate_join_code,
     classroom_set_trading,
     confirmation_claim,
+    confirmation_record_classroom,
+    confirmed_classroom_id,
     grades_csv,
     insurance_fund_adjust,
 )
@@ -80,6 +83,10 @@ ALREADY_CONFIRMED = (
     "This confirmation was sent twice: it acted the first time only, and nothing more was changed."
 )
 TOKEN_RULE = re.compile(r"\A[0-9a-f]{32}\Z")
+CLASSROOM_SENT_TWICE = (
+    "This form was sent twice: the classroom was created the first time only, and no other "
+    "was created."
+)
 
 
 class InstructorActionsMixin(ClassroomScopedAdmin):
@@ -186,7 +193,16 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
 # --- classrooms -----------------------------------------------------------------------
 
 
+def one_time_token() -> str:
+    return uuid.uuid4().hex
+
+
 class ClassroomForm(forms.ModelForm):
+    # A callable initial: each "add classroom" page gets a token of its own, which the
+    # creation claims (as a confirmation page's), so the form sent twice creates one class.
+    creation_token = forms.CharField(
+        widget=forms.HiddenInput, required=False, initial=one_time_token
+    )
     insurance_fund_seed = forms.DecimalField(
         required=False,
         min_value=Decimal(0),
@@ -391,7 +407,7 @@ class ClassroomAdmin(InstructorActionsMixin):
         ]
         if obj is None:
             fields = [f for f in fields if f not in ("join_code", "created_at", "monitor_link")]
-            fields.append("insurance_fund_seed")
+            fields += ["insurance_fund_seed", "creation_token"]
         if not request.user.is_superuser:
             fields.remove("instructor")  # an instructor creates classrooms for themselves
         return fields
@@ -411,6 +427,13 @@ class ClassroomAdmin(InstructorActionsMixin):
         data = form.cleaned_data
         owner = obj.instructor_id if request.user.is_superuser else request.user.pk
         assert owner is not None
+        # Claimed before anything is created: a second sending waits here for the first's
+        # transaction, then finds the token taken (see add_view). A form without a token (not
+        # sent from the page) cannot be told from another and creates.
+        token = data.get("creation_token") or ""
+        claimed = bool(TOKEN_RULE.match(token))
+        if claimed and not confirmation_claim(token=token, actor_id=request.user.pk):
+            raise AlreadyConfirmed
         created = classroom_create(
             instructor_id=owner,
             name=data["name"],
@@ -426,6 +449,8 @@ class ClassroomAdmin(InstructorActionsMixin):
         Classroom.objects.filter(pk=created.pk).update(
             trading_enabled=data["trading_enabled"], ranking=data["ranking"]
         )
+        if claimed:
+            confirmation_record_classroom(token=token, classroom_id=created.pk)
         created.refresh_from_db()
         for f in Classroom._meta.concrete_fields:
             setattr(obj, f.attname, getattr(created, f.attname))
@@ -446,8 +471,18 @@ class ClassroomAdmin(InstructorActionsMixin):
     def add_view(
         self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        with transaction.atomic():  # the classroom, its pockets and the log entry together
-            return super().add_view(request, form_url, extra_context)
+        try:
+            with transaction.atomic():  # the classroom, its pockets and the log entry together
+                return super().add_view(request, form_url, extra_context)
+        except AlreadyConfirmed:
+            pass
+        # The same form sent again (a double click on "Save", a resent request): go to the
+        # classroom its first sending created.
+        self.message_user(request, CLASSROOM_SENT_TWICE, messages.WARNING)
+        created = confirmed_classroom_id(token=request.POST.get("creation_token", ""))
+        if created is not None and self.get_queryset(request).filter(pk=created).exists():
+            return redirect(f"{self.admin_site.name}:accounts_classroom_change", created)
+        return redirect(f"{self.admin_site.name}:accounts_classroom_changelist")
 
     @admin.display(description="trading open now", boolean=True)
     def trading_open_now(self, obj: Classroom) -> bool:

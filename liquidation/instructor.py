@@ -426,3 +426,15 @@ def confirmation_claim(*, token: str, actor_id: int | None) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def confirmation_record_classroom(*, token: str, classroom_id: int) -> None:
+    """Note the classroom that the claimed "add classroom" form created, in its transaction."""
+    ConfirmedAction.objects.filter(token=token).update(classroom_id=classroom_id)
+
+
+def confirmed_classroom_id(*, token: str) -> int | None:
+    """The classroom that an "add classroom" form's first sending created, if it still exists."""
+    return (
+        ConfirmedAction.objects.filter(token=token).values_list("classroom_id", flat=True).first()
+    )

@@ -249,11 +249,17 @@ class ConfirmedAction(models.Model):
     the same token twice; the unique token makes the second one act on nothing, so a grant
     or a top-up moves its money once. The claim is written in the action's own transaction:
     an action that is refused claims nothing, and a second sending waits for the first.
+
+    The "add classroom" form carries such a token too; ``classroom`` is the class its first
+    sending created, where a second sending is taken instead of creating another.
     """
 
     token = models.CharField(max_length=32, unique=True)
     created_by = models.ForeignKey(
         User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    classroom = models.ForeignKey(
+        Classroom, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
 

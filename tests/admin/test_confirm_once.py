@@ -9,14 +9,15 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import ClassroomPocket, LedgerTransaction, TradingAccount
-from liquidation.models import Scenario
+from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, TradingAccount
+from liquidation.models import ConfirmedAction, Scenario
 from positions.models import Instrument
 from tests.admin.conftest import make_instructor
+from tests.admin.forms import admin_form_data
 from tests.factories import make_classroom, make_student
 from tests.invariants import assert_ledger_invariants
 from tests.processes import wait_until, waiting_on_locks
@@ -171,4 +172,110 @@ def test_a_double_click_sending_both_at_once_grants_once():
     assert kinds_since(before) == [Kind.GRANT]
     account.refresh_from_db()
     assert account.balance == classroom.starting_balance + 100
+    assert_ledger_invariants()
+
+
+CLASSROOM_ADD = reverse("admin:accounts_classroom_add")
+CLASS_SENT_TWICE = "This form was sent twice: the classroom was created the first time only"
+
+
+def classroom_add_form(client, name: str) -> dict:
+    """The "add classroom" page filled in as the instructor would, with its hidden token."""
+    page = client.get(CLASSROOM_ADD)
+    assert page.status_code == 200
+    data = admin_form_data(page)
+    data.update(name=name, starting_balance="10000", insurance_fund_seed="500", _save="Save")
+    return data
+
+
+def test_the_add_classroom_form_sent_twice_creates_one_classroom(world, alpha_client):
+    before = last_txn_id()
+    sent = classroom_add_form(alpha_client, "Derivatives 101")
+    first = alpha_client.post(CLASSROOM_ADD, sent)
+    again = alpha_client.post(CLASSROOM_ADD, sent)
+
+    created = Classroom.objects.get(name="Derivatives 101")
+    assert created.instructor == world.alpha
+    assert first.status_code == again.status_code == 302
+    assert again["Location"] == reverse("admin:accounts_classroom_change", args=[created.pk])
+    assert any(CLASS_SENT_TWICE in m for m in messages_of(again))
+    assert not any(CLASS_SENT_TWICE in m for m in messages_of(first))
+    assert kinds_since(before) == [Kind.INSURANCE_SEED]
+    assert ClassroomPocket.objects.get(classroom=created, kind="insurance").balance == 500
+    assert LogEntry.objects.filter(object_id=str(created.pk), action_flag=1).count() == 1
+    assert_ledger_invariants()
+    assert re.fullmatch(r"[0-9a-f]{32}", sent["creation_token"])
+    # A new page has a new token: the instructor can still create a second class on purpose.
+    another = alpha_client.post(CLASSROOM_ADD, classroom_add_form(alpha_client, "Derivatives 101"))
+    assert another.status_code == 302
+    assert Classroom.objects.filter(name="Derivatives 101").count() == 2
+
+
+def test_a_refused_add_classroom_form_can_be_sent_again_once_corrected(world, alpha_client):
+    """A form error claims nothing: the same page, corrected, still creates the class."""
+    sent = classroom_add_form(alpha_client, "Options 201")
+    refused = alpha_client.post(CLASSROOM_ADD, {**sent, "starting_balance": "-5"})
+    assert refused.status_code == 200
+    assert not Classroom.objects.filter(name="Options 201").exists()
+    corrected = alpha_client.post(CLASSROOM_ADD, sent)
+    assert corrected.status_code == 302
+    assert not any(CLASS_SENT_TWICE in m for m in messages_of(corrected))
+    assert Classroom.objects.filter(name="Options 201").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_add_classroom_form_sent_twice_at_once_creates_one_classroom():
+    """The second sending arrives while the first is still creating the class: it waits for
+    the first's claim of the token, then goes to the class the first one made."""
+    alpha = make_instructor("alpha")
+    client = Client()
+    client.force_login(alpha)
+    sent = classroom_add_form(client, "Double save")
+    before = last_txn_id()
+    held, release = threading.Event(), threading.Event()
+    answers: list[tuple[int, str, list[str]]] = []
+    failures: list[BaseException] = []
+
+    def hold_tokens() -> None:
+        # Both sendings queue at their claim of the token until this lets them go.
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    f"LOCK TABLE {ConfirmedAction._meta.db_table} IN SHARE ROW EXCLUSIVE MODE"
+                )
+                held.set()
+                assert release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    def save() -> None:
+        try:
+            saver = Client()
+            saver.force_login(alpha)
+            response = saver.post(CLASSROOM_ADD, sent)
+            answers.append((response.status_code, response["Location"], messages_of(response)))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_tokens)
+    holder.start()
+    assert held.wait(timeout=30)
+    saves = [threading.Thread(target=save) for _ in range(2)]
+    for thread in saves:
+        thread.start()
+    wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="both sendings queueing")
+    release.set()
+    for thread in [holder, *saves]:
+        thread.join(timeout=60)
+
+    assert not failures, failures
+    created = Classroom.objects.get(name="Double save")
+    assert sorted(status for status, _, _ in answers) == [302, 302]
+    twice = [
+        location for _, location, notes in answers if any(CLASS_SENT_TWICE in n for n in notes)
+    ]
+    assert twice == [reverse("admin:accounts_classroom_change", args=[created.pk])]
+    assert kinds_since(before) == [Kind.INSURANCE_SEED]
     assert_ledger_invariants()
