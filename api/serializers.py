@@ -218,7 +218,8 @@ class PlaceOrderSerializer(RequestSerializer):
         min_value=1,
         required=False,
         allow_null=True,
-        help_text="The position a reduce-only order reduces.",
+        help_text="The position a reduce-only order reduces: required with reduce_only, refused "
+        "without it.",
     )
     client_order_id = serializers.CharField(
         max_length=64,
@@ -229,7 +230,8 @@ class PlaceOrderSerializer(RequestSerializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # Fields an order of this kind would not use: refused rather than ignored.
+        # The order's shape: fields an order of this kind would not use are refused rather
+        # than ignored, and so is a reduce-only order without the position it reduces.
         unused: dict[str, str] = {}
         if attrs.get("price") is not None and attrs["type"] != Order.Type.LIMIT:
             unused["price"] = "Only a limit order has a price."
@@ -237,6 +239,8 @@ class PlaceOrderSerializer(RequestSerializer):
             unused["stop_price"] = "Only a stop order has a stop price."
         if attrs.get("position") is not None and not attrs["reduce_only"]:
             unused["position"] = "Only a reduce-only order names a position (reduce_only: true)."
+        if attrs["reduce_only"] and attrs.get("position") is None:
+            unused["position"] = "A reduce-only order names the position it reduces."
         if attrs["reduce_only"]:
             for name in ("take_profit", "stop_loss", "extra_collateral"):
                 if attrs.get(name) is not None:

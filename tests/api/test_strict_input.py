@@ -82,6 +82,25 @@ def test_order_fields_that_the_order_would_not_use_are_refused(api, account, btc
     assert not Order.objects.exists()
 
 
+@pytest.mark.parametrize("position", [{}, {"position": None}])
+def test_a_reduce_only_order_without_its_position_is_a_malformed_request(
+    api, account, btc, position
+):
+    """The mirror of ``position`` without ``reduce_only``: a shape mistake, named at the field."""
+    opened = api.post(ORDERS, order_body(account), format="json")
+    assert opened.status_code == 201
+    orders = list(Order.objects.values_list("pk", flat=True))
+    body = order_body(account, side="short", reduce_only=True, **position)
+    for path in (ORDERS, "/api/v1/orders/preview"):
+        response = api.post(path, body, format="json")
+        assert_refused(response, "position")
+        assert response.json()["error"]["fields"] == {
+            "position": ["A reduce-only order names the position it reduces."]
+        }
+    assert list(Order.objects.values_list("pk", flat=True)) == orders
+    assert Position.objects.get().is_open
+
+
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1_0", "+5", " 5", "\u0665", "\uff15"])
 def test_a_limit_that_is_not_a_positive_whole_number_is_refused(api, account, btc, limit):
     for path in ("/api/v1/orders/", "/api/v1/instruments/", "/api/v1/instruments/BTCUSDT/prices/"):
