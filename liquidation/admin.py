@@ -75,6 +75,11 @@ related_only = admin.RelatedOnlyFieldListFilter
 # --- confirmation pages ---------------------------------------------------------------
 
 
+def one_time_token() -> str:
+    """The token of one confirmation page or "add classroom" form, claimed when it acts."""
+    return uuid.uuid4().hex
+
+
 class AlreadyConfirmed(Exception):
     """The confirmation page sent has acted already."""
 
@@ -119,7 +124,7 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
             "action": action,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "confirm_label": confirm_label,
-            "confirmation_token": uuid.uuid4().hex,
+            "confirmation_token": one_time_token(),
             "media": self.media + (form.media if form else forms.Media()),
         }
         request.current_app = self.admin_site.name
@@ -191,10 +196,6 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
 
 
 # --- classrooms -----------------------------------------------------------------------
-
-
-def one_time_token() -> str:
-    return uuid.uuid4().hex
 
 
 class ClassroomForm(forms.ModelForm):
