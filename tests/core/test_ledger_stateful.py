@@ -22,13 +22,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from accounts.errors import DomainError
+from accounts.errors import ClientRequestIdReused, DomainError
 from accounts.models import LedgerEntry, TradingAccount
 from accounts.money import MONEY_STEP, to_tick
 from accounts.services import account_adjust, classroom_join
-from liquidation.engine import execute_triggered_order
-from positions.models import Collateral, Instrument, Order, Position
+from liquidation.engine import close_at_tpsl, execute_triggered_order, triggered_tpsl_ids
+from liquidation.settlement import breached_position_ids, liquidate_batch
+from positions.models import Collateral, Instrument, Order, Position, TpSlChange
 from positions.services import (
+    UNCHANGED,
     order_cancel,
     order_place,
     order_replace,
@@ -36,6 +38,7 @@ from positions.services import (
     position_close,
     position_open,
     position_remove_margin,
+    position_set_tpsl,
     removable_margin,
     stored_prices,
 )
@@ -49,11 +52,17 @@ ETH_BRACKETS = [
     (D(10_000), D(100_000), D("0.0065"), 50),
     (D(100_000), None, D("0.01"), 20),
 ]
+# Few enough that margin changes often meet an id their account has used before.
+REQUEST_IDS = ["r1", "r2", "r3", "r4"]
+request_ids = st.one_of(st.just(""), st.sampled_from(REQUEST_IDS))
+# A TP/SL level: kept, cleared, or this many percent on the winning (+) or losing (-) side.
+levels = st.one_of(st.just(UNCHANGED), st.none(), st.integers(-40, 40).filter(bool))
 
 
 class TradingMachine(RuleBasedStateMachine):
-    """Students join, open, close, move margin, place, cancel and trigger resting orders
-    while the mark jumps about."""
+    """Students join, open, close, move margin (retrying or reusing client_request_ids), set
+    TP/SL, place, cancel and trigger resting orders while the mark jumps about and the
+    engine liquidates and closes at TP/SL."""
 
     accounts = Bundle("accounts")
 
@@ -64,6 +73,10 @@ class TradingMachine(RuleBasedStateMachine):
         self.open_ids: list[int] = []
         self.resting_ids: list[int] = []
         self.refusals = 0
+        # (account, client_request_id) -> (position, signed collateral change) it moved.
+        self.margin_requests: dict[tuple[int, str], tuple[int, Decimal]] = {}
+        # TP/SL each position opened with; one opened by a resting order had none.
+        self.opened_with: dict[int, tuple[Decimal | None, Decimal | None]] = {}
 
     def teardown(self) -> None:
         transaction.set_rollback(True)
@@ -108,6 +121,61 @@ class TradingMachine(RuleBasedStateMachine):
             assert money_snapshot() == before
             return None
 
+    def _level(self, instrument: Instrument, side: str, percent: int, *, winning: bool) -> Decimal:
+        """A price ``percent`` away from the mark on the winning or losing side of ``side``
+        (a negative ``percent``: the other side, where a TP or SL is refused)."""
+        assert instrument.mark_price is not None
+        s = 1 if (side == "long") == winning else -1
+        target = instrument.mark_price * (100 + s * percent) / 100
+        return max(to_tick(target, instrument.tick_size, up=False), instrument.tick_size)
+
+    def _change_margin(
+        self, position_id: int, change: Decimal, request_id: str
+    ) -> tuple[Position | None, bool]:
+        """Add (change > 0) or remove margin; also whether ``request_id`` was new to the account.
+
+        An id the account used before decides the outcome on its own: the same change again
+        is a repeat and anything else ClientRequestIdReused, and neither moves anything.
+        """
+        call = position_add_margin if change > 0 else position_remove_margin
+        account_id = Position.objects.values_list("account_id", flat=True).get(pk=position_id)
+        first = self.margin_requests.get((account_id, request_id)) if request_id else None
+        before = money_snapshot()
+        try:
+            changed = call(
+                position_id=position_id, amount=abs(change), client_request_id=request_id
+            )
+        except ClientRequestIdReused:
+            assert first not in (None, (position_id, change)), f"{request_id!r} refused as reused"
+            assert money_snapshot() == before
+            self.refusals += 1
+            return None, False
+        except DomainError:
+            assert first is None, f"{request_id!r} was used for {first}, then refused otherwise"
+            assert money_snapshot() == before
+            self.refusals += 1
+            return None, True
+        if first is not None:
+            assert first == (position_id, change), f"{request_id!r} of {first} was reused"
+            assert getattr(changed, "repeated", False)
+            assert money_snapshot() == before
+            return changed, False
+        assert not getattr(changed, "repeated", True)
+        moved = changed.collateral.amount - before.collateral[position_id][0]
+        assert moved == change
+        if request_id:
+            self.margin_requests[(account_id, request_id)] = (position_id, change)
+        return changed, True
+
+    def _still_open(self) -> None:
+        """Forget the positions the engine has closed (liquidation, ADL, TP/SL)."""
+        open_ = set(
+            Position.objects.filter(pk__in=self.open_ids, status=Position.Status.OPEN).values_list(
+                "pk", flat=True
+            )
+        )
+        self.open_ids = [pk for pk in self.open_ids if pk in open_]
+
     def _balances(self) -> tuple[dict[int, Decimal], dict[int, Decimal]]:
         accounts = dict(
             TradingAccount.objects.filter(classroom=self.classroom).values_list("pk", "balance")
@@ -132,9 +200,15 @@ class TradingMachine(RuleBasedStateMachine):
         lots=st.one_of(st.integers(1, 50), st.integers(1, 3000)),
         leverage=st.one_of(st.integers(1, 25), st.integers(1, 130)),
         extra=st.one_of(st.just(D(0)), st.integers(1, 2000).map(D)),
+        protect=st.one_of(st.none(), st.tuples(st.integers(1, 30), st.integers(1, 30))),
     )
-    def open(self, account, which, side, lots, leverage, extra):
+    def open(self, account, which, side, lots, leverage, extra, protect):
         instrument = self.instruments[which]
+        take_profit = stop_loss = None
+        if protect is not None:
+            current = Instrument.objects.get(pk=instrument.pk)
+            take_profit = self._level(current, side, protect[0], winning=True)
+            stop_loss = self._level(current, side, protect[1], winning=False)
         position = self._refused(
             position_open,
             account_id=account,
@@ -143,9 +217,13 @@ class TradingMachine(RuleBasedStateMachine):
             quantity=D(lots) * instrument.lot_size,
             leverage=leverage,
             extra_collateral=extra,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
         )
         if isinstance(position, Position):
             self.open_ids.append(position.pk)
+            assert (position.take_profit, position.stop_loss) == (take_profit, stop_loss)
+            self.opened_with[position.pk] = (take_profit, stop_loss)
 
     @precondition(lambda self: bool(self.open_ids))
     @rule(data=st.data())
@@ -177,25 +255,97 @@ class TradingMachine(RuleBasedStateMachine):
         assert closed.realized_pnl - position.realized_pnl >= -released
 
     @precondition(lambda self: bool(self.open_ids))
-    @rule(data=st.data(), amount=st.integers(1, 3000).map(D))
-    def add_margin(self, data, amount):
+    @rule(data=st.data(), amount=st.integers(1, 3000).map(D), request_id=request_ids)
+    def add_margin(self, data, amount, request_id):
         position_id = data.draw(st.sampled_from(self.open_ids))
-        self._refused(position_add_margin, position_id=position_id, amount=amount)
+        self._change_margin(position_id, amount, request_id)
 
     @precondition(lambda self: bool(self.open_ids))
-    @rule(data=st.data(), share=st.sampled_from([D("0.25"), D(1), D("1.001"), D(2)]))
-    def remove_margin(self, data, share):
+    @rule(
+        data=st.data(),
+        share=st.sampled_from([D("0.25"), D(1), D("1.001"), D(2)]),
+        request_id=request_ids,
+    )
+    def remove_margin(self, data, share, request_id):
         position_id = data.draw(st.sampled_from(self.open_ids))
         position = Position.objects.select_related("instrument", "collateral").get(pk=position_id)
         limit = removable_margin(position=position, collateral=position.collateral.amount)
         amount = (limit * share).quantize(MONEY_STEP, rounding=ROUND_FLOOR)
         if amount <= 0:
             amount = D("0.01")
-        removed = self._refused(position_remove_margin, position_id=position_id, amount=amount)
+        removed, new_id = self._change_margin(position_id, -amount, request_id)
+        if not new_id:
+            return  # a used id decides the outcome, whatever the limit (checked above)
         if amount <= limit:
             assert removed is not None, f"removing {amount} within the limit {limit} was refused"
         else:
             assert removed is None, f"removing {amount} beyond the limit {limit} was accepted"
+
+    @precondition(lambda self: bool(self.margin_requests))
+    @rule(data=st.data())
+    def retry_margin_change(self, data):
+        """A lost answer retried: the same id, position and change, even once it has closed."""
+        (_, request_id), (position_id, change) = data.draw(
+            st.sampled_from(sorted(self.margin_requests.items()))
+        )
+        call = position_add_margin if change > 0 else position_remove_margin
+        before = money_snapshot()
+        again = call(position_id=position_id, amount=abs(change), client_request_id=request_id)
+        assert getattr(again, "repeated", False)
+        assert money_snapshot() == before
+
+    @precondition(lambda self: bool(self.margin_requests))
+    @rule(
+        data=st.data(),
+        how=st.sampled_from(["amount", "direction", "position"]),
+        more=st.sampled_from([D("0.01"), D(1), D(500)]),
+    )
+    def reuse_request_id(self, data, how, more):
+        """An id already used sent for another change: refused, and nothing moves."""
+        (account_id, request_id), (position_id, change) = data.draw(
+            st.sampled_from(sorted(self.margin_requests.items()))
+        )
+        others = sorted(
+            Position.objects.filter(account_id=account_id)
+            .exclude(pk=position_id)
+            .values_list("pk", flat=True)
+        )
+        if how == "position" and others:
+            position_id = data.draw(st.sampled_from(others))
+        elif how == "direction":
+            change = -change
+        else:
+            change += more if change > 0 else -more
+        call = position_add_margin if change > 0 else position_remove_margin
+        before = money_snapshot()
+        with pytest.raises(ClientRequestIdReused):
+            call(position_id=position_id, amount=abs(change), client_request_id=request_id)
+        assert money_snapshot() == before
+
+    @precondition(lambda self: bool(self.open_ids))
+    @rule(data=st.data(), take_profit=levels, stop_loss=levels)
+    def set_tpsl(self, data, take_profit, stop_loss):
+        position = Position.objects.select_related("instrument").get(
+            pk=data.draw(st.sampled_from(self.open_ids))
+        )
+        tp, sl = (
+            level
+            if level is UNCHANGED or level is None
+            else self._level(position.instrument, position.side, level, winning=winning)
+            for level, winning in ((take_profit, True), (stop_loss, False))
+        )
+        changes = TpSlChange.objects.filter(position_id=position.pk)
+        count = changes.count()
+        changed = self._refused(
+            position_set_tpsl, position_id=position.pk, take_profit=tp, stop_loss=sl
+        )
+        if not isinstance(changed, Position):
+            assert changes.count() == count  # TP and SL themselves: checked by _refused
+            return
+        before = (position.take_profit, position.stop_loss)
+        after = (before[0] if tp is UNCHANGED else tp, before[1] if sl is UNCHANGED else sl)
+        assert (changed.take_profit, changed.stop_loss) == after
+        assert changes.count() == count + (after != before)
 
     @rule(
         account=accounts,
@@ -300,6 +450,23 @@ class TradingMachine(RuleBasedStateMachine):
         mark = max(to_tick(target, instrument.tick_size, up=False), D(10))
         Instrument.objects.filter(pk=instrument.pk).update(mark_price=mark)
 
+    @rule(which=st.sampled_from([0, 1]))
+    def engine_sweep(self, which):
+        """What a tick does after the mark: liquidate the breached, close at TP/SL."""
+        instrument = Instrument.objects.get(pk=self.instruments[which].pk)
+        mark = instrument.mark_price
+        assert mark is not None
+        accounts, _ = self._balances()
+        rows = breached_position_ids(instrument.pk, mark)
+        if rows:
+            liquidate_batch(instrument=instrument, mark=mark, rows=rows)
+        for position_id in triggered_tpsl_ids(instrument.pk, mark):
+            close_at_tpsl(position_id)
+        self._still_open()
+        # Neither a liquidation nor a close debits a free balance.
+        after, _ = self._balances()
+        assert all(after[pk] >= value for pk, value in accounts.items())
+
     # --- after every step -------------------------------------------------------------
 
     @invariant()
@@ -333,6 +500,29 @@ class TradingMachine(RuleBasedStateMachine):
                 collateral=position.collateral.amount,
                 tiers=position.instrument.margin_tiers(),
             )
+
+    @invariant()
+    def tpsl_changes_chain(self):
+        """Each position's TP/SL changes start from what it opened with, each from where the
+        last one left it, and end at its levels while it is open; a close clears them."""
+        if not hasattr(self, "classroom"):
+            return
+        changes: dict[int, list[TpSlChange]] = {}
+        for change in TpSlChange.objects.filter(position__account__classroom=self.classroom):
+            changes.setdefault(change.position_id, []).append(change)
+        for pk, status, *levels in Position.objects.filter(
+            account__classroom=self.classroom
+        ).values_list("pk", "status", "take_profit", "stop_loss"):
+            level = self.opened_with.get(pk, (None, None))
+            for change in changes.get(pk, []):
+                assert (change.take_profit_before, change.stop_loss_before) == level, pk
+                after = (change.take_profit_after, change.stop_loss_after)
+                assert after != level, f"position {pk}: a change that changed nothing"
+                level = after
+            if status == Position.Status.OPEN:
+                assert tuple(levels) == level, pk
+            else:
+                assert tuple(levels) == (None, None), pk
 
 
 @searching
