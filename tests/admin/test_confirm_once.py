@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -37,6 +38,47 @@ def confirmation(client, changelist, action, objects, **data) -> dict:
     hidden = dict(re.findall(rb'type="hidden" name="(confirm\w*)" value="([^"]*)"', page.content))
     fields = {name.decode(): value.decode() for name, value in hidden.items()}
     return {"action": action, "_selected_action": selected, **fields, **data}
+
+
+def send_twice_at_once(user, url: str, data: dict, hold: Callable[[], None]) -> list:
+    """Post ``data`` to ``url`` as ``user`` from two threads at once, both sendings queued
+    behind a lock that ``hold`` takes in another transaction until both wait on it: the
+    second arrives while the first is still acting. The two responses, in finishing order."""
+    held, release = threading.Event(), threading.Event()
+    responses: list = []
+    failures: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                hold()
+                held.set()
+                assert release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    def send() -> None:
+        try:
+            sender = Client()
+            sender.force_login(user)
+            responses.append(sender.post(url, data))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    assert held.wait(timeout=30)
+    sendings = [threading.Thread(target=send) for _ in range(2)]
+    for thread in sendings:
+        thread.start()
+    wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="both sendings queueing")
+    release.set()
+    for thread in [holding, *sendings]:
+        thread.join(timeout=60)
+    assert not failures, failures
+    return responses
 
 
 def messages_of(response) -> list[str]:
@@ -133,42 +175,12 @@ def test_a_double_click_sending_both_at_once_grants_once():
         direction="grant", amount="100", reason="Quiz",
     )  # fmt: skip
     before = last_txn_id()
-    held, release = threading.Event(), threading.Event()
-    statuses: list[int] = []
-    failures: list[BaseException] = []
 
     def hold_house() -> None:
-        try:
-            with transaction.atomic():
-                ClassroomPocket.objects.select_for_update().get(classroom=classroom, kind="house")
-                held.set()
-                assert release.wait(timeout=60)
-        finally:
-            connections.close_all()
+        ClassroomPocket.objects.select_for_update().get(classroom=classroom, kind="house")
 
-    def click() -> None:
-        try:
-            clicker = Client()
-            clicker.force_login(alpha)
-            statuses.append(clicker.post(ACCOUNTS, sent).status_code)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_house)
-    holder.start()
-    assert held.wait(timeout=30)
-    clicks = [threading.Thread(target=click) for _ in range(2)]
-    for thread in clicks:
-        thread.start()
-    wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="both clicks queueing")
-    release.set()
-    for thread in [holder, *clicks]:
-        thread.join(timeout=60)
-
-    assert not failures, failures
-    assert statuses == [302, 302]
+    responses = send_twice_at_once(alpha, ACCOUNTS, sent, hold_house)
+    assert [r.status_code for r in responses] == [302, 302]
     assert kinds_since(before) == [Kind.GRANT]
     account.refresh_from_db()
     assert account.balance == classroom.starting_balance + 100
@@ -232,45 +244,16 @@ def test_an_add_classroom_form_sent_twice_at_once_creates_one_classroom():
     client.force_login(alpha)
     sent = classroom_add_form(client, "Double save")
     before = last_txn_id()
-    held, release = threading.Event(), threading.Event()
-    answers: list[tuple[int, str, list[str]]] = []
-    failures: list[BaseException] = []
 
     def hold_tokens() -> None:
         # Both sendings queue at their claim of the token until this lets them go.
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    f"LOCK TABLE {ConfirmedAction._meta.db_table} IN SHARE ROW EXCLUSIVE MODE"
-                )
-                held.set()
-                assert release.wait(timeout=60)
-        finally:
-            connections.close_all()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"LOCK TABLE {ConfirmedAction._meta.db_table} IN SHARE ROW EXCLUSIVE MODE"
+            )
 
-    def save() -> None:
-        try:
-            saver = Client()
-            saver.force_login(alpha)
-            response = saver.post(CLASSROOM_ADD, sent)
-            answers.append((response.status_code, response["Location"], messages_of(response)))
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_tokens)
-    holder.start()
-    assert held.wait(timeout=30)
-    saves = [threading.Thread(target=save) for _ in range(2)]
-    for thread in saves:
-        thread.start()
-    wait_until(lambda: waiting_on_locks() >= 2, timeout=30, message="both sendings queueing")
-    release.set()
-    for thread in [holder, *saves]:
-        thread.join(timeout=60)
-
-    assert not failures, failures
+    responses = send_twice_at_once(alpha, CLASSROOM_ADD, sent, hold_tokens)
+    answers = [(r.status_code, r["Location"], messages_of(r)) for r in responses]
     created = Classroom.objects.get(name="Double save")
     assert sorted(status for status, _, _ in answers) == [302, 302]
     twice = [

@@ -169,9 +169,10 @@ def test_partial_closes_and_margin_changes_racing_at_one_position(market):
         assert_ledger_invariants()
 
 
-def test_simultaneous_margin_moves_lose_no_update(market):
-    _, btc, account = market
-    position = position_open(
+def long_with_room(btc, account) -> Position:
+    """A long of 0.5 at 20x with 1,000 of extra collateral (2,500 in all): room for margin
+    to come and go."""
+    return position_open(
         account_id=account.pk,
         instrument_id=btc.pk,
         side="long",
@@ -179,6 +180,11 @@ def test_simultaneous_margin_moves_lose_no_update(market):
         leverage=20,
         extra_collateral="1000",
     )
+
+
+def test_simultaneous_margin_moves_lose_no_update(market):
+    _, btc, account = market
+    position = long_with_room(btc, account)
     start = balance(account)
     calls: list[Callable[[], object]] = []
     calls += [lambda: position_add_margin(position_id=position.pk, amount="100.5")] * 5
@@ -221,14 +227,7 @@ def test_a_repeated_client_order_id_under_concurrency_makes_one_order(market):
 )
 def test_simultaneous_retries_of_one_margin_change_move_it_once(market, change, moved):
     _, btc, account = market
-    position = position_open(
-        account_id=account.pk,
-        instrument_id=btc.pk,
-        side="long",
-        quantity="0.5",
-        leverage=20,
-        extra_collateral="1000",
-    )
+    position = long_with_room(btc, account)
     start = balance(account)
     retry = partial(change, position_id=position.pk, amount="100", client_request_id="bot-m1")
     outcomes = simultaneously(*[retry] * 6)
