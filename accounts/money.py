@@ -187,6 +187,13 @@ def price_text(value: Decimal, tick: Decimal | None) -> str:
     return f"{shown(value, digits):,.{digits}f}"
 
 
+def exact_price_text(value: Decimal, tick: Decimal | None) -> str:
+    """A price as ``price_text`` writes it, with every further digit it has: a level set on
+    a finer grid, before a tick-size change, shows as it was (59,012.3 on a 50 tick)."""
+    step = Decimal(1).scaleb(-places(value))
+    return price_text(value, step if tick is None or places(value) > places(tick) else tick)
+
+
 def memo_money(value: Decimal, currency: str | None) -> str:
     """Money in a ledger memo: rounded to the currency's places, written plainly (6, -118.77),
     since a memo is also read by bots and exported as CSV, where separators get in the way."""

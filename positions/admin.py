@@ -17,6 +17,7 @@ from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedI
 from accounts.money import plain, price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, TpSlChange
+from positions.services import instrument_levels_to_grid, lock_accounts_with_levels
 
 related_only = admin.RelatedOnlyFieldListFilter
 
@@ -156,6 +157,25 @@ class InstrumentAdmin(ClassroomScopedAdmin):
             return ("mark_updated_at",)
         # The engine and the scenarios move the mark; the market it belongs to is fixed.
         return ("classroom", "mark_price", "mark_updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not (change and "tick_size" in form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        # The admin's page is one transaction: the accounts are locked before the
+        # instrument's row, the order every order and the engine take them in, and no
+        # resting order or TP/SL is left off the new grid once it commits.
+        lock_accounts_with_levels(obj.pk)
+        super().save_model(request, obj, form, change)
+        moves = instrument_levels_to_grid(instrument_id=obj.pk)
+        if moves.orders_replaced or moves.orders_cancelled or moves.positions_changed:
+            self.message_user(
+                request,
+                f"Moved onto the new tick grid: {moves.orders_replaced} resting order(s) "
+                f"replaced, {moves.positions_changed} position(s)' take-profit/stop-loss "
+                f"moved; {moves.orders_cancelled} order(s) cancelled (no valid tick left). "
+                "Their students see why on the orders and the positions' timelines.",
+            )
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)

@@ -393,7 +393,8 @@ class Fill(models.Model):
 
 class TpSlChange(models.Model):
     """A change of an open position's take-profit or stop-loss, with the levels before and
-    after (None: no level), so the position's timeline can tell what its owner moved."""
+    after (None: no level), so the position's timeline can tell what its owner moved, or
+    what Ringfence moved for them and why (``reason``)."""
 
     position = models.ForeignKey(Position, on_delete=models.PROTECT, related_name="tpsl_changes")
     take_profit_before = models.DecimalField(
@@ -407,6 +408,14 @@ class TpSlChange(models.Model):
     )
     stop_loss_after = models.DecimalField(
         **PRICE_DIGITS, null=True, blank=True, verbose_name="stop-loss after"
+    )
+    reason = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Why Ringfence moved the levels (a tick-size change); empty when the "
+        "position's owner moved them.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -10,10 +10,11 @@ account queue on that account's row, so they never deadlock and need no retry.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from functools import partial
 
 from django.db import transaction
 from django.db.models import BigIntegerField, Q, Subquery, Sum, Value
@@ -29,6 +30,7 @@ from accounts.money import (
     PRICE_STEP,
     QUANTITY_PLACES,
     ZERO,
+    exact_price_text,
     is_multiple,
     memo_money,
     money,
@@ -369,6 +371,14 @@ def _utc(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def opening_charges(
+    *, instrument: Instrument, quantity: Decimal, leverage: int, entry_price: Decimal
+) -> tuple[Decimal, Decimal]:
+    """(initial margin, taker fee) of opening ``quantity`` at ``entry_price``."""
+    im = margin.initial_margin(entry_price=entry_price, quantity=quantity, leverage=leverage)
+    return money_charged(im), money_charged(quantity * entry_price * instrument.taker_fee_rate)
+
+
 def quote_open(
     *,
     account: TradingAccount,
@@ -422,8 +432,7 @@ def quote_open(
         raise errors.InstrumentNotAllowed(
             f"{instrument.symbol} has no margin tiers yet.", field="instrument"
         )
-    im = money_charged(margin.initial_margin(entry_price=entry, quantity=qty, leverage=lev))
-    fee = money_charged(notional * instrument.taker_fee_rate)
+    im, fee = opening_charges(instrument=instrument, quantity=qty, leverage=lev, entry_price=entry)
     collateral = im + extra
     total = collateral + fee
     if check_balance and total > account.balance:
@@ -1844,3 +1853,303 @@ def _order_reject(*, order_id: int, account_id: int, reason: str) -> None:
     order.reject_reason = reason[:255]
     order.updated_at = timezone.now()
     order.save(update_fields=["status", "reject_reason", "updated_at"])
+
+
+# --- tick-size changes ----------------------------------------------------------------
+#
+# After an instructor changes an instrument's tick size, every resting order's price and
+# every TP/SL level moves onto the new grid, in the same transaction as the change. The rule
+# is one for all levels: a level moves to the first tick of the new grid at or beyond it,
+# seen from the market. A buy limit rounds down and a sell limit up, so neither ever fills at
+# a worse price than asked; a trigger (a stop price, a take-profit, a stop-loss) rounds the
+# way the mark travels to reach it (a long's take-profit up, its stop-loss down), so on the
+# new grid it fires on exactly the marks that reached it before, never sooner. A stop-loss
+# (or a reduce-only stop) that this puts at or beyond the liquidation price, where it would
+# never fire, takes the tick on the mark's side instead and fires a little sooner; when no
+# tick is left between the liquidation price and the mark, the level is removed (a position's
+# TP/SL) or the order cancelled, and the student is told why.
+
+
+@dataclass(frozen=True)
+class GridMoves:
+    """What a tick-size change did to the instrument's resting orders and TP/SL levels."""
+
+    orders_replaced: int = 0
+    orders_cancelled: int = 0
+    positions_changed: int = 0
+
+
+def _onto_grid(
+    value: Decimal | None, tick: Decimal, *, up: bool, valid: Callable[[Decimal], bool]
+) -> tuple[bool, Decimal | None]:
+    """(whether ``value`` has a place on the grid, that place): ``value`` itself when it is on
+    the grid already, else the tick on the ``up`` side of it, else (when ``valid`` refuses
+    that one) the tick on the other side; (False, None) when ``valid`` refuses both."""
+    if value is None or is_multiple(value, tick):
+        return True, value
+    for candidate in (to_tick(value, tick, up=up), to_tick(value, tick, up=not up)):
+        if candidate > 0 and valid(candidate):
+            return True, candidate
+    return False, None
+
+
+def _tpsl_valid(
+    *,
+    side: str,
+    reference: Decimal,
+    liquidation_price: Decimal | None,
+    take_profit: Decimal | None = None,
+    stop_loss: Decimal | None = None,
+) -> bool:
+    try:
+        _validate_tpsl(
+            side=side,
+            reference=reference,
+            liquidation_price=liquidation_price,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
+        )
+    except errors.InvalidPrice:
+        return False
+    return True
+
+
+def _tpsl_onto_grid(
+    *,
+    side: str,
+    reference: Decimal,
+    liquidation_price: Decimal | None,
+    take_profit: Decimal | None,
+    stop_loss: Decimal | None,
+    tick: Decimal,
+) -> tuple[tuple[bool, Decimal | None], tuple[bool, Decimal | None]]:
+    """A take-profit and a stop-loss on the grid, each checked as ``position_set_tpsl``
+    checks it against ``reference`` (the mark, or a resting order's entry) and the LP."""
+    long = side == Side.LONG
+    check = partial(
+        _tpsl_valid, side=side, reference=reference, liquidation_price=liquidation_price
+    )
+    tp = _onto_grid(take_profit, tick, up=long, valid=lambda v: check(take_profit=v))
+    sl = _onto_grid(stop_loss, tick, up=not long, valid=lambda v: check(stop_loss=v))
+    return tp, sl
+
+
+def _level_moves(
+    names_and_levels: Iterable[tuple[str, Decimal | None, Decimal | None]], tick: Decimal
+) -> str:
+    """The levels that moved, in words: "price 59,990.3 moved onto the new grid at 59,950,
+    take-profit 61,234.5 at 61,250"."""
+    moved = [
+        (n, b, a) for n, b, a in names_and_levels if b is not None and a is not None and b != a
+    ]
+    parts = [
+        f"{name} {exact_price_text(before, tick)} "
+        f"{'at' if i else 'moved onto the new grid at'} {price_text(after, tick)}"
+        for i, (name, before, after) in enumerate(moved)
+    ]
+    return ", ".join(parts)
+
+
+def lock_accounts_with_levels(instrument_id: int) -> dict[int, TradingAccount]:
+    """Lock, in id order, each trading account with a resting order or an open position with
+    a TP/SL on the instrument: a tick-size change takes them before the instrument's row, as
+    an order locks its account before it reads the instrument it trades."""
+    ids = set(
+        Order.objects.filter(instrument_id=instrument_id, status=Order.Status.RESTING).values_list(
+            "account_id", flat=True
+        )
+    ) | set(
+        Position.objects.filter(instrument_id=instrument_id, status=Position.Status.OPEN)
+        .filter(Q(take_profit__isnull=False) | Q(stop_loss__isnull=False))
+        .values_list("account_id", flat=True)
+    )
+    return lock_accounts(ids)
+
+
+@transaction.atomic
+def instrument_levels_to_grid(*, instrument_id: int) -> GridMoves:
+    """Move the instrument's resting orders and open positions' TP/SL levels onto its tick
+    grid (see the rule above): an order moved is replaced by one on the grid, as an amend
+    replaces it, its hold moving with it; a TP/SL moved is recorded as a ``TpSlChange`` with
+    the reason. Run it in the transaction that changes the tick size, after
+    ``lock_accounts_with_levels`` and the instrument's save."""
+    accounts = lock_accounts_with_levels(instrument_id)
+    instrument = _instrument(instrument_id)
+    tick = instrument.tick_size
+    why = f"the tick size of {instrument.symbol} changed to {plain(tick)}"
+    replaced = cancelled = changed = 0
+    orders = list(
+        Order.objects.select_for_update(of=("self",), no_key=True)
+        .filter(instrument_id=instrument_id, status=Order.Status.RESTING)
+        .select_related("position")
+        .order_by("pk")
+    )
+    for order in orders:
+        outcome = _order_onto_grid(
+            account=accounts[order.account_id], order=order, instrument=instrument, why=why
+        )
+        replaced += outcome == "replaced"
+        cancelled += outcome == "cancelled"
+    mark = instrument.mark_price
+    # Without a mark there is no TP/SL yet: every level is checked against the mark.
+    positions = (
+        []
+        if mark is None
+        else list(
+            Position.objects.select_for_update(of=("self",), no_key=True)
+            .filter(instrument_id=instrument_id, status=Position.Status.OPEN)
+            .filter(Q(take_profit__isnull=False) | Q(stop_loss__isnull=False))
+            .order_by("pk")
+        )
+    )
+    for position in positions:
+        assert mark is not None
+        (tp_kept, tp), (sl_kept, sl) = _tpsl_onto_grid(
+            side=position.side,
+            reference=mark,
+            liquidation_price=position.liquidation_price,
+            take_profit=position.take_profit,
+            stop_loss=position.stop_loss,
+            tick=tick,
+        )
+        before = (position.take_profit, position.stop_loss)
+        if (tp, sl) == before:
+            continue
+        lost = [
+            name for name, kept in (("take-profit", tp_kept), ("stop-loss", sl_kept)) if not kept
+        ]
+        reason = why
+        if lost:
+            reason += (
+                f"; no tick of the new grid was left for the {' and '.join(lost)} between the "
+                "liquidation price and the mark, so it was removed"
+            )
+        position.take_profit, position.stop_loss = tp, sl
+        position.save(update_fields=["take_profit", "stop_loss"])
+        TpSlChange.objects.create(
+            position=position,
+            take_profit_before=before[0],
+            take_profit_after=tp,
+            stop_loss_before=before[1],
+            stop_loss_after=sl,
+            reason=reason[:255],
+        )
+        changed += 1
+    return GridMoves(replaced, cancelled, changed)
+
+
+def _order_onto_grid(
+    *, account: TradingAccount, order: Order, instrument: Instrument, why: str
+) -> str:
+    """Replace one resting order by one on the grid ("replaced"), cancel it when one of its
+    levels has no valid tick ("cancelled"), or leave it as it is ("")."""
+    tick = instrument.tick_size
+    mark = instrument.mark_price
+    buying = order.side == Side.LONG
+    if order.type == Order.Type.LIMIT:
+        found, price_ = _onto_grid(order.price, tick, up=not buying, valid=lambda v: True)
+    else:
+        # A reduce-only stop must also stay short of its position's liquidation price, which
+        # the engine acts on first.
+        position = order.position if order.reduce_only else None
+        lp = None if position is None else position.liquidation_price
+        s = 0 if position is None else margin.side_sign(position.side)
+
+        def stop_valid(value: Decimal) -> bool:
+            beyond_mark = mark is None or (value > mark if buying else value < mark)
+            return beyond_mark and (lp is None or s * (value - lp) > 0)
+
+        found, price_ = _onto_grid(order.stop_price, tick, up=buying, valid=stop_valid)
+    levels = ((True, order.take_profit), (True, order.stop_loss))
+    if found and price_ is not None and not order.reduce_only:
+        # Its TP/SL are checked as when it was placed: against its entry and the LP there.
+        im, _ = opening_charges(
+            instrument=instrument,
+            quantity=order.quantity,
+            leverage=order.leverage,
+            entry_price=price_,
+        )
+        entry_lp, _ = stored_prices(
+            side=order.side,
+            entry_price=price_,
+            quantity=order.quantity,
+            collateral=im + order.extra_collateral,
+            tiers=instrument.margin_tiers(),
+        )
+        levels = _tpsl_onto_grid(
+            side=order.side,
+            reference=price_,
+            liquidation_price=entry_lp,
+            take_profit=order.take_profit,
+            stop_loss=order.stop_loss,
+            tick=tick,
+        )
+    (tp_found, tp), (sl_found, sl) = levels
+    name = "price" if order.type == Order.Type.LIMIT else "stop price"
+    old_price = order.price if order.type == Order.Type.LIMIT else order.stop_price
+    now = timezone.now()
+    if not (found and tp_found and sl_found):
+        lost = [
+            what
+            for what, kept in ((name, found), ("take-profit", tp_found), ("stop-loss", sl_found))
+            if not kept
+        ]
+        _release_order_margin(account=account, order=order, why="cancelled: " + why)
+        order.status = Order.Status.CANCELLED
+        order.reject_reason = (
+            f"Cancelled: {why}, and no tick of the new grid was left for its "
+            f"{' and '.join(lost)} where it could still trigger"
+        )[:255]
+        order.updated_at = now
+        order.save(update_fields=["status", "reject_reason", "updated_at"])
+        return "cancelled"
+    if (price_, tp, sl) == (old_price, order.take_profit, order.stop_loss):
+        return ""
+    replacement = Order.objects.create(
+        account=account,
+        instrument=instrument,
+        position=order.position,
+        side=order.side,
+        type=order.type,
+        quantity=order.quantity,
+        leverage=order.leverage,
+        price=price_ if order.type == Order.Type.LIMIT else None,
+        stop_price=price_ if order.type == Order.Type.STOP else None,
+        extra_collateral=order.extra_collateral,
+        take_profit=tp,
+        stop_loss=sl,
+        reduce_only=order.reduce_only,
+        replaces=order,
+        created_at=now,
+        updated_at=now,
+    )
+    held = order.held_margin
+    _release_order_margin(account=account, order=order, why=f"replaced by order #{replacement.pk}")
+    if held:
+        assert price_ is not None
+        im, fee = opening_charges(
+            instrument=instrument,
+            quantity=order.quantity,
+            leverage=order.leverage,
+            entry_price=price_,
+        )
+        # What it costs at its new price, as an amend holds; a sell limit now a tick higher
+        # costs a little more, and the hold never takes more than the free balance has.
+        _hold_order_margin(
+            account=account,
+            order=replacement,
+            amount=min(im + order.extra_collateral + fee, account.balance),
+        )
+    moves = _level_moves(
+        (
+            (name, old_price, price_),
+            ("take-profit", order.take_profit, tp),
+            ("stop-loss", order.stop_loss, sl),
+        ),
+        tick,
+    )
+    order.status = Order.Status.CANCELLED
+    order.reject_reason = f"Replaced by order #{replacement.pk}: {why}, so its {moves}"[:255]
+    order.updated_at = now
+    order.save(update_fields=["status", "reject_reason", "updated_at"])
+    return "replaced"

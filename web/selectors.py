@@ -11,7 +11,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
-from accounts.money import ZERO, money_text, plain, price_text
+from accounts.money import ZERO, exact_price_text, money_text, plain, price_text
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import margin
 from positions.models import (
@@ -202,7 +202,8 @@ def _level_change(name: str, before: Decimal | None, after: Decimal | None, tick
         return f"{name} cleared"
     if before is None:
         return f"{name} set at {price_text(after, tick)}"
-    return f"{name} {price_text(before, tick)} → {price_text(after, tick)}"
+    # A level from before a tick-size change may lie off today's grid: shown as it was.
+    return f"{name} {exact_price_text(before, tick)} → {price_text(after, tick)}"
 
 
 def _tpsl_detail(change: TpSlChange, tick: Decimal) -> str:
@@ -214,6 +215,8 @@ def _tpsl_detail(change: TpSlChange, tick: Decimal) -> str:
     ]
     parts.sort(key=lambda part: part[1] == part[2])  # stable: a moved level leads
     text = "; ".join(_level_change(*part, tick) for part in parts)
+    if change.reason:
+        text += f" — {change.reason}"
     return text[:1].upper() + text[1:]
 
 
@@ -309,7 +312,12 @@ def position_timeline(
         )
     for change in tpsl_changes:
         events.append(
-            TimelineEvent(change.created_at, "tpsl", "TP / SL changed", _tpsl_detail(change, tick))
+            TimelineEvent(
+                change.created_at,
+                "tpsl",
+                "TP / SL moved onto the new tick grid" if change.reason else "TP / SL changed",
+                _tpsl_detail(change, tick),
+            )
         )
     if liquidation is not None:
         events.append(
