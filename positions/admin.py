@@ -203,6 +203,7 @@ class TpSlChangeInline(ReadOnlyInline):
         "take_profit_after",
         "stop_loss_before",
         "stop_loss_after",
+        "reason",
     )
     readonly_fields = fields
 

@@ -192,6 +192,13 @@ def test_tpsl_levels_move_onto_the_grid_and_the_timeline_says_why(market, studen
     assert TpSlChange.objects.filter(position=on_grid).count() == 1  # only its owner's
     moved = TpSlChange.objects.filter(position=long).last()
     assert moved is not None and "tick size of BTCUSDT changed to 50" in moved.reason
+    # The instructor reads the same reason on the position's admin page.
+    html = client.get(reverse("admin:positions_position_change", args=[long.pk])).content.decode()
+    reasons = re.findall(r'<td class="field-reason">(.*?)</td>', html, re.S)
+    assert [re.sub(r"<[^>]+>", "", text).strip() for text in reasons] == [
+        "-",
+        "the tick size of BTCUSDT changed to 50",
+    ]
     after = money_snapshot()
     assert (after.accounts, after.collateral, after.pockets) == (
         before.accounts,
