@@ -9,7 +9,6 @@ through a service, asks for confirmation first and writes to the admin log.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -47,7 +46,9 @@ from liquidation.instructor import (
     classroom_regenerate_join_code,
     classroom_set_trading,
     confirmation_claim,
+    confirmation_expired,
     confirmation_record_classroom,
+    confirmation_token,
     confirmed_classroom_id,
     grades_csv,
     insurance_fund_adjust,
@@ -77,21 +78,46 @@ related_only = admin.RelatedOnlyFieldListFilter
 
 def one_time_token() -> str:
     """The token of one confirmation page or "add classroom" form, claimed when it acts."""
-    return uuid.uuid4().hex
+    return confirmation_token()
 
 
 class AlreadyConfirmed(Exception):
-    """The confirmation page sent has acted already."""
+    """The confirmation page sent has acted already, or is too old to tell (``expired``)."""
+
+    def __init__(self, *, expired: bool = False) -> None:
+        super().__init__()
+        self.expired = expired
 
 
 ALREADY_CONFIRMED = (
     "This confirmation was sent twice: it acted the first time only, and nothing more was changed."
+)
+CONFIRMATION_EXPIRED = (
+    "This confirmation page has expired: it was opened too long ago to tell whether it acted "
+    "already, so nothing was changed. Choose the action again."
 )
 TOKEN_RULE = re.compile(r"\A[0-9a-f]{32}\Z")
 CLASSROOM_SENT_TWICE = (
     "This form was sent twice: the classroom was created the first time only, and no other "
     "was created."
 )
+CLASSROOM_FORM_EXPIRED = (
+    "This form has expired: it was opened too long ago to tell whether it created a classroom "
+    "already, so none was created. Check the list below, then add the classroom again."
+)
+
+
+def claim_token(token: str, *, actor_id: int | None) -> bool:
+    """Claim a page's token in the open transaction; raise ``AlreadyConfirmed`` if it acted
+    already or is too old to tell. False for a request without a token (not sent from the
+    page): it cannot be told from another and acts."""
+    if not TOKEN_RULE.match(token):
+        return False
+    if confirmation_expired(token=token):
+        raise AlreadyConfirmed(expired=True)
+    if not confirmation_claim(token=token, actor_id=actor_id):
+        raise AlreadyConfirmed
+    return True
 
 
 class InstructorActionsMixin(ClassroomScopedAdmin):
@@ -136,14 +162,12 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
 
     @staticmethod
     def claim_confirmation(request: HttpRequest) -> None:
-        """Claim the confirmation page's token in the open transaction; raise
-        ``AlreadyConfirmed`` if it acted already. A request without a token (not sent from
-        the page) cannot be told from another and acts."""
-        token = request.POST.get("confirmation_token", "")
-        if TOKEN_RULE.match(token) and not confirmation_claim(
-            token=token, actor_id=request.user.pk
-        ):
-            raise AlreadyConfirmed
+        """Claim the confirmation page's token in the open transaction (see ``claim_token``)."""
+        claim_token(request.POST.get("confirmation_token", ""), actor_id=request.user.pk)
+
+    def already_confirmed(self, request: HttpRequest, exc: AlreadyConfirmed) -> None:
+        message = CONFIRMATION_EXPIRED if exc.expired else ALREADY_CONFIRMED
+        self.message_user(request, message, messages.WARNING)
 
     def confirm_then_each(
         self,
@@ -177,8 +201,8 @@ class InstructorActionsMixin(ClassroomScopedAdmin):
                     if message is not None:
                         self.log_change(request, obj, message)
                         changed += 1
-        except AlreadyConfirmed:
-            self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+        except AlreadyConfirmed as exc:
+            self.already_confirmed(request, exc)
             return None
         except errors.DomainError as exc:
             self.message_user(request, f"Nothing was changed. {exc.message}", messages.ERROR)
@@ -432,9 +456,7 @@ class ClassroomAdmin(InstructorActionsMixin):
         # transaction, then finds the token taken (see add_view). A form without a token (not
         # sent from the page) cannot be told from another and creates.
         token = data.get("creation_token") or ""
-        claimed = bool(TOKEN_RULE.match(token))
-        if claimed and not confirmation_claim(token=token, actor_id=request.user.pk):
-            raise AlreadyConfirmed
+        claimed = claim_token(token, actor_id=request.user.pk)
         created = classroom_create(
             instructor_id=owner,
             name=data["name"],
@@ -475,8 +497,10 @@ class ClassroomAdmin(InstructorActionsMixin):
         try:
             with transaction.atomic():  # the classroom, its pockets and the log entry together
                 return super().add_view(request, form_url, extra_context)
-        except AlreadyConfirmed:
-            pass
+        except AlreadyConfirmed as exc:
+            if exc.expired:
+                self.message_user(request, CLASSROOM_FORM_EXPIRED, messages.WARNING)
+                return redirect(f"{self.admin_site.name}:accounts_classroom_changelist")
         # The same form sent again (a double click on "Save", a resent request): go to the
         # classroom its first sending created.
         self.message_user(request, CLASSROOM_SENT_TWICE, messages.WARNING)
@@ -775,8 +799,8 @@ class TradingAccountAdmin(InstructorActionsMixin):
                             f"{'Granted' if amount > 0 else 'Deducted'} {written(abs(amount))}: "
                             f"{form.cleaned_data['reason']}",
                         )
-            except AlreadyConfirmed:
-                self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+            except AlreadyConfirmed as exc:
+                self.already_confirmed(request, exc)
                 return None
             except errors.DomainError as exc:
                 form.add_error(None, f"Nothing was changed. {exc.message}")
@@ -1019,8 +1043,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                         self.log_change(
                             request, instrument, f"Started scenario #{scenario.pk}: {what}."
                         )
-            except AlreadyConfirmed:
-                self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+            except AlreadyConfirmed as exc:
+                self.already_confirmed(request, exc)
                 return None
             except errors.DomainError as exc:
                 field = exc.field if exc.field in form.fields else None
@@ -1068,8 +1092,8 @@ class InstrumentAdmin(InstructorActionsMixin, BaseInstrumentAdmin):
                                 f"Replaying {feed.replay_points.count()} prices from "
                                 f"{upload.name}.",
                             )
-                except AlreadyConfirmed:
-                    self.message_user(request, ALREADY_CONFIRMED, messages.WARNING)
+                except AlreadyConfirmed as exc:
+                    self.already_confirmed(request, exc)
                     return None
                 except errors.DomainError as exc:
                     field = "speed" if exc.field == "speed" else "csv_file"

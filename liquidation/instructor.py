@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.utils import timezone
@@ -411,6 +414,46 @@ def grades_csv(rows: list[tuple[Classroom, Grade]]) -> str:
 
 
 # --- confirmations --------------------------------------------------------------------
+
+
+# A confirmation page is good for half a day, the default length of a sign-in: long enough
+# for a page opened before a lesson and confirmed after it, and since a claim cannot be kept
+# forever, a page older than that is refused whether or not it was sent before. Its claim is
+# kept a twelfth longer (an hour at the default) than the page is accepted, so that a web
+# server whose clock runs behind the worker's still finds the claim of a page it accepts.
+CONFIRMATION_MAX_AGE_SECONDS = 12 * 3600
+
+
+def confirmation_max_age() -> timedelta:
+    return timedelta(
+        seconds=getattr(settings, "CONFIRMATION_MAX_AGE_SECONDS", CONFIRMATION_MAX_AGE_SECONDS)
+    )
+
+
+def confirmation_token(now: datetime | None = None) -> str:
+    """A new one-time token: 32 hex digits, the first 8 its time of issue in seconds."""
+    issued = int((now or timezone.now()).timestamp())
+    return f"{issued:08x}{secrets.token_hex(12)}"
+
+
+def confirmation_expired(*, token: str, now: datetime | None = None) -> bool:
+    """Whether the page that carries ``token`` is too old to act: its claim, if it was sent
+    before, may be pruned already, so it could act a second time.
+
+    A token from the future (more than a few minutes of clocks apart) is refused too: it was
+    not issued here.
+    """
+    now = now or timezone.now()
+    issued = datetime.fromtimestamp(int(token[:8], 16), tz=UTC)
+    return not now - confirmation_max_age() <= issued <= now + timedelta(minutes=5)
+
+
+def confirmation_prune(now: datetime | None = None) -> int:
+    """Forget the claims of pages that are refused as too old anyway; the number forgotten."""
+    now = now or timezone.now()
+    keep = confirmation_max_age() * 13 / 12
+    deleted, _ = ConfirmedAction.objects.filter(created_at__lt=now - keep).delete()
+    return deleted
 
 
 def confirmation_claim(*, token: str, actor_id: int | None) -> bool:

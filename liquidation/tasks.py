@@ -1,4 +1,4 @@
-"""Celery tasks of the engine: the beat fan-out and the per-instrument tick."""
+"""Celery tasks of the engine: the beat fan-out, the per-instrument tick and housekeeping."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from liquidation import engine
+from liquidation.instructor import confirmation_prune
 from liquidation.models import EngineHeartbeat
 
 
@@ -38,5 +39,7 @@ def tick_instrument(instrument_id: int, scheduled_at: str) -> str:
 
 @shared_task(name="liquidation.tasks.history_prune", ignore_result=True)
 def history_prune() -> str:
+    """Housekeeping: bound the mark history, the heartbeats and the confirmation claims."""
     dropped, thinned = engine.history_prune()
-    return f"dropped {dropped}, thinned {thinned}"
+    forgotten = confirmation_prune()
+    return f"dropped {dropped}, thinned {thinned}, forgot {forgotten} confirmation(s)"

@@ -2,8 +2,10 @@
 
 A classroom often reaches the site through one school address, so sign-ins are counted per
 address *and* username: one student's typos never lock out the class, while a guesser gets
-``LIMIT`` tries per username per window. Join codes are counted per signed-in user, and per
-address on the sign-up page. The counts live in the shared cache (Redis in production), so
+``LIMIT`` tries per username per window. Wrong join codes are counted per signed-in user
+(``LIMIT``) and per address (``ADDRESS_LIMIT``, large enough for a class joining from one
+school address, small enough that accounts made one after another do not multiply the guesses
+of one person); the sign-up page, where nobody is signed in yet, counts per address. The counts live in the shared cache (Redis in production), so
 every web process sees them. When the cache cannot be reached, nothing is counted and the
 caller refuses the attempt (``Unavailable``), so an outage never lets unlimited guesses in.
 """
@@ -27,6 +29,9 @@ from config.cache import UNREACHABLE
 logger = logging.getLogger(__name__)
 
 LIMIT = 10
+# Thirty students mistyping the code five times each still join; a guesser behind one address
+# gets no more than this, however many accounts they make.
+ADDRESS_LIMIT = 200
 WINDOW_SECONDS = 15 * 60
 TOO_MANY = "Too many failed attempts. Wait 15 minutes, then try again."
 SIGN_IN_UNAVAILABLE = "Sign-in is briefly unavailable, try again in a minute."
@@ -51,6 +56,7 @@ class Attempts:
 
     kind: str
     who: str
+    limit: int = LIMIT
 
     @property
     def key(self) -> str:
@@ -59,7 +65,7 @@ class Attempts:
 
     def blocked(self) -> bool:
         with _counting():
-            return int(cache.get(self.key, 0)) >= LIMIT
+            return int(cache.get(self.key, 0)) >= self.limit
 
     def failed(self) -> None:
         with _counting():
@@ -128,8 +134,25 @@ def sign_in_forgive(username: str) -> None:
         )
 
 
-def join_code(request: HttpRequest) -> Attempts:
-    """Per signed-in user, else per address (the sign-up page)."""
+@dataclass(frozen=True)
+class Budgets:
+    """The same failures counted several ways: refused once any of the counts is spent."""
+
+    counts: tuple[Attempts, ...]
+
+    def blocked(self) -> bool:
+        with _counting():
+            seen = cache.get_many([count.key for count in self.counts])
+        return any(int(seen.get(count.key, 0)) >= count.limit for count in self.counts)
+
+    def failed(self) -> None:
+        for count in self.counts:
+            count.failed()
+
+
+def join_code(request: HttpRequest) -> Budgets:
+    """Per address, and per signed-in user once there is one."""
+    address = Attempts("join-code", f"address:{_address(request)}", limit=ADDRESS_LIMIT)
     if request.user.is_authenticated:
-        return Attempts("join-code", f"user:{request.user.pk}")
-    return Attempts("join-code", f"address:{_address(request)}")
+        return Budgets((Attempts("join-code", f"user:{request.user.pk}"), address))
+    return Budgets((address,))

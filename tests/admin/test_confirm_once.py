@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,9 +15,12 @@ from django.contrib.admin.models import LogEntry
 from django.db import connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Classroom, ClassroomPocket, LedgerTransaction, TradingAccount
+from liquidation.instructor import confirmation_expired, confirmation_token
 from liquidation.models import ConfirmedAction, Scenario
+from liquidation.tasks import history_prune
 from positions.models import Instrument
 from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
@@ -262,3 +267,76 @@ def test_an_add_classroom_form_sent_twice_at_once_creates_one_classroom():
     assert twice == [reverse("admin:accounts_classroom_change", args=[created.pk])]
     assert kinds_since(before) == [Kind.INSURANCE_SEED]
     assert_ledger_invariants()
+
+
+EXPIRED = "This confirmation page has expired"
+CLASS_FORM_EXPIRED = "This form has expired"
+
+
+def test_housekeeping_forgets_the_claims_of_pages_too_old_to_act(db):
+    now = timezone.now()
+    ages = {"old": timedelta(hours=14), "a day": timedelta(days=1), "recent": timedelta(hours=1)}
+    # Kept a little past the twelve hours a page is good for, for web servers' clocks.
+    ages["just past the page"] = timedelta(hours=12, minutes=30)
+    for name, age in ages.items():
+        ConfirmedAction.objects.create(token=name, created_at=now - age)
+
+    history_prune()
+
+    kept = set(ConfirmedAction.objects.values_list("token", flat=True))
+    assert kept == {"recent", "just past the page"}
+    # So a page is refused before its claim can be forgotten: one left open for a day is.
+    assert confirmation_expired(token=confirmation_token(now - timedelta(days=1)), now=now)
+    assert not confirmation_expired(token=confirmation_token(now - timedelta(hours=11)), now=now)
+
+
+def wait_past(seconds: float, since: float) -> None:
+    # Tokens carry their time of issue in whole seconds: a second more makes it past for sure.
+    time.sleep(max(0.0, since + seconds + 1.2 - time.monotonic()))
+
+
+def test_a_confirmation_sent_again_after_its_claim_was_forgotten_acts_once(
+    world, alpha_client, settings
+):
+    settings.CONFIRMATION_MAX_AGE_SECONDS = 1
+    accounts = list(TradingAccount.objects.filter(classroom=world.alpha_class).order_by("pk"))
+    balances = [a.balance for a in accounts]
+    before = last_txn_id()
+    opened = time.monotonic()
+    sent = confirmation(
+        alpha_client, ACCOUNTS, "grant_or_deduct", accounts,
+        direction="grant", amount="250", reason="Won the quiz",
+    )  # fmt: skip
+    first = alpha_client.post(ACCOUNTS, sent)
+    assert first.status_code == 302
+    wait_past(settings.CONFIRMATION_MAX_AGE_SECONDS * 13 / 12, since=opened)
+    history_prune()
+    assert not ConfirmedAction.objects.exists()
+
+    again = alpha_client.post(ACCOUNTS, sent)
+
+    assert again.status_code == 302
+    assert any(EXPIRED in m for m in messages_of(again))
+    assert kinds_since(before) == [Kind.GRANT, Kind.GRANT]  # one per account, once
+    for account, balance in zip(accounts, balances, strict=True):
+        account.refresh_from_db()
+        assert account.balance == balance + 250
+    assert not ConfirmedAction.objects.exists()
+    assert_ledger_invariants()
+
+
+def test_an_add_classroom_form_left_open_too_long_creates_nothing(world, alpha_client, settings):
+    settings.CONFIRMATION_MAX_AGE_SECONDS = 1
+    before = last_txn_id()
+    opened = time.monotonic()
+    sent = classroom_add_form(alpha_client, "Left open")
+    wait_past(settings.CONFIRMATION_MAX_AGE_SECONDS, since=opened)
+
+    response = alpha_client.post(CLASSROOM_ADD, sent)
+
+    assert response.status_code == 302
+    assert response["Location"] == CLASSROOMS
+    assert any(CLASS_FORM_EXPIRED in m for m in messages_of(response))
+    assert not Classroom.objects.filter(name="Left open").exists()
+    assert kinds_since(before) == []
+    assert not ConfirmedAction.objects.exists()

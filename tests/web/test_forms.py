@@ -12,6 +12,7 @@ from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 from accounts.models import LedgerTransaction, Membership, TradingAccount
 from positions.models import Order, Position
 from tests.factories import make_classroom, make_student
+from web import attempts
 
 pytestmark = pytest.mark.django_db
 
@@ -458,10 +459,50 @@ def test_behind_the_proxy_failures_count_per_forwarded_address(client, classroom
         # The client may claim any address; the proxy appends the one it saw.
         return client.post(signup, data, HTTP_X_FORWARDED_FOR=f"1.2.3.4, {address}")
 
-    for n in range(10):
+    for n in range(attempts.ADDRESS_LIMIT):
         assert "No classroom has this join code." in sign_up("10.0.0.1", f"BAD{n}").content.decode()
     assert "Too many failed attempts" in sign_up("10.0.0.1", classroom.join_code).content.decode()
     assert sign_up("10.0.0.2", classroom.join_code).status_code == 302
+
+
+def test_accounts_made_one_after_another_share_their_address_budget_of_join_codes(
+    client, classroom
+):
+    """Each new account gets its own ten guesses, but not more than the address allows."""
+    target = make_classroom(name="Physics")
+    page = reverse("classrooms")
+    school, elsewhere = {"REMOTE_ADDR": "10.0.0.7"}, {"REMOTE_ADDR": "10.0.0.8"}
+    checked = 0
+    for n in range(attempts.ADDRESS_LIMIT // attempts.LIMIT + 1):
+        client.force_login(make_student(classroom, username=f"sock{n}").user)
+        for m in range(attempts.LIMIT):
+            answer = client.post(page, {"join_code": f"WRONG{m}"}, **school).content.decode()
+            if "Too many failed attempts" in answer:
+                break
+            assert "No classroom has this join code." in answer
+            checked += 1
+    assert checked == attempts.ADDRESS_LIMIT
+    client.force_login(make_student(classroom, username="fresh").user)
+    blocked = client.post(page, {"join_code": target.join_code}, **school)
+    assert "Too many failed attempts" in blocked.content.decode()
+    assert not Membership.objects.filter(classroom=target, user__username="fresh").exists()
+    assert client.post(page, {"join_code": target.join_code}, **elsewhere).status_code == 302
+
+
+def test_a_class_mistyping_its_join_code_behind_one_school_address_all_sign_up(client, classroom):
+    signup = reverse("signup")
+    for n in range(30):
+        data = {"username": f"pupil{n}", "password1": "a-long-pass-9281",
+                "password2": "a-long-pass-9281"}  # fmt: skip
+        for typo in ("0", "O", "1"):
+            mistyped = client.post(signup, {**data, "join_code": classroom.join_code[:-1] + typo})
+            assert "No classroom has this join code." in mistyped.content.decode()
+        assert client.post(signup, {**data, "join_code": classroom.join_code}).status_code == 302
+        client.logout()
+    assert (
+        Membership.objects.filter(classroom=classroom, user__username__startswith="pupil").count()
+        == 30
+    )
 
 
 def test_sign_up_names_a_wrong_join_code_together_with_a_weak_password(client, classroom):
