@@ -52,6 +52,15 @@ class MarginTierFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError(f"The margin tiers are not valid: {exc}.") from None
         instrument = self.instance
         if instrument.pk and self.has_changed():
+            # Held until the admin's save commits, and counted once granted: a position
+            # opening meanwhile holds the instrument FOR KEY SHARE from before it reads the
+            # tiers, so it is either committed by now and counted, or waits and reads the
+            # new tiers (positions.services.lock_account).
+            list(
+                Instrument.objects.select_for_update(of=("self",))
+                .filter(pk=instrument.pk)
+                .values_list("pk", flat=True)
+            )
             open_count = instrument.positions.filter(status=Position.Status.OPEN).count()
             if open_count:
                 # Stored liquidation prices were computed with the old tiers.

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from functools import partial
 
-from django.db import transaction
-from django.db.models import BigIntegerField, Q, Subquery, Sum, Value
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.utils import timezone
 
 from accounts import errors
@@ -564,18 +564,47 @@ def _validate_tpsl(
 # --- locking --------------------------------------------------------------------------
 
 
-def lock_account(account_id: int, *, owner_id: int | None = None) -> TradingAccount:
-    """Lock a trading account (with its classroom); with ``owner_id``, only that user's."""
+def lock_account(
+    account_id: int, *, owner_id: int | None = None, opening: QuerySet[Instrument] | None = None
+) -> TradingAccount:
+    """Lock a trading account (with its classroom); with ``owner_id``, only that user's.
+
+    With ``opening`` (the instrument a position may open on, whose filter may name the
+    account's columns by ``OuterRef``), hold that instrument against a change of its margin
+    tiers, in the same statement: see ``_hold_against_tier_change``.
+    """
     accounts = TradingAccount.objects.select_for_update(of=("self",), no_key=True).select_related(
         "classroom"
     )
     if owner_id is not None:
         accounts = accounts.filter(user_id=owner_id)
+    if opening is not None and connection.vendor == "postgresql":
+        # SQLite has no row locks; the embedded default runs one writer at a time anyway.
+        accounts = accounts.annotate(held_instrument_id=_hold_against_tier_change(opening))
     try:
         return accounts.get(pk=account_id)
     except TradingAccount.DoesNotExist:
         field = None if owner_id is None else "account"
         raise errors.NotFound("No such trading account.", field=field) from None
+
+
+def _hold_against_tier_change(instruments: QuerySet[Instrument]) -> Subquery:
+    """A column whose computation locks the instrument FOR KEY SHARE until the commit.
+
+    A position stores the liquidation price its instrument's margin tiers give it, so the
+    tiers may change only while no position is open: the change (``positions.admin``) locks
+    the instrument FOR UPDATE, then counts the open positions. An opening holds FOR KEY SHARE
+    from before it reads the tiers, so either the change waits for it and counts its
+    position, or it waits for the change and reads the new tiers. Not in the statement that
+    reads the tiers: one that waits for a row lock still returns the other rows as they were
+    when it started, the old tiers.
+
+    KEY SHARE conflicts with FOR UPDATE alone: openings never wait for each other, nor for
+    the tick's FOR NO KEY UPDATE. It may be granted before the account's own lock; no
+    deadlock, since a tier change takes no account. Django has no FOR KEY SHARE; a sub-select
+    may have it.
+    """
+    return Subquery(instruments.values("pk"), template="(%(subquery)s FOR KEY SHARE)")
 
 
 def lock_accounts_with_open_positions(account_ids: Iterable[int]) -> dict[int, TradingAccount]:
@@ -618,6 +647,14 @@ def _instrument(instrument_id: int) -> Instrument:
         return Instrument.objects.prefetch_related("tiers").get(pk=instrument_id)
     except Instrument.DoesNotExist:
         raise errors.NotFound("No such instrument.", field="instrument") from None
+
+
+def _named_instrument(instrument_id: int | None, symbol: str) -> QuerySet[Instrument]:
+    """The instrument an order names: by id, or by symbol in its account's classroom (as an
+    ``OuterRef`` to the account, for ``lock_account``)."""
+    if instrument_id is not None:
+        return Instrument.objects.filter(pk=instrument_id)
+    return Instrument.objects.filter(classroom_id=OuterRef("classroom_id"), symbol__iexact=symbol)
 
 
 def _order_instrument(
@@ -832,7 +869,7 @@ def position_open(
     stop_loss: object = None,
 ) -> Position:
     """Open one isolated position at market: its own collateral, its own liquidation price."""
-    account = lock_account(account_id)
+    account = lock_account(account_id, opening=Instrument.objects.filter(pk=instrument_id))
     instrument = _instrument(instrument_id)
     _, position = _open(
         account=account,
@@ -1445,10 +1482,15 @@ def order_place(
     """
     if instrument_id is None and not symbol.strip():
         raise errors.NotFound("No such instrument.", field="instrument")
-    account = lock_account(account_id, owner_id=owner_id)
+    symbol = symbol.strip()
+    account = lock_account(
+        account_id,
+        owner_id=owner_id,
+        opening=None if reduce_only else _named_instrument(instrument_id, symbol),
+    )
     client_order_id = clean_client_order_id(client_order_id)
     instrument, repeated = _order_instrument(
-        account, instrument_id=instrument_id, symbol=symbol.strip(), client_order_id=client_order_id
+        account, instrument_id=instrument_id, symbol=symbol, client_order_id=client_order_id
     )
     if repeated is not None:
         first = fresh_order(repeated)
@@ -1760,12 +1802,20 @@ def order_execute(*, order_id: int) -> Order:
     """Fill a triggered resting order at market; a rule that now refuses it rejects the order.
     A reduce-only order of a position past its liquidation price keeps resting. A sell limit
     whose better price at market the free balance cannot pay opens at its limit instead."""
-    account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
-    if account_id is None:
+    row = (
+        Order.objects.filter(pk=order_id)
+        .values_list("account_id", "instrument_id", "reduce_only")
+        .first()
+    )
+    if row is None:
         raise errors.NotFound("No such order.")
+    account_id, instrument_id, reduce_only = row  # what an order never changes
     try:
         with transaction.atomic():
-            account = lock_account(account_id)
+            account = lock_account(
+                account_id,
+                opening=None if reduce_only else Instrument.objects.filter(pk=instrument_id),
+            )
             order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
             if order.status != Order.Status.RESTING:
                 return fresh_order(order.pk)

@@ -12,6 +12,7 @@ from django.apps import apps
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.db.models import Model
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Classroom, User
@@ -39,6 +40,18 @@ def make_instructor(username: str) -> User:
     user = UserFactory.create(username=username, is_staff=True)
     user.groups.add(Group.objects.get(name="Instructors"))
     return user
+
+
+@pytest.fixture
+def market():
+    """Alpha's live class: one instrument on a manual feed, and Alpha signed in to the admin."""
+    alpha = make_instructor("alpha")
+    classroom = make_classroom(instructor=alpha, name="Live class", max_leverage=100)
+    btc = make_instrument(classroom)
+    PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
+    client = Client()
+    client.force_login(alpha)
+    return alpha, btc, client
 
 
 def engine_set_price(instrument: Instrument, price: str) -> None:

@@ -15,7 +15,6 @@ from decimal import Decimal
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections, transaction
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,9 +25,8 @@ from liquidation.engine import TickResult
 from liquidation.models import PriceFeed, Scenario
 from liquidation.services import scenario_start
 from positions.models import Instrument
-from tests.admin.conftest import make_instructor
 from tests.admin.forms import admin_form_data
-from tests.factories import make_classroom, make_instrument, make_student
+from tests.factories import make_student
 from tests.invariants import assert_ledger_invariants
 from tests.processes import wait_until, waiting_on_locks
 
@@ -62,17 +60,6 @@ class Race:
             thread.join(timeout=60)
         assert not any(thread.is_alive() for thread in self.threads), "a racer never finished"
         assert not self.errors, self.errors
-
-
-@pytest.fixture
-def market():
-    alpha = make_instructor("alpha")
-    classroom = make_classroom(instructor=alpha, name="Live class", max_leverage=100)
-    btc = make_instrument(classroom)
-    PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
-    client = Client()
-    client.force_login(alpha)
-    return alpha, btc, client
 
 
 def hold_row(model, pk: int, held: threading.Event, release: threading.Event) -> Callable[[], None]:
