@@ -95,10 +95,10 @@ def _combine(parts: list[Result]) -> Result:
     )
 
 
-def _process_cpu(match: Callable[[list[str]], bool]) -> float:
-    """User plus system CPU seconds of the processes on this machine that ``match`` picks
-    from their ``/proc/<pid>/stat`` fields (0 where /proc cannot be read)."""
-    total = 0.0
+def _process_cpu(match: Callable[[list[str]], bool]) -> dict[int, float]:
+    """User plus system CPU seconds, by process id, of the processes on this machine that
+    ``match`` picks from their ``/proc/<pid>/stat`` fields (none where /proc cannot be read)."""
+    found: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -107,8 +107,15 @@ def _process_cpu(match: Callable[[list[str]], bool]) -> float:
             continue  # the process ended while we looked
         fields = [head.partition("(")[2], *rest.split()]
         if match(fields):
-            total += (int(fields[12]) + int(fields[13])) / tick
-    return total
+            found[int(entry.parent.name)] = (int(fields[12]) + int(fields[13])) / tick
+    return found
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU the processes spent between two readings. A process that ended in between
+    (another client's database connection closing) takes its whole past with it, so only
+    the processes still there count: a reading can miss a little, never go negative."""
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def _database_bound(health: Result, placing: Result) -> float | None:
@@ -129,8 +136,9 @@ def _database_bound(health: Result, placing: Result) -> float | None:
     return min(1.0, sum(per_health) / ceiling_cost)
 
 
-def _cpu_now(server_pid: int) -> tuple[float, float, float]:
-    """(gunicorn's workers, PostgreSQL's processes, this process) in CPU seconds so far."""
+def _cpu_readings(server_pid: int) -> tuple[dict[int, float], dict[int, float], float]:
+    """(gunicorn's workers, PostgreSQL's processes) by process id, and this process's CPU
+    seconds so far."""
     workers = _process_cpu(lambda f: f[2] == str(server_pid))  # children of the arbiter
     database = _process_cpu(lambda f: f[0] == "postgres")
     return workers, database, time.process_time()
@@ -213,12 +221,12 @@ def _drive(
     for thread in threads:
         thread.start()
     barrier.wait()
-    started, cpu_before = time.perf_counter(), _cpu_now(server_pid)
+    started, before = time.perf_counter(), _cpu_readings(server_pid)
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    after = _cpu_now(server_pid)
-    cpu = (after[0] - cpu_before[0], after[1] - cpu_before[1], after[2] - cpu_before[2])
+    after = _cpu_readings(server_pid)
+    cpu = (_spent(before[0], after[0]), _spent(before[1], after[1]), after[2] - before[2])
     return Result(name, len(latencies), elapsed, latencies, errors[0], cpu)
 
 

@@ -31,3 +31,13 @@ def test_api_benchmark_runs_and_prints_the_ratio():
     assert bound is not None, result.stdout
     assert 0 < float(bound.group(1)) <= 1, result.stdout
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+def test_cpu_spent_ignores_processes_that_ended_between_readings():
+    from bench.api import _spent
+
+    # Process 2 ended (its past must not count as a negative), process 3 started.
+    before = {1: 5.0, 2: 3.0}
+    after = {1: 6.25, 3: 0.5}
+    assert _spent(before, after) == 1.75
+    assert _spent(after, after) == 0
