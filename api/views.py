@@ -433,7 +433,12 @@ class PriceHistoryView(ApiView):
             )
         if timezone.is_naive(value):
             value = timezone.make_aware(value, UTC)
-        return value
+        # ISO 8601 offsets go to 23:59, PostgreSQL's to 15:59: compare in UTC, where a moment
+        # at either end of the calendar may fall before the first date or after the last.
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            return None if value.year == datetime.min.year else datetime.max.replace(tzinfo=UTC)
 
 
 # --- orders ------------------------------------------------------------------------------------

@@ -371,6 +371,24 @@ def test_accounts_me_instruments_and_cursor_pagination(api, account, btc):
     assert ids == ["p2", "p1", "p0"]
 
 
+@pytest.mark.parametrize(
+    ("since", "prices"),
+    [
+        ("2020-01-01T00:00:00+20:00", ["60000"]),  # an offset PostgreSQL does not take
+        ("2999-01-01T00:00:00-20:00", []),
+        ("0001-01-01T00:00:00+23:59", ["60000"]),  # before the first moment there is in UTC
+        ("9999-12-31T23:59:59-23:59", []),  # after the last one
+    ],
+)
+def test_price_history_since_takes_any_offset_iso_8601_allows(api, btc, since, prices):
+    from liquidation.models import PriceTick
+
+    PriceTick.objects.create(instrument=btc, price=Decimal("60000"))
+    response = api.get("/api/v1/instruments/BTCUSDT/prices/", {"since": since})
+    assert response.status_code == 200, response.content
+    assert [t["price"] for t in response.json()["results"]] == prices
+
+
 def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, account, btc):
     from liquidation.models import PriceTick
     from tests.factories import make_classroom, make_instrument
