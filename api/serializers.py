@@ -493,7 +493,10 @@ class PositionSerializer(serializers.Serializer):
         8,
         source="valuation.margin_ratio",
         allow_null=True,
-        help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call.",
+        help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call. "
+        "null when there is no mark yet, once the position is closed, and when its margin "
+        "balance is zero or below: past its bankruptcy price, so past liquidation too (the "
+        "engine liquidates it on its next tick).",
     )
     liquidation_price = PositionPriceField(
         "liquidation_price",

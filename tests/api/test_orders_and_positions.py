@@ -1056,3 +1056,22 @@ def test_a_reduce_only_order_repeating_a_close_client_order_id_gets_the_close(ap
     response = api.post(ORDERS, same, format="json")
     assert (response.status_code, response.json()["id"]) == (200, close.pk)
     assert Position.objects.get(pk=opened["position"]).quantity == Decimal("0.01")
+
+
+def test_a_bankrupt_positions_null_margin_ratio_is_documented_as_past_liquidation(
+    api, account, btc, client
+):
+    from positions.models import Instrument
+
+    placed = api.post("/api/v1/orders/", order_body(account), format="json").json()
+    # The mark jumps past the bankruptcy price (54,000 at 10x) before the engine's next tick.
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal("53000"))
+    position = api.get(f"/api/v1/positions/{placed['position']}/").json()
+    assert Decimal(position["margin_balance"]) < 0
+    assert position["margin_ratio"] is None
+    # The page shows this position's gauge full, as being liquidated; a bot reading the
+    # schema must not take the null for a position without risk.
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    described = schema["components"]["schemas"]["Position"]["properties"]["margin_ratio"]
+    assert "null" in described["description"]
+    assert "margin balance is zero or below" in described["description"]
