@@ -8,6 +8,7 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -28,6 +29,8 @@ from liquidation.models import MarginCall
 from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+# What DRF's integer field reads besides a JSON integer, in ASCII digits only ("10", "10.0").
+WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 
 
 class DecimalOutput(serializers.DecimalField):
@@ -86,6 +89,19 @@ class DecimalInput(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         # The parser reads JSON numbers with a fraction as Decimal: keep them exact.
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
+
+
+class WholeNumberInput(serializers.IntegerField):
+    """A whole number (a JSON integer, or one written as a string) in ASCII digits.
+
+    DRF reads a string with Python's ``int``, which also takes ``"1_0"`` and other scripts'
+    digits (full-width or Arabic-Indic ones): refused, as they are in decimal fields.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and not WHOLE_NUMBER_TEXT.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class RiskPriceField(serializers.DecimalField):
@@ -194,14 +210,14 @@ class SideField(WordChoiceField):
 
 
 class PlaceOrderSerializer(RequestSerializer):
-    account = serializers.IntegerField(
+    account = WholeNumberInput(
         min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
     )
     symbol = serializers.CharField(max_length=20)
     side = SideField()
     type = WordChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
-    leverage = serializers.IntegerField(
+    leverage = WholeNumberInput(
         default=1,
         help_text="1 or more. Over the cap of the instrument, its margin tier or the classroom it "
         "is leverage_too_high; under 1, invalid_leverage.",
@@ -214,7 +230,7 @@ class PlaceOrderSerializer(RequestSerializer):
         required=False, allow_null=True, help_text="Margin added on top of the initial margin."
     )
     reduce_only = serializers.BooleanField(default=False)
-    position = serializers.IntegerField(
+    position = WholeNumberInput(
         min_value=1,
         required=False,
         allow_null=True,

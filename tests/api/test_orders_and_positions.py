@@ -275,6 +275,27 @@ def test_numbers_python_would_reinterpret_are_refused(api, account, btc, field, 
     assert not Position.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("leverage", "1_0"),  # Python's int reads 10
+        ("leverage", "\uff11\uff10"),  # full-width 10
+        ("leverage", "\u0663"),  # an Arabic-Indic 3
+        ("account", "0_{account}"),
+        ("account", "{wide_account}"),
+    ],
+)
+def test_whole_numbers_python_would_reinterpret_are_refused(api, account, btc, field, value):
+    wide = "".join(chr(ord(digit) - ord("0") + 0xFF10) for digit in str(account.pk))
+    value = value.format(account=account.pk, wide_account=wide)
+    for url in ("/api/v1/orders/preview", ORDERS):
+        response = api.post(url, {**order_body(account), field: value}, format="json")
+        assert response.status_code == 400, response.json()
+        error = response.json()["error"]
+        assert (error["code"], list(error["fields"])) == ("invalid_request", [field]), error
+    assert not Order.objects.exists()
+
+
 def test_minus_zero_extra_collateral_is_plain_zero(api, account, btc):
     order = api.post(ORDERS, order_body(account, extra_collateral="-0"), format="json")
     assert order.status_code == 201, order.json()
