@@ -340,10 +340,16 @@ class AccountSerializer(serializers.Serializer):
     funded = money_out(
         help_text="What was paid into the account: its starting balance and the instructor's "
         "grants, deductions and resets. equity - funded is all that trading made or lost: the "
-        "open positions' unrealized_pnl plus every position's realized_pnl less its fees_paid, "
-        "and less the collateral's share that liquidations sent to the insurance fund."
+        "open positions' unrealized_pnl (each one's loss at most its collateral) plus every "
+        "position's realized_pnl less its fees_paid, and less the collateral's share that "
+        "liquidations sent to the insurance fund."
     )
-    unrealized_pnl = derived_out()
+    unrealized_pnl = derived_out(
+        help_text="The open positions' unrealized PnL at the marks, each one's loss counted as "
+        "at most its collateral: under isolated margin that is all a position can take from the "
+        "account, though its own unrealized_pnl goes further once the mark passes its "
+        "bankruptcy price (until the engine liquidates it)."
+    )
     realized_pnl = money_out()
     fees_paid = money_out()
     return_pct = derived_out(allow_null=True, help_text="equity - funded, in percent of funded.")

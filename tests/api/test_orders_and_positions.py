@@ -1096,3 +1096,24 @@ def test_a_bankrupt_positions_null_margin_ratio_is_documented_as_past_liquidatio
     described = schema["components"]["schemas"]["Position"]["properties"]["margin_ratio"]
     assert "null" in described["description"]
     assert "margin balance is zero or below" in described["description"]
+
+
+def test_an_accounts_unrealized_pnl_counts_each_position_down_to_its_collateral(
+    api, account, btc, client
+):
+    from positions.models import Instrument
+
+    placed = api.post("/api/v1/orders/", order_body(account), format="json").json()
+    # Past the bankruptcy price (54,000) before the engine's tick: the position's own PnL is
+    # -70, but it can take no more than its collateral, 60, from the account.
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal("53000"))
+    position = api.get(f"/api/v1/positions/{placed['position']}/").json()
+    assert (position["unrealized_pnl"], position["collateral"]) == ("-70", "60")
+    me = api.get("/api/v1/me").json()["accounts"][0]
+    assert me["unrealized_pnl"] == "-60"
+    assert Decimal(me["equity"]) - Decimal(me["funded"]) == Decimal("-60.3")  # and the 0.3 fee
+    # What the schema says of both numbers adds up for a bot that checks one with the other.
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    account_fields = schema["components"]["schemas"]["Account"]["properties"]
+    assert "at most its collateral" in account_fields["unrealized_pnl"]["description"]
+    assert "at most its collateral" in account_fields["funded"]["description"]
