@@ -9,12 +9,27 @@ from decimal import Decimal
 from typing import IO, Any
 
 from django.conf import settings
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import JSONParser
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of two equal keys, so {"stop_loss": "59000", ..., "stop_loss": null}
+    # would place an order without the stop-loss its author saw first; the views refuse a
+    # query parameter sent twice for the same reason.
+    seen: dict[str, Any] = {}
+    repeated: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key in seen:
+            repeated[key] = [f"Send {key} once."]
+        seen[key] = value
+    if repeated:
+        raise ValidationError(repeated)
+    return seen
 
 
 class ExactJSONParser(JSONParser):
@@ -35,7 +50,12 @@ class ExactJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             decoded = codecs.getreader(encoding)(stream)
-            return json.load(decoded, parse_float=Decimal, parse_constant=_refuse_constant)
+            return json.load(
+                decoded,
+                parse_float=Decimal,
+                parse_constant=_refuse_constant,
+                object_pairs_hook=_refuse_repeated_keys,
+            )
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
         except RecursionError:

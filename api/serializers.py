@@ -9,6 +9,7 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,8 @@ from liquidation.models import MarginCall
 from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+# What DRF's integer field reads besides a JSON integer, in ASCII digits only ("10", "10.0").
+WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 
 
 class DecimalOutput(serializers.DecimalField):
@@ -87,6 +90,19 @@ class DecimalInput(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         # The parser reads JSON numbers with a fraction as Decimal: keep them exact.
         return super().to_internal_value(str(data) if isinstance(data, Decimal) else data)
+
+
+class WholeNumberInput(serializers.IntegerField):
+    """A whole number (a JSON integer, or one written as a string) in ASCII digits.
+
+    DRF reads a string with Python's ``int``, which also takes ``"1_0"`` and other scripts'
+    digits (full-width or Arabic-Indic ones): refused, as they are in decimal fields.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and not WHOLE_NUMBER_TEXT.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class RiskPriceField(serializers.DecimalField):
@@ -223,14 +239,14 @@ class SideField(WordChoiceField):
 
 
 class PlaceOrderSerializer(RequestSerializer):
-    account = serializers.IntegerField(
+    account = WholeNumberInput(
         min_value=1, help_text="Id of your trading account (see /api/v1/accounts/)."
     )
     symbol = serializers.CharField(max_length=20)
     side = SideField()
     type = WordChoiceField(choices=Order.Type.values, default=Order.Type.MARKET)
     quantity = DecimalInput()
-    leverage = serializers.IntegerField(
+    leverage = WholeNumberInput(
         default=1,
         help_text="1 or more. Over the cap of the instrument, its margin tier or the classroom it "
         "is leverage_too_high; under 1, invalid_leverage.",
@@ -243,7 +259,7 @@ class PlaceOrderSerializer(RequestSerializer):
         required=False, allow_null=True, help_text="Margin added on top of the initial margin."
     )
     reduce_only = serializers.BooleanField(default=False)
-    position = serializers.IntegerField(
+    position = WholeNumberInput(
         min_value=1,
         required=False,
         allow_null=True,
@@ -353,10 +369,16 @@ class AccountSerializer(Shape):
     funded = money_out(
         help_text="What was paid into the account: its starting balance and the instructor's "
         "grants, deductions and resets. equity - funded is all that trading made or lost: the "
-        "open positions' unrealized_pnl plus every position's realized_pnl less its fees_paid, "
-        "and less the collateral's share that liquidations sent to the insurance fund."
+        "open positions' unrealized_pnl (each one's loss at most its collateral) plus every "
+        "position's realized_pnl less its fees_paid, and less the collateral's share that "
+        "liquidations sent to the insurance fund."
     )
-    unrealized_pnl = derived_out()
+    unrealized_pnl = derived_out(
+        help_text="The open positions' unrealized PnL at the marks, each one's loss counted as "
+        "at most its collateral: under isolated margin that is all a position can take from the "
+        "account, though its own unrealized_pnl goes further once the mark passes its "
+        "bankruptcy price (until the engine liquidates it)."
+    )
     realized_pnl = money_out()
     fees_paid = money_out()
     return_pct = derived_out(allow_null=True, help_text="equity - funded, in percent of funded.")
@@ -522,7 +544,10 @@ class PositionSerializer(Shape):
         8,
         source="valuation.margin_ratio",
         allow_null=True,
-        help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call.",
+        help_text="Maintenance margin over margin balance: 1 means liquidation, 0.8 a margin call. "
+        "null when there is no mark yet, once the position is closed, and when its margin "
+        "balance is zero or below: past its bankruptcy price, so past liquidation too (the "
+        "engine liquidates it on its next tick).",
     )
     liquidation_price = PositionPriceField(
         "liquidation_price",

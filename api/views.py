@@ -433,7 +433,12 @@ class PriceHistoryView(ApiView):
             )
         if timezone.is_naive(value):
             value = timezone.make_aware(value, UTC)
-        return value
+        # ISO 8601 offsets go to 23:59, PostgreSQL's to 15:59: compare in UTC, where a moment
+        # at either end of the calendar may fall before the first date or after the last.
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            return None if value.year == datetime.min.year else datetime.max.replace(tzinfo=UTC)
 
 
 # --- orders ------------------------------------------------------------------------------------
@@ -656,6 +661,10 @@ class OrderListView(ApiView):
         return Response(s.CancelledOrdersSerializer({"cancelled": orders}).data)
 
 
+# What a PATCH of an order may change.
+REPLACED_TERMS = ("quantity", "price", "stop_price")
+
+
 class OrderDetailView(ApiView):
     """One of your orders; DELETE cancels it while it rests, PATCH replaces it with a new
     quantity or price."""
@@ -709,13 +718,22 @@ class OrderDetailView(ApiView):
         body = s.ReplaceOrderSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        replacement = services.order_replace(
-            order_id=order.pk,
-            quantity=data.get("quantity"),
-            price=data.get("price"),
-            stop_price=data.get("stop_price"),
-            client_order_id=data["client_order_id"],
-        )
+        try:
+            replacement = services.order_replace(
+                order_id=order.pk,
+                quantity=data.get("quantity"),
+                price=data.get("price"),
+                stop_price=data.get("stop_price"),
+                client_order_id=data["client_order_id"],
+            )
+        except errors.DomainError as exc:
+            # The new order keeps the old one's leverage, take-profit and stop-loss, which a
+            # PATCH cannot send: a bot told to fix one of them could not. What breaks them is
+            # the quantity or price it sent, so the refusal is about that one.
+            if exc.field is not None and exc.field not in body.fields:
+                sent = [name for name in REPLACED_TERMS if data.get(name) is not None]
+                exc.field = sent[0] if len(sent) == 1 else None
+            raise
         return Response(s.OrderSerializer(replacement).data)
 
 

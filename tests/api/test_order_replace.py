@@ -89,3 +89,39 @@ def test_cancelling_a_replaced_order_names_the_order_still_resting_in_its_place(
     assert answer.json()["error"]["code"] == "order_not_cancellable"
     assert f"was replaced by order #{new['id']}" in answer.json()["error"]["message"]
     assert api.get(f"{ORDERS}{new['id']}/").json()["status"] == "resting"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        # 12 BTC at 59,000 is in the 75x tier: the order's own 100x is too high at that size.
+        ({"quantity": "12"}, "leverage_too_high", "quantity"),
+        # At 66,000 the order's stop-loss 58,800 lies beyond its liquidation price.
+        ({"price": "66000"}, "invalid_price", "price"),
+        # Below the order's stop-loss: the stop-loss is now on the wrong side of the price.
+        ({"price": "58000"}, "invalid_price", "price"),
+        # Two changes at once: the refusal is about neither one alone.
+        ({"quantity": "12", "price": "59100"}, "leverage_too_high", None),
+    ],
+)
+def test_a_refusal_by_the_orders_own_terms_names_what_the_patch_sent(
+    api, account, classroom, btc, body, code, field
+):
+    classroom.max_leverage = 125
+    classroom.save(update_fields=["max_leverage"])
+    placed = api.post(
+        ORDERS,
+        order_body(account, type="limit", price="59000", leverage=100, stop_loss="58800"),
+        format="json",
+    )
+    assert placed.status_code == 201, placed.json()
+    before = money_snapshot()
+    answer = api.patch(f"{ORDERS}{placed.json()['id']}/", body, format="json")
+    assert answer.status_code == 400, answer.json()
+    error = answer.json()["error"]
+    # A PATCH cannot send leverage, take_profit or stop_loss: a bot told to fix one of those
+    # fields could not; what it can change is what it sent.
+    assert error["code"] == code
+    assert error["fields"] == ({field: [error["message"]]} if field else {}), error
+    assert money_snapshot() == before
+    assert Order.objects.get(pk=placed.json()["id"]).status == "resting"

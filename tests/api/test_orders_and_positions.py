@@ -275,6 +275,27 @@ def test_numbers_python_would_reinterpret_are_refused(api, account, btc, field, 
     assert not Position.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("leverage", "1_0"),  # Python's int reads 10
+        ("leverage", "\uff11\uff10"),  # full-width 10
+        ("leverage", "\u0663"),  # an Arabic-Indic 3
+        ("account", "0_{account}"),
+        ("account", "{wide_account}"),
+    ],
+)
+def test_whole_numbers_python_would_reinterpret_are_refused(api, account, btc, field, value):
+    wide = "".join(chr(ord(digit) - ord("0") + 0xFF10) for digit in str(account.pk))
+    value = value.format(account=account.pk, wide_account=wide)
+    for url in ("/api/v1/orders/preview", ORDERS):
+        response = api.post(url, {**order_body(account), field: value}, format="json")
+        assert response.status_code == 400, response.json()
+        error = response.json()["error"]
+        assert (error["code"], list(error["fields"])) == ("invalid_request", [field]), error
+    assert not Order.objects.exists()
+
+
 def test_minus_zero_extra_collateral_is_plain_zero(api, account, btc):
     order = api.post(ORDERS, order_body(account, extra_collateral="-0"), format="json")
     assert order.status_code == 201, order.json()
@@ -369,6 +390,24 @@ def test_accounts_me_instruments_and_cursor_pagination(api, account, btc):
     assert len(rest["results"]) == 1 and rest["next"] is None
     ids = [o["client_order_id"] for o in page["results"] + rest["results"]]
     assert ids == ["p2", "p1", "p0"]
+
+
+@pytest.mark.parametrize(
+    ("since", "prices"),
+    [
+        ("2020-01-01T00:00:00+20:00", ["60000"]),  # an offset PostgreSQL does not take
+        ("2999-01-01T00:00:00-20:00", []),
+        ("0001-01-01T00:00:00+23:59", ["60000"]),  # before the first moment there is in UTC
+        ("9999-12-31T23:59:59-23:59", []),  # after the last one
+    ],
+)
+def test_price_history_since_takes_any_offset_iso_8601_allows(api, btc, since, prices):
+    from liquidation.models import PriceTick
+
+    PriceTick.objects.create(instrument=btc, price=Decimal("60000"))
+    response = api.get("/api/v1/instruments/BTCUSDT/prices/", {"since": since})
+    assert response.status_code == 200, response.content
+    assert [t["price"] for t in response.json()["results"]] == prices
 
 
 def test_price_history_resolves_the_symbol_among_the_callers_classrooms(api, account, btc):
@@ -1038,3 +1077,43 @@ def test_a_reduce_only_order_repeating_a_close_client_order_id_gets_the_close(ap
     response = api.post(ORDERS, same, format="json")
     assert (response.status_code, response.json()["id"]) == (200, close.pk)
     assert Position.objects.get(pk=opened["position"]).quantity == Decimal("0.01")
+
+
+def test_a_bankrupt_positions_null_margin_ratio_is_documented_as_past_liquidation(
+    api, account, btc, client
+):
+    from positions.models import Instrument
+
+    placed = api.post("/api/v1/orders/", order_body(account), format="json").json()
+    # The mark jumps past the bankruptcy price (54,000 at 10x) before the engine's next tick.
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal("53000"))
+    position = api.get(f"/api/v1/positions/{placed['position']}/").json()
+    assert Decimal(position["margin_balance"]) < 0
+    assert position["margin_ratio"] is None
+    # The page shows this position's gauge full, as being liquidated; a bot reading the
+    # schema must not take the null for a position without risk.
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    described = schema["components"]["schemas"]["Position"]["properties"]["margin_ratio"]
+    assert "null" in described["description"]
+    assert "margin balance is zero or below" in described["description"]
+
+
+def test_an_accounts_unrealized_pnl_counts_each_position_down_to_its_collateral(
+    api, account, btc, client
+):
+    from positions.models import Instrument
+
+    placed = api.post("/api/v1/orders/", order_body(account), format="json").json()
+    # Past the bankruptcy price (54,000) before the engine's tick: the position's own PnL is
+    # -70, but it can take no more than its collateral, 60, from the account.
+    Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal("53000"))
+    position = api.get(f"/api/v1/positions/{placed['position']}/").json()
+    assert (position["unrealized_pnl"], position["collateral"]) == ("-70", "60")
+    me = api.get("/api/v1/me").json()["accounts"][0]
+    assert me["unrealized_pnl"] == "-60"
+    assert Decimal(me["equity"]) - Decimal(me["funded"]) == Decimal("-60.3")  # and the 0.3 fee
+    # What the schema says of both numbers adds up for a bot that checks one with the other.
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    account_fields = schema["components"]["schemas"]["Account"]["properties"]
+    assert "at most its collateral" in account_fields["unrealized_pnl"]["description"]
+    assert "at most its collateral" in account_fields["funded"]["description"]

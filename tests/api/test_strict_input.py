@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from positions.models import Order, Position
@@ -134,6 +136,26 @@ def test_repeated_query_parameters_are_refused(api, account, btc):
     assert_refused(response, "symbol")
     response = api.get("/api/v1/orders/?status=filled&limit=5&limit=6")
     assert_refused(response, "limit")
+
+
+def test_a_body_field_sent_twice_is_refused_not_read_as_its_last_value(api, account, position):
+    # JSON readers keep the last of two equal keys: this order would go out with no stop-loss.
+    body = (
+        f'{{"account": {account.pk}, "symbol": "BTCUSDT", "side": "long", "quantity": "0.01", '
+        '"stop_loss": "59000", "leverage": 10, "stop_loss": null}'
+    )
+    response = api.post(ORDERS, body, content_type="application/json")
+    assert_refused(response, "stop_loss")
+    assert response.json()["error"]["fields"] == {"stop_loss": ["Send stop_loss once."]}
+    assert Order.objects.count() == 1  # the position's own opening order only
+    margin = api.post(
+        f"/api/v1/positions/{position.pk}/margin",
+        '{"amount": "5", "amount": "-5"}',
+        content_type="application/json",
+    )
+    assert_refused(margin, "amount")
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal("60")
 
 
 def test_every_operation_declares_the_400_that_a_repeated_parameter_gets(api, account, btc):
