@@ -56,11 +56,20 @@ class MarginTierFormSet(forms.BaseInlineFormSet):
             # opening meanwhile holds the instrument FOR KEY SHARE from before it reads the
             # tiers, so it is either committed by now and counted, or waits and reads the
             # new tiers (positions.services.lock_account).
-            list(
+            stored_tick = (
                 Instrument.objects.select_for_update(of=("self",))
                 .filter(pk=instrument.pk)
-                .values_list("pk", flat=True)
+                .values_list("tick_size", flat=True)
+                .first()
             )
+            if stored_tick is not None and stored_tick != instrument.tick_size:
+                # A new tick size moves resting orders onto its grid under their accounts'
+                # locks, which an order amended meanwhile takes before the instrument: with
+                # the instrument held FOR UPDATE here, the two would wait on each other.
+                raise forms.ValidationError(
+                    "Change the tick size and the margin tiers in two saves: save one, then "
+                    "the other."
+                )
             open_count = instrument.positions.filter(status=Position.Status.OPEN).count()
             if open_count:
                 # Stored liquidation prices were computed with the old tiers.

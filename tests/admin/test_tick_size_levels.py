@@ -17,6 +17,7 @@ from liquidation.models import PriceFeed
 from positions.models import Instrument, Order, Position, TpSlChange
 from positions.services import order_place, position_open, position_set_tpsl
 from tests.admin.conftest import make_instructor
+from tests.admin.forms import admin_form_data
 from tests.admin.test_tick_size import engine_tick, post_tick_size
 from tests.api.conftest import client_for, new_key
 from tests.factories import make_classroom, make_instrument, make_student
@@ -294,3 +295,28 @@ def test_a_refused_tick_change_moves_nothing(market, student):
     assert response.status_code == 200
     assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
     assert not Order.objects.filter(replaces=order).exists()
+
+
+def test_a_tick_size_and_tiers_changed_in_one_save_are_refused_and_change_nothing(market, student):
+    client, btc = market
+    order = _rest(student, btc, side="long", type="limit", price="59990.3")
+    tiers_before = list(btc.tiers.order_by("pk").values_list("mmr", "max_leverage"))
+    page = reverse("admin:positions_instrument_change", args=[btc.pk])
+    data = admin_form_data(client.get(page))
+    data["tick_size"] = "50"
+    data["tiers-0-max_leverage"] = str(int(data["tiers-0-max_leverage"]) - 1)
+    response = client.post(page, data)
+    assert response.status_code == 200
+    assert "Change the tick size and the margin tiers in two saves" in response.content.decode()
+    btc.refresh_from_db()
+    assert btc.tick_size == D("0.1")
+    assert list(btc.tiers.order_by("pk").values_list("mmr", "max_leverage")) == tiers_before
+    assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
+    # Each on its own is taken.
+    _to_fifty(client, btc)
+    data = admin_form_data(client.get(page))
+    data["tiers-0-max_leverage"] = str(int(data["tiers-0-max_leverage"]) - 1)
+    assert client.post(page, data).status_code == 302
+    assert btc.tiers.order_by("pk").values_list("max_leverage", flat=True)[0] == (
+        tiers_before[0][1] - 1
+    )
