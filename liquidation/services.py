@@ -16,13 +16,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import errors
-from accounts.money import parse_decimal
+from accounts.money import PRICE_STEP, parse_decimal, plain, price
 from liquidation.feeds import MARK_CEILING
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 
 MAX_REPLAY_POINTS = 100_000
 MAX_REPLAY_SECONDS = Decimal(10 * 366 * 24 * 3600)
+# Times in seconds are read up to here: room for Unix timestamps, even in milliseconds.
+MAX_OFFSET = Decimal(10) ** 15
+OFFSET_STEP = Decimal("0.001")  # the places ReplayPoint.offset_seconds keeps
 
 
 def _instrument(instrument_id: int) -> Instrument:
@@ -154,6 +157,13 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
             offset = Decimal(when)
             if not offset.is_finite():
                 raise InvalidOperation
+            if offset.copy_abs() >= MAX_OFFSET:
+                # Its distance from the first row could overflow, or not fit the column.
+                raise errors.DomainError(
+                    f"Row {number}: {when!r} is too far from 0 to be a time in seconds.",
+                    field="csv",
+                )
+            offset = offset.quantize(OFFSET_STEP)
         except InvalidOperation:
             try:
                 moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
@@ -176,6 +186,11 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
         if price_value > MARK_CEILING:
             raise errors.DomainError(
                 f"Row {number}: the price must be at most {MARK_CEILING:,}.", field="csv"
+            )
+        price_value = price(price_value)  # as the column stores it
+        if price_value <= 0:
+            raise errors.DomainError(
+                f"Row {number}: the price must be at least {plain(PRICE_STEP)}.", field="csv"
             )
         parsed.append((offset, price_value))
     if not parsed:
