@@ -81,6 +81,11 @@ MAX_AMOUNT = Decimal(10) ** 15
 # past MAX_AMOUNT; a movement that would carry an amount past this is refused instead.
 MONEY_LIMIT = Decimal(10) ** (MONEY_DIGITS["max_digits"] - MONEY_DIGITS["decimal_places"])
 
+# The highest mark price. Far above any classroom's prices; a walk compounding without end,
+# or a typo in a scenario, a replay or a new instrument's mark, stops here instead of
+# overflowing the price columns.
+MARK_CEILING = Decimal(10) ** 12
+
 # Wide enough to quantise any finite amount a calculation can produce from valid inputs.
 _WIDE = Context(prec=80)
 _UNBOUNDED = Context(prec=MAX_PREC, Emin=MIN_EMIN, Emax=MAX_EMAX)

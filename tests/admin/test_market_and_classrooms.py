@@ -220,6 +220,8 @@ def test_invalid_tiers_are_refused_and_nothing_is_written(world, alpha_client, r
         ("lot_size", "0", "The lot size must be positive."),
         ("spread", "-1", "The spread cannot be negative."),
         ("mark_price", "0", "The mark price must be positive."),
+        # Where the engine, scenarios and replays stop the mark.
+        ("mark_price", "1000000000000.1", "The mark price must be at most 1,000,000,000,000."),
     ],
 )
 def test_instrument_settings_out_of_range_are_form_errors(
