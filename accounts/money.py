@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import re
 from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
     ROUND_CEILING,
     ROUND_FLOOR,
     ROUND_HALF_EVEN,
@@ -78,8 +81,14 @@ MAX_AMOUNT = Decimal(10) ** 15
 # past MAX_AMOUNT; a movement that would carry an amount past this is refused instead.
 MONEY_LIMIT = Decimal(10) ** (MONEY_DIGITS["max_digits"] - MONEY_DIGITS["decimal_places"])
 
+# The highest mark price. Far above any classroom's prices; a walk compounding without end,
+# or a typo in a scenario, a replay or a new instrument's mark, stops here instead of
+# overflowing the price columns.
+MARK_CEILING = Decimal(10) ** 12
+
 # Wide enough to quantise any finite amount a calculation can produce from valid inputs.
 _WIDE = Context(prec=80)
+_UNBOUNDED = Context(prec=MAX_PREC, Emin=MIN_EMIN, Emax=MAX_EMAX)
 
 
 def money(value: Decimal | int | str) -> Decimal:
@@ -127,7 +136,9 @@ def is_multiple(value: Decimal, step: Decimal) -> bool:
 
 def places(value: Decimal) -> int:
     """Number of decimal places written in ``value`` (``Decimal('0.010')`` has 3)."""
-    exponent = value.normalize().as_tuple().exponent
+    # Normalised without the default context's exponent limits, which would round a value
+    # as small as 1E-9999999 to 0 and so report it as having no places at all.
+    exponent = value.normalize(_UNBOUNDED).as_tuple().exponent
     return max(0, -int(exponent))
 
 

@@ -132,6 +132,43 @@ def classroom_create(
     return classroom
 
 
+def instructor_refusal(*, classroom_id: int, instructor_id: int) -> str | None:
+    """Why the user ``instructor_id`` cannot take over the classroom, or ``None``."""
+    trades = Membership.objects.filter(
+        classroom_id=classroom_id, user_id=instructor_id, role=Membership.Role.STUDENT
+    ).select_related("user", "classroom")
+    member = trades.first()
+    if member is None:
+        return None
+    return (
+        f"{member.user} is a student of {member.classroom.name}, with a trading account there: "
+        "pick someone who does not trade in the class."
+    )
+
+
+@transaction.atomic
+def classroom_set_instructor(*, classroom_id: int, instructor_id: int) -> Classroom:
+    """Hand a classroom to another instructor. The instructor's membership moves with it, so
+    the roster names who teaches the class and the previous instructor leaves it."""
+    classroom = Classroom.objects.select_for_update(no_key=True).filter(pk=classroom_id).first()
+    if classroom is None:
+        raise errors.NotFound("No such classroom.")
+    if classroom.instructor_id == instructor_id:
+        return classroom
+    refusal = instructor_refusal(classroom_id=classroom_id, instructor_id=instructor_id)
+    if refusal is not None:
+        raise errors.DomainError(refusal, field="instructor")
+    Membership.objects.filter(
+        classroom=classroom, user_id=classroom.instructor_id, role=Membership.Role.INSTRUCTOR
+    ).delete()
+    Membership.objects.get_or_create(
+        classroom=classroom, user_id=instructor_id, defaults={"role": Membership.Role.INSTRUCTOR}
+    )
+    classroom.instructor_id = instructor_id
+    classroom.save(update_fields=["instructor"])
+    return classroom
+
+
 NO_SUCH_JOIN_CODE = "No classroom has this join code."
 
 

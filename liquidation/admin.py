@@ -36,7 +36,13 @@ from accounts.admin_scoping import (
 )
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
 from accounts.money import ZERO, money_text, price_text, shown
-from accounts.services import accounts_adjust, classroom_create, clean_amount
+from accounts.services import (
+    accounts_adjust,
+    classroom_create,
+    classroom_set_instructor,
+    clean_amount,
+    instructor_refusal,
+)
 from liquidation import admin_views
 from liquidation.instructor import (
     account_reset,
@@ -269,6 +275,14 @@ class ClassroomForm(forms.ModelForm):
     def clean_insurance_fund_seed(self) -> Decimal | None:
         return self._amount("insurance_fund_seed", allow_zero=True)
 
+    def clean_instructor(self) -> Any:
+        instructor = self.cleaned_data.get("instructor")
+        if instructor is not None and self.instance.pk is not None:
+            refusal = instructor_refusal(classroom_id=self.instance.pk, instructor_id=instructor.pk)
+            if refusal is not None:
+                raise forms.ValidationError(refusal)
+        return instructor
+
 
 class CopyInstrumentsForm(forms.Form):
     source = forms.ModelChoiceField(
@@ -447,6 +461,9 @@ class ClassroomAdmin(InstructorActionsMixin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:
+            if "instructor" in form.changed_data:
+                # An operator handing the class over: the roster follows.
+                classroom_set_instructor(classroom_id=obj.pk, instructor_id=obj.instructor_id)
             super().save_model(request, obj, form, change)
             return
         data = form.cleaned_data

@@ -136,9 +136,11 @@ def monitor_snapshot(classroom: Classroom) -> MonitorSnapshot:
             )[:EVENTS_SHOWN]
         ),
         imbalances=imbalances,
+        # Never negative: a worker whose clock runs a little ahead of this server's stamps
+        # its heartbeat "in the future", and that heartbeat is one from just now.
         heartbeat_age_seconds=None
         if beat is None
-        else Decimal(str(round((now - beat).total_seconds(), 1))),
+        else Decimal(str(round(max((now - beat).total_seconds(), 0.0), 1))),
     )
 
 

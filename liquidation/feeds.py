@@ -28,13 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from accounts.money import is_multiple, price, to_tick
+from accounts.money import MARK_CEILING, is_multiple, price, to_tick
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
-
-# Far above any classroom's prices; a walk compounding without end, or a typo in a
-# scenario, stops here instead of overflowing the price columns.
-MARK_CEILING = Decimal(10) ** 12
 
 
 def on_grid(value: Decimal, instrument: Instrument) -> Decimal:

@@ -37,7 +37,7 @@ from accounts.services import clean_amount
 from accounts.spreadsheet import cell
 from liquidation.models import ConfirmedAction, MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
-from positions.models import Instrument, MarginTier, Order, Position
+from positions.models import Instrument, MarginTier, Order, Position, TpSlChange
 from positions.services import (
     lock_account,
     lock_accounts_with_open_positions,
@@ -289,12 +289,14 @@ class _Activity:
     """What grading reads of one account's trading, besides its performance figures."""
 
     positions: list[tuple[int, int, Decimal | None]] = field(default_factory=list)
-    protected_by_order: set[int] = field(default_factory=set)
+    # Positions that had a stop-loss before, though no longer: from the order that opened
+    # them, or set later (a closed position, say one its stop-loss took out, keeps none).
+    protected_before: set[int] = field(default_factory=set)
     calls: Counter[str] = field(default_factory=Counter)
 
 
 def _activities(account_ids: list[int]) -> dict[int, _Activity]:
-    """Positions, stop-loss orders and margin calls of many accounts: three queries in all."""
+    """Positions, stop-losses and margin calls of many accounts: four queries in all."""
     found: dict[int, _Activity] = {pk: _Activity() for pk in account_ids}
     for account_id, pk, leverage, stop_loss in Position.objects.filter(
         account_id__in=account_ids
@@ -303,7 +305,11 @@ def _activities(account_ids: list[int]) -> dict[int, _Activity]:
     for account_id, position_id in Order.objects.filter(
         position__account_id__in=account_ids, reduce_only=False, stop_loss__isnull=False
     ).values_list("position__account_id", "position_id"):
-        found[account_id].protected_by_order.add(position_id)
+        found[account_id].protected_before.add(position_id)
+    for account_id, position_id in TpSlChange.objects.filter(
+        position__account_id__in=account_ids, stop_loss_after__isnull=False
+    ).values_list("position__account_id", "position_id"):
+        found[account_id].protected_before.add(position_id)
     for account_id, outcome in MarginCall.objects.filter(
         position__account_id__in=account_ids
     ).values_list("position__account_id", "outcome"):
@@ -315,7 +321,7 @@ def account_grade(account: TradingAccount, performance: Performance, activity: _
     """One student's grade, from figures read for the whole class at once."""
     positions = activity.positions
     with_stop = sum(
-        1 for pk, _, sl in positions if sl is not None or pk in activity.protected_by_order
+        1 for pk, _, sl in positions if sl is not None or pk in activity.protected_before
     )
     leverages = [lev for _, lev, _ in positions]
     calls = activity.calls

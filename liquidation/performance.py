@@ -6,9 +6,10 @@ count wherever they are shown.
 
 The performance curve leaves funding out: a deposit, a grant, a deduction or a reset by
 the instructor is not trading, so it is neither a gain nor a drawdown. The curve starts
-at the classroom's starting balance; each ledger transaction that moves the account's
+at the starting balance the student was paid on joining (the classroom's may have changed
+since); each ledger transaction that moves the account's
 free balance or collateral, other than funding, adds its net amount (fees, realised PnL,
-lost collateral); the last point is the performance at the current marks, the starting
+lost collateral); the last point is the performance at the current marks, that starting
 balance plus equity minus the money paid in.
 """
 
@@ -21,7 +22,7 @@ from decimal import Decimal
 
 from django.db.models import Count, Sum
 
-from accounts.models import Classroom, LedgerEntry, TradingAccount
+from accounts.models import Classroom, LedgerEntry, LedgerTransaction, TradingAccount
 from accounts.money import ZERO, money
 from liquidation.models import LiquidationEvent
 from positions.selectors import (
@@ -93,16 +94,23 @@ def accounts_performance(accounts: Sequence[TradingAccount]) -> dict[int, Perfor
     if not ids:
         return {}
     equities = account_equities(accounts)
-    funded: dict[int, Decimal] = dict(
+    funded: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    # The starting balance each student was paid on joining: the class's starting balance
+    # may have been changed since, and a fall is measured against what they traded with.
+    deposited: dict[int, Decimal] = {}
+    for account_id, kind, amount in (
         LedgerEntry.objects.filter(
             account_id__in=ids,
             pocket=LedgerEntry.Pocket.ACCOUNT,
             transaction__kind__in=FUNDING_KINDS,
         )
-        .values_list("account_id")
+        .values_list("account_id", "transaction__kind")
         .annotate(s=Sum("amount"))
-        .values_list("account_id", "s")
-    )
+        .values_list("account_id", "transaction__kind", "s")
+    ):
+        funded[account_id] += amount
+        if kind == LedgerTransaction.Kind.DEPOSIT:
+            deposited[account_id] = amount
     liquidations: dict[int, int] = dict(
         LiquidationEvent.objects.filter(position__account_id__in=ids)
         .values_list("position__account_id")
@@ -131,8 +139,8 @@ def accounts_performance(accounts: Sequence[TradingAccount]) -> dict[int, Perfor
     result = {}
     for account in accounts:
         equity = equities[account.pk]
-        paid_in = funded.get(account.pk) or ZERO
-        base = account.classroom.starting_balance
+        paid_in = funded[account.pk]
+        base = deposited.get(account.pk, account.classroom.starting_balance)
         curve = [base]
         for amount in flows[account.pk]:
             curve.append(curve[-1] + amount)

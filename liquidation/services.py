@@ -16,13 +16,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import errors
-from accounts.money import parse_decimal
+from accounts.money import PRICE_PLACES, PRICE_STEP, parse_decimal, places, plain, price
 from liquidation.feeds import MARK_CEILING
 from liquidation.models import PriceFeed, ReplayPoint, Scenario
 from positions.models import Instrument
 
 MAX_REPLAY_POINTS = 100_000
 MAX_REPLAY_SECONDS = Decimal(10 * 366 * 24 * 3600)
+# Times in seconds are read up to here: room for Unix timestamps, even in milliseconds.
+MAX_OFFSET = Decimal(10) ** 15
+OFFSET_STEP = Decimal("0.001")  # the places ReplayPoint.offset_seconds keeps
 
 
 def _instrument(instrument_id: int) -> Instrument:
@@ -32,13 +35,20 @@ def _instrument(instrument_id: int) -> Instrument:
         raise errors.NotFound("No such instrument.", field="instrument") from None
 
 
-def _decimal(value: object, *, field: str) -> Decimal:
+def _decimal(
+    value: object, *, field: str, kept_places: int | None = None, what: str = ""
+) -> Decimal:
     try:
         result = parse_decimal(value)
     except (InvalidOperation, ValueError):
         raise errors.DomainError("Enter a number.", field=field) from None
     if not result.is_finite() or result.copy_abs() >= Decimal(10) ** 12:
         raise errors.DomainError("Enter a finite number of sensible size.", field=field)
+    if kept_places is not None and places(result) > kept_places:
+        # The scenario's column would round it (or, for 1e-9999999, not take it at all).
+        raise errors.DomainError(
+            f"Use at most {kept_places} decimal places for the {what}.", field=field
+        )
     return result
 
 
@@ -60,7 +70,9 @@ def scenario_start(
     """
     instrument = _instrument(instrument_id)
     now = timezone.now()
-    duration = _decimal(duration_seconds or 0, field="duration_seconds")
+    duration = _decimal(
+        duration_seconds or 0, field="duration_seconds", kept_places=3, what="duration"
+    )
     if duration < 0 or duration > 86_400:
         raise errors.DomainError(
             "The duration must be between 0 and 86400 seconds.", field="duration_seconds"
@@ -74,7 +86,7 @@ def scenario_start(
         started_at=now,
     )
     if kind == Scenario.Kind.MOVE:
-        pct = _decimal(percent, field="percent")
+        pct = _decimal(percent, field="percent", kept_places=4, what="move")
         if not Decimal(-99) <= pct <= Decimal(1000) or pct == 0:
             raise errors.DomainError(
                 "The move must be between -99% and +1000%, and not zero.", field="percent"
@@ -84,7 +96,9 @@ def scenario_start(
         scenario.percent = pct
         scenario.start_price = instrument.mark_price
     elif kind == Scenario.Kind.SET_PRICE:
-        target = _decimal(target_price, field="target_price")
+        target = _decimal(
+            target_price, field="target_price", kept_places=PRICE_PLACES, what="price"
+        )
         if target <= 0:
             raise errors.InvalidPrice("The price must be positive.", field="target_price")
         if target > MARK_CEILING:
@@ -154,6 +168,13 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
             offset = Decimal(when)
             if not offset.is_finite():
                 raise InvalidOperation
+            if offset.copy_abs() >= MAX_OFFSET:
+                # Its distance from the first row could overflow, or not fit the column.
+                raise errors.DomainError(
+                    f"Row {number}: {when!r} is too far from 0 to be a time in seconds.",
+                    field="csv",
+                )
+            offset = offset.quantize(OFFSET_STEP)
         except InvalidOperation:
             try:
                 moment = datetime.fromisoformat(when.replace("Z", "+00:00"))
@@ -176,6 +197,11 @@ def _offsets(rows: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
         if price_value > MARK_CEILING:
             raise errors.DomainError(
                 f"Row {number}: the price must be at most {MARK_CEILING:,}.", field="csv"
+            )
+        price_value = price(price_value)  # as the column stores it
+        if price_value <= 0:
+            raise errors.DomainError(
+                f"Row {number}: the price must be at least {plain(PRICE_STEP)}.", field="csv"
             )
         parsed.append((offset, price_value))
     if not parsed:

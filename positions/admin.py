@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedInline
-from accounts.money import plain, price_text, towards_entry
+from accounts.money import MARK_CEILING, plain, price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, TpSlChange
 from positions.services import instrument_levels_to_grid, lock_accounts_with_levels
@@ -130,6 +130,9 @@ class InstrumentForm(forms.ModelForm):
                     f"This classroom already trades {same.symbol}; symbols are read in any "
                     "letter case, so pick another.",
                 )
+        mark = data.get("mark_price")
+        if mark is not None and mark > MARK_CEILING:
+            self.add_error("mark_price", f"The mark price must be at most {MARK_CEILING:,}.")
         self._check_tick_size(data)
         return data
 

@@ -13,6 +13,7 @@ from accounts.money import money
 from liquidation import engine
 from liquidation.instructor import GRADE_COLUMNS
 from liquidation.models import MarginCall
+from liquidation.performance import leaderboard
 from liquidation.services import scenario_start
 from positions.models import Instrument, Position
 from positions.services import position_close, position_open
@@ -170,3 +171,55 @@ def test_grade_export_checks_every_column(db, client):
     assert rows["cid"]["max_drawdown"] == "0"
     assert rows["cid"]["average_leverage"] == rows["cid"]["stop_loss_pct"] == ""
     assert Position.objects.filter(account=ann, status="open").count() == 1
+
+
+def one_student_class(client, name: str, username: str):
+    """A classroom with BTCUSDT and one student; its instructor signed in."""
+    teacher = make_instructor("teacher")
+    classroom = make_classroom(instructor=teacher, name=name, max_leverage=50)
+    client.force_login(teacher)
+    return classroom, make_instrument(classroom), make_student(classroom, username=username)
+
+
+def test_drawdown_is_measured_on_what_the_student_started_with(db, client):
+    """An instructor who changes the class's starting balance later (for the next resets)
+    does not change how far the students who joined before fell: 411.8 lost from 10,000 is
+    4.118%, in the grade book and on the leaderboard, whatever the class now starts with."""
+    from tests.admin.forms import admin_form_data
+
+    classroom, btc, ben = one_student_class(client, "Grades 102", "ben")
+    # Open 0.2 @ 60000 (fee 6) -> close @ 58000 (-400, fee 5.8).
+    loser = position_open(
+        account_id=ben.pk, instrument_id=btc.pk, side="long", quantity="0.2", leverage=20
+    )
+    set_mark(btc, "58000")
+    position_close(position_id=loser.pk)
+
+    page = reverse("admin:accounts_classroom_change", args=[classroom.pk])
+    for starting_balance in ("100", "1000000"):
+        data = admin_form_data(client.get(page))
+        data["starting_balance"] = starting_balance
+        assert client.post(page, data).status_code == 302
+        (row,) = export(client, classroom)
+        assert (row["max_drawdown"], row["max_drawdown_pct"]) == ("411.8", "4.118")
+        (entry,) = leaderboard(classroom)
+        assert entry.max_drawdown_pct == D("4.118")
+
+
+def test_a_stop_loss_set_after_opening_counts_once_it_has_fired(db, client):
+    """A student who protects a position right after opening it, and whom that stop-loss
+    then takes out of the trade, used a stop-loss: the grade book counts it."""
+    from positions.services import position_set_tpsl
+
+    classroom, btc, eve = one_student_class(client, "Grades 103", "eve")
+    protected = position_open(
+        account_id=eve.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10
+    )
+    position_set_tpsl(position_id=protected.pk, stop_loss="59000")
+    position_open(account_id=eve.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=10)
+    scenario_start(instrument_id=btc.pk, kind="set_price", target_price="58900")
+    assert engine.tick_instrument(btc.pk, timezone.now()).status == "ticked"
+    protected.refresh_from_db()
+    assert protected.status == Position.Status.CLOSED and protected.stop_loss is None
+    (row,) = export(client, classroom)
+    assert (row["trades"], row["stop_loss_pct"]) == ("2", "50")

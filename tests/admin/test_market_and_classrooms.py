@@ -116,6 +116,48 @@ def test_rules_are_editable_on_the_change_page(world, alpha_client):
     assert world.alpha_class.leftover_policy == "return_to_trader"
 
 
+def test_an_operator_handing_a_class_to_another_instructor_moves_the_instructor_membership(
+    world, client
+):
+    """The roster and the memberships name the class's new instructor, and the one who gave
+    it up is no longer listed as teaching it."""
+    carol = make_instructor("carol")
+    client.force_login(UserFactory.create(is_staff=True, is_superuser=True))
+    page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(client.get(page))
+    data["instructor"] = str(carol.pk)
+    response = client.post(page, data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    world.alpha_class.refresh_from_db()
+    assert world.alpha_class.instructor == carol
+    teaching = Membership.objects.filter(
+        classroom=world.alpha_class, role=Membership.Role.INSTRUCTOR
+    )
+    assert [m.user.username for m in teaching] == ["carol"]
+    assert not Membership.objects.filter(classroom=world.alpha_class, user=world.alpha).exists()
+    students = Membership.objects.filter(classroom=world.alpha_class, role="student").count()
+    assert students == 2
+    roster = client.get(page).content.decode()
+    assert "carol" in roster.split('id="memberships-group"', 1)[1]
+
+
+def test_a_class_is_not_handed_to_one_of_its_students(world, admin_client):
+    student = User.objects.get(username="alpha-student-1")
+    User.objects.filter(pk=student.pk).update(is_staff=True)
+    before = list(Membership.objects.filter(classroom=world.alpha_class).values())
+    page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(admin_client.get(page))
+    data["instructor"] = str(student.pk)
+    response = admin_client.post(page, data)
+    assert response.status_code == 200
+    assert "alpha-student-1 is a student of alpha class" in str(
+        response.context["adminform"].form.errors["instructor"]
+    )
+    world.alpha_class.refresh_from_db()
+    assert world.alpha_class.instructor == world.alpha
+    assert list(Membership.objects.filter(classroom=world.alpha_class).values()) == before
+
+
 def test_the_roster_shows_roles_but_never_changes_them(world, alpha_client):
     """A role edited in the roster would grant nothing and drop the student from the grades."""
     page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
@@ -220,6 +262,8 @@ def test_invalid_tiers_are_refused_and_nothing_is_written(world, alpha_client, r
         ("lot_size", "0", "The lot size must be positive."),
         ("spread", "-1", "The spread cannot be negative."),
         ("mark_price", "0", "The mark price must be positive."),
+        # Where the engine, scenarios and replays stop the mark.
+        ("mark_price", "1000000000000.1", "The mark price must be at most 1,000,000,000,000."),
     ],
 )
 def test_instrument_settings_out_of_range_are_form_errors(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from django.contrib.admin.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -140,6 +141,43 @@ def test_a_csv_with_old_mac_line_ends_is_replayed(world, alpha_client):
         (D(0), D(60000)),
         (D(1), D(59000)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        # Times no replay could mean, whose arithmetic overflows or whose storage would.
+        (b"0,60000\n1e9999999,59000\n", "Row 2: '1e9999999' is too far from 0"),
+        (b"1e9999999,60000\n0,59000\n", "Row 1: '1e9999999' is too far from 0"),
+        (b"0,60000\n1e-9999999,59000\n1,58000\n", None),
+        # A price that rounds to nothing on the price columns' ten decimal places.
+        (b"0,60000\n1,1e-9999999\n", "Row 2: the price must be at least 0.0000000001."),
+        (b"0,60000\n1,0.00000000001\n", "Row 2: the price must be at least 0.0000000001."),
+    ],
+)
+def test_a_csv_with_numbers_beyond_the_columns_is_a_form_error_or_rounded(
+    world, alpha_client, rows, message
+):
+    btc = alpha_btc(world)
+    before = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    upload = SimpleUploadedFile("odd.csv", rows)
+    response = act(alpha_client, INSTRUMENTS, "replay_csv", [btc], csv_file=upload, speed="1")
+    if message is None:
+        # A time a hair after the start is the start, on the column's milliseconds.
+        assert response.status_code == 302
+        feed = PriceFeed.objects.get(instrument=btc)
+        assert list(feed.replay_points.values_list("offset_seconds", "price")) == [
+            (D(0), D(60000)),
+            (D(0), D(59000)),
+            (D(1), D(58000)),
+        ]
+        return
+    assert response.status_code == 200
+    assert f"Nothing was changed. {message}" in " ".join(
+        response.context["form"].errors["csv_file"]
+    )
+    after = list(ReplayPoint.objects.filter(feed__instrument=btc).values_list("pk", flat=True))
+    assert after == before
 
 
 def test_a_csv_the_reader_cannot_read_is_a_form_error(world, alpha_client):

@@ -44,6 +44,23 @@ def test_heartbeat_age_is_of_this_classrooms_engine_only(world):
     assert monitor_snapshot(world.bravo_class).heartbeat_age_seconds is not None
 
 
+def test_a_heartbeat_stamped_by_a_worker_whose_clock_runs_ahead_is_not_from_the_future(
+    world, alpha_client
+):
+    """Workers and the web server may run on machines whose clocks differ by a little: a
+    heartbeat a second "ahead" is a heartbeat just now, never "-1.0 s ago"."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    EngineHeartbeat.objects.create(instrument=btc, started_at=timezone.now() + timedelta(seconds=2))
+    assert monitor_snapshot(world.alpha_class).heartbeat_age_seconds == 0
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    panel = alpha_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert '<span class="value" id="monitor-heartbeat">0.0 s ago</span>' in panel
+
+
 def test_page_polls_itself_and_htmx_gets_only_the_panel(world, alpha_client):
     url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
     page = alpha_client.get(url)

@@ -218,3 +218,52 @@ def test_a_students_user_page_shows_who_they_are_without_password_or_permissions
     # An operator, who may change users, still has the full page.
     operator = admin_client.get(page).content.decode()
     assert "Reset password" in operator and "Superuser status" in operator
+
+
+def test_forms_naming_bravos_rows_are_refused_and_write_nothing(world, alpha_client):
+    """Add pages and inline rows take only Alpha's rows, whatever id a crafted post names:
+    an instrument in Bravo's classroom, a price feed for Bravo's instrument, Bravo's margin
+    tier edited from Alpha's instrument page."""
+    from liquidation.models import PriceFeed
+    from positions.models import Instrument, MarginTier
+    from tests.admin.forms import admin_form_data
+    from tests.admin.test_market_and_classrooms import tier_post
+    from tests.factories import BTC_BRACKETS
+
+    bravo_btc = Instrument.objects.get(classroom=world.bravo_class)
+    alpha_btc = Instrument.objects.get(classroom=world.alpha_class)
+    bravo_feed = PriceFeed.objects.get(instrument=bravo_btc)
+    bravo_tiers = list(MarginTier.objects.filter(instrument=bravo_btc).values())
+
+    instrument = alpha_client.post(
+        url(Instrument, "add"), tier_post(world.bravo_class, BTC_BRACKETS)
+    )
+    assert (
+        instrument.status_code == 200 and "classroom" in instrument.context["adminform"].form.errors
+    )
+    assert not Instrument.objects.filter(symbol="ETHUSDT").exists()
+
+    bravo_feed.delete()  # so that only the scoping, not "one feed each", can refuse it
+    feed = alpha_client.post(
+        url(PriceFeed, "add"),
+        {
+            "instrument": bravo_btc.pk, "kind": "manual", "is_active": "on", "seed": "1",
+            "volatility": "0.001", "jump_probability": "0", "jump_size": "0",
+            "replay_speed": "1", "replay_points-TOTAL_FORMS": "0",
+            "replay_points-INITIAL_FORMS": "0",
+        },
+    )  # fmt: skip
+    assert feed.status_code == 200 and "instrument" in feed.context["adminform"].form.errors
+    assert not PriceFeed.objects.filter(instrument=bravo_btc).exists()
+
+    page = url(Instrument, "change", alpha_btc.pk)
+    data = admin_form_data(alpha_client.get(page))
+    data.update(
+        {
+            "tiers-0-id": str(bravo_tiers[0]["id"]),
+            "tiers-0-instrument": str(bravo_btc.pk),
+            "tiers-0-mmr": "0.0041",
+        }
+    )
+    assert alpha_client.post(page, data).status_code == 200
+    assert list(MarginTier.objects.filter(instrument=bravo_btc).values()) == bravo_tiers

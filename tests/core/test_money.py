@@ -57,6 +57,17 @@ def test_places_counts_written_decimals():
     assert money.places(D("0.010")) == 2
     assert money.places(D("1E+3")) == 0
     assert money.places(D("0.00000001")) == 8
+    # Far below what the context's normalisation keeps: not rounded away to "no places".
+    assert money.places(D("1E-9999999")) == 9999999
+    assert money.places(D("-4.5E-999999")) == 1000000
+
+
+def test_an_amount_too_small_for_the_columns_is_refused_not_moved_as_zero():
+    from accounts.errors import InvalidAmount
+    from accounts.services import clean_amount
+
+    with pytest.raises(InvalidAmount, match="at most 8 decimal places"):
+        clean_amount("1e-9999999")
 
 
 def test_no_float_field_anywhere():

@@ -137,6 +137,23 @@ def test_price_shock_refuses_unknown_symbols_and_bad_percentages(btc):
     assert not Scenario.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("percent", "over", "message"),
+    [
+        ("1e-9999999", "0", "Use at most 4 decimal places for the move."),
+        ("-30.12345", "0", "Use at most 4 decimal places for the move."),
+        ("-30", "1e-9999999", "Use at most 3 decimal places for the duration."),
+        ("-30", "0.0001", "Use at most 3 decimal places for the duration."),
+    ],
+)
+def test_price_shock_refuses_more_places_than_a_scenario_keeps(btc, percent, over, message):
+    """As the admin's scenario form does: rather than a database error, or a move silently
+    rounded to other than what was typed."""
+    with pytest.raises(CommandError, match=message):
+        _run("price_shock", "BTCUSDT", percent, "--over", over)
+    assert not Scenario.objects.exists()
+
+
 def test_replay_upload_plays_the_csv(btc):
     feed = replay_upload(
         instrument_id=btc.pk, csv_text="offset,price\n0,100\n10,110\n20,120\n", speed=1
