@@ -17,7 +17,11 @@ from accounts.admin_scoping import ClassroomScopedAdmin, ReadOnlyInline, ScopedI
 from accounts.money import MARK_CEILING, plain, price_text, towards_entry
 from positions.margin import tiers_from_table
 from positions.models import Collateral, Fill, Instrument, MarginTier, Order, Position, TpSlChange
-from positions.services import instrument_levels_to_grid, lock_accounts_with_levels
+from positions.services import (
+    GRID_FIELDS,
+    instrument_levels_to_grid,
+    lock_accounts_with_levels,
+)
 
 related_only = admin.RelatedOnlyFieldListFilter
 
@@ -56,19 +60,25 @@ class MarginTierFormSet(forms.BaseInlineFormSet):
             # opening meanwhile holds the instrument FOR KEY SHARE from before it reads the
             # tiers, so it is either committed by now and counted, or waits and reads the
             # new tiers (positions.services.lock_account).
-            stored_tick = (
+            stored = (
                 Instrument.objects.select_for_update(of=("self",))
                 .filter(pk=instrument.pk)
-                .values_list("tick_size", flat=True)
+                .values(*GRID_FIELDS)
                 .first()
             )
-            if stored_tick is not None and stored_tick != instrument.tick_size:
-                # A new tick size moves resting orders onto its grid under their accounts'
-                # locks, which an order amended meanwhile takes before the instrument: with
-                # the instrument held FOR UPDATE here, the two would wait on each other.
+            moved = [
+                label
+                for field, label in GRID_FIELDS.items()
+                if stored is not None and stored[field] != getattr(instrument, field)
+            ]
+            if moved:
+                # A new tick size, lot size or minimum notional brings resting orders in line
+                # under their accounts' locks, which an order amended meanwhile takes before
+                # the instrument: with the instrument held FOR UPDATE here, the two would wait
+                # on each other.
                 raise forms.ValidationError(
-                    "Change the tick size and the margin tiers in two saves: save one, then "
-                    "the other."
+                    f"Change the {' and '.join(moved)} and the margin tiers in two saves: "
+                    "save one, then the other."
                 )
             open_count = instrument.positions.filter(status=Position.Status.OPEN).count()
             if open_count:
@@ -180,22 +190,25 @@ class InstrumentAdmin(ClassroomScopedAdmin):
         return ("classroom", "mark_price", "mark_updated_at")
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        if not (change and "tick_size" in form.changed_data):
+        changed = [field for field in GRID_FIELDS if field in form.changed_data]
+        if not (change and changed):
             super().save_model(request, obj, form, change)
             return
         # The admin's page is one transaction: the accounts are locked before the
         # instrument's row, the order every order and the engine take them in, and no
-        # resting order or TP/SL is left off the new grid once it commits.
+        # resting order or TP/SL is left off the new grids once it commits.
         lock_accounts_with_levels(obj.pk)
         super().save_model(request, obj, form, change)
-        moves = instrument_levels_to_grid(instrument_id=obj.pk)
+        moves = instrument_levels_to_grid(instrument_id=obj.pk, changed_fields=changed)
         if moves.orders_replaced or moves.orders_cancelled or moves.positions_changed:
             self.message_user(
                 request,
-                f"Moved onto the new tick grid: {moves.orders_replaced} resting order(s) "
-                f"replaced, {moves.positions_changed} position(s)' take-profit/stop-loss "
-                f"moved; {moves.orders_cancelled} order(s) cancelled (no valid tick left). "
-                "Their students see why on the orders and the positions' timelines.",
+                f"Brought in line with the new {' and '.join(GRID_FIELDS[f] for f in changed)}: "
+                f"{moves.orders_replaced} resting order(s) replaced, "
+                f"{moves.positions_changed} position(s)' take-profit/stop-loss moved; "
+                f"{moves.orders_cancelled} order(s) cancelled (no valid tick or whole lot "
+                "left, or worth less than the minimum notional). Their students see why on "
+                "the orders and the positions' timelines.",
             )
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:

@@ -1905,7 +1905,7 @@ def _order_reject(*, order_id: int, account_id: int, reason: str) -> None:
     order.save(update_fields=["status", "reject_reason", "updated_at"])
 
 
-# --- tick-size changes ----------------------------------------------------------------
+# --- tick-size, lot-size and minimum-notional changes ---------------------------------
 #
 # After an instructor changes an instrument's tick size, every resting order's price and
 # every TP/SL level moves onto the new grid, in the same transaction as the change. The rule
@@ -1918,11 +1918,20 @@ def _order_reject(*, order_id: int, account_id: int, reason: str) -> None:
 # never fire, takes the tick on the mark's side instead and fires a little sooner; when no
 # tick is left between the liquidation price and the mark, the level is removed (a position's
 # TP/SL) or the order cancelled, and the student is told why.
+#
+# A new lot size or minimum notional is handled in the same pass, so that no resting order is
+# left for the engine to refuse when its price comes. A quantity off the new lot rounds down
+# to whole lots: never more exposure than the student asked for, and for a reduce-only order
+# never more closed (one for all that is open stays, as a close of all of it is always
+# valid). An order left with less than a lot, or (opening) worth less than the minimum
+# notional at its price, is cancelled and the student told why. Open positions keep their
+# quantity: they close whole lots at a time, or all at once.
 
 
 @dataclass(frozen=True)
 class GridMoves:
-    """What a tick-size change did to the instrument's resting orders and TP/SL levels."""
+    """What a tick-size, lot-size or minimum-notional change did to the instrument's resting
+    orders and TP/SL levels."""
 
     orders_replaced: int = 0
     orders_cancelled: int = 0
@@ -2000,10 +2009,16 @@ def _level_moves(
     return ", ".join(parts)
 
 
+# The instrument's fields whose change ``instrument_levels_to_grid`` follows, as the
+# instructor reads them.
+GRID_FIELDS = {"tick_size": "tick size", "lot_size": "lot size", "min_notional": "minimum notional"}
+
+
 def lock_accounts_with_levels(instrument_id: int) -> dict[int, TradingAccount]:
     """Lock, in id order, each trading account with a resting order or an open position with
-    a TP/SL on the instrument: a tick-size change takes them before the instrument's row, as
-    an order locks its account before it reads the instrument it trades."""
+    a TP/SL on the instrument: a change of a ``GRID_FIELDS`` field takes them before the
+    instrument's row, as an order locks its account before it reads the instrument it
+    trades."""
     ids = set(
         Order.objects.filter(instrument_id=instrument_id, status=Order.Status.RESTING).values_list(
             "account_id", flat=True
@@ -2016,17 +2031,38 @@ def lock_accounts_with_levels(instrument_id: int) -> dict[int, TradingAccount]:
     return lock_accounts(ids)
 
 
+def _grid_change(instrument: Instrument, changed: Iterable[str]) -> str:
+    """The change in words: "the tick size of BTCUSDT changed to 50 and its lot size to
+    0.01"."""
+    named = [(label, getattr(instrument, field)) for field, label in GRID_FIELDS.items()]
+    said = [
+        f"its {label} to {plain(value)}"
+        for (label, value), field in zip(named, GRID_FIELDS, strict=True)
+        if field in changed
+    ]
+    assert said, "a change of a GRID_FIELDS field"
+    said[0] = (
+        said[0]
+        .replace("its ", "the ", 1)
+        .replace(" to ", f" of {instrument.symbol} changed to ", 1)
+    )
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} and {said[-1]}"
+
+
 @transaction.atomic
-def instrument_levels_to_grid(*, instrument_id: int) -> GridMoves:
-    """Move the instrument's resting orders and open positions' TP/SL levels onto its tick
-    grid (see the rule above): an order moved is replaced by one on the grid, as an amend
+def instrument_levels_to_grid(
+    *, instrument_id: int, changed_fields: Iterable[str] = ("tick_size",)
+) -> GridMoves:
+    """Bring the instrument's resting orders and open positions' TP/SL levels in line with
+    its tick size, lot size and minimum notional (see the rule above), after a change of the
+    ``changed_fields``: an order moved or resized is replaced by one that fits, as an amend
     replaces it, its hold moving with it; a TP/SL moved is recorded as a ``TpSlChange`` with
-    the reason. Run it in the transaction that changes the tick size, after
+    the reason. Run it in the transaction that makes the change, after
     ``lock_accounts_with_levels`` and the instrument's save."""
     accounts = lock_accounts_with_levels(instrument_id)
     instrument = _instrument(instrument_id)
     tick = instrument.tick_size
-    why = f"the tick size of {instrument.symbol} changed to {plain(tick)}"
+    why = _grid_change(instrument, set(changed_fields))
     replaced = cancelled = changed = 0
     orders = list(
         Order.objects.select_for_update(of=("self",), no_key=True)
@@ -2091,9 +2127,11 @@ def instrument_levels_to_grid(*, instrument_id: int) -> GridMoves:
 def _order_onto_grid(
     *, account: TradingAccount, order: Order, instrument: Instrument, why: str
 ) -> str:
-    """Replace one resting order by one on the grid ("replaced"), cancel it when one of its
-    levels has no valid tick ("cancelled"), or leave it as it is ("")."""
+    """Replace one resting order by one on the grids ("replaced"), cancel it when one of its
+    levels has no valid tick, its quantity no whole lot or its worth is below the minimum
+    notional ("cancelled"), or leave it as it is ("")."""
     tick = instrument.tick_size
+    quantity = _order_lots(order, instrument.lot_size)
     mark = instrument.mark_price
     buying = order.side == Side.LONG
     if order.type == Order.Type.LIMIT:
@@ -2115,14 +2153,14 @@ def _order_onto_grid(
         # Its TP/SL are checked as when it was placed: against its entry and the LP there.
         im, _ = opening_charges(
             instrument=instrument,
-            quantity=order.quantity,
+            quantity=quantity or order.quantity,
             leverage=order.leverage,
             entry_price=price_,
         )
         entry_lp, _ = stored_prices(
             side=order.side,
             entry_price=price_,
-            quantity=order.quantity,
+            quantity=quantity or order.quantity,
             collateral=im + order.extra_collateral,
             tiers=instrument.margin_tiers(),
         )
@@ -2138,22 +2176,41 @@ def _order_onto_grid(
     name = "price" if order.type == Order.Type.LIMIT else "stop price"
     old_price = order.price if order.type == Order.Type.LIMIT else order.stop_price
     now = timezone.now()
+    refusal = ""
     if not (found and tp_found and sl_found):
         lost = [
             what
             for what, kept in ((name, found), ("take-profit", tp_found), ("stop-loss", sl_found))
             if not kept
         ]
+        refusal = (
+            f"no tick of the new grid was left for its {' and '.join(lost)} where it could "
+            "still trigger"
+        )
+    elif not quantity:
+        refusal = f"its quantity {plain(order.quantity)} is less than one lot"
+    elif not order.reduce_only and price_ is not None:
+        # As placing it checks: a close is never held to the minimum, an opening order is.
+        refusal = _below_min_notional(
+            instrument,
+            account=account,
+            quantity=quantity,
+            resized=quantity != order.quantity,
+            notional=quantity * price_,
+        )
+    if refusal:
         _release_order_margin(account=account, order=order, why="cancelled: " + why)
         order.status = Order.Status.CANCELLED
-        order.reject_reason = (
-            f"Cancelled: {why}, and no tick of the new grid was left for its "
-            f"{' and '.join(lost)} where it could still trigger"
-        )[:255]
+        order.reject_reason = f"Cancelled: {why}, and {refusal}"[:255]
         order.updated_at = now
         order.save(update_fields=["status", "reject_reason", "updated_at"])
         return "cancelled"
-    if (price_, tp, sl) == (old_price, order.take_profit, order.stop_loss):
+    if (price_, tp, sl, quantity) == (
+        old_price,
+        order.take_profit,
+        order.stop_loss,
+        order.quantity,
+    ):
         return ""
     replacement = Order.objects.create(
         account=account,
@@ -2161,7 +2218,7 @@ def _order_onto_grid(
         position=order.position,
         side=order.side,
         type=order.type,
-        quantity=order.quantity,
+        quantity=quantity,
         leverage=order.leverage,
         price=price_ if order.type == Order.Type.LIMIT else None,
         stop_price=price_ if order.type == Order.Type.STOP else None,
@@ -2179,12 +2236,12 @@ def _order_onto_grid(
         assert price_ is not None
         im, fee = opening_charges(
             instrument=instrument,
-            quantity=order.quantity,
+            quantity=quantity,
             leverage=order.leverage,
             entry_price=price_,
         )
-        # What it costs at its new price, as an amend holds; a sell limit now a tick higher
-        # costs a little more, and the hold never takes more than the free balance has.
+        # What it costs at its new price and size, as an amend holds; a sell limit now a tick
+        # higher costs a little more, and the hold never takes more than the free balance has.
         _hold_order_margin(
             account=account,
             order=replacement,
@@ -2198,8 +2255,51 @@ def _order_onto_grid(
         ),
         tick,
     )
+    if quantity != order.quantity:
+        resized = (
+            f"quantity {plain(order.quantity)} rounded down to whole lots at {plain(quantity)}"
+        )
+        moves = f"{moves}, {resized}" if moves else resized.replace(" rounded", " was rounded", 1)
     order.status = Order.Status.CANCELLED
     order.reject_reason = f"Replaced by order #{replacement.pk}: {why}, so its {moves}"[:255]
     order.updated_at = now
     order.save(update_fields=["status", "reject_reason", "updated_at"])
     return "replaced"
+
+
+def _order_lots(order: Order, lot: Decimal) -> Decimal:
+    """The order's quantity rounded down to whole lots (zero: less than one lot). A
+    reduce-only order for all its position has open keeps its quantity: a close of all of a
+    position is valid whatever the lot size (``clean_reduce_quantity``)."""
+    position = order.position
+    if is_multiple(order.quantity, lot) or (
+        order.reduce_only
+        and position is not None
+        and position.is_open
+        and order.quantity >= position.quantity
+    ):
+        return order.quantity
+    return (order.quantity / lot).to_integral_value(rounding=ROUND_FLOOR) * lot
+
+
+def _below_min_notional(
+    instrument: Instrument,
+    *,
+    account: TradingAccount,
+    quantity: Decimal,
+    resized: bool,
+    notional: Decimal,
+) -> str:
+    """Why an opening order of ``quantity`` worth ``notional`` no longer fits the minimum,
+    or "" when it does."""
+    if notional >= instrument.min_notional:
+        return ""
+    currency = account.classroom.currency
+    worth = money_text(notional, currency)
+    minimum = money_text(instrument.min_notional, currency)
+    if resized:
+        return (
+            f"rounded down to whole lots, {plain(quantity)}, it would be worth {worth}; "
+            f"the minimum is {minimum}"
+        )
+    return f"it is worth {worth}; the minimum is {minimum}"

@@ -297,23 +297,38 @@ def test_a_refused_tick_change_moves_nothing(market, student):
     assert not Order.objects.filter(replaces=order).exists()
 
 
-def test_a_tick_size_and_tiers_changed_in_one_save_are_refused_and_change_nothing(market, student):
+# Each field whose change brings resting orders in line: a new value, its name in messages.
+GRID_CHANGES = {
+    "tick_size": ("50", "tick size"),
+    "lot_size": ("0.01", "lot size"),
+    "min_notional": ("1000", "minimum notional"),
+}
+
+
+@pytest.mark.parametrize("field", GRID_CHANGES)
+def test_a_tick_size_and_tiers_changed_in_one_save_are_refused_and_change_nothing(
+    market, student, field
+):
     client, btc = market
+    value, name = GRID_CHANGES[field]
     order = _rest(student, btc, side="long", type="limit", price="59990.3")
+    stored = getattr(btc, field)
     tiers_before = list(btc.tiers.order_by("pk").values_list("mmr", "max_leverage"))
     page = reverse("admin:positions_instrument_change", args=[btc.pk])
     data = admin_form_data(client.get(page))
-    data["tick_size"] = "50"
+    data[field] = value
     data["tiers-0-max_leverage"] = str(int(data["tiers-0-max_leverage"]) - 1)
     response = client.post(page, data)
     assert response.status_code == 200
-    assert "Change the tick size and the margin tiers in two saves" in response.content.decode()
+    assert f"Change the {name} and the margin tiers in two saves" in response.content.decode()
     btc.refresh_from_db()
-    assert btc.tick_size == D("0.1")
+    assert getattr(btc, field) == stored
     assert list(btc.tiers.order_by("pk").values_list("mmr", "max_leverage")) == tiers_before
     assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
     # Each on its own is taken.
-    _to_fifty(client, btc)
+    data = admin_form_data(client.get(page))
+    data[field] = value
+    assert client.post(page, data).status_code == 302
     data = admin_form_data(client.get(page))
     data["tiers-0-max_leverage"] = str(int(data["tiers-0-max_leverage"]) - 1)
     assert client.post(page, data).status_code == 302
