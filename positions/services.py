@@ -98,6 +98,13 @@ def clean_reduce_quantity(
             whole = False
         if whole:
             return position.quantity
+        if not is_multiple(position.quantity, instrument.lot_size):
+            # Opened before the lot size grew: the student may still close all of it.
+            raise errors.InvalidQuantity(
+                f"The quantity must be a multiple of the lot size {plain(instrument.lot_size)}, "
+                f"or all that is open ({plain(position.quantity)}).",
+                field=field,
+            ) from None
         raise
 
 

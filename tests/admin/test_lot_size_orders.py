@@ -6,10 +6,12 @@ positions keep their quantity and can still be closed, all of it or whole lots o
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal as D
 
 import pytest
 from django.contrib.messages import get_messages
+from django.test import Client
 from django.urls import reverse
 
 from accounts.models import TradingAccount
@@ -188,4 +190,40 @@ def test_a_new_tick_size_and_lot_size_in_one_save_move_an_order_once(market, stu
         "size to 0.01, so its price 59,990.3 moved onto the new grid at 59,950, quantity "
         "0.015 rounded down to whole lots at 0.01"
     )
+    assert_ledger_invariants()
+
+
+def _page_text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+def test_a_position_off_the_new_lot_shows_its_size_and_closes_in_lots_or_all(market, student):
+    client, btc = market
+    position = _long(student, btc, "0.015")
+    _saved(client, btc, lot_size="0.01")
+
+    page = Client()
+    page.force_login(student.user)
+    shown = _page_text(page.get(reverse("position", args=[position.pk])).content.decode())
+    assert "Size 0.015" in shown
+
+    # Part of it: whole lots of the new size; what is left shows as it is.
+    response = page.post(
+        reverse("position-close", args=[position.pk]), {"close-quantity": "0.01"}, follow=True
+    )
+    text = _page_text(response.content.decode())
+    assert "Closed 0.01 of 0.015 BTCUSDT" in text and "0.005 stays open" in text, text
+    assert Position.objects.get(pk=position.pk).quantity == D("0.005")
+
+    # Less than a lot is refused with what can be closed; all of what is left closes.
+    api = client_for(new_key(student))
+    url = f"/api/v1/positions/{position.pk}/close"
+    refused = api.post(url, {"quantity": "0.002"}, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        "The quantity must be a multiple of the lot size 0.01, or all that is open (0.005)."
+    )
+    closed = api.post(url, {"quantity": "0.005"}, format="json")
+    assert closed.status_code == 200, closed.json()
+    assert closed.json()["status"] == "closed"
     assert_ledger_invariants()

@@ -100,7 +100,9 @@ def qty(value: object, instrument: Instrument | None = None) -> str:
     number = _decimal(value)
     if number is None:
         return "—"
-    digits = places(instrument.lot_size) if instrument else places(number)
+    # A quantity from before the lot size grew (an open position's) keeps its own digits:
+    # rounded to the new lot it would show a size the student cannot close.
+    digits = max(places(instrument.lot_size), places(number)) if instrument else places(number)
     return _fixed(number, digits)
 
 
