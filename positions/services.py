@@ -608,8 +608,9 @@ def _hold_against_tier_change(instruments: QuerySet[Instrument]) -> Subquery:
 
     KEY SHARE conflicts with FOR UPDATE alone: openings never wait for each other, nor for
     the tick's FOR NO KEY UPDATE. It may be granted before the account's own lock; no
-    deadlock, since a tier change takes no account. Django has no FOR KEY SHARE; a sub-select
-    may have it.
+    deadlock, since a tier change takes no account (the admin refuses a save that would also
+    move resting orders under their accounts' locks). Django has no FOR KEY SHARE; a
+    sub-select may have it.
     """
     return Subquery(instruments.values("pk"), template="(%(subquery)s FOR KEY SHARE)")
 

@@ -5,9 +5,10 @@ address *and* username: one student's typos never lock out the class, while a gu
 ``LIMIT`` tries per username per window. Wrong join codes are counted per signed-in user
 (``LIMIT``) and per address (``ADDRESS_LIMIT``, large enough for a class joining from one
 school address, small enough that accounts made one after another do not multiply the guesses
-of one person); the sign-up page, where nobody is signed in yet, counts per address. The counts live in the shared cache (Redis in production), so
-every web process sees them. When the cache cannot be reached, nothing is counted and the
-caller refuses the attempt (``Unavailable``), so an outage never lets unlimited guesses in.
+of one person); the sign-up page, where nobody is signed in yet, counts per address. The
+counts live in the shared cache (Redis in production), so every web process sees them. When
+the cache cannot be reached, nothing is counted and the caller refuses the attempt
+(``Unavailable``), so an outage never lets unlimited guesses in.
 """
 
 from __future__ import annotations
