@@ -1443,18 +1443,28 @@ def position_set_tpsl(
     after = (before[0] if keep_tp else tp, before[1] if keep_sl else sl)
     if after == before:
         return _fresh(position.pk)  # nothing moved: nothing to write or to tell
+    _move_levels(position, after)
+    return _fresh(position.pk)
+
+
+def _move_levels(
+    position: Position, after: tuple[Decimal | None, Decimal | None], reason: str = ""
+) -> None:
+    """Set the position's (take-profit, stop-loss) and record the change as a ``TpSlChange``,
+    kept with the change itself, so the timeline shows every level that moved (a stop-loss
+    moved away before a liquidation is part of the lesson); ``reason`` when Ringfence moved
+    them, not the student."""
+    before = (position.take_profit, position.stop_loss)
     position.take_profit, position.stop_loss = after
     position.save(update_fields=["take_profit", "stop_loss"])
-    # Kept with the change itself, so the timeline shows every level the student moved
-    # (a stop-loss moved away before a liquidation is part of the lesson).
     TpSlChange.objects.create(
         position=position,
         take_profit_before=before[0],
         take_profit_after=after[0],
         stop_loss_before=before[1],
         stop_loss_after=after[1],
+        reason=reason[:255],
     )
-    return _fresh(position.pk)
 
 
 # --- orders ---------------------------------------------------------------------------
@@ -2027,16 +2037,23 @@ def lock_accounts_with_levels(instrument_id: int) -> dict[int, TradingAccount]:
     a TP/SL on the instrument: a change of a ``GRID_FIELDS`` field takes them before the
     instrument's row, as an order locks its account before it reads the instrument it
     trades."""
-    ids = set(
-        Order.objects.filter(instrument_id=instrument_id, status=Order.Status.RESTING).values_list(
-            "account_id", flat=True
-        )
-    ) | set(
-        Position.objects.filter(instrument_id=instrument_id, status=Position.Status.OPEN)
-        .filter(Q(take_profit__isnull=False) | Q(stop_loss__isnull=False))
-        .values_list("account_id", flat=True)
+    ids = set(_resting_orders(instrument_id).values_list("account_id", flat=True)) | set(
+        _positions_with_levels(instrument_id).values_list("account_id", flat=True)
     )
     return lock_accounts(ids)
+
+
+def _resting_orders(instrument_id: int) -> QuerySet[Order]:
+    return Order.objects.filter(instrument_id=instrument_id, status=Order.Status.RESTING)
+
+
+def _positions_with_levels(instrument_id: int) -> QuerySet[Position]:
+    """The instrument's open positions with a take-profit or a stop-loss."""
+    return Position.objects.filter(
+        Q(take_profit__isnull=False) | Q(stop_loss__isnull=False),
+        instrument_id=instrument_id,
+        status=Position.Status.OPEN,
+    )
 
 
 def _grid_change(instrument: Instrument, changed: Iterable[str]) -> str:
@@ -2073,8 +2090,8 @@ def instrument_levels_to_grid(
     why = _grid_change(instrument, set(changed_fields))
     replaced = cancelled = changed = 0
     orders = list(
-        Order.objects.select_for_update(of=("self",), no_key=True)
-        .filter(instrument_id=instrument_id, status=Order.Status.RESTING)
+        _resting_orders(instrument_id)
+        .select_for_update(of=("self",), no_key=True)
         .select_related("position")
         .order_by("pk")
     )
@@ -2090,9 +2107,8 @@ def instrument_levels_to_grid(
         []
         if mark is None
         else list(
-            Position.objects.select_for_update(of=("self",), no_key=True)
-            .filter(instrument_id=instrument_id, status=Position.Status.OPEN)
-            .filter(Q(take_profit__isnull=False) | Q(stop_loss__isnull=False))
+            _positions_with_levels(instrument_id)
+            .select_for_update(of=("self",), no_key=True)
             .order_by("pk")
         )
     )
@@ -2106,8 +2122,7 @@ def instrument_levels_to_grid(
             stop_loss=position.stop_loss,
             tick=tick,
         )
-        before = (position.take_profit, position.stop_loss)
-        if (tp, sl) == before:
+        if (tp, sl) == (position.take_profit, position.stop_loss):
             continue
         lost = [
             name for name, kept in (("take-profit", tp_kept), ("stop-loss", sl_kept)) if not kept
@@ -2118,16 +2133,7 @@ def instrument_levels_to_grid(
                 f"; no tick of the new grid was left for the {' and '.join(lost)} between the "
                 "liquidation price and the mark, so it was removed"
             )
-        position.take_profit, position.stop_loss = tp, sl
-        position.save(update_fields=["take_profit", "stop_loss"])
-        TpSlChange.objects.create(
-            position=position,
-            take_profit_before=before[0],
-            take_profit_after=tp,
-            stop_loss_before=before[1],
-            stop_loss_after=sl,
-            reason=reason[:255],
-        )
+        _move_levels(position, (tp, sl), reason)
         changed += 1
     return GridMoves(replaced, cancelled, changed)
 
