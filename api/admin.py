@@ -84,6 +84,12 @@ class ApiKeyAdmin(InstructorActionsMixin):
         # the student's account stops their trading in this class either way.
         return scoped.exclude(in_a_class_not_taught_by(request.user.pk, outer="user_id"))
 
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # Django lets a list be filtered on any field of its own through the URL; on the hash,
+        # ?key_hash__startswith= would give it away one digit at a time, as Django's own user
+        # admin refuses for the password.
+        return not lookup.startswith("key_hash") and super().lookup_allowed(lookup, value, request)
+
     @admin.display(description="key starts with")
     def shown_prefix(self, key: ApiKey) -> str:
         return f"rf_{key.prefix}_…"

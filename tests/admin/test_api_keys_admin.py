@@ -111,3 +111,18 @@ def test_keys_filter_by_status_so_the_active_bots_are_easy_to_find(world, alpha_
     assert stopped.name not in shown["active"] and lapsed.name not in shown["active"]
     assert lapsed.name in shown["expired"] and running.name not in shown["expired"]
     assert stopped.name in shown["revoked"] and lapsed.name not in shown["revoked"]
+
+
+@pytest.mark.parametrize("lookup", ["key_hash", "key_hash__startswith", "key_hash__regex"])
+def test_the_keys_list_cannot_be_filtered_on_the_stored_hash(world, alpha_client, lookup):
+    """A filter on the hash typed into the URL would tell, one digit at a time, what the page
+    never shows: the list is refused rather than narrowed."""
+    key = ApiKey.objects.get(name="alpha momentum bot")
+    value = {"key_hash": key.key_hash, "key_hash__regex": f"^{key.key_hash[0]}"}.get(
+        lookup, key.key_hash[:2]
+    )
+    answer = alpha_client.get(CHANGELIST, {lookup: value})
+    assert answer.status_code == 400
+    assert key.key_hash not in answer.content.decode()
+    # The list's own filters still work.
+    assert alpha_client.get(CHANGELIST, {"status": "active"}).status_code == 200
