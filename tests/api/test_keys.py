@@ -275,3 +275,37 @@ def test_requests_one_key_is_refused_cost_the_students_other_keys_nothing(
     answers = [steady.get("/api/v1/me") for _ in range(2)]
     assert [a.status_code for a in answers] == [200, 200]
     assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["1", "0"]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_callers_without_a_key_share_their_address_budget_whatever_they_forward(
+    db, settings, shared
+):
+    """X-Forwarded-For is the client's say unless a trusted proxy appends to it: a new value on
+    each request must not buy a new budget (for the schema, say, which is costly to build)."""
+    settings.API_THROTTLE_RATE = "2/min"
+    if not shared:
+        settings.REDIS_URL = ""
+    anonymous = client_for(None)
+    codes = [
+        anonymous.get("/api/v1/health", HTTP_X_FORWARDED_FOR=f"10.9.8.{n}").status_code
+        for n in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    assert anonymous.get("/api/schema/", HTTP_X_FORWARDED_FOR="10.9.8.9").status_code == 429
+    # Another address has a budget of its own.
+    assert anonymous.get("/api/v1/health", REMOTE_ADDR="10.0.0.2").status_code == 200
+
+
+def test_behind_the_proxy_callers_without_a_key_are_counted_per_forwarded_address(db, settings):
+    settings.API_THROTTLE_RATE = "2/min"
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    anonymous = client_for(None)
+
+    def health(claimed: str, seen: str) -> int:
+        # The client may claim any address; the proxy appends the one it saw.
+        forwarded = f"{claimed}, {seen}"
+        return anonymous.get("/api/v1/health", HTTP_X_FORWARDED_FOR=forwarded).status_code
+
+    assert [health(f"1.2.3.{n}", "10.0.0.1") for n in range(3)] == [200, 200, 429]
+    assert health("1.2.3.4", "10.0.0.2") == 200
