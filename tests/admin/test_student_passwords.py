@@ -91,6 +91,29 @@ def test_the_students_sessions_and_keys_stay_unless_she_signs_them_out(world, al
     assert not ApiKey.objects.filter(user=student, revoked_at__isnull=False).exists()
 
 
+def test_a_session_that_an_earlier_password_change_ended_stays_ended(world, alpha_client):
+    """Someone signed in as the student before she changed her password herself is signed out
+    by that change, though their session is only removed on their next request. A password
+    the instructor sets later keeps the student's live sessions, never that one."""
+    student = User.objects.get(username="alpha-student-1")
+    intruder, own = Client(), Client()
+    intruder.force_login(student)
+    own.force_login(student)
+    changed = own.post(
+        reverse("password_change"),
+        {"old_password": OLD, "new_password1": "quince-lantern-58",
+         "new_password2": "quince-lantern-58"},
+    )  # fmt: skip
+    assert changed.status_code == 302
+    selected = {"action": "set_password", "_selected_action": [student.pk]}
+    asked = alpha_client.post(CHANGELIST, selected).content.decode()
+    assert "signed in with 1 session(s)" in asked
+    _, done = set_password(alpha_client, student)
+    assert "Their 1 session(s) stay signed in" in done.content.decode()
+    assert signed_in(own)
+    assert not signed_in(intruder)
+
+
 def test_signing_out_everywhere_ends_sessions_and_revokes_the_keys(world, alpha_client):
     student = User.objects.get(username="alpha-student-1")
     phone, laptop = Client(), Client()
