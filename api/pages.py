@@ -91,7 +91,9 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 salt=NEW_KEY_SALT,
                 max_age=NEW_KEY_SECONDS,
                 path=reverse("api-keys"),
-                secure=request.is_secure(),
+                # At least as secure as the sign-in's cookie: a proxy that does not say the
+                # request came over HTTPS must not send the key in the clear.
+                secure=request.is_secure() or settings.SESSION_COOKIE_SECURE,
                 httponly=True,
                 samesite="Strict",
             )

@@ -260,6 +260,19 @@ def test_a_new_key_is_shown_only_to_the_student_who_created_it(client, account, 
     assert "alices grid bot" not in page
 
 
+def test_a_new_key_travels_only_over_https_where_the_sign_in_does(client, account, settings):
+    """The cookie that carries a new key to the page showing it is as secure as the session's:
+    behind a proxy that does not say the request came over HTTPS, the sign-in cookie is still
+    sent over HTTPS only, and so is the key."""
+    settings.SESSION_COOKIE_SECURE = True
+    client.force_login(account.user)
+    posted = client.post("/api-keys/", {"name": "momentum bot", "scope": "trade"})
+    assert posted.status_code == 302
+    cookie = posted.cookies["rf_new_api_key"]
+    assert cookie.value and cookie["secure"] is True
+    assert cookie["httponly"] is True and cookie["samesite"] == "Strict"
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
 def test_requests_one_key_is_refused_cost_the_students_other_keys_nothing(
     account, settings, shared
