@@ -16,6 +16,8 @@ from django.urls import reverse
 
 from accounts.admin_scoping import ClassroomScopedAdmin
 from accounts.models import LedgerTransaction
+from liquidation.models import PriceFeed
+from positions.models import Instrument
 
 BRAVO_MARKERS = (b"bravo", b"BRAUSDT")
 
@@ -124,10 +126,14 @@ def test_live_monitor_of_bravos_classroom_is_not_found(world, alpha_client):
 
 
 def test_autocomplete_never_offers_bravos_rows(world, alpha_client):
+    """Through every relation of every registered model: foreign keys, one-to-one fields (a
+    price feed's instrument, the one instructors pick with an autocomplete) and many-to-many
+    ones."""
     checked = 0
+    answered = set()
     for source_model in admin.site._registry:
         for field in source_model._meta.get_fields():
-            if not (field.is_relation and field.many_to_one and field.concrete):
+            if not (field.is_relation and field.concrete):
                 continue
             remote: Any = field.related_model
             remote_admin = admin.site._registry.get(remote)
@@ -149,8 +155,10 @@ def test_autocomplete_never_offers_bravos_rows(world, alpha_client):
                     bravo = {str(pk) for pk in world.bravo_rows.get(remote, set())}
                     assert not ids & bravo, (source_model, field.name, term)
                     assert_no_bravo(response)
+                    answered.add((source_model, field.name))
                     checked += 1
     assert checked > 5
+    assert {(PriceFeed, "instrument"), (Instrument, "classroom")} <= answered
 
 
 def test_unscoped_admins_are_closed_to_instructors(world, alpha_client):
