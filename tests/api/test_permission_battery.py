@@ -220,6 +220,35 @@ def test_every_endpoint_refuses_every_outsider(victim, callers, other_slash):
     assert checked >= 60
 
 
+def test_a_deactivated_owner_is_refused_everywhere_by_key_and_by_session(victim, account):
+    """The operator shuts a student out by deactivating their user: their trade key and the
+    browser they were signed in with stop working on every endpoint at once, and nothing is
+    written."""
+    from rest_framework.test import APIClient
+
+    key = client_for(new_key(account, "trade"))
+    browser = APIClient()
+    browser.force_login(account.user)
+    assert key.get("/api/v1/me").status_code == 200
+    account.user.is_active = False
+    account.user.save(update_fields=["is_active"])
+    checked = 0
+    for name, method, pattern in endpoints():
+        if name in PUBLIC:
+            continue
+        kwargs, body = request_for(name, method, victim)
+        url = url_of(pattern, kwargs)
+        for caller, client in (("key", key), ("session", browser)):
+            before = snapshot()
+            response = getattr(client, method)(url, body, format="json")
+            label = f"{caller} {method.upper()} {url}"
+            assert snapshot() == before, f"{label} changed the database"
+            assert response.status_code == 401, label
+            assert response.json()["error"]["code"] == "not_authenticated", label
+            checked += 1
+    assert checked >= 30
+
+
 @pytest.mark.parametrize("other_slash", [False, True], ids=["as-routed", "other-slash"])
 def test_the_owner_succeeds_with_the_same_requests(victim, account, other_slash):
     """The battery's requests are real ones: with the owner's trade key every one succeeds."""
