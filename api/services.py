@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -63,9 +64,10 @@ def api_key_create(
     now = timezone.now()
     if expires_at is not None and expires_at <= now:
         raise errors.DomainError("The expiry must be in the future.", field="expires_at")
-    active = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True).select_for_update(
-        no_key=True
-    )
+    # The user's row, not their keys, is the lock: two first keys find no key rows to lock,
+    # and a waiting count would not see the key the other creation just inserted.
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=user_id).first()
+    active = ApiKey.objects.filter(user_id=user_id, revoked_at__isnull=True)
     if sum(1 for key in active if key.is_active(now)) >= MAX_ACTIVE_KEYS:
         raise errors.DomainError(
             f"You already have {MAX_ACTIVE_KEYS} active keys; revoke one first.", field="name"

@@ -26,6 +26,8 @@ from accounts.errors import DomainError
 from accounts.ledger import Leg, ledger_post, lock_classroom_pockets
 from accounts.models import ClassroomPocket, LedgerEntry, LedgerTransaction, Membership
 from accounts.services import classroom_join
+from api.models import ApiKey
+from api.services import MAX_ACTIVE_KEYS, api_key_create
 from positions.models import Collateral, Fill, Order, Position
 from positions.services import (
     order_place,
@@ -570,3 +572,16 @@ def test_a_replacement_racing_the_engines_trigger_fills_or_replaces_once(market)
             assert outcomes == [("refused", "order_not_cancellable"), ("ok", True)]
         assert order.held_margin == 0
     assert_ledger_invariants()
+
+
+def test_simultaneous_key_creations_never_pass_the_active_key_limit(db):
+    user = UserFactory.create()
+    for number in range(MAX_ACTIVE_KEYS - 2):
+        api_key_create(user_id=user.pk, name=f"bot {number}")
+
+    def create():
+        return api_key_create(user_id=user.pk, name="racing bot")
+
+    outcomes = simultaneously(*[create] * 6)
+    assert codes(outcomes) == ["invalid_request"] * 4 + ["ok"] * 2
+    assert ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() == MAX_ACTIVE_KEYS
