@@ -68,6 +68,8 @@ def test_check_deploy_flags_a_production_setting_left_insecure():
         ("SESSION_HOURS", "100000000"),  # past any date a session could expire on
         ("API_THROTTLE_RATE", "600 per minute"),
         ("API_THROTTLE_RATE", "600/fortnight"),
+        ("LOG_LEVEL", "loud"),
+        ("CONN_MAX_AGE", "-5"),
     ],
 )
 def test_malformed_value_stops_start_up_naming_the_variable(name, value):
