@@ -97,3 +97,24 @@ def test_tracked_files_hold_nothing_built_or_installed():
         if any(part in f"{f}" for part in forbidden) or f.endswith((".sqlite3", ".db", ".pyc"))
     ]  # fmt: skip
     assert bad == []
+
+
+def test_the_readme_table_names_every_environment_variable_ringfence_reads():
+    """Those the settings read (config/), and those of the start-up script (bin/run)."""
+    import re
+
+    readme = (BASE_DIR / "README.md").read_text()
+    table = readme.split("## Environment variables")[1].split("\n## ")[0]
+    documented = {
+        name
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split(" | ")[0])
+    }
+    read = set()
+    for source in (BASE_DIR / "config").glob("*.py"):
+        if source.name != "settings_test.py":
+            read |= set(re.findall(r'env_[a-z]+\(\s*"([A-Z][A-Z0-9_]+)"', source.read_text()))
+    read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):-", (BASE_DIR / "bin" / "run").read_text()))
+    assert {"DEBUG", "PORT"} <= read  # the patterns still find what is read
+    assert documented == read
