@@ -8,8 +8,8 @@ its unrealised PnL reaches +50% or -50% of its collateral.
 
     RINGFENCE_API_URL=http://127.0.0.1:8000 RINGFENCE_API_KEY=rf_... python examples/bot.py
 
-The bot handles the API's answers the way every client should: ``429`` waits for the
-``Retry-After`` seconds and tries again, a server error, a dropped connection or a timeout
+The bot handles the API's answers the way every client should: ``429`` and ``503`` wait for
+the ``Retry-After`` seconds and try again, a server error, a dropped connection or a timeout
 is retried with the same ``client_order_id`` (so an order is never placed twice, nor a position
 closed twice), and a refusal
 (``{"error": {"code": ...}}``) is printed and the bot carries on.
