@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from api.models import ApiKey
+from web.attempts import client_address
 
 
 @lru_cache(maxsize=4)
@@ -65,7 +66,9 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         elif request.user and request.user.is_authenticated:
             ident = f"user_{request.user.pk}"
         else:
-            ident = f"ip_{self.get_ident(request)}"
+            # Not DRF's get_ident, which trusts any X-Forwarded-For a client sends: a caller
+            # without a key would get a fresh budget by claiming another address each time.
+            ident = f"ip_{client_address(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request: Request, view: Any) -> bool:

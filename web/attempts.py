@@ -88,7 +88,7 @@ class Attempts:
             )
 
 
-def _address(request: HttpRequest) -> str:
+def client_address(request: HttpRequest) -> str:
     """The client's address; behind the trusted proxy (``SECURE_PROXY_SSL_HEADER`` set), the
     one that proxy appended to X-Forwarded-For, since the earlier ones are the client's say."""
     forwarded = str(request.META.get("HTTP_X_FORWARDED_FOR", ""))
@@ -113,7 +113,7 @@ def sign_in(request: HttpRequest, username: str) -> Attempts:
     # The round changes when someone sets the user a new password (see ``sign_in_forgive``).
     with _counting():
         counted_round = cache.get(_round_key(name), "")
-    return Attempts("sign-in", f"{_address(request)}|{name}|{counted_round}")
+    return Attempts("sign-in", f"{client_address(request)}|{name}|{counted_round}")
 
 
 def sign_in_forgive(username: str) -> None:
@@ -153,7 +153,7 @@ class Budgets:
 
 def join_code(request: HttpRequest) -> Budgets:
     """Per address, and per signed-in user once there is one."""
-    address = Attempts("join-code", f"address:{_address(request)}", limit=ADDRESS_LIMIT)
+    address = Attempts("join-code", f"address:{client_address(request)}", limit=ADDRESS_LIMIT)
     if request.user.is_authenticated:
         return Budgets((Attempts("join-code", f"user:{request.user.pk}"), address))
     return Budgets((address,))

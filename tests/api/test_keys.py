@@ -275,3 +275,27 @@ def test_requests_one_key_is_refused_cost_the_students_other_keys_nothing(
     answers = [steady.get("/api/v1/me") for _ in range(2)]
     assert [a.status_code for a in answers] == [200, 200]
     assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["1", "0"]
+
+
+def test_an_anonymous_caller_gets_no_new_budget_by_claiming_another_address(client, settings):
+    settings.API_THROTTLE_RATE = "2/hour"
+    codes = [
+        client.get("/api/v1/health", HTTP_X_FORWARDED_FOR=f"10.9.8.{n}").status_code
+        for n in range(3)
+    ]
+    assert codes == [200, 200, 429]
+
+
+def test_behind_the_proxy_an_anonymous_caller_is_counted_by_the_address_it_appended(
+    client, settings
+):
+    settings.API_THROTTLE_RATE = "2/hour"
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    def health(claimed: str, seen: str) -> int:
+        # The client may claim any address; the proxy appends the one it saw.
+        forwarded = f"{claimed}, {seen}"
+        return client.get("/api/v1/health", HTTP_X_FORWARDED_FOR=forwarded).status_code
+
+    assert [health(f"1.2.3.{n}", "10.0.0.1") for n in range(3)] == [200, 200, 429]
+    assert health("1.2.3.4", "10.0.0.2") == 200
