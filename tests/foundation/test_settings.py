@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://ringfence@127.0.0.1:5432/ringfence",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "REDIS_URL": "redis://127.0.0.1:6379/1",
+    "SECURE_PROXY_SSL_HEADER": "1",  # as the README's production environment, behind TLS
 }
 
 
