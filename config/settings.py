@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -291,7 +292,7 @@ SPECTACULAR_SETTINGS = {
 
 # Logging would otherwise refuse a misspelt level with "Unable to configure root logger".
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").strip().upper()
-if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+if LOG_LEVEL not in logging.getLevelNamesMapping():
     raise ImproperlyConfigured(
         f"LOG_LEVEL={LOG_LEVEL!r} is not a level (DEBUG, INFO, WARNING, ERROR or CRITICAL)"
     )
