@@ -423,8 +423,15 @@ class InstrumentSerializer(Shape):
     max_leverage = serializers.IntegerField(read_only=True)
     tiers = serializers.SerializerMethodField()
     taker_fee = rate_out(source="taker_fee_rate")
-    spread = price_out()
-    is_tradable = serializers.BooleanField(read_only=True)
+    spread = price_out(
+        help_text="Bid-ask spread in price units: a market order buys at the mark plus half of "
+        "it and sells at the mark minus half, on the tick grid."
+    )
+    is_tradable = serializers.BooleanField(
+        read_only=True,
+        help_text="False while the instructor keeps it closed: orders on it are refused with "
+        "instrument_not_allowed.",
+    )
     mark_price = price_out(allow_null=True)
     mark_updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
