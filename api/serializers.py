@@ -423,8 +423,15 @@ class InstrumentSerializer(Shape):
     max_leverage = serializers.IntegerField(read_only=True)
     tiers = serializers.SerializerMethodField()
     taker_fee = rate_out(source="taker_fee_rate")
-    spread = price_out()
-    is_tradable = serializers.BooleanField(read_only=True)
+    spread = price_out(
+        help_text="Bid-ask spread in price units: a market order buys at the mark plus half of "
+        "it and sells at the mark minus half, on the tick grid."
+    )
+    is_tradable = serializers.BooleanField(
+        read_only=True,
+        help_text="False while the instructor keeps it closed: orders on it are refused with "
+        "instrument_not_allowed.",
+    )
     mark_price = price_out(allow_null=True)
     mark_updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
@@ -448,15 +455,30 @@ class PreviewSerializer(Shape):
     notional = money_out()
     initial_margin = money_out()
     extra_collateral = money_out()
-    collateral = money_out()
-    fee = money_out()
-    total_cost = money_out()
-    liquidation_price = price_out(allow_null=True)
-    bankruptcy_price = price_out()
-    max_loss = money_out()
-    distance_to_liquidation = price_out(allow_null=True)
-    distance_to_liquidation_pct = derived_out(allow_null=True)
-    max_leverage = serializers.IntegerField(read_only=True)
+    collateral = money_out(help_text="initial_margin plus extra_collateral.")
+    fee = money_out(help_text="The taker fee of opening it.")
+    total_cost = money_out(help_text="collateral plus fee: what leaves the free balance.")
+    liquidation_price = price_out(
+        allow_null=True,
+        help_text="On the tick grid, rounded towards the entry; null for a long that could "
+        "never be liquidated.",
+    )
+    bankruptcy_price = price_out(help_text="On the tick grid, rounded towards the entry.")
+    max_loss = money_out(help_text="The most the position can lose: its collateral (fees apart).")
+    distance_to_liquidation = price_out(
+        allow_null=True,
+        help_text="To the liquidation price from the mark, for an order that fills at once, "
+        "or from its limit or stop price, for one that rests.",
+    )
+    distance_to_liquidation_pct = derived_out(
+        allow_null=True,
+        help_text="distance_to_liquidation in percent of where it is measured from.",
+    )
+    max_leverage = serializers.IntegerField(
+        read_only=True,
+        help_text="The highest leverage allowed at this order's notional (instrument, its margin "
+        "tier and the classroom).",
+    )
 
 
 class OrderSerializer(Shape):

@@ -1,7 +1,7 @@
 """Engine benchmarks: (a) a quiet tick as open positions grow, (b) a crash of 20% of 100k.
 
 Positions are seeded with set-based SQL (``INSERT ... SELECT generate_series``); their
-stored liquidation and bankruptcy prices use the first-tier form of ARCHITECTURE.md §5
+stored liquidation and bankruptcy prices use the first-tier form of ``positions.margin``
 (every seeded notional sits in the first bracket). Seeded positions carry no opening
 ledger entries: the benchmark measures the engine, not the ledger's history.
 """

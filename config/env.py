@@ -40,8 +40,10 @@ def env_decimal(name: str, default: str, *, minimum: Decimal | None = None) -> D
         value = Decimal(raw)
     except InvalidOperation:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
-    if not value.is_finite() or (minimum is not None and value < minimum):
-        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number >= {minimum}")
+    if not value.is_finite():
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be >= {minimum}")
     return value
 
 

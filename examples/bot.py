@@ -8,8 +8,8 @@ its unrealised PnL reaches +50% or -50% of its collateral.
 
     RINGFENCE_API_URL=http://127.0.0.1:8000 RINGFENCE_API_KEY=rf_... python examples/bot.py
 
-The bot handles the API's answers the way every client should: ``429`` waits for the
-``Retry-After`` seconds and tries again, a server error, a dropped connection or a timeout
+The bot handles the API's answers the way every client should: ``429`` and ``503`` wait for
+the ``Retry-After`` seconds and try again, a server error, a dropped connection or a timeout
 is retried with the same ``client_order_id`` (so an order is never placed twice, nor a position
 closed twice), and a refusal
 (``{"error": {"code": ...}}``) is printed and the bot carries on.
@@ -120,15 +120,25 @@ def close_position(api: Ringfence, position_id: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--url", default=os.environ.get("RINGFENCE_API_URL", "http://127.0.0.1:8000")
+        "--url",
+        default=os.environ.get("RINGFENCE_API_URL", "http://127.0.0.1:8000"),
+        help="Ringfence's address (default: RINGFENCE_API_URL, else http://127.0.0.1:8000)",
     )
-    parser.add_argument("--key", default=os.environ.get("RINGFENCE_API_KEY"))
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("RINGFENCE_API_KEY"),
+        help="an API key with the trade scope (default: RINGFENCE_API_KEY)",
+    )
     parser.add_argument("--symbol", help="instrument to trade (default: the first one)")
     parser.add_argument("--account", type=int, help="trading account id (default: the first)")
-    parser.add_argument("--leverage", type=int, default=5)
-    parser.add_argument("--hold", type=int, default=3, help="rounds to hold a position")
+    parser.add_argument(
+        "--leverage", type=int, default=5, help="leverage of each order (default 5)"
+    )
+    parser.add_argument("--hold", type=int, default=3, help="rounds to hold a position (default 3)")
     parser.add_argument("--iterations", type=int, default=0, help="rounds to run (0: forever)")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
+    parser.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between rounds (default 5)"
+    )
     args = parser.parse_args(argv)
     if not args.key:
         parser.error("set RINGFENCE_API_KEY or pass --key (create one on the API keys page)")

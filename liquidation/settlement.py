@@ -1,7 +1,8 @@
 """Liquidating breached positions in batches, the insurance fund and auto-deleveraging.
 
-Settlement of one liquidation at the mark P (ARCHITECTURE.md §5), with WB the position's
-collateral, pnl its price PnL at P (rounded against the trader) and MB = WB + pnl:
+Settlement of one liquidation at the mark P, as Binance and Bybit settle isolated margin, with
+WB the position's collateral, pnl its price PnL at P (rounded against the trader) and
+MB = WB + pnl:
 
 - MB >= 0: the house (counterparty of every trade) receives the loss; the liquidation fee
   (the classroom's rate times the notional at P, at most MB) goes to the insurance fund;

@@ -1,4 +1,4 @@
-"""The ledger invariants of ARCHITECTURE.md §4, checked against the database."""
+"""The ledger invariants (double entry, stored balances, isolation), checked in the database."""
 
 from __future__ import annotations
 

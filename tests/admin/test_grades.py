@@ -223,3 +223,17 @@ def test_a_stop_loss_set_after_opening_counts_once_it_has_fired(db, client):
     assert protected.status == Position.Status.CLOSED and protected.stop_loss is None
     (row,) = export(client, classroom)
     assert (row["trades"], row["stop_loss_pct"]) == ("2", "50")
+
+
+def test_the_instructors_guide_names_every_column_of_the_grade_export():
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    guide = (Path(settings.BASE_DIR) / "docs" / "instructors.md").read_text()
+    section = " ".join(guide.split("## The grade export")[1].split("\n## ")[0].split())
+    named = set(re.findall(r"`([a-z_<>]+)`", section))
+    outcomes = section.split("`margin_calls_<outcome>`: ")[1].split(")")[0]
+    named |= {f"margin_calls_{o.strip()}" for o in outcomes.split(",")} - {"margin_calls_<outcome>"}
+    assert set(GRADE_COLUMNS) <= named

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.urls import resolve
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +131,37 @@ def test_docs_page_forgets_the_key_typed_into_it(client):
     start = script.content.decode().index("const swaggerSettings = ")
     settings_text = script.content.decode()[start:].split("=", 1)[1].split(";", 1)[0]
     assert json.loads(settings_text).get("persistAuthorization", False) is False
+
+
+def _readme_endpoints() -> set[tuple[str, str]]:
+    """(method, path) of every endpoint the README's endpoint list names, paths without the
+    trailing slash ("`GET`/`DELETE /orders/{id}/`" names two)."""
+    readme = (Path(settings.BASE_DIR) / "README.md").read_text()
+    section = " ".join(readme.split("- **Endpoints.**")[1].split("\n- **")[0].split())
+    named = set()
+    for methods, path in re.findall(r"`((?:[A-Z]+`/`)*[A-Z]+) (/[^`?]*)", section):
+        for method in methods.split("`/`"):
+            named.add((method, path.rstrip("/")))
+    return named
+
+
+def test_the_readme_lists_every_endpoint_of_the_schema_and_no_other(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    served = {
+        (method.upper(), path.removeprefix("/api/v1").rstrip("/"))
+        for path, operations in schema["paths"].items()
+        for method in operations
+    }
+    assert _readme_endpoints() == served
+
+
+def test_the_schema_declares_exactly_the_query_parameters_each_endpoint_reads(client):
+    """A view refuses a query parameter it does not read, so one the schema left out would
+    be refused unannounced, and one it names but the view ignores would be refused too."""
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        match = resolve(path.replace("{id}", "1").replace("{symbol}", "BTCUSDT"))
+        view = match.func.view_class  # type: ignore[attr-defined]
+        for method, operation in operations.items():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            assert declared == set(view.query_params.get(method, ())), (method, path)

@@ -43,7 +43,7 @@ def mul40(a: Decimal, b: Decimal) -> Decimal:
         return a * b
 
 
-# --- worked examples (ARCHITECTURE.md §5) ---------------------------------------------
+# --- worked examples (Binance USDⓈ-M isolated margin, see positions/margin.py) -------------
 
 
 def test_initial_margin_of_a_125x_long():

@@ -215,3 +215,18 @@ def test_engine_status_shows_lag_per_instrument():
     out = _run("engine_status")
     assert "BTCUSDT" in out and "ETHUSDT" in out and "lag" in out
     assert PriceTick.objects.count() == 4
+
+
+def test_the_docs_name_every_command_of_ringfence_and_only_commands_that_exist():
+    import re
+
+    from django.apps import apps
+    from django.core.management import get_commands
+
+    base = Path(settings.BASE_DIR)
+    docs = [base / "README.md", *(base / "docs").glob("*.md")]
+    named = {name for doc in docs for name in re.findall(r"manage\.py (\w+)", doc.read_text())}
+    ringfence = {c.name for c in apps.get_app_configs() if Path(c.path).parent == base}
+    commands = get_commands()
+    assert named <= set(commands)
+    assert {name for name, app in commands.items() if app in ringfence} <= named

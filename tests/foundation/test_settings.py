@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://ringfence@127.0.0.1:5432/ringfence",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "REDIS_URL": "redis://127.0.0.1:6379/1",
+    "SECURE_PROXY_SSL_HEADER": "1",  # as the README's production environment, behind TLS
 }
 
 
@@ -68,6 +69,8 @@ def test_check_deploy_flags_a_production_setting_left_insecure():
         ("SESSION_HOURS", "100000000"),  # past any date a session could expire on
         ("API_THROTTLE_RATE", "600 per minute"),
         ("API_THROTTLE_RATE", "600/fortnight"),
+        ("LOG_LEVEL", "loud"),
+        ("CONN_MAX_AGE", "-5"),
     ],
 )
 def test_malformed_value_stops_start_up_naming_the_variable(name, value):
@@ -95,3 +98,24 @@ def test_tracked_files_hold_nothing_built_or_installed():
         if any(part in f"{f}" for part in forbidden) or f.endswith((".sqlite3", ".db", ".pyc"))
     ]  # fmt: skip
     assert bad == []
+
+
+def test_the_readme_table_names_every_environment_variable_ringfence_reads():
+    """Those the settings read (config/), and those of the start-up script (bin/run)."""
+    import re
+
+    readme = (BASE_DIR / "README.md").read_text()
+    table = readme.split("## Environment variables")[1].split("\n## ")[0]
+    documented = {
+        name
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split(" | ")[0])
+    }
+    read = set()
+    for source in (BASE_DIR / "config").glob("*.py"):
+        if source.name != "settings_test.py":
+            read |= set(re.findall(r'env_[a-z]+\(\s*"([A-Z][A-Z0-9_]+)"', source.read_text()))
+    read |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):-", (BASE_DIR / "bin" / "run").read_text()))
+    assert {"DEBUG", "PORT"} <= read  # the patterns still find what is read
+    assert documented == read

@@ -16,9 +16,18 @@ class Command(BaseCommand):
     help = "Create an API key for a user and print it (it is stored hashed and shown only now)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("username")
-        parser.add_argument("--scope", choices=ApiKey.Scope.values, default=ApiKey.Scope.READ)
-        parser.add_argument("--name", default="command line")
+        parser.add_argument("username", help="The user the key trades for.")
+        parser.add_argument(
+            "--scope",
+            choices=ApiKey.Scope.values,
+            default=ApiKey.Scope.READ,
+            help="read (the default) only reads; trade also places orders and changes positions.",
+        )
+        parser.add_argument(
+            "--name",
+            default="command line",
+            help="Shown on the user's API keys page (default 'command line').",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = User.objects.filter(username=options["username"]).first()
