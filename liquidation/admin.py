@@ -28,7 +28,7 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_numbers import written
 from accounts.admin_scoping import (
-    PLAIN_DECIMALS,
+    PLAIN_NUMBERS,
     ClassroomScopedAdmin,
     EditedFieldsForm,
     ReadOnlyInline,
@@ -929,7 +929,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
     form = EditedFieldsForm  # each tick moves the feed's step and tick slot
-    formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
+    formfield_overrides = PLAIN_NUMBERS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
     fields = (

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
 from accounts.errors import DomainError
+from accounts.form_fields import WholeNumberField
 from accounts.models import User
 from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES, plain
 from config.cache import note_cache_unreachable
@@ -198,7 +199,7 @@ class TradeForm(forms.Form):
     )
     quantity = quantity_field(required=False, help_text="How much to buy or sell.")
     notional = money_field(label="or notional", help_text="Value at the current price.")
-    leverage = forms.IntegerField(min_value=1, initial=10)
+    leverage = WholeNumberField(min_value=1, initial=10)
     extra_collateral = money_field(
         allow_zero=True,
         label="Extra collateral",
