@@ -22,7 +22,7 @@ from django.db import models
 from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
-from accounts.form_fields import WholeNumberField
+from accounts.form_fields import WholeNumberField, WrittenDecimalField
 from accounts.models import Classroom, Membership, User
 from accounts.money import plain
 
@@ -57,7 +57,7 @@ def scoped_choices(site: admin.AdminSite, db_field: Any, request: HttpRequest) -
     return None  # the field's own default
 
 
-class PlainDecimalField(forms.DecimalField):
+class PlainDecimalField(WrittenDecimalField):
     """A decimal form field that shows a stored value as written (0, 0.004), not as ``0E-8``:
     the embedded SQLite database hands back Decimals quantised to the column's places."""
 

@@ -242,3 +242,31 @@ def test_whole_numbers_an_instructor_types_are_read_in_ascii_digits_only(
     btc.refresh_from_db()
     assert (btc.max_leverage, list(btc.tiers.values_list("max_leverage", flat=True))) == saved
     assert PriceFeed.objects.get(instrument=btc).seed == seed
+
+
+@pytest.mark.parametrize("typed", ["10_000", "\uff11\uff10\uff10", "\u0661\u0660\u0660"])
+def test_amounts_an_instructor_types_are_read_in_ascii_digits_only(world, alpha_client, typed):
+    """Decimal reads each of these as a number: the admin's change pages and action forms
+    refuse them, as the services refuse them from the API, and nothing moves."""
+    from accounts.models import Classroom, LedgerTransaction, TradingAccount
+    from tests.admin.forms import admin_form_data
+
+    refusal = "digits 0 to 9 and a point only, without separators"
+    classroom_page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(alpha_client.get(classroom_page))
+    data["starting_balance"] = typed
+    response = alpha_client.post(classroom_page, data)
+    assert response.status_code == 200
+    assert refusal in str(response.context["adminform"].form.errors["starting_balance"])
+    assert Classroom.objects.get(pk=world.alpha_class.pk).starting_balance == 10000
+
+    written_before = LedgerTransaction.objects.count()
+    accounts = TradingAccount.objects.filter(classroom=world.alpha_class)
+    response = alpha_client.post(
+        reverse("admin:accounts_tradingaccount_changelist"),
+        {"action": "grant_or_deduct", "_selected_action": [a.pk for a in accounts],
+         "confirm": "yes", "direction": "grant", "amount": typed, "reason": "quiz"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert refusal in response.content.decode()
+    assert LedgerTransaction.objects.count() == written_before
