@@ -22,6 +22,7 @@ from django.db import models
 from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
+from accounts.form_fields import WholeNumberField, WrittenDecimalField
 from accounts.models import Classroom, Membership, User
 from accounts.money import plain
 
@@ -56,7 +57,7 @@ def scoped_choices(site: admin.AdminSite, db_field: Any, request: HttpRequest) -
     return None  # the field's own default
 
 
-class PlainDecimalField(forms.DecimalField):
+class PlainDecimalField(WrittenDecimalField):
     """A decimal form field that shows a stored value as written (0, 0.004), not as ``0E-8``:
     the embedded SQLite database hands back Decimals quantised to the column's places."""
 
@@ -74,8 +75,14 @@ class PlainDecimalField(forms.DecimalField):
         return number
 
 
-PLAIN_DECIMALS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
-    models.DecimalField: {"form_class": PlainDecimalField}
+# The form fields of every Ringfence admin page: decimals shown as written, and whole numbers
+# read in ASCII digits only. The admin takes the first class of a column's MRO that it has an
+# override for, and has its own (a widget) for BigIntegerField: so both are named; every
+# other integer column (small, positive) is an IntegerField before anything else here.
+PLAIN_NUMBERS: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
+    models.DecimalField: {"form_class": PlainDecimalField},
+    models.IntegerField: {"form_class": WholeNumberField},
+    models.BigIntegerField: {"form_class": WholeNumberField},
 }
 
 
@@ -108,7 +115,7 @@ class EditedFieldsForm(forms.ModelForm):  # type: ignore[type-arg]
 class ClassroomScopedAdmin(admin.ModelAdmin):
     """Base of every Ringfence admin: narrows everything to the instructor's classrooms."""
 
-    formfield_overrides = PLAIN_DECIMALS
+    formfield_overrides = PLAIN_NUMBERS
     classroom_path: str | None = None
     # Money and ledger records: nobody adds, changes or deletes them here; services do.
     read_only_records = False
@@ -237,7 +244,7 @@ class ScopedInline(admin.TabularInline):
     """An inline whose foreign-key choices follow the same scoping as the admin pages."""
 
     extra = 0
-    formfield_overrides = PLAIN_DECIMALS
+    formfield_overrides = PLAIN_NUMBERS
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         choices = scoped_choices(self.admin_site, db_field, request)

@@ -168,6 +168,18 @@ def parse_decimal(value: object) -> Decimal:
     return Decimal(text)
 
 
+# A whole number as a bot or a form writes it: optional sign, ASCII digits, and a point
+# followed only by zeros ("10", "-3", "10.0"), the forms Django's and DRF's integer fields
+# read. Python's ``int``, under both, also reads "1_0" and other scripts' digits (full-width
+# or Arabic-Indic ones): refused, as in amounts, rather than read as 10.
+_WRITTEN_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+
+
+def is_written_whole_number(text: str) -> bool:
+    """Whether ``text`` (surrounding blanks aside) is a whole number written as above."""
+    return _WRITTEN_WHOLE_NUMBER.fullmatch(text.strip()) is not None
+
+
 # Decimal places shown per currency; paper dollars show cents.
 CURRENCY_PLACES = {"USDT": 2, "USDC": 2, "USD": 2, "EUR": 2, "BTC": 8, "ETH": 6}
 DEFAULT_CURRENCY_PLACES = 2

@@ -26,6 +26,7 @@ from accounts.models import User
 from api.models import ApiKey
 from api.services import api_key_revoke, api_keys_revoke_all, key_works, working_keys
 from liquidation.admin import InstructorActionsMixin
+from liquidation.instructor import Deactivation, user_set_active
 from web.attempts import sign_in_forgive
 
 
@@ -143,6 +144,22 @@ class StudentPasswordForm(SetPasswordForm):  # type: ignore[type-arg]
     )
 
 
+def deactivation_message(user: User, done: Deactivation) -> str:
+    """What the operator is told after deactivating ``user``."""
+    said = (
+        f"{user} is deactivated: {len(done.cancelled)} resting order(s) that would have opened "
+        "a position were cancelled, their holds back in the free balance. Open positions stay "
+        "open with their take-profit, stop-loss and reduce-only orders, and the engine still "
+        "liquidates them; their instructor may reset or freeze the account."
+    )
+    if done.left_resting:
+        said += (
+            f" {len(done.left_resting)} order(s) whose hold the free balance could not take back "
+            "still rest; the engine will not fill them."
+        )
+    return said
+
+
 admin.site.unregister(User)
 
 
@@ -151,6 +168,15 @@ class UserAdmin(InstructorActionsMixin, AccountsUserAdmin):
     """Users, with the instructor's action that sets a new password for one of their students."""
 
     actions = ["set_password"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # Ticking "Active" off (or on) goes through the service, which cancels the resting
+        # orders of a deactivated student; the rest of the page is saved as usual after it.
+        if change and "is_active" in form.changed_data:
+            done = user_set_active(user_id=obj.pk, active=obj.is_active)
+            if not obj.is_active:
+                self.message_user(request, deactivation_message(obj, done), messages.INFO)
+        super().save_model(request, obj, form, change)
 
     def has_set_password_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("accounts.set_student_password"))

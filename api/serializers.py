@@ -9,7 +9,6 @@ declare only the fields a caller may set, so nothing else is ever taken from inp
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -23,6 +22,7 @@ from accounts.money import (
     PRICE_DIGITS,
     QUANTITY_DIGITS,
     RATE_DIGITS,
+    is_written_whole_number,
     towards_entry,
 )
 from api.models import ApiKey
@@ -30,8 +30,6 @@ from liquidation.models import MarginCall
 from positions.models import Fill, Order, Side
 
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
-# What DRF's integer field reads besides a JSON integer, in ASCII digits only ("10", "10.0").
-WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 
 
 class DecimalOutput(serializers.DecimalField):
@@ -96,11 +94,12 @@ class WholeNumberInput(serializers.IntegerField):
     """A whole number (a JSON integer, or one written as a string) in ASCII digits.
 
     DRF reads a string with Python's ``int``, which also takes ``"1_0"`` and other scripts'
-    digits (full-width or Arabic-Indic ones): refused, as they are in decimal fields.
+    digits (full-width or Arabic-Indic ones): refused, as they are in decimal fields and in
+    the forms' ``WholeNumberField`` (the same rule, ``is_written_whole_number``).
     """
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, str) and not WHOLE_NUMBER_TEXT.fullmatch(data.strip()):
+        if isinstance(data, str) and not is_written_whole_number(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 

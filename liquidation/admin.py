@@ -28,12 +28,13 @@ from django.utils.html import format_html
 from accounts import errors
 from accounts.admin_numbers import written
 from accounts.admin_scoping import (
-    PLAIN_DECIMALS,
+    PLAIN_NUMBERS,
     ClassroomScopedAdmin,
     EditedFieldsForm,
     ReadOnlyInline,
     ScopedInline,
 )
+from accounts.form_fields import WrittenDecimalField
 from accounts.models import Classroom, ClassroomPocket, Membership, TradingAccount
 from accounts.money import ZERO, money_text, price_text, shown
 from accounts.services import (
@@ -234,7 +235,7 @@ class ClassroomForm(forms.ModelForm):
     creation_token = forms.CharField(
         widget=forms.HiddenInput, required=False, initial=one_time_token
     )
-    insurance_fund_seed = forms.DecimalField(
+    insurance_fund_seed = WrittenDecimalField(
         required=False,
         min_value=Decimal(0),
         decimal_places=8,
@@ -307,7 +308,7 @@ class SignedAmountForm(forms.Form):
     reason_help = "Written in the ledger."
 
     direction = forms.ChoiceField()
-    amount = forms.DecimalField(
+    amount = WrittenDecimalField(
         min_value=Decimal("0.00000001"),
         max_digits=24,
         decimal_places=8,
@@ -929,7 +930,7 @@ class TradingAccountAdmin(InstructorActionsMixin):
 class PriceFeedInline(admin.StackedInline):
     model = PriceFeed
     form = EditedFieldsForm  # each tick moves the feed's step and tick slot
-    formfield_overrides = PLAIN_DECIMALS  # 0.0008 in the box, not 0.00080000
+    formfield_overrides = PLAIN_NUMBERS  # 0.0008 in the box, not 0.00080000
     extra = 0
     max_num = 1
     fields = (
@@ -958,13 +959,13 @@ admin.site.unregister(Instrument)
 
 class ScenarioForm(forms.Form):
     kind = forms.ChoiceField(choices=Scenario.Kind.choices)
-    percent = forms.DecimalField(
+    percent = WrittenDecimalField(
         required=False, max_digits=9, decimal_places=4, help_text="For a move: e.g. -30."
     )
-    target_price = forms.DecimalField(
+    target_price = WrittenDecimalField(
         required=False, max_digits=28, decimal_places=10, help_text="For setting the price."
     )
-    duration_seconds = forms.DecimalField(
+    duration_seconds = WrittenDecimalField(
         required=False,
         initial=Decimal(0),
         max_digits=10,
@@ -1024,7 +1025,7 @@ class ReplayForm(forms.Form):
     csv_file = forms.FileField(
         label="CSV file", help_text="Rows of time (seconds or ISO timestamp) and price."
     )
-    speed = forms.DecimalField(initial=Decimal(1), max_digits=10, decimal_places=4)
+    speed = WrittenDecimalField(initial=Decimal(1), max_digits=10, decimal_places=4)
 
 
 MAX_REPLAY_BYTES = 5 * 1024 * 1024

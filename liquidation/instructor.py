@@ -1,5 +1,5 @@
-"""Instructor services that span the apps: resets, freezes, trading switches, join codes, grades,
-and the claim that lets each confirmation of an action act once.
+"""Instructor services that span the apps: resets, freezes, deactivations, trading switches, join
+codes, grades, and the claim that lets each confirmation of an action act once.
 
 Like every service they take keyword-only ids, run in one transaction, lock the account
 before its positions and move money only through balanced ledger transactions.
@@ -30,15 +30,17 @@ from accounts.models import (
     LedgerTransaction,
     Membership,
     TradingAccount,
+    User,
     new_join_code,
 )
 from accounts.money import MAX_AMOUNT, ZERO, memo_money, money, money_text
-from accounts.services import clean_amount
+from accounts.services import clean_amount, lock_accounts
 from accounts.spreadsheet import cell
 from liquidation.models import ConfirmedAction, MarginCall, PriceFeed, ReplayPoint
 from liquidation.performance import Performance, accounts_performance
 from positions.models import Instrument, MarginTier, Order, Position, TpSlChange
 from positions.services import (
+    OWNER_DEACTIVATED,
     lock_account,
     lock_accounts_with_open_positions,
     order_cancel,
@@ -125,6 +127,52 @@ def account_set_frozen(*, account_id: int, frozen: bool) -> TradingAccount:
     account.trading_frozen = frozen
     account.save(update_fields=["trading_frozen"])
     return account
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """What deactivating a user did: the resting orders it cancelled, and those it left."""
+
+    cancelled: list[int] = field(default_factory=list)
+    # Orders whose hold the free balance could not take back (past what Ringfence stores):
+    # they keep resting, and the engine never fills them (``order_execute``).
+    left_resting: list[int] = field(default_factory=list)
+
+
+@transaction.atomic
+def user_set_active(*, user_id: int, active: bool) -> Deactivation:
+    """Deactivate a user (they can no longer sign in or use their API keys) or activate them
+    again: the one way a user's ``is_active`` changes.
+
+    Deactivating cancels, in each of their trading accounts, every resting order that would
+    open a position (through ``order_cancel``: its hold back in the free balance, its reason
+    saying why). Their open positions stay, ring-fenced: their collateral, take-profit,
+    stop-loss and reduce-only orders protect them and the engine still liquidates them;
+    closing them is the instructor's call (a reset), as freezing the account is. Activating
+    again gives nothing back: the cancelled orders stay cancelled.
+
+    The trading accounts are locked before the user is written, so an engine tick filling one
+    of the orders either commits first (and the order is no longer resting) or waits and
+    then sees the user deactivated (``owner_deactivated``).
+    """
+    account_ids = TradingAccount.objects.filter(user_id=user_id).values_list("pk", flat=True)
+    accounts = lock_accounts(account_ids)
+    if not User.objects.filter(pk=user_id).update(is_active=active):
+        raise errors.NotFound("No such user.")
+    done = Deactivation()
+    if active:
+        return done
+    resting = Order.objects.filter(
+        account_id__in=list(accounts), status=Order.Status.RESTING, reduce_only=False
+    )
+    for order_id in resting.order_by("pk").values_list("pk", flat=True):
+        try:
+            order_cancel(order_id=order_id, why=OWNER_DEACTIVATED)
+        except errors.AmountTooLarge:
+            done.left_resting.append(order_id)
+        else:
+            done.cancelled.append(order_id)
+    return done
 
 
 # --- classrooms -----------------------------------------------------------------------

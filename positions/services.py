@@ -17,12 +17,21 @@ from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    BigIntegerField,
+    Exists,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.utils import timezone
 
 from accounts import errors
 from accounts.ledger import Leg, credit_within_limit, ledger_post, lock_classroom_pockets, plus
-from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount
+from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import (
     MONEY_LIMIT,
     MONEY_STEP,
@@ -667,13 +676,14 @@ def _named_instrument(instrument_id: int | None, symbol: str) -> QuerySet[Instru
 
 def _order_instrument(
     account: TradingAccount, *, instrument_id: int | None, symbol: str, client_order_id: str
-) -> tuple[Instrument | None, int | None]:
+) -> tuple[Instrument | None, int | None, bool]:
     """The instrument an order trades (by id, or by symbol in the account's classroom), with
-    its tiers, and the id of the account's order that already carries ``client_order_id``, if
-    any: one query, the tier rows joined to their instrument. (None, id) for a repeat.
+    its tiers, the id of the account's order that already carries ``client_order_id``, if
+    any, and whether the account's user is deactivated (``owner_deactivated``): one query,
+    the tier rows joined to their instrument. (None, id, …) for a repeat.
 
     Run it under the account's lock: it is a statement of its own, so it sees every order
-    committed before the lock was granted.
+    committed before the lock was granted, and a deactivation too.
     """
     repeats = Order.objects.filter(account_id=account.pk, client_order_id=client_order_id)
     if instrument_id is not None:
@@ -685,7 +695,8 @@ def _order_instrument(
         .annotate(
             repeated_order_id=Subquery(repeats.values("pk")[:1])
             if client_order_id
-            else Value(None, output_field=BigIntegerField())
+            else Value(None, output_field=BigIntegerField()),
+            owner_deactivated=Exists(User.objects.filter(pk=account.user_id, is_active=False)),
         )
         .filter(wanted)
         .order_by("notional_floor")
@@ -693,9 +704,10 @@ def _order_instrument(
     if not tiers:  # no such instrument, or one without tiers yet (which cannot trade)
         repeated = repeats.values_list("pk", flat=True).first() if client_order_id else None
         if repeated is not None:
-            return None, repeated
+            return None, repeated, False
+        deactivated = owner_deactivated(account)
         if instrument_id is not None:
-            return _instrument(instrument_id), None
+            return _instrument(instrument_id), None, deactivated
         instrument = (
             Instrument.objects.prefetch_related("tiers")
             .filter(classroom_id=account.classroom_id, symbol__iexact=symbol)
@@ -705,7 +717,7 @@ def _order_instrument(
             raise errors.NotFound(
                 f"No instrument {symbol!r} in this account's classroom.", field="symbol"
             )
-        return instrument, None
+        return instrument, None, deactivated
     instrument = tiers[0].instrument
     for tier in tiers:
         tier.instrument = instrument
@@ -714,7 +726,8 @@ def _order_instrument(
     cached._result_cache = tiers  # type: ignore[assignment]
     cached._prefetch_done = True  # type: ignore[attr-defined]
     instrument._prefetched_objects_cache = {"tiers": cached}  # type: ignore[attr-defined]
-    return instrument, tiers[0].repeated_order_id  # type: ignore[attr-defined]
+    first = tiers[0]
+    return instrument, first.repeated_order_id, first.owner_deactivated  # type: ignore[attr-defined]
 
 
 def _fresh(position_id: int) -> Position:
@@ -878,6 +891,7 @@ def position_open(
 ) -> Position:
     """Open one isolated position at market: its own collateral, its own liquidation price."""
     account = lock_account(account_id, opening=Instrument.objects.filter(pk=instrument_id))
+    _refuse_if_deactivated(account)
     instrument = _instrument(instrument_id)
     _, position = _open(
         account=account,
@@ -1507,13 +1521,15 @@ def order_place(
         opening=None if reduce_only else _named_instrument(instrument_id, symbol),
     )
     client_order_id = clean_client_order_id(client_order_id)
-    instrument, repeated = _order_instrument(
+    instrument, repeated, deactivated = _order_instrument(
         account, instrument_id=instrument_id, symbol=symbol, client_order_id=client_order_id
     )
     if repeated is not None:
         first = fresh_order(repeated)
         first.repeated = True  # type: ignore[attr-defined]
         return first
+    if deactivated and not reduce_only:
+        raise errors.AccountFrozen(DEACTIVATED_REFUSAL)
     assert instrument is not None  # found, or NotFound was raised
     side = clean_side(side)
     prices = clean_order_prices(
@@ -1692,7 +1708,9 @@ def _release_order_margin(*, account: TradingAccount, order: Order, why: str) ->
 
 
 @transaction.atomic
-def order_cancel(*, order_id: int) -> Order:
+def order_cancel(*, order_id: int, why: str = "") -> Order:
+    """Cancel a resting order, its hold back in the free balance; ``why``, when Ringfence
+    rather than the student cancels it, is kept as its reason ("Cancelled: <why>")."""
     account_id = Order.objects.filter(pk=order_id).values_list("account_id", flat=True).first()
     if account_id is None:
         raise errors.NotFound("No such order.")
@@ -1702,11 +1720,48 @@ def order_cancel(*, order_id: int) -> Order:
         raise errors.OrderNotCancellable(
             f"The order {order_state(order)}; only resting orders can be cancelled."
         )
-    _release_order_margin(account=account, order=order, why="cancelled")
+    _cancel_resting(account=account, order=order, why=why)
+    return order
+
+
+def _cancel_resting(*, account: TradingAccount, order: Order, why: str = "") -> None:
+    """Cancel a resting order read under its account's and its own lock."""
+    _release_order_margin(
+        account=account, order=order, why=f"cancelled: {why}" if why else "cancelled"
+    )
     order.status = Order.Status.CANCELLED
     order.updated_at = timezone.now()
-    order.save(update_fields=["status", "updated_at"])
-    return order
+    fields = ["status", "updated_at"]
+    if why:
+        order.reject_reason = f"Cancelled: {why}"[:255]
+        fields.append("reject_reason")
+    order.save(update_fields=fields)
+
+
+# Why the resting orders of a deactivated student are cancelled (``user_set_active``), and
+# why the engine cancels one that was placed as the deactivation committed.
+OWNER_DEACTIVATED = "the student's account was deactivated"
+
+
+DEACTIVATED_REFUSAL = "This account is deactivated: it opens no new positions."
+
+
+def _refuse_if_deactivated(account: TradingAccount) -> None:
+    """Refuse an opening for a student deactivated since their request was let in."""
+    if owner_deactivated(account):
+        raise errors.AccountFrozen(DEACTIVATED_REFUSAL)
+
+
+def owner_deactivated(account: TradingAccount) -> bool:
+    """Whether the account's user has been deactivated, read in a statement of its own.
+
+    Run it under the account's lock. A deactivation locks the user's trading accounts before
+    it writes the user, so either it committed before the lock was granted, and this
+    statement sees it, or it waits for this transaction. (A column read with the lock would
+    not do: a statement that waited for a row lock returns the other rows as they were when
+    it started.)
+    """
+    return User.objects.filter(pk=account.user_id, is_active=False).exists()
 
 
 @transaction.atomic
@@ -1836,6 +1891,12 @@ def order_execute(*, order_id: int) -> Order:
             )
             order = Order.objects.select_for_update(of=("self",), no_key=True).get(pk=order_id)
             if order.status != Order.Status.RESTING:
+                return fresh_order(order.pk)
+            if not order.reduce_only and owner_deactivated(account):
+                # Placed as its student was deactivated (or deactivated some other way than
+                # ``user_set_active``): nobody opens a position for a student who cannot
+                # sign in. A reduce-only order still fills: it only shrinks a position.
+                _cancel_resting(account=account, order=order, why=OWNER_DEACTIVATED)
                 return fresh_order(order.pk)
             if order.reduce_only:
                 assert order.position_id is not None

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
 from accounts.errors import DomainError
+from accounts.form_fields import WholeNumberField, WrittenDecimalField
 from accounts.models import User
 from accounts.money import MONEY_PLACES, PRICE_PLACES, QUANTITY_PLACES, plain
 from config.cache import note_cache_unreachable
@@ -29,8 +30,8 @@ def positive(value: Decimal) -> None:
 
 def money_field(
     *, required: bool = False, allow_zero: bool = False, **kwargs: object
-) -> forms.DecimalField:
-    return forms.DecimalField(
+) -> WrittenDecimalField:
+    return WrittenDecimalField(
         required=required,
         max_digits=24,
         decimal_places=MONEY_PLACES,
@@ -41,8 +42,8 @@ def money_field(
     )
 
 
-def price_field(label: str, **kwargs: object) -> forms.DecimalField:
-    return forms.DecimalField(
+def price_field(label: str, **kwargs: object) -> WrittenDecimalField:
+    return WrittenDecimalField(
         label=label,
         required=False,
         max_digits=28,
@@ -52,8 +53,8 @@ def price_field(label: str, **kwargs: object) -> forms.DecimalField:
     )
 
 
-def quantity_field(**kwargs: object) -> forms.DecimalField:
-    return forms.DecimalField(
+def quantity_field(**kwargs: object) -> WrittenDecimalField:
+    return WrittenDecimalField(
         max_digits=24,
         decimal_places=QUANTITY_PLACES,
         validators=[positive],
@@ -198,7 +199,7 @@ class TradeForm(forms.Form):
     )
     quantity = quantity_field(required=False, help_text="How much to buy or sell.")
     notional = money_field(label="or notional", help_text="Value at the current price.")
-    leverage = forms.IntegerField(min_value=1, initial=10)
+    leverage = WholeNumberField(min_value=1, initial=10)
     extra_collateral = money_field(
         allow_zero=True,
         label="Extra collateral",

@@ -208,3 +208,65 @@ def test_the_ledger_names_the_order_whose_margin_a_leg_holds(world, alpha_client
         re.sub(r"<[^>]+>", "", c).strip() for c in cell(page.content.decode(), "field-order_id")
     ]
     assert str(order.pk) in inline
+
+
+@pytest.mark.parametrize("typed", ["1_0", "\uff11\uff10", "\u0661\u0660"])
+def test_whole_numbers_an_instructor_types_are_read_in_ascii_digits_only(
+    world, alpha_client, typed
+):
+    """Python's int, under Django's integer field, reads each of these as 10: the admin
+    refuses them, as the API does, next to the field, and saves nothing."""
+    from accounts.models import Classroom
+    from liquidation.models import PriceFeed
+    from tests.admin.forms import admin_form_data
+
+    refusal = "digits 0 to 9 only, without separators"
+    classroom_page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(alpha_client.get(classroom_page))
+    data["max_leverage"] = typed
+    response = alpha_client.post(classroom_page, data)
+    assert response.status_code == 200
+    assert refusal in str(response.context["adminform"].form.errors["max_leverage"])
+    assert Classroom.objects.get(pk=world.alpha_class.pk).max_leverage != 10
+
+    btc = Instrument.objects.get(classroom=world.alpha_class)
+    saved = (btc.max_leverage, list(btc.tiers.values_list("max_leverage", flat=True)))
+    seed = PriceFeed.objects.get(instrument=btc).seed
+    page = reverse("admin:positions_instrument_change", args=[btc.pk])
+    for field in ("max_leverage", "tiers-0-max_leverage", "feed-0-seed"):
+        data = admin_form_data(alpha_client.get(page))
+        data[field] = typed
+        response = alpha_client.post(page, data)
+        assert response.status_code == 200, field
+        assert refusal in response.content.decode(), field
+    btc.refresh_from_db()
+    assert (btc.max_leverage, list(btc.tiers.values_list("max_leverage", flat=True))) == saved
+    assert PriceFeed.objects.get(instrument=btc).seed == seed
+
+
+@pytest.mark.parametrize("typed", ["10_000", "\uff11\uff10\uff10", "\u0661\u0660\u0660"])
+def test_amounts_an_instructor_types_are_read_in_ascii_digits_only(world, alpha_client, typed):
+    """Decimal reads each of these as a number: the admin's change pages and action forms
+    refuse them, as the services refuse them from the API, and nothing moves."""
+    from accounts.models import Classroom, LedgerTransaction, TradingAccount
+    from tests.admin.forms import admin_form_data
+
+    refusal = "digits 0 to 9 and a point only, without separators"
+    classroom_page = reverse("admin:accounts_classroom_change", args=[world.alpha_class.pk])
+    data = admin_form_data(alpha_client.get(classroom_page))
+    data["starting_balance"] = typed
+    response = alpha_client.post(classroom_page, data)
+    assert response.status_code == 200
+    assert refusal in str(response.context["adminform"].form.errors["starting_balance"])
+    assert Classroom.objects.get(pk=world.alpha_class.pk).starting_balance == 10000
+
+    written_before = LedgerTransaction.objects.count()
+    accounts = TradingAccount.objects.filter(classroom=world.alpha_class)
+    response = alpha_client.post(
+        reverse("admin:accounts_tradingaccount_changelist"),
+        {"action": "grant_or_deduct", "_selected_action": [a.pk for a in accounts],
+         "confirm": "yes", "direction": "grant", "amount": typed, "reason": "quiz"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert refusal in response.content.decode()
+    assert LedgerTransaction.objects.count() == written_before

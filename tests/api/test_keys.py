@@ -86,6 +86,22 @@ def test_expiry_date_ends_the_key(client, account):
     assert key.expires_at is not None and key.expires_at > timezone.now() + timedelta(hours=1)
 
 
+def test_a_deactivated_students_keys_are_refused_until_they_are_activated_again(account, btc):
+    from liquidation.instructor import user_set_active
+    from tests.api.conftest import order_body
+
+    api = client_for(new_key(account))
+    user_set_active(user_id=account.user_id, active=False)
+    for response in (api.get("/api/v1/me"), api.post("/api/v1/orders/", order_body(account))):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "not_authenticated"
+    assert ApiKey.objects.get().revoked_at is None  # kept: they work again on reactivation
+    with pytest.raises(CommandError, match="deactivated"):
+        call_command("create_api_key", "alice", stdout=StringIO())
+    user_set_active(user_id=account.user_id, active=True)
+    assert api.get("/api/v1/me").status_code == 200
+
+
 def test_create_api_key_command_prints_a_working_key(account):
     out = StringIO()
     call_command("create_api_key", "alice", "--scope", "trade", "--name", "cli", stdout=out)

@@ -131,3 +131,15 @@ def test_parse_decimal_reads_numbers_written_with_ascii_digits(text, expected):
 def test_parse_decimal_refuses_what_decimal_would_reinterpret(text):
     with pytest.raises(InvalidOperation):
         parse_decimal(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [("10", True), (" 10 ", True), ("-3", True), ("+5", True), ("10.0", True), ("10.", True),
+     ("1_0", False), ("\uff11\uff10", False), ("\u0661\u0660", False), ("\u0967", False),
+     ("2.5", False), ("1e1", False), ("", False), ("0x10", False), ("1 0", False)],
+)  # fmt: skip
+def test_a_whole_number_is_written_with_ascii_digits(text, written):
+    """The one rule of the API's ``WholeNumberInput`` and the forms' ``WholeNumberField``:
+    what Python's ``int`` would also read ("1_0" as 10, other scripts' digits) is refused."""
+    assert money.is_written_whole_number(text) is written

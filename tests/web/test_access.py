@@ -114,3 +114,19 @@ def test_missing_ids_are_404_not_500(alice_client, alices_things):
     assert alice_client.post(reverse("order-cancel", args=[999999])).status_code == 404
     assert alice_client.get(reverse("order-change", args=[999999])).status_code == 404
     assert Position.objects.get().collateral.amount == Decimal(600)
+
+
+def test_a_deactivated_student_is_signed_out_of_every_page_and_trades_nothing(
+    alice_client, account, btc
+):
+    from liquidation.instructor import user_set_active
+
+    assert alice_client.get(reverse("dashboard", args=[account.pk])).status_code == 200
+    user_set_active(user_id=account.user_id, active=False)
+    written = LedgerTransaction.objects.count()
+    for method, name, data in ACCOUNT_PAGES:
+        response = getattr(alice_client, method)(reverse(name, args=[account.pk]), data)
+        assert response.status_code == 302, name
+        assert response["Location"].startswith(reverse("login")), name
+    assert LedgerTransaction.objects.count() == written
+    assert not Order.objects.filter(account=account).exists()

@@ -31,6 +31,16 @@ BAD_TRADES = [
     ("leverage", "21", "less than or equal to 20"),
     ("leverage", "2.5", "Enter a whole number."),
     ("leverage", "x", "Enter a whole number."),
+    # Python's int, under Django's field, reads each of these as 10.
+    ("leverage", "1_0", "digits 0 to 9 only, without separators"),
+    ("leverage", "\uff11\uff10", "digits 0 to 9 only"),  # full-width
+    ("leverage", "\u0661\u0660", "digits 0 to 9 only"),  # Arabic-Indic
+    # Decimal reads "0_1" as 1, and other scripts' digits: the services' rule refuses them.
+    ("quantity", "0_1", "digits 0 to 9 and a point only, without separators"),
+    ("quantity", "\uff10.\uff11", "digits 0 to 9 and a point only"),
+    ("extra_collateral", "1_000", "without separators"),
+    ("take_profit", "70_000", "without separators"),
+    ("notional", "\u0665\u0660\u0660", "digits 0 to 9 and a point only"),
     ("extra_collateral", "-5", "greater than or equal to 0"),
     ("extra_collateral", "1.123456789", "no more than 8 decimal places"),
     ("take_profit", "0", "Must be greater than zero."),

@@ -33,6 +33,8 @@ class Command(BaseCommand):
         user = User.objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"No user named {options['username']!r}.")
+        if not user.is_active:
+            raise CommandError(f"{user} is deactivated: the API would refuse a key of theirs.")
         try:
             created = api_key_create(user_id=user.pk, name=options["name"], scope=options["scope"])
         except errors.DomainError as exc:
