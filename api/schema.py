@@ -26,9 +26,9 @@ RATE_LIMIT_HEADERS = {
     "X-RateLimit-Remaining": "Requests left in the current window.",
     "X-RateLimit-Reset": "Unix time at which the budget is whole again.",
 }
-# Authentication (401) and permission (403) refusals come before the throttle counts, and a
-# 503 says that it could not count.
-UNCOUNTED = {"401", "403", "503"}
+# A 503 says that the throttle could not count. Refused keys (401) and refused writes (403)
+# are counted too (``api.throttling.CountsRefusedRequests``).
+UNCOUNTED = {"503"}
 
 
 def rate_limit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from api.models import ApiKey
+from config.cache import UNREACHABLE
 from web.attempts import client_address
 
 
@@ -164,3 +167,33 @@ class ApiUserRateThrottle(ApiKeyRateThrottle):
                 shown if allowed else RateLimit(shown.limit, 0, max(shown.reset, shared.reset))
             )
         return allowed
+
+
+class CountsRefusedRequests:
+    """A DRF view mixin: requests refused for their key or their scope spend a budget too.
+
+    DRF counts only the requests it lets through, so a bot retrying a wrong, revoked or
+    expired key (``401``), or a read-only key writing (``403``), could retry without limit.
+    Here a refused key is counted by address, as a caller without a key (the key is not the
+    caller's to spend), and a refused write by its key; past the budget the answer is
+    ``429``. While the counts cannot be reached, a refusal is still answered as one.
+    """
+
+    def perform_authentication(self, request: Request) -> None:
+        try:
+            super().perform_authentication(request)  # type: ignore[misc]
+        except exceptions.AuthenticationFailed:
+            self._count_refused(request)  # the request is anonymous now: its address counts
+            raise
+
+    def check_permissions(self, request: Request) -> None:
+        try:
+            super().check_permissions(request)  # type: ignore[misc]
+        except (exceptions.NotAuthenticated, exceptions.PermissionDenied):
+            self._count_refused(request)
+            raise
+
+    def _count_refused(self, request: Request) -> None:
+        # Nothing is served either way: while the counts are away, the caller still learns why.
+        with contextlib.suppress(*UNREACHABLE):
+            self.check_throttles(request)  # type: ignore[attr-defined]

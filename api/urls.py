@@ -1,7 +1,6 @@
 """URLs of the REST API (``/api/v1/``), its OpenAPI schema and its docs."""
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView
 
 from api import docs, views
 
@@ -43,6 +42,6 @@ v1 = [
 urlpatterns = [
     path("v1/", include((v1, "api"), namespace="api")),
     re_path(r"^v1/", views.unknown_endpoint),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/", docs.SchemaView.as_view(), name="api-schema"),
     path("docs/", docs.SwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

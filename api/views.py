@@ -34,6 +34,7 @@ from api import serializers as s
 from api.exceptions import error_body
 from api.models import ApiKey
 from api.pagination import NewestFirst, OldestFirst, PriceHistory, whole_number
+from api.throttling import CountsRefusedRequests
 from liquidation import performance
 from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions import selectors, services
@@ -79,7 +80,7 @@ def _owned(queryset: QuerySet[Any], pk: Any, what: str) -> Any:
     return obj
 
 
-class ApiView(generics.GenericAPIView):
+class ApiView(CountsRefusedRequests, generics.GenericAPIView):
     # Base of every endpoint: bearer key or browser session, throttled per key.
 
     # False on endpoints that change nothing whatever their method (the order preview).

@@ -338,3 +338,31 @@ def test_behind_the_proxy_callers_without_a_key_are_counted_per_forwarded_addres
 
     assert [health(f"1.2.3.{n}", "10.0.0.1") for n in range(3)] == [200, 200, 429]
     assert health("1.2.3.4", "10.0.0.2") == 200
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["redis", "cache"])
+def test_a_refused_key_spends_its_addresss_budget(account, settings, shared):
+    """A bot retrying a wrong, revoked or expired key is answered 401 every time, but the
+    retries are counted by address like any caller without a key, so they cannot go on for
+    ever, on the API or on the schema."""
+    settings.API_THROTTLE_RATE = "2/min"
+    if not shared:
+        settings.REDIS_URL = ""
+    wrong = client_for("rf_0123456789abcdef_not-a-real-secret")
+    codes = [wrong.get("/api/v1/me").status_code for _ in range(2)]
+    refused = wrong.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert [*codes, refused.status_code] == [401, 401, 429]
+    assert refused.json()["error"]["code"] == "throttled"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert wrong.get("/api/v1/me", REMOTE_ADDR="10.0.0.2").status_code == 401  # its own budget
+    # A good key from the same address has a budget of its own.
+    assert client_for(new_key(account)).get("/api/v1/me").status_code == 200
+
+
+def test_a_read_only_keys_refused_writes_spend_its_budget(account, settings):
+    settings.API_THROTTLE_RATE = "2/min"
+    watcher = client_for(new_key(account, "read", name="watcher"))
+    answers = [watcher.delete("/api/v1/orders/") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [403, 403, 429]
+    assert answers[0]["X-RateLimit-Remaining"] == "1"
+    assert watcher.get("/api/v1/me").status_code == 429

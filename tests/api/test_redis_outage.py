@@ -64,7 +64,7 @@ def test_a_bot_gets_503_while_redis_is_down_places_nothing_and_trades_again_once
     assert_ledger_invariants(btc.classroom_id)
 
 
-def test_a_signed_in_browser_gets_503_too_and_a_bad_key_is_still_refused_first(
+def test_a_signed_in_browser_gets_503_too_and_refusals_are_still_answered_as_such(
     own_redis, account, client
 ):
     client.login(username="alice", password="ringfence-test")
@@ -73,6 +73,9 @@ def test_a_signed_in_browser_gets_503_too_and_a_bad_key_is_still_refused_first(
     # Authentication comes first: a bad key is still told so, without the cache.
     bad = client_for("rf_nope_nope").get("/api/v1/me")
     assert bad.status_code == 401
+    # So is a read-only key's write: nothing would be served, so nothing needs counting.
+    watcher = client_for(new_key(account, "read", name="watcher"))
+    assert watcher.delete("/api/v1/orders/").status_code == 403
 
 
 def test_a_redis_that_does_not_answer_costs_a_request_about_a_second_not_a_hang(
