@@ -1,0 +1,112 @@
+"""Faults inside a tick: one position, one order or one connection that fails holds back
+nothing else the tick has to do, and the ledger invariants hold afterwards."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from liquidation import engine, settlement
+from liquidation.models import EngineHeartbeat, LiquidationEvent, PriceFeed
+from positions.models import Order, Position
+from positions.services import order_place
+from tests.engine.helpers import open_position, set_price
+from tests.factories import make_classroom, make_instrument, make_student
+from tests.invariants import assert_ledger_invariants, money_snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _market():
+    classroom = make_classroom(name="Faults", max_leverage=100, insurance_fund_seed=Decimal(100))
+    btc = make_instrument(classroom)
+    PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
+    accounts = [make_student(classroom) for _ in range(3)]
+    return classroom, btc, accounts
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "poisoned_index"),
+    [
+        (10, 2),  # among others in its batch
+        (2, 1),  # in a batch of two, which runs next to another batch on a thread
+        (5, 5),  # the last breached row, a batch of its own
+    ],
+)
+def test_an_error_settling_one_position_leaves_it_open_and_the_rest_of_the_tick_runs(
+    monkeypatch, batch_size, poisoned_index
+):
+    """Not only a database refusal: any error computing one liquidation (a ledger leg that
+    does not balance, an arithmetic error) fails that position alone. The others of its
+    batch are liquidated, and the tick goes on to its margin calls, resting orders and
+    TP/SL, and finishes its heartbeat, instead of stopping there on every tick."""
+    monkeypatch.setattr(engine, "BATCH_SIZE", batch_size)
+    _, btc, accounts = _market()
+    positions = [open_position(a, btc, "long", "0.01", 50).pk for a in accounts for _ in range(2)]
+    poisoned = sorted(positions)[poisoned_index]
+    take_profit = open_position(accounts[0], btc, "short", "0.01", 10, take_profit="56000")
+    limit_buy = order_place(
+        account_id=accounts[1].pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.01", leverage=10, price="56000",
+    )  # fmt: skip
+    settle = settlement._settle
+
+    def failing_settle(*, position, **kwargs):  # type: ignore[no-untyped-def]
+        if position.pk == poisoned:
+            raise ArithmeticError(f"cannot settle position {position.pk}")
+        return settle(position=position, **kwargs)
+
+    monkeypatch.setattr(settlement, "_settle", failing_settle)
+
+    result = set_price(btc, "55000")
+
+    assert set(result.liquidated) == set(positions) - {poisoned}
+    assert Position.objects.get(pk=poisoned).status == "open"  # tried again on the next tick
+    assert not LiquidationEvent.objects.filter(position_id=poisoned).exists()
+    assert any(f"liquidation of position {poisoned}" in e for e in result.errors), result.errors
+    assert Position.objects.get(pk=take_profit.pk).status == "closed"
+    assert Order.objects.get(pk=limit_buy.pk).status == "filled"
+    heartbeat = EngineHeartbeat.objects.get(instrument=btc, mark_price=Decimal(55000))
+    assert heartbeat.finished_at is not None and heartbeat.liquidated == len(positions) - 1
+    assert_ledger_invariants()
+
+    monkeypatch.setattr(settlement, "_settle", settle)
+    assert set_price(btc, "55000").liquidated == [poisoned]
+    assert_ledger_invariants()
+
+
+def test_an_error_filling_one_resting_order_holds_back_no_other_order_or_tpsl(monkeypatch):
+    _, btc, accounts = _market()
+    first, second = (
+        order_place(
+            account_id=account.pk,
+            instrument_id=btc.pk,
+            side="long",
+            type="limit",
+            quantity="0.01",
+            leverage=10,
+            price="59000",
+        )
+        for account in accounts[:2]
+    )
+    take_profit = open_position(accounts[2], btc, "short", "0.01", 10, take_profit="59500")
+    execute = engine.order_execute
+
+    def failing_execute(*, order_id: int) -> Order:
+        if order_id == first.pk:
+            raise ArithmeticError(f"cannot fill order {order_id}")
+        return execute(order_id=order_id)
+
+    monkeypatch.setattr(engine, "order_execute", failing_execute)
+    before = money_snapshot()
+
+    result = set_price(btc, "59000")
+
+    assert any(f"order {first.pk}" in e for e in result.errors), result.errors
+    assert Order.objects.get(pk=first.pk).status == "resting"
+    assert before.orders[first.pk] == money_snapshot().orders[first.pk]
+    assert Order.objects.get(pk=second.pk).status == "filled"
+    assert Position.objects.get(pk=take_profit.pk).status == "closed"
+    assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59000).finished_at is not None
+    assert_ledger_invariants()
