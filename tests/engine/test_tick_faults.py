@@ -110,3 +110,66 @@ def test_an_error_filling_one_resting_order_holds_back_no_other_order_or_tpsl(mo
     assert Position.objects.get(pk=take_profit.pk).status == "closed"
     assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59000).finished_at is not None
     assert_ledger_invariants()
+
+
+def test_a_connection_dropped_inside_a_settlement_rolls_it_back_and_the_tick_settles_again():
+    """PostgreSQL drops the tick's connection (a restart, a failover, an admin's
+    ``pg_terminate_backend``) while its liquidation batch waits for the insurance fund:
+    nothing of the batch is written, and the same tick settles each position again on a new
+    connection (the batch's failure is logged), goes on to its TP/SL and finishes; the next
+    tick can take the instrument."""
+    import threading
+
+    import psycopg
+    from django.db import connections
+
+    from accounts.models import ClassroomPocket, LedgerTransaction
+    from tests.processes import database_url, wait_until
+
+    classroom, btc, (alice, erin, bob) = _market()
+    gapped = open_position(alice, btc, "long", "0.1", 50).pk  # BP 58,800: the fund pays
+    breached = open_position(erin, btc, "long", "0.1", 40).pk  # BP 58,500
+    safe = open_position(bob, btc, "long", "0.1", 10).pk
+    stop_loss = open_position(bob, btc, "long", "0.01", 10, stop_loss="59000").pk
+    fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance")
+    outcome: list[object] = []
+
+    def run_tick() -> None:
+        try:
+            outcome.append(set_price(btc, "58700"))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    def waiting_pids() -> list[int]:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    with psycopg.connect(database_url()) as holder:
+        holder.execute("SELECT 1 FROM accounts_classroompocket WHERE id = %s FOR UPDATE", [fund.pk])
+        ticker = threading.Thread(target=run_tick)
+        ticker.start()
+        pids = wait_until(waiting_pids, timeout=30, message="the batch waiting for the fund")
+        with psycopg.connect(database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
+        wait_until(lambda: pids[0] not in waiting_pids(), timeout=30, message="the backend ending")
+        holder.rollback()
+    ticker.join(timeout=60)
+    assert not ticker.is_alive()
+
+    [result] = outcome
+    assert isinstance(result, engine.TickResult), result
+    assert sorted(result.liquidated) == sorted([gapped, breached])
+    assert Position.objects.get(pk=safe).status == "open"
+    assert Position.objects.get(pk=stop_loss).status == "closed"
+    assert LedgerTransaction.objects.filter(kind="liquidation").count() == 2
+    assert LiquidationEvent.objects.get(position_id=gapped).insurance_paid > 0
+    assert EngineHeartbeat.objects.get(instrument=btc, mark_price=58700).finished_at is not None
+    assert_ledger_invariants()
+    assert set_price(btc, "58600").status == "ticked"
+    assert_ledger_invariants()
