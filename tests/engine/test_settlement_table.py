@@ -1,0 +1,204 @@
+"""The engine's liquidations against ARCHITECTURE.md §5, worked by hand.
+
+Each row is reproducible on paper from the formulas: LP = (WB + cum - s*Q*EP) / (Q*mmr - s*Q),
+BP = EP - s*WB/Q, MB = WB + s*Q*(P - EP), MM = Q*P*mmr - cum (the first BTC bracket: mmr 0.4%,
+cum 0); on liquidation the whole MB (if positive) goes to the insurance fund, the fee
+(rate x Q x P, at most MB) included; past BP the fund pays the house -MB.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Classroom, ClassroomPocket, TradingAccount
+from liquidation.models import LiquidationEvent
+from positions.models import Fill, Order, Position
+from positions.services import position_add_margin, position_close, position_remove_margin
+from tests.engine.helpers import open_position, set_price
+from tests.invariants import assert_ledger_invariants
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+
+
+def _pockets(classroom) -> dict[str, Decimal]:
+    return dict(ClassroomPocket.objects.filter(classroom=classroom).values_list("kind", "balance"))
+
+
+def _assert_liquidated(position, *, collateral, mark, balance, fee, free, pockets_before):
+    """Liquidated at ``mark``: the collateral is gone, MB (if positive) is in the fund, the
+    house got the price loss, the fund paid any shortfall, the free balance did not move."""
+    position.refresh_from_db()
+    assert position.status == "liquidated" and position.exit_price == mark
+    event = LiquidationEvent.objects.get(position=position)
+    assert event.collateral_lost == collateral
+    assert event.liquidation_fee == fee
+    assert event.leftover == max(balance, D(0)) - fee
+    assert event.shortfall == max(-balance, D(0))
+    assert event.insurance_paid == event.shortfall  # the fund holds enough here
+    after = _pockets(position.account.classroom)
+    assert after["insurance"] - pockets_before["insurance"] == balance  # MB in, or -MB out
+    assert after["house"] - pockets_before["house"] == collateral - balance
+    assert after["fees"] == pockets_before["fees"]
+    assert TradingAccount.objects.get(pk=position.account_id).balance == free
+    fill = Fill.objects.get(position=position, kind="liquidation")
+    assert fill.price == mark
+    # The price loss, which stops at the collateral (MB = WB + pnl).
+    assert fill.realized_pnl == max(balance, D(0)) - collateral
+    assert_ledger_invariants()
+
+
+def _free(account) -> Decimal:
+    return TradingAccount.objects.get(pk=account.pk).balance
+
+
+@pytest.mark.parametrize(
+    ("side", "extra", "lp", "bp", "inside"),
+    [
+        # WB 6 + 0.384 = 6.384: LP = (6.384 - 600) / (0.00004 - 0.01) = 59,600; BP 59,361.6
+        ("long", "0.384", D("59600"), D("59361.6"), D("59600.1")),
+        # WB 6 + 0.416 = 6.416: LP = (6.416 + 600) / (0.00004 + 0.01) = 60,400; BP 60,641.6
+        ("short", "0.416", D("60400"), D("60641.6"), D("60399.9")),
+    ],
+)
+def test_a_mark_exactly_at_the_liquidation_price_liquidates_and_one_tick_before_does_not(
+    classroom, btc, account, side, extra, lp, bp, inside
+):
+    """MB <= MM liquidates: at LP itself MB = MM (long 6.384 - 4 = 2.384 = 596 x 0.4%;
+    short 6.416 - 4 = 2.416 = 604 x 0.4%), one tick before it MB > MM."""
+    Classroom.objects.filter(pk=classroom.pk).update(liquidation_fee_rate=D("0.001"))
+    position = open_position(account, btc, side, "0.01", 100, extra_collateral=extra)
+    assert (position.liquidation_price, position.bankruptcy_price) == (lp, bp)
+    free = _free(account)
+
+    assert set_price(btc, inside).liquidated == []
+    pockets = _pockets(classroom)
+    assert set_price(btc, lp).liquidated == [position.pk]
+
+    balance = D("2.384") if side == "long" else D("2.416")
+    fee = D("0.01") * lp * D("0.001")  # 0.596 / 0.604, below MB
+    _assert_liquidated(
+        position,
+        collateral=D(extra) + D(6),
+        mark=lp,
+        balance=balance,
+        fee=fee,
+        free=free,
+        pockets_before=pockets,
+    )
+
+
+@pytest.mark.parametrize(
+    ("side", "mark", "shortfall"),
+    [
+        ("long", D("58000"), D("80")),  # BP 58,800: MB = 120 - 0.1 x 2,000 = -80
+        ("short", D("62000"), D("80")),  # BP 61,200: MB = 120 - 0.1 x 2,000 = -80
+    ],
+)
+def test_a_gap_past_bankruptcy_is_symmetric_for_longs_and_shorts(
+    classroom, btc, account, side, mark, shortfall
+):
+    position = open_position(account, btc, side, "0.1", 50)
+    assert position.bankruptcy_price == (D("58800") if side == "long" else D("61200"))
+    free, pockets = _free(account), _pockets(classroom)
+
+    set_price(btc, mark)
+
+    _assert_liquidated(
+        position,
+        collateral=D(120),
+        mark=mark,
+        balance=-shortfall,
+        fee=D(0),
+        free=free,
+        pockets_before=pockets,
+    )
+    assert Position.objects.get(pk=position.pk).realized_pnl == D(-120)
+
+
+@pytest.mark.parametrize(
+    ("change", "collateral", "lp", "outside", "breached"),
+    [
+        # 20x: WB 300 + 100 added = 400: LP = (400 - 6,000) / (0.0004 - 0.1) = 56,224.899...
+        ("add", D(400), D("56224.8995983936"), D("56225"), D("56224.8")),
+        # 20x with 100 extra (WB 400), 100 removed = 300: LP = 5,700 / 0.0996 = 57,228.915...
+        ("remove", D(300), D("57228.9156626507"), D("57229"), D("57228.9")),
+    ],
+)
+def test_margin_added_or_removed_moves_the_liquidation_the_engine_applies(
+    classroom, btc, account, change, collateral, lp, outside, breached
+):
+    if change == "add":
+        position = open_position(account, btc, "long", "0.1", 20)
+        position = position_add_margin(position_id=position.pk, amount="100")
+    else:
+        position = open_position(account, btc, "long", "0.1", 20, extra_collateral="100")
+        position = position_remove_margin(position_id=position.pk, amount="100")
+    assert position.liquidation_price == lp  # stored rounded up, towards the mark
+    free = _free(account)
+
+    assert set_price(btc, outside).liquidated == []
+    pockets = _pockets(classroom)
+    assert set_price(btc, breached).liquidated == [position.pk]
+
+    balance = collateral + D("0.1") * (breached - D(60000))  # 17.48 / 22.89
+    notional_fee = D("0.1") * breached * D("0.005")  # 28.11 / 28.61: capped at MB
+    assert notional_fee > balance
+    _assert_liquidated(
+        position,
+        collateral=collateral,
+        mark=breached,
+        balance=balance,
+        fee=balance,
+        free=free,
+        pockets_before=pockets,
+    )
+
+
+def test_after_a_partial_close_the_engine_settles_only_the_collateral_left(classroom, btc, account):
+    """Half closed at the entry: 150 of the 300 released, the LP unchanged (57,228.915...);
+    the liquidation then loses only the 150 left: MB = 150 - 0.05 x 2,771.1 = 11.445."""
+    position = open_position(account, btc, "long", "0.1", 20)
+    position_close(position_id=position.pk, quantity="0.05")
+    position.refresh_from_db()
+    assert position.collateral.amount == D(150) and position.quantity == D("0.05")
+    assert position.liquidation_price == D("57228.9156626507")
+    free, pockets = _free(account), _pockets(classroom)
+
+    set_price(btc, "57228.9")
+
+    _assert_liquidated(
+        position,
+        collateral=D(150),
+        mark=D("57228.9"),
+        balance=D("11.445"),
+        fee=D("11.445"),
+        free=free,
+        pockets_before=pockets,
+    )
+
+
+@pytest.mark.parametrize(
+    ("side", "level", "gap"),
+    [("long", "stop_loss", "59000"), ("short", "stop_loss", "61000")],
+)
+def test_a_stop_loss_the_mark_gaps_past_closes_at_the_mark_not_at_its_level(
+    btc, account, side, level, gap
+):
+    """A stop-loss is a stop-market order: on a gap it fills at the gapped price (here with
+    no spread, the mark), and short of the LP it is a close, not a liquidation."""
+    stop = "59500" if side == "long" else "60500"
+    position = open_position(account, btc, side, "0.1", 10, **{level: stop})
+
+    result = set_price(btc, gap)
+
+    position.refresh_from_db()
+    assert result.liquidated == [] and result.orders_triggered == 1
+    assert position.status == "closed" and position.exit_price == D(gap)
+    order = Order.objects.get(position=position, trigger=level)
+    assert order.stop_price == D(stop)
+    assert position.realized_pnl == D(-100)  # 0.1 x 1,000 against the position
+    assert_ledger_invariants()
