@@ -202,3 +202,39 @@ def test_a_stop_loss_the_mark_gaps_past_closes_at_the_mark_not_at_its_level(
     assert order.stop_price == D(stop)
     assert position.realized_pnl == D(-100)  # 0.1 x 1,000 against the position
     assert_ledger_invariants()
+
+
+def test_a_short_gap_the_fund_pays_in_part_is_covered_by_deleveraging_a_long_at_bp():
+    """Short 0.1 @ 60,000 at 50x (WB 120, BP 61,200) gaps to 62,000: MB = -80. The fund has
+    30, so ADL covers 50 from the long: ceil(50 / 800) = 0.063 of it closed at 61,200, its
+    profit 0.063 x 1,200 = 75.6 and 378 of its 600 collateral back to its free balance."""
+    from accounts.services import account_adjust
+    from liquidation.models import AdlFill
+    from tests.factories import make_classroom, make_instrument, make_student
+
+    classroom = make_classroom(name="Thin fund", max_leverage=100, insurance_fund_seed=D(30))
+    btc = make_instrument(classroom)
+    alice, bob = make_student(classroom), make_student(classroom)
+    account_adjust(account_id=bob.pk, amount=D(1000), reason="Room for the long")
+    bankrupt = open_position(alice, btc, "short", "0.1", 50)
+    winner = open_position(bob, btc, "long", "0.1", 10)
+    frees, pockets = dict(TradingAccount.objects.values_list("pk", "balance")), _pockets(classroom)
+
+    set_price(btc, "62000")
+
+    event = LiquidationEvent.objects.get(position=bankrupt)
+    assert (event.shortfall, event.insurance_paid, event.adl_amount) == (D(80), D(30), D(50))
+    fill = AdlFill.objects.get(liquidation=event)
+    assert (fill.position_id, fill.quantity, fill.price) == (winner.pk, D("0.063"), D(61200))
+    assert fill.realized_pnl == D("75.6")
+    winner.refresh_from_db()
+    assert winner.status == "open" and winner.quantity == D("0.037")
+    assert winner.collateral.amount == D(222)
+    assert winner.liquidation_price is not None and winner.liquidation_price < D(60000)
+    assert TradingAccount.objects.get(pk=bob.pk).balance == frees[bob.pk] + D(378) + D("75.6")
+    assert TradingAccount.objects.get(pk=alice.pk).balance == frees[alice.pk]
+    after = _pockets(classroom)
+    assert after["insurance"] == 0
+    # The house: +120 collateral and +30 from the fund, -75.6 paid to the long.
+    assert after["house"] - pockets["house"] == D(150) - D("75.6")
+    assert_ledger_invariants()
