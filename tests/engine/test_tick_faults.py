@@ -173,3 +173,92 @@ def test_a_connection_dropped_inside_a_settlement_rolls_it_back_and_the_tick_set
     assert_ledger_invariants()
     assert set_price(btc, "58600").status == "ticked"
     assert_ledger_invariants()
+
+
+def test_an_error_in_the_margin_call_sweep_still_lets_the_tick_fire_orders_and_tpsl(monkeypatch):
+    _, btc, (alice, bob, _) = _market()
+    warned = open_position(alice, btc, "long", "0.1", 50)  # LP 59,036: in the warning band
+    take_profit = open_position(bob, btc, "short", "0.01", 10, take_profit="59500")
+
+    def failing_ratio(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ArithmeticError("cannot compute a margin ratio")
+
+    monkeypatch.setattr(engine, "_ratio", failing_ratio)
+
+    result = set_price(btc, "59090")
+
+    assert any("margin_calls_sweep" in e for e in result.errors), result.errors
+    assert Position.objects.get(pk=warned.pk).status == "open"
+    assert Position.objects.get(pk=take_profit.pk).status == "closed"
+    assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59090).finished_at is not None
+    assert_ledger_invariants()
+
+
+def test_a_connection_dropped_while_filling_one_order_leaves_it_resting_and_fills_the_others():
+    """The tick waits for a student's account lock to fill a triggered order, and PostgreSQL
+    drops its connection there: that fill is rolled back with its hold intact, and the tick
+    fills the next order and closes at the take-profit on a new connection."""
+    import threading
+
+    import psycopg
+    from django.db import connections
+
+    from tests.processes import database_url, wait_until
+
+    _, btc, (alice, bob, carol) = _market()
+    stuck, filled = (
+        order_place(
+            account_id=account.pk,
+            instrument_id=btc.pk,
+            side="long",
+            type="limit",
+            quantity="0.01",
+            leverage=10,
+            price="59000",
+        )
+        for account in (alice, bob)
+    )
+    take_profit = open_position(carol, btc, "short", "0.01", 10, take_profit="59500")
+    before = money_snapshot()
+    outcome: list[object] = []
+
+    def run_tick() -> None:
+        try:
+            outcome.append(set_price(btc, "59000"))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    def waiting_pids() -> list[int]:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    with psycopg.connect(database_url()) as holder:
+        holder.execute("SELECT 1 FROM accounts_tradingaccount WHERE id = %s FOR UPDATE", [alice.pk])
+        ticker = threading.Thread(target=run_tick)
+        ticker.start()
+        pids = wait_until(waiting_pids, timeout=30, message="the fill waiting for the account")
+        with psycopg.connect(database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
+        wait_until(lambda: pids[0] not in waiting_pids(), timeout=30, message="the backend ending")
+        holder.rollback()
+    ticker.join(timeout=60)
+    assert not ticker.is_alive()
+
+    [result] = outcome
+    assert isinstance(result, engine.TickResult), result
+    assert any(f"order {stuck.pk}" in e for e in result.errors), result.errors
+    assert Order.objects.get(pk=stuck.pk).status == "resting"
+    assert money_snapshot().orders[stuck.pk] == before.orders[stuck.pk]
+    assert Order.objects.get(pk=filled.pk).status == "filled"
+    assert Position.objects.get(pk=take_profit.pk).status == "closed"
+    assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59000).finished_at is not None
+    assert_ledger_invariants()
+    set_price(btc, "59000")  # the next tick fills it
+    assert Order.objects.get(pk=stuck.pk).status == "filled"
+    assert_ledger_invariants()
