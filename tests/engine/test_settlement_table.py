@@ -11,6 +11,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from accounts.models import Classroom, ClassroomPocket, TradingAccount
 from liquidation.models import LiquidationEvent
@@ -238,3 +241,93 @@ def test_a_short_gap_the_fund_pays_in_part_is_covered_by_deleveraging_a_long_at_
     # The house: +120 collateral and +30 from the fund, -75.6 paid to the long.
     assert after["house"] - pockets["house"] == D(150) - D("75.6")
     assert_ledger_invariants()
+
+
+@given(
+    side=st.sampled_from(["long", "short"]),
+    leverage=st.integers(1, 100),
+    lots=st.integers(1, 2000),
+    extra=st.integers(0, 300),
+    added=st.integers(0, 200),
+    move_permille=st.integers(-600, 600),
+    fund=st.sampled_from([D(0), D(40), D(5000)]),
+    fee_rate=st.sampled_from([D(0), D("0.005"), D("0.02")]),
+    returned=st.booleans(),
+)
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_any_liquidation_settles_as_the_formulas_say(
+    db, side, leverage, lots, extra, added, move_permille, fund, fee_rate, returned
+):
+    """Liquidated exactly when MB <= MM at the mark; then the collateral is gone, the free
+    balance gains only a returned leftover, the fund gains MB (fee included) or pays what
+    it holds of -MB, and nothing else moves."""
+    from accounts.errors import DomainError
+    from accounts.money import money_charged, money_pnl
+    from liquidation.settlement import breached_position_ids, liquidate_batch
+    from positions import margin
+    from positions.models import Instrument
+    from tests.factories import make_classroom, make_instrument, make_student
+
+    with transaction.atomic():
+        policy = "return_to_trader" if returned else "insurance_fund"
+        classroom = make_classroom(max_leverage=125, insurance_fund_seed=fund)
+        Classroom.objects.filter(pk=classroom.pk).update(
+            liquidation_fee_rate=fee_rate, leftover_policy=policy
+        )
+        btc = make_instrument(classroom, taker_fee_rate=D(0))
+        account = make_student(classroom)
+        try:
+            position = open_position(
+                account, btc, side, str(D(lots) / 1000), leverage, extra_collateral=extra
+            )
+            if added:
+                position = position_add_margin(position_id=position.pk, amount=added)
+        except DomainError:
+            transaction.set_rollback(True)
+            return
+        collateral = position.collateral.amount
+        mark = (D(60000) * (1000 + move_permille) / 1000).quantize(D("0.1"))
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=mark)
+        free, pockets = _free(account), _pockets(classroom)
+        instrument = Instrument.objects.select_related("classroom").get(pk=btc.pk)
+
+        result = liquidate_batch(
+            instrument=instrument, mark=mark, rows=breached_position_ids(btc.pk, mark)
+        )
+
+        q, ep = position.quantity, position.entry_price
+        breached = margin.is_liquidatable(
+            side=side,
+            entry_price=ep,
+            quantity=q,
+            collateral=collateral,
+            mark_price=mark,
+            tiers=instrument.margin_tiers(),
+        )
+        assert result.liquidated == ([position.pk] if breached else [])
+        after = _pockets(classroom)
+        if not breached:
+            assert after == pockets and _free(account) == free
+        else:
+            s = 1 if side == "long" else -1
+            balance = collateral + money_pnl(s * q * (mark - ep))
+            event = LiquidationEvent.objects.get(position=position)
+            fee = min(money_charged(q * mark * fee_rate), max(balance, D(0)))
+            back = max(balance, D(0)) - fee if returned else D(0)
+            paid = min(max(-balance, D(0)), fund)
+            assert event.liquidation_fee == fee
+            assert event.returned_to_trader == back
+            assert event.insurance_paid == paid
+            assert _free(account) == free + back
+            assert after["insurance"] - pockets["insurance"] == (
+                balance - back if balance >= 0 else -paid
+            )
+            assert after["house"] - pockets["house"] == collateral - max(balance, D(0)) + paid
+            assert Position.objects.get(pk=position.pk).collateral.amount == 0
+        assert_ledger_invariants(classroom.pk)
+        transaction.set_rollback(True)
