@@ -3,10 +3,14 @@ nothing else the tick has to do, and the ledger invariants hold afterwards."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
+import psycopg
 import pytest
+from django.db import connections
 
+from accounts.models import ClassroomPocket, LedgerTransaction
 from liquidation import engine, settlement
 from liquidation.models import EngineHeartbeat, LiquidationEvent, PriceFeed
 from positions.models import Order, Position
@@ -14,8 +18,25 @@ from positions.services import order_place
 from tests.engine.helpers import open_position, set_price
 from tests.factories import make_classroom, make_instrument, make_student
 from tests.invariants import assert_ledger_invariants, money_snapshot
+from tests.processes import database_url, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _waiting_pids() -> list[int]:
+    """Backends of the test database waiting for a lock right now."""
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _drop_connection(pid: int) -> None:
+    """What a database restart or failover does to one backend."""
+    with psycopg.connect(database_url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def _market():
@@ -118,14 +139,6 @@ def test_a_connection_dropped_inside_a_settlement_rolls_it_back_and_the_tick_set
     nothing of the batch is written, and the same tick settles each position again on a new
     connection (the batch's failure is logged), goes on to its TP/SL and finishes; the next
     tick can take the instrument."""
-    import threading
-
-    import psycopg
-    from django.db import connections
-
-    from accounts.models import ClassroomPocket, LedgerTransaction
-    from tests.processes import database_url, wait_until
-
     classroom, btc, (alice, erin, bob) = _market()
     gapped = open_position(alice, btc, "long", "0.1", 50).pk  # BP 58,800: the fund pays
     breached = open_position(erin, btc, "long", "0.1", 40).pk  # BP 58,500
@@ -142,22 +155,13 @@ def test_a_connection_dropped_inside_a_settlement_rolls_it_back_and_the_tick_set
         finally:
             connections.close_all()
 
-    def waiting_pids() -> list[int]:
-        with psycopg.connect(database_url(), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).fetchall()
-        return [row[0] for row in rows]
-
     with psycopg.connect(database_url()) as holder:
         holder.execute("SELECT 1 FROM accounts_classroompocket WHERE id = %s FOR UPDATE", [fund.pk])
         ticker = threading.Thread(target=run_tick)
         ticker.start()
-        pids = wait_until(waiting_pids, timeout=30, message="the batch waiting for the fund")
-        with psycopg.connect(database_url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
-        wait_until(lambda: pids[0] not in waiting_pids(), timeout=30, message="the backend ending")
+        pids = wait_until(_waiting_pids, timeout=30, message="the batch waiting for the fund")
+        _drop_connection(pids[0])
+        wait_until(lambda: pids[0] not in _waiting_pids(), timeout=30, message="the backend ending")
         holder.rollback()
     ticker.join(timeout=60)
     assert not ticker.is_alive()
@@ -198,13 +202,6 @@ def test_a_connection_dropped_while_filling_one_order_leaves_it_resting_and_fill
     """The tick waits for a student's account lock to fill a triggered order, and PostgreSQL
     drops its connection there: that fill is rolled back with its hold intact, and the tick
     fills the next order and closes at the take-profit on a new connection."""
-    import threading
-
-    import psycopg
-    from django.db import connections
-
-    from tests.processes import database_url, wait_until
-
     _, btc, (alice, bob, carol) = _market()
     stuck, filled = (
         order_place(
@@ -230,22 +227,13 @@ def test_a_connection_dropped_while_filling_one_order_leaves_it_resting_and_fill
         finally:
             connections.close_all()
 
-    def waiting_pids() -> list[int]:
-        with psycopg.connect(database_url(), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
-            ).fetchall()
-        return [row[0] for row in rows]
-
     with psycopg.connect(database_url()) as holder:
         holder.execute("SELECT 1 FROM accounts_tradingaccount WHERE id = %s FOR UPDATE", [alice.pk])
         ticker = threading.Thread(target=run_tick)
         ticker.start()
-        pids = wait_until(waiting_pids, timeout=30, message="the fill waiting for the account")
-        with psycopg.connect(database_url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
-        wait_until(lambda: pids[0] not in waiting_pids(), timeout=30, message="the backend ending")
+        pids = wait_until(_waiting_pids, timeout=30, message="the fill waiting for the account")
+        _drop_connection(pids[0])
+        wait_until(lambda: pids[0] not in _waiting_pids(), timeout=30, message="the backend ending")
         holder.rollback()
     ticker.join(timeout=60)
     assert not ticker.is_alive()
@@ -261,4 +249,55 @@ def test_a_connection_dropped_while_filling_one_order_leaves_it_resting_and_fill
     assert_ledger_invariants()
     set_price(btc, "59000")  # the next tick fills it
     assert Order.objects.get(pk=stuck.pk).status == "filled"
+    assert_ledger_invariants()
+
+
+def test_a_tick_that_lost_its_connection_and_a_second_tick_overlapping_it_liquidate_each_once():
+    """A dropped connection takes the tick's advisory lock with it, so the next tick of the
+    instrument runs while the first is still settling on its new connection. They meet only
+    at row locks: the second skips the position the first holds, the first skips the one
+    the second holds or has closed, and each breached position is liquidated once."""
+    classroom, btc, (alice, erin, bob) = _market()
+    gapped = open_position(alice, btc, "long", "0.1", 50).pk  # BP 58,800: needs the fund
+    breached = open_position(erin, btc, "long", "0.1", 40).pk  # MB > 0 at 58,700
+    safe = open_position(bob, btc, "long", "0.1", 10).pk
+    fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance")
+    outcomes: dict[str, object] = {}
+
+    def run_tick(name: str) -> None:
+        try:
+            outcomes[name] = set_price(btc, "58700")
+        except BaseException as exc:
+            outcomes[name] = exc
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(database_url()) as holder:
+        holder.execute("SELECT 1 FROM accounts_classroompocket WHERE id = %s FOR UPDATE", [fund.pk])
+        first = threading.Thread(target=run_tick, args=("first",))
+        first.start()
+        [dropped] = wait_until(_waiting_pids, timeout=30, message="the first tick's batch waiting")
+        _drop_connection(dropped)
+        # Settling the gapped position alone on a new connection, it waits for the fund again.
+        wait_until(
+            lambda: [pid for pid in _waiting_pids() if pid != dropped],
+            timeout=30,
+            message="the first tick waiting again on a new connection",
+        )
+        second = threading.Thread(target=run_tick, args=("second",))
+        second.start()
+        wait_until(lambda: len(_waiting_pids()) >= 2, timeout=30, message="the second tick waiting")
+        holder.rollback()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert not first.is_alive() and not second.is_alive()
+
+    first_result, second_result = outcomes["first"], outcomes["second"]
+    assert isinstance(first_result, engine.TickResult)
+    assert isinstance(second_result, engine.TickResult)
+    assert first_result.liquidated == [gapped]
+    assert second_result.liquidated == [breached]
+    assert Position.objects.get(pk=safe).status == "open"
+    assert LedgerTransaction.objects.filter(kind="liquidation").count() == 2
+    assert LiquidationEvent.objects.count() == 2
     assert_ledger_invariants()
