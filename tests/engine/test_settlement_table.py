@@ -248,7 +248,8 @@ def test_a_short_gap_the_fund_pays_in_part_is_covered_by_deleveraging_a_long_at_
     leverage=st.integers(1, 100),
     lots=st.integers(1, 2000),
     extra=st.integers(0, 300),
-    added=st.integers(0, 200),
+    added=st.integers(-200, 200),
+    closed_lots=st.integers(0, 1000),
     move_permille=st.integers(-600, 600),
     fund=st.sampled_from([D(0), D(40), D(5000)]),
     fee_rate=st.sampled_from([D(0), D("0.005"), D("0.02")]),
@@ -261,11 +262,12 @@ def test_a_short_gap_the_fund_pays_in_part_is_covered_by_deleveraging_a_long_at_
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_any_liquidation_settles_as_the_formulas_say(
-    db, side, leverage, lots, extra, added, move_permille, fund, fee_rate, returned
+    db, side, leverage, lots, extra, added, closed_lots, move_permille, fund, fee_rate, returned
 ):
-    """Liquidated exactly when MB <= MM at the mark; then the collateral is gone, the free
-    balance gains only a returned leftover, the fund gains MB (fee included) or pays what
-    it holds of -MB, and nothing else moves."""
+    """After margin added or removed and part of it closed, a position is liquidated exactly
+    when MB <= MM at the mark; then the collateral is gone, the free balance gains only a
+    returned leftover, the fund gains MB (fee included) or pays what it holds of -MB, and
+    nothing else moves."""
     from accounts.errors import DomainError
     from accounts.money import money_charged, money_pnl
     from liquidation.settlement import breached_position_ids, liquidate_batch
@@ -285,8 +287,13 @@ def test_any_liquidation_settles_as_the_formulas_say(
             position = open_position(
                 account, btc, side, str(D(lots) / 1000), leverage, extra_collateral=extra
             )
-            if added:
+            if added > 0:
                 position = position_add_margin(position_id=position.pk, amount=added)
+            elif added < 0:
+                position = position_remove_margin(position_id=position.pk, amount=-added)
+            if 0 < closed_lots < lots:
+                position_close(position_id=position.pk, quantity=str(D(closed_lots) / 1000))
+                position.refresh_from_db()
         except DomainError:
             transaction.set_rollback(True)
             return
