@@ -246,7 +246,7 @@ def test_a_short_gap_the_fund_pays_in_part_is_covered_by_deleveraging_a_long_at_
 @given(
     side=st.sampled_from(["long", "short"]),
     leverage=st.integers(1, 100),
-    lots=st.integers(1, 2000),
+    lots=st.one_of(st.integers(1, 2000), st.integers(2000, 60_000)),  # up to 3.6M notional
     extra=st.integers(0, 300),
     added=st.integers(-200, 200),
     closed_lots=st.integers(0, 1000),
@@ -270,6 +270,7 @@ def test_any_liquidation_settles_as_the_formulas_say(
     nothing else moves."""
     from accounts.errors import DomainError
     from accounts.money import money_charged, money_pnl
+    from accounts.services import account_adjust
     from liquidation.settlement import breached_position_ids, liquidate_batch
     from positions import margin
     from positions.models import Instrument
@@ -283,6 +284,7 @@ def test_any_liquidation_settles_as_the_formulas_say(
         )
         btc = make_instrument(classroom, taker_fee_rate=D(0))
         account = make_student(classroom)
+        account_adjust(account_id=account.pk, amount=D(200_000), reason="Room for big positions")
         try:
             position = open_position(
                 account, btc, side, str(D(lots) / 1000), leverage, extra_collateral=extra
