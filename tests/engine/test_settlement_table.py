@@ -340,3 +340,88 @@ def test_any_liquidation_settles_as_the_formulas_say(
             assert Position.objects.get(pk=position.pk).collateral.amount == 0
         assert_ledger_invariants(classroom.pk)
         transaction.set_rollback(True)
+
+
+@given(
+    shorts=st.lists(
+        st.tuples(
+            st.integers(55_000, 66_000),  # entry
+            st.integers(1, 200),  # lots of 0.001
+            st.integers(1, 50),  # leverage
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    mark=st.integers(50_000, 58_790),
+    fund=st.sampled_from([D(0), D(30)]),
+)
+@settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_deleveraging_covers_what_the_fund_cannot_from_the_best_ranked_at_bp(
+    db, shorts, mark, fund
+):
+    """Long 0.1 @ 60,000 at 50x (WB 120, BP 58,800) gaps to the mark: shortfall -MB. The fund
+    pays what it holds; ADL closes the shorts still in profit at BP, best score first, at
+    BP, until the rest is covered or none is left; nobody else's money moves."""
+    from accounts.errors import DomainError
+    from accounts.services import account_adjust
+    from liquidation.models import AdlFill
+    from liquidation.settlement import adl_score, breached_position_ids, liquidate_batch
+    from positions.models import Instrument
+    from tests.factories import make_classroom, make_instrument, make_student
+
+    with transaction.atomic():
+        classroom = make_classroom(max_leverage=125, insurance_fund_seed=fund)
+        btc = make_instrument(classroom, taker_fee_rate=D(0))
+        bankrupt = open_position(make_student(classroom), btc, "long", "0.1", 50)
+        opened = []
+        for entry, lots, leverage in shorts:
+            Instrument.objects.filter(pk=btc.pk).update(mark_price=entry)
+            account = make_student(classroom)
+            account_adjust(account_id=account.pk, amount=D(20_000), reason="Room")
+            try:
+                opened.append(open_position(account, btc, "short", str(D(lots) / 1000), leverage))
+            except DomainError:
+                continue
+        mark_ = D(mark)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=mark_)
+        instrument = Instrument.objects.select_related("classroom").get(pk=btc.pk)
+        frees = dict(TradingAccount.objects.values_list("pk", "balance"))
+        bp = D(58800)
+        eligible = [p for p in opened if p.entry_price > bp]
+        ranked = sorted(
+            eligible,
+            key=lambda p: (
+                -adl_score(position=p, collateral=p.collateral.amount, mark=mark_),
+                p.pk,
+            ),
+        )
+
+        liquidate_batch(
+            instrument=instrument, mark=mark_, rows=breached_position_ids(btc.pk, mark_)
+        )
+
+        event = LiquidationEvent.objects.get(position=bankrupt)
+        shortfall = -(D(120) + D("0.1") * (mark_ - D(60000)))
+        assert event.shortfall == shortfall
+        assert event.insurance_paid == min(shortfall, fund)
+        needed = shortfall - event.insurance_paid
+        capacity = sum((p.quantity * (bp - mark_) for p in eligible), D(0))
+        assert event.adl_amount == min(needed, capacity)
+        fills = {f.position_id: f for f in AdlFill.objects.filter(liquidation=event)}
+        # The best-ranked first: those deleveraged are a prefix of the ranking.
+        assert set(fills) == {p.pk for p in ranked[: len(fills)]}
+        for position in opened:
+            fill = fills.get(position.pk)
+            account_id = position.account_id
+            if fill is None:
+                assert TradingAccount.objects.get(pk=account_id).balance == frees[account_id]
+                continue
+            assert fill.price == bp
+            assert fill.realized_pnl == fill.quantity * (position.entry_price - bp) > 0
+        assert_ledger_invariants(classroom.pk)
+        transaction.set_rollback(True)
