@@ -301,3 +301,30 @@ def test_a_tick_that_lost_its_connection_and_a_second_tick_overlapping_it_liquid
     assert LedgerTransaction.objects.filter(kind="liquidation").count() == 2
     assert LiquidationEvent.objects.count() == 2
     assert_ledger_invariants()
+
+
+def test_deleveraging_passes_over_a_counterparty_a_student_is_using_for_the_next_in_rank():
+    """ADL never waits for a student's request: the best-ranked short, whose account a
+    request holds, is passed over and the next one covers the shortfall, at BP."""
+    from liquidation.models import AdlFill
+
+    classroom = make_classroom(name="No fund", max_leverage=100)
+    btc = make_instrument(classroom)
+    PriceFeed.objects.create(instrument=btc, kind=PriceFeed.Kind.MANUAL)
+    alice, bob, carol = (make_student(classroom) for _ in range(3))
+    bankrupt = open_position(alice, btc, "long", "0.1", 50)  # BP 58,800
+    best = open_position(bob, btc, "short", "0.1", 20)
+    next_ = open_position(carol, btc, "short", "0.1", 10)
+
+    with psycopg.connect(database_url()) as student:
+        student.execute("SELECT 1 FROM accounts_tradingaccount WHERE id = %s FOR UPDATE", [bob.pk])
+        result = set_price(btc, "58000")
+        student.rollback()
+
+    assert result.liquidated == [bankrupt.pk] and not result.errors
+    event = LiquidationEvent.objects.get(position=bankrupt)
+    assert (event.shortfall, event.adl_amount) == (Decimal(80), Decimal(80))
+    [fill] = AdlFill.objects.filter(liquidation=event)
+    assert (fill.position_id, fill.quantity, fill.price) == (next_.pk, Decimal("0.1"), 58800)
+    assert Position.objects.get(pk=best.pk).quantity == Decimal("0.1")
+    assert_ledger_invariants()
