@@ -328,3 +328,27 @@ def test_deleveraging_passes_over_a_counterparty_a_student_is_using_for_the_next
     assert (fill.position_id, fill.quantity, fill.price) == (next_.pk, Decimal("0.1"), 58800)
     assert Position.objects.get(pk=best.pk).quantity == Decimal("0.1")
     assert_ledger_invariants()
+
+
+def test_a_soft_time_limit_inside_a_batch_ends_the_tick_and_leaves_the_instrument_free(
+    monkeypatch,
+):
+    """Celery's soft time limit is not one position's error: the tick stops there, its batch
+    rolled back, and the advisory lock goes with it, so the next tick settles everything."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    _, btc, accounts = _market()
+    positions = {open_position(a, btc, "long", "0.01", 50).pk for a in accounts}
+
+    def out_of_time(**kwargs):  # type: ignore[no-untyped-def]
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(settlement, "_settle", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):
+        set_price(btc, "55000")
+    assert not LiquidationEvent.objects.exists()
+    assert Position.objects.filter(status="open").count() == len(positions)
+
+    monkeypatch.undo()
+    assert set(set_price(btc, "55000").liquidated) == positions
+    assert_ledger_invariants()
