@@ -352,3 +352,26 @@ def test_a_soft_time_limit_inside_a_batch_ends_the_tick_and_leaves_the_instrumen
     monkeypatch.undo()
     assert set(set_price(btc, "55000").liquidated) == positions
     assert_ledger_invariants()
+
+
+def test_an_error_closing_one_position_at_its_take_profit_holds_back_no_other(monkeypatch):
+    _, btc, (alice, bob, _) = _market()
+    failing = open_position(alice, btc, "short", "0.01", 10, take_profit="59500")
+    closing = open_position(bob, btc, "short", "0.01", 10, take_profit="59500")
+    close = engine.position_close
+
+    def failing_close(*, position_id: int, **kwargs):  # type: ignore[no-untyped-def]
+        if position_id == failing.pk:
+            raise ArithmeticError(f"cannot close position {position_id}")
+        return close(position_id=position_id, **kwargs)
+
+    monkeypatch.setattr(engine, "position_close", failing_close)
+    before = money_snapshot()
+
+    result = set_price(btc, "59000")
+
+    assert any(f"TP/SL of position {failing.pk}" in e for e in result.errors), result.errors
+    assert money_snapshot().positions[failing.pk] == before.positions[failing.pk]
+    assert Position.objects.get(pk=closing.pk).status == "closed"
+    assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59000).finished_at is not None
+    assert_ledger_invariants()
