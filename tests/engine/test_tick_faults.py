@@ -375,3 +375,48 @@ def test_an_error_closing_one_position_at_its_take_profit_holds_back_no_other(mo
     assert Position.objects.get(pk=closing.pk).status == "closed"
     assert EngineHeartbeat.objects.get(instrument=btc, mark_price=59000).finished_at is not None
     assert_ledger_invariants()
+
+
+def test_a_connection_dropped_in_the_price_step_moves_nothing_and_the_next_tick_moves_the_price():
+    from django.db import OperationalError
+
+    from liquidation.models import PriceTick, Scenario
+    from liquidation.services import scenario_start
+    from positions.models import Instrument
+    from tests.engine.helpers import tick
+
+    _, btc, (alice, _, _) = _market()
+    breached = open_position(alice, btc, "long", "0.01", 50)
+    scenario_start(instrument_id=btc.pk, kind=Scenario.Kind.SET_PRICE, target_price="55000")
+    outcome: list[object] = []
+
+    def run_tick() -> None:
+        try:
+            outcome.append(tick(btc))
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(database_url()) as holder:
+        holder.execute("SELECT 1 FROM positions_instrument WHERE id = %s FOR UPDATE", [btc.pk])
+        ticker = threading.Thread(target=run_tick)
+        ticker.start()
+        pids = wait_until(_waiting_pids, timeout=30, message="the price step waiting")
+        _drop_connection(pids[0])
+        ticker.join(timeout=60)
+        holder.rollback()
+    assert not ticker.is_alive()
+
+    [error] = outcome
+    assert isinstance(error, OperationalError), error
+    assert Instrument.objects.get(pk=btc.pk).mark_price == Decimal(60000)
+    assert not PriceTick.objects.filter(instrument=btc).exists()
+    assert PriceFeed.objects.get(instrument=btc).last_tick_at is None
+    assert Position.objects.get(pk=breached.pk).status == "open"
+
+    # The advisory lock went with the connection: the next tick takes the instrument.
+    result = tick(btc)
+    assert result.status == "ticked" and result.liquidated == [breached.pk]
+    assert PriceTick.objects.filter(instrument=btc).count() == 1
+    assert_ledger_invariants()
