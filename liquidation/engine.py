@@ -172,6 +172,8 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
         try:
             return liquidate_batch(instrument=instrument, mark=mark, rows=[row])
         except SoftTimeLimitExceeded:
+            # The task's time is up: that ends the whole tick, not one position (here and
+            # in every other phase below).
             raise
         except Exception as exc:
             # Left open for the next tick; the other batches' outcomes still count.
