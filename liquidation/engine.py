@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Min, Q
@@ -170,7 +171,11 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
     def run_alone(row: tuple[int, int]) -> BatchResult:
         try:
             return liquidate_batch(instrument=instrument, mark=mark, rows=[row])
-        except DatabaseError as exc:
+        except SoftTimeLimitExceeded:
+            # The task's time is up: that ends the whole tick, not one position (here and
+            # in every other phase below).
+            raise
+        except Exception as exc:
             # Left open for the next tick; the other batches' outcomes still count.
             log.exception("Liquidation of position %s failed", row[0])
             result.errors.append(f"liquidation of position {row[0]}: {exc}")
@@ -181,13 +186,16 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
             return run_alone(batch[0])
         try:
             return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
-        except DatabaseError:
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
             log.exception(
                 "A liquidation batch of instrument %s failed; settling its positions one by one",
                 instrument.pk,
             )
-        # One position the database refuses to settle must not hold back the others: each
-        # goes alone, and only the one that fails again is left for the next tick.
+        # One position the database refuses to settle (or whose settlement raises) must not
+        # hold back the others: each goes alone, and only the one that fails again is left
+        # for the next tick.
         outcome = BatchResult()
         for row in batch:
             single = run_alone(row)
@@ -421,13 +429,19 @@ def trigger_resting(instrument: Instrument, mark: Decimal, result: TickResult) -
         try:
             if execute_triggered_order(order_id):
                 result.orders_triggered += 1
-        except DatabaseError as exc:
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            log.exception("Triggered order %s failed", order_id)
             result.errors.append(f"order {order_id}: {exc}")
     for position_id in triggered_tpsl_ids(instrument.pk, mark):
         try:
             if close_at_tpsl(position_id):
                 result.orders_triggered += 1
-        except DatabaseError as exc:
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            log.exception("TP/SL close of position %s failed", position_id)
             result.errors.append(f"TP/SL of position {position_id}: {exc}")
 
 
@@ -464,7 +478,9 @@ def tick_instrument(
         for phase in (liquidate_breached, margin_calls_sweep):
             try:
                 phase(instrument, result.mark, result)
-            except DatabaseError as exc:
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as exc:
                 log.exception(
                     "Tick phase %s of instrument %s failed", phase.__name__, instrument_id
                 )

@@ -184,3 +184,71 @@ def test_resetting_an_account_while_the_engine_liquidates_one_of_its_positions_n
     assert Position.objects.get(pk=safe.pk).status == "closed"
     assert TradingAccount.objects.get(pk=account.pk).balance == classroom.starting_balance
     assert_ledger_invariants()
+
+
+def test_a_students_close_queued_behind_the_liquidation_of_that_position_is_refused(
+    market, monkeypatch
+):
+    """The batch holds the position first: the student's close waits for it, then finds the
+    position liquidated and is refused; the free balance paid only the opening."""
+    classroom, btc = market
+    account = make_student(classroom)
+    doomed = open_position(account, btc, "long", "0.01", 100)
+    holding, resume = threading.Event(), threading.Event()
+    lock_pockets = settlement.lock_classroom_pockets
+
+    def pause_holding_the_positions(**kwargs):
+        holding.set()
+        assert resume.wait(timeout=60)
+        return lock_pockets(**kwargs)
+
+    monkeypatch.setattr(settlement, "lock_classroom_pockets", pause_holding_the_positions)
+    racers = Racers()
+    racers.start(lambda: set_price(btc, "59000"))  # past the bankruptcy price 59,400: a gap
+    assert holding.wait(timeout=30)
+    racers.start(lambda: position_close(position_id=doomed.pk))
+    wait_until(lambda: waiting_on_locks() >= 1, timeout=30, message="the close queueing")
+    resume.set()
+    racers.join()
+
+    assert racers.refusals == ["position_not_open"]
+    assert Position.objects.get(pk=doomed.pk).status == "liquidated"
+    assert TradingAccount.objects.get(pk=account.pk).balance == (
+        classroom.starting_balance - D(6) - D("0.3")  # IM and fee
+    )
+    assert_ledger_invariants()
+
+
+def test_a_position_a_student_is_closing_is_skipped_by_the_tick_and_closed_once(
+    market, monkeypatch
+):
+    """The student's close holds the position first: the batch skips it (SKIP LOCKED) rather
+    than wait, the close completes at the mark it read, and the next tick finds nothing to
+    liquidate. One close, no liquidation, nothing paid twice."""
+    classroom, btc = market
+    account = make_student(classroom)
+    closing = open_position(account, btc, "long", "0.01", 100)
+    locked, resume = threading.Event(), threading.Event()
+    current_mark = services.current_mark
+
+    def pause_under_the_position_lock(instrument):
+        if not locked.is_set():
+            locked.set()
+            assert resume.wait(timeout=60)
+        return current_mark(instrument)
+
+    monkeypatch.setattr(services, "current_mark", pause_under_the_position_lock)
+    racers = Racers()
+    racers.start(lambda: position_close(position_id=closing.pk))
+    assert locked.wait(timeout=30)
+
+    passed_over = set_price(btc, "59500")  # past the liquidation price 59,638.55, not the BP
+
+    resume.set()
+    racers.join()
+    assert passed_over.liquidated == [] and not passed_over.errors
+    assert Position.objects.get(pk=closing.pk).status == "closed"
+    assert set_price(btc, "59500").liquidated == []
+    assert not LedgerTransaction.objects.filter(kind="liquidation").exists()
+    assert LedgerTransaction.objects.filter(kind="close", position_id=closing.pk).count() == 1
+    assert_ledger_invariants()

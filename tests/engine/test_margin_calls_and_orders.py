@@ -164,3 +164,30 @@ def test_a_tick_that_triggers_an_order_the_rules_refuse_rejects_it_and_returns_i
     assert account.balance == Decimal(10000)
     assert not Position.objects.filter(account=account).exists()
     assert_ledger_invariants()
+
+
+def test_stop_orders_the_mark_gaps_past_fill_at_the_gapped_market_not_at_their_stop(btc, account):
+    """A stop order is a stop-market order: it opens (or, reduce-only, closes) at the market
+    price of the tick that reaches it, however far past its stop price that tick jumped."""
+    stop_buy = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="stop",
+        quantity="0.01", leverage=10, stop_price="61000",
+    )  # fmt: skip
+    protected = open_position(account, btc, "long", "0.01", 10)
+    stop_close = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="short", type="stop",
+        quantity="0.01", stop_price="59000", reduce_only=True, position_id=protected.pk,
+    )  # fmt: skip
+
+    set_price(btc, "62500")
+    opened = Order.objects.get(pk=stop_buy.pk).position
+    assert opened is not None and opened.entry_price == Decimal(62500)
+    assert opened.collateral.amount == Decimal("62.5")  # 0.01 x 62,500 / 10
+    assert Order.objects.get(pk=stop_close.pk).status == "resting"
+
+    set_price(btc, "58000")
+    protected.refresh_from_db()
+    assert Order.objects.get(pk=stop_close.pk).status == "filled"
+    assert protected.status == "closed" and protected.exit_price == Decimal(58000)
+    assert protected.realized_pnl == Decimal(-20)  # 0.01 x 2,000, within its 60 collateral
+    assert_ledger_invariants()
