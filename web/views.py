@@ -267,6 +267,15 @@ def _quantity(form: TradeForm) -> Decimal | None:
     return lots * instrument.lot_size
 
 
+def _add_ticket_error(form: TradeForm, error: DomainError) -> None:
+    """A service's refusal of the ticket, next to the field the student can change: the size
+    of a ticket sized by its notional is refused next to the notional they typed, not next
+    to the quantity they left empty."""
+    if error.field == "quantity" and not form.cleaned_data.get("quantity"):
+        error = DomainError(error.message, field="notional")
+    add_domain_error(form, error)
+
+
 def _check_price_grid(data: dict[str, Any]) -> None:
     """Every price typed in must sit on the tick grid."""
     for name in ("price", "stop_price", "take_profit", "stop_loss"):
@@ -319,7 +328,7 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
                     client_order_id=data.get("client_order_id") or "",
                 )
             except DomainError as exc:
-                add_domain_error(form, exc)
+                _add_ticket_error(form, exc)
             else:
                 opened = order.position_id and order.status == Order.Status.FILLED
                 if getattr(order, "repeated", False) and not _same_ticket(order, data, quantity):
@@ -394,7 +403,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
                     stop_loss=data.get("stop_loss"),
                 )
             except DomainError as exc:
-                add_domain_error(form, exc)
+                _add_ticket_error(form, exc)
     elif not any(request.POST.get(name, "").strip() for name in ("quantity", "notional")):
         # The preview also runs as the ticket loads: a size not typed yet is not a mistake.
         form.errors.pop("quantity", None)
