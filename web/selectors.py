@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, exact_price_text, money_text, plain, price_text
-from liquidation.models import LiquidationEvent, MarginCall, PriceTick
+from liquidation.models import AdlFill, LiquidationEvent, MarginCall, PriceTick
 from positions import margin
 from positions.models import (
     Fill,
@@ -265,6 +265,19 @@ def _close_detail(position: Position, memo: str, fill: Fill | None, currency: st
     )
 
 
+def _adl_detail(position: Position, memo: str, fill: AdlFill | None, currency: str) -> str:
+    """What one auto-deleveraging close did: the part of a profitable position closed at
+    another position's bankruptcy price, and what it realised."""
+    if fill is None:
+        return memo
+    tick = position.instrument.tick_size
+    return (
+        f"{plain(fill.quantity)} of position #{position.pk} at {price_text(fill.price, tick)}, "
+        f"the bankruptcy price of liquidation #{fill.liquidation_id}: realised PnL "
+        f"{money_text(fill.realized_pnl, currency)}"
+    )
+
+
 def position_timeline(
     position: Position,
     movements: list[LedgerEntry],
@@ -278,6 +291,8 @@ def position_timeline(
     # Each close wrote one fill and one ledger transaction, in the same order: the fill gives
     # its numbers, written as the rest of the page writes them (59,662.9, not 59662.9).
     close_fills = iter(_close_fills(position))
+    # The same for each auto-deleveraging close.
+    adl_fills = iter(AdlFill.objects.filter(position_id=position.pk).order_by("created_at", "pk"))
     for entry in movements:
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
@@ -298,6 +313,10 @@ def position_timeline(
             # what the student gets back, not as the collateral pocket's debit.
             what = _close_detail(position, tx.memo, next(close_fills, None), currency)
             title, detail, amount = "Close", f"{what}; collateral released", -entry.amount
+        elif tx.kind == tx.Kind.ADL:
+            # A close too, made by the engine: the collateral and the profit came back.
+            what = _adl_detail(position, tx.memo, next(adl_fills, None), currency)
+            detail, amount = f"{what}; collateral released", -entry.amount
         events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:
         events.append(

@@ -942,6 +942,28 @@ def test_the_liquidation_on_the_timeline_names_the_collateral_as_what_it_lost(
     assert f'<span class="value" data-testid="free-balance">{account.balance:,.2f}' in page
 
 
+def test_auto_deleveraging_on_the_timeline_reads_as_a_close_that_paid_the_student(client):
+    """A profitable position closed in part by auto-deleveraging: its collateral and its
+    profit went to the free balance, so the timeline says so as for a close by hand, not as
+    a loss of the collateral."""
+    classroom = make_classroom(name="No fund", max_leverage=100)
+    btc = make_instrument(classroom)
+    alice, carol = make_student(classroom), make_student(classroom)
+    open_position(alice, btc, "long", "0.05", 50)  # bankrupt at 58,800
+    carol_short = open_position(carol, btc, "short", "0.1", 20)  # collateral 300
+    set_price(btc, "58000")  # a gap past 58,800 that the empty insurance fund cannot pay
+    carol_short.refresh_from_db()
+    assert carol_short.quantity == Decimal("0.05")  # half of it closed at 58,800
+    client.force_login(carol.user)
+    page = client.get(reverse("position", args=[carol_short.pk])).content.decode()
+    adl = page.split("<strong>Auto-deleveraging</strong>", 1)[1].split("</li>", 1)[0]
+    # 0.05 x (60,000 - 58,800) = +60.00 realised; half the collateral, 150.00, released.
+    assert f"0.05 of position #{carol_short.pk} at 58,800.0" in adl
+    assert "realised PnL 60.00" in adl
+    assert adl.endswith('collateral released <span class="flat">+150.00</span>')
+    assert_ledger_invariants()
+
+
 def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
     alice_client.post(
         reverse("position-tpsl", args=[position.pk]),
