@@ -153,3 +153,26 @@ def test_an_order_already_replaced_names_the_order_that_replaced_it(alice_client
     response = alice_client.get(change_url(resting))
     page = alice_client.get(response["Location"]).content.decode()
     assert f"Order #{resting.pk} was replaced by order #{new.pk}; only resting" in page
+
+
+def test_a_price_refused_by_the_orders_stop_loss_names_a_stop_loss_the_page_shows(
+    alice_client, account, btc
+):
+    """The new order keeps the old one's take-profit and stop-loss: the page shows them, so a
+    refusal that names the stop-loss speaks of something the student can see."""
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="59000", take_profit="65000", stop_loss="58000",
+    )  # fmt: skip
+    page = alice_client.get(change_url(order)).content.decode()
+    assert "at 59,000.0, 10x, take-profit 65,000.0, stop-loss 58,000.0; it holds" in page
+    before = money_snapshot()
+    response = alice_client.post(change_url(order), {"quantity": "0.1", "price": "57000"})
+    assert response.status_code == 400
+    content = response.content.decode()
+    assert "A stop-loss must be below 57,000.0." in content
+    assert "stop-loss 58,000.0; it holds" in content
+    assert 'name="price" value="57000"' in content  # what was typed stays
+    assert money_snapshot() == before
+    assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
+    assert_ledger_invariants()
