@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Max, Min, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import F, Max, Min, Prefetch, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -56,8 +56,13 @@ def order_for_user(user: User, order_id: int) -> Order:
     return order
 
 
-def tradable_instruments(account: TradingAccount) -> QuerySet[Instrument]:
-    return Instrument.objects.filter(classroom_id=account.classroom_id, is_tradable=True)
+def ticket_instruments(account: TradingAccount, *, sent: int | None = None) -> QuerySet[Instrument]:
+    """The instruments a trade ticket offers: the tradable ones of the account's classroom,
+    and the one a ticket sent names if it is of that classroom but trading on it stopped
+    after the ticket was opened. The service refuses that one, saying why, and the ticket
+    comes back with it still chosen rather than another one."""
+    offered = Q(is_tradable=True) if sent is None else Q(is_tradable=True) | Q(pk=sent)
+    return Instrument.objects.filter(offered, classroom_id=account.classroom_id)
 
 
 def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:

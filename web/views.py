@@ -234,14 +234,20 @@ def _max_leverage(account: TradingAccount, instruments: list[Instrument]) -> int
     return min(account.classroom.max_leverage, max(caps))
 
 
+def _instrument_id(text: str) -> int | None:
+    """An instrument's id as a ticket or a link sends it; anything else (other scripts'
+    digits, thousands of them) is None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
-    instruments = selectors.tradable_instruments(account).prefetch_related("tiers")
     data = request.POST if request.method == "POST" else None
+    sent = _instrument_id(data.get("instrument", "")) if data is not None else None
+    instruments = selectors.ticket_instruments(account, sent=sent).prefetch_related("tiers")
     initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
-    wanted = request.GET.get("instrument", "")
-    # An instrument's id; anything else (other scripts' digits, thousands of them) is ignored.
-    if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
-        initial["instrument"] = int(wanted)
+    wanted = _instrument_id(request.GET.get("instrument", ""))
+    if wanted is not None:
+        initial["instrument"] = wanted
     return TradeForm(
         data,
         instruments=instruments,

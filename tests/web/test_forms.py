@@ -641,3 +641,26 @@ def test_a_ticket_sized_by_notional_is_refused_next_to_the_notional(
         assert f'name="notional" value="{notional}"' in content
     assert not Order.objects.exists()
     assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_a_ticket_for_an_instrument_halted_since_it_was_opened_says_so_and_keeps_it(
+    alice_client, account, btc, endpoint
+):
+    """The instructor stopped trading BTCUSDT while the ticket was open: the student is told
+    why, and the ticket comes back with BTCUSDT still chosen, not another instrument that a
+    second click on Place order would trade instead."""
+    from tests.factories import make_instrument
+
+    make_instrument(account.classroom, symbol="AAAUSDT", mark="100")  # listed first
+    btc.is_tradable = False
+    btc.save()
+    response = alice_client.post(reverse(endpoint, args=[account.pk]), _trade(instrument=btc.pk))
+    content = response.content.decode()
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    error = content.split('id="id_instrument_error"', 1)[1].split("</span>", 1)[0]
+    assert "BTCUSDT is not open for trading." in error
+    if endpoint == "trade":
+        assert re.search(rf'<option value="{btc.pk}" selected>BTCUSDT', content)
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
