@@ -305,6 +305,18 @@ def _same_ticket(order: Order, data: dict[str, Any], quantity: Decimal) -> bool:
     )
 
 
+def _outcome_since(order: Order) -> str | None:
+    """What became of a ticket's first order since, if saying "Opened position" or "is
+    resting" again would no longer be true: its position closed, or it left the book."""
+    position = order.position
+    if order.status == Order.Status.FILLED and position is not None and not position.is_open:
+        ended = "liquidated" if position.status == Position.Status.LIQUIDATED else "closed"
+        return f"its order opened position #{position.pk}, which has been {ended} since"
+    if order.status not in (Order.Status.FILLED, Order.Status.RESTING):
+        return f"its order #{order.pk} {services.order_state(order)}"
+    return None
+
+
 @login_required
 def trade(request: HttpRequest, account_id: int) -> HttpResponse:
     account = selectors.account_for_user(request.user, account_id)  # type: ignore[arg-type]
@@ -337,13 +349,23 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
                 _add_ticket_error(form, exc)
             else:
                 opened = order.position_id and order.status == Order.Status.FILLED
-                if getattr(order, "repeated", False) and not _same_ticket(order, data, quantity):
+                repeated = getattr(order, "repeated", False)
+                outcome = _outcome_since(order) if repeated else None
+                if repeated and not _same_ticket(order, data, quantity):
                     # The ticket was changed while its first submit was on its way: that one
                     # stands, and this one would need a ticket of its own.
                     messages.error(
                         request,
                         "This ticket was already sent with other values, and that first order "
                         "was carried out; nothing more was done. Check it before trying again.",
+                    )
+                elif outcome is not None:
+                    # Sent again from a page kept by the browser, after the first order's
+                    # position closed or the order left the book: not a new trade.
+                    messages.info(
+                        request,
+                        f"This ticket was already sent, and {outcome}; nothing more was done. "
+                        "Send a new ticket to trade again.",
                     )
                 elif opened:
                     messages.success(request, f"Opened position #{order.position_id}.")
