@@ -22,7 +22,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.errors import ClientOrderIdReused, ClientRequestIdReused, DomainError
+from accounts.errors import (
+    ClientOrderIdReused,
+    ClientRequestIdReused,
+    DomainError,
+    OrderNotCancellable,
+)
 from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
@@ -881,6 +886,16 @@ def _next_or_dashboard(request: HttpRequest, order: Order, target: str) -> str:
     return reverse("dashboard", kwargs={"account_id": order.account_id})
 
 
+def _no_longer_resting(request: HttpRequest, order: Order, target: str) -> HttpResponse:
+    """Back where the student came from, saying what became of an order they meant to change."""
+    order.refresh_from_db(fields=["status"])  # it may have ended during this request
+    messages.error(
+        request,
+        f"Order #{order.pk} {services.order_state(order)}; only resting orders can be changed.",
+    )
+    return redirect(target)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
@@ -898,8 +913,10 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
             for name in ("quantity", "price", "stop_price")
             if name in data and data[name] != getattr(order, name)
         }
-        if not changes:
+        if not changes and order.status == Order.Status.RESTING:
             form.add_error(None, "This is the order as it stands: change its quantity or price.")
+        elif not changes:
+            return _no_longer_resting(request, order, target)
         else:
             try:
                 new = services.order_replace(
@@ -917,6 +934,9 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                     "carried out; nothing more was done. Check the order before trying again.",
                 )
                 return redirect(target)
+            except OrderNotCancellable:
+                # Filled or cancelled while the page stood open.
+                return _no_longer_resting(request, order, target)
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:
@@ -932,11 +952,7 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                 )
                 return redirect(target)
     elif order.status != Order.Status.RESTING and request.method == "GET":
-        messages.error(
-            request,
-            f"Order #{order.pk} {services.order_state(order)}; only resting orders can be changed.",
-        )
-        return redirect(target)
+        return _no_longer_resting(request, order, target)
     return render(
         request,
         "web/order_change.html",

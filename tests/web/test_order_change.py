@@ -176,3 +176,28 @@ def test_a_price_refused_by_the_orders_stop_loss_names_a_stop_loss_the_page_show
     assert money_snapshot() == before
     assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
     assert_ledger_invariants()
+
+
+@pytest.mark.parametrize("price", ["59000", "58000"])  # as it was, and a new price
+def test_a_change_sent_from_a_page_left_open_after_the_order_ended_says_it_ended(
+    alice_client, account, resting, price
+):
+    """The order was cancelled (or filled) while its change page stood open: whatever the
+    form holds, the answer is that the order no longer rests, not that nothing was changed."""
+    dashboard = reverse("dashboard", args=[account.pk])
+    form = alice_client.get(change_url(resting, dashboard)).context["form"]
+    alice_client.post(reverse("order-cancel", args=[resting.pk]), follow=True)
+    before = money_snapshot()
+    data = {
+        "quantity": "0.1",
+        "price": price,
+        "client_order_id": form["client_order_id"].value(),
+        "next": dashboard,
+    }
+    response = alice_client.post(change_url(resting), data, follow=True)
+    assert response.redirect_chain == [(dashboard, 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Order #{resting.pk} is cancelled; only resting orders can be changed."
+    ]
+    assert money_snapshot() == before
+    assert Order.objects.count() == 1
