@@ -114,3 +114,21 @@ def test_missing_ids_are_404_not_500(alice_client, alices_things):
     assert alice_client.post(reverse("order-cancel", args=[999999])).status_code == 404
     assert alice_client.get(reverse("order-change", args=[999999])).status_code == 404
     assert Position.objects.get().collateral.amount == Decimal(600)
+
+
+@pytest.mark.parametrize("tradable", [True, False])
+@pytest.mark.parametrize("name", ["trade", "trade-preview"])
+def test_a_ticket_naming_another_classrooms_instrument_is_refused(
+    alice_client, account, btc, name, tradable
+):
+    from tests.factories import make_classroom, make_instrument
+
+    theirs = make_instrument(make_classroom(name="Elsewhere"), is_tradable=tradable)
+    data = {"instrument": theirs.pk, "side": "long", "type": "market", "quantity": "0.01",
+            "leverage": "5"}  # fmt: skip
+    response = alice_client.post(reverse(name, args=[account.pk]), data)
+    content = response.content.decode()
+    assert "Select a valid choice." in content.split('id="id_instrument_error"', 1)[1]
+    assert f'<option value="{theirs.pk}"' not in content  # not offered, not even by name
+    assert not Order.objects.exists()
+    assert not LedgerTransaction.objects.exclude(kind="deposit").exists()
