@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from bisect import bisect_right
 from decimal import ROUND_FLOOR, Decimal
+from itertools import accumulate
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,7 +30,7 @@ from accounts.errors import (
     DomainError,
     OrderNotCancellable,
 )
-from accounts.models import Classroom, TradingAccount
+from accounts.models import Classroom, LedgerTransaction, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
@@ -791,6 +793,25 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         """An amount rounded as the page rounds it, so the chart's labels agree with it."""
         return str(shown_rounded(value, digits))
 
+    # The collateral the position held from each of its movements on: a past loss is measured
+    # against what it held then, not against what is left after margin was taken out since.
+    # The liquidation's own movement is left out: from then on the collateral is lost.
+    held_since = [
+        (entry.transaction.created_at, running)
+        for entry, running in zip(
+            movements, accumulate(entry.amount for entry in movements), strict=True
+        )
+        if entry.transaction.kind != LedgerTransaction.Kind.LIQUIDATION
+    ]
+    held_times = [at for at, _ in held_since]
+
+    def held_at(at: Any) -> Decimal:
+        if not held_since:
+            return collateral
+        # Before the first movement (the opening, stamped a moment after the position),
+        # what the position opened with.
+        return held_since[max(bisect_right(held_times, at) - 1, 0)][1]
+
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
     unfenced: dict[int, str] = {}
@@ -804,11 +825,12 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         raw = sign * quantity * (price - position.entry_price)
         mark[second] = str(price)
         liquidated = liquidation is not None and at >= liquidation.created_at
+        held = held_at(at)
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
         # Once liquidated, the collateral is lost whatever the mark does next.
-        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -collateral)))
-        if raw < -collateral or liquidated:
+        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -held)))
+        if raw < -held or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
             unfenced[second] = cash(realised + raw)

@@ -550,6 +550,45 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
     assert pnl[max(pnl)] == position.realized_pnl
 
 
+def test_the_pnl_chart_measures_a_past_loss_against_the_collateral_held_then(
+    alice_client, position, btc
+):
+    """Long 0.5 at 60,000 with 1,500 of collateral; 3,000 added, the mark dips to 56,000
+    (-2,000, well inside the 4,500 then held), comes back to 62,000, and 2,900 is taken out.
+    The dip is drawn as the -2,000 it was: the ring-fence never cut it, though the 1,600 left
+    now is less than that loss."""
+    from positions.services import position_add_margin, position_remove_margin
+
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def stamp_last_movement(seconds: int) -> None:
+        newest = LedgerTransaction.objects.filter(position_id=position.pk).order_by("-pk")[:1]
+        LedgerTransaction.objects.filter(pk__in=list(newest.values_list("pk", flat=True))).update(
+            created_at=start + timedelta(seconds=seconds)
+        )
+
+    def mark_at(seconds: int, price: str) -> None:
+        at = start + timedelta(seconds=seconds)
+        PriceTick.objects.create(instrument=btc, price=Decimal(price), created_at=at)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    stamp_last_movement(0)  # the opening
+    position_add_margin(position_id=position.pk, amount="3000")
+    stamp_last_movement(5)
+    mark_at(10, "56000")
+    mark_at(20, "62000")
+    position_remove_margin(position_id=position.pk, amount="2900")
+    stamp_last_movement(25)
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal(1600)
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    pnl = {p["time"]: Decimal(p["value"]) for p in data["pnl"]}
+    assert pnl[int((start + timedelta(seconds=10)).timestamp())] == Decimal(-2000)
+    assert data["pnl_unfenced"] == []  # no point where the two paths part
+    assert Decimal(data["floor"]) == Decimal(-1600)  # what it can lose from now on
+
+
 @pytest.mark.parametrize(
     ("price", "memo", "timeline", "headline"),
     [
