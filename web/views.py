@@ -249,10 +249,13 @@ def _instrument_id(text: str) -> int | None:
 
 def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
     data = request.POST if request.method == "POST" else None
-    sent = _instrument_id(data.get("instrument", "")) if data is not None else None
+    # The instrument a link (the dashboard's ticker) asks for, and the one a ticket sent.
+    wanted = _instrument_id(request.GET.get("instrument", ""))
+    sent = wanted if data is None else _instrument_id(data.get("instrument", ""))
+    # Offered even if it is not open for trading (named so): the ticket stays on the
+    # instrument the student chose rather than showing another one in its place.
     instruments = selectors.ticket_instruments(account, sent=sent).prefetch_related("tiers")
     initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
-    wanted = _instrument_id(request.GET.get("instrument", ""))
     if wanted is not None:
         initial["instrument"] = wanted
     return TradeForm(

@@ -664,3 +664,23 @@ def test_a_ticket_for_an_instrument_halted_since_it_was_opened_says_so_and_keeps
         assert re.search(rf'<option value="{btc.pk}" selected>BTCUSDT', content)
     assert not Order.objects.exists()
     assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+def test_the_ticket_opened_from_a_halted_instrument_on_the_ticker_keeps_it_chosen(
+    alice_client, account, btc
+):
+    """The dashboard's ticker lists every instrument of the class and links each to the
+    ticket: one not open for trading opens the ticket on itself, named so, and not on another
+    instrument the student did not click."""
+    from tests.factories import make_instrument
+
+    make_instrument(account.classroom, symbol="AAAUSDT", mark="100")  # listed first
+    btc.is_tradable = False
+    btc.save()
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    link = f"{reverse('trade', args=[account.pk])}?instrument={btc.pk}"
+    assert f'href="{link}"' in dashboard
+    page = alice_client.get(link).content.decode()
+    assert re.search(
+        rf'<option value="{btc.pk}" selected>BTCUSDT \(not open for trading\)</option>', page
+    )
