@@ -894,6 +894,20 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
     order = selectors.order_for_user(request.user, order_id)  # type: ignore[arg-type]
     try:
         services.order_cancel(order_id=order.pk)
+    except OrderNotCancellable:
+        # A second click, or a page left open while the order filled: say which order, and
+        # what became of it.
+        order.refresh_from_db(fields=["status"])
+        replaced = Order.objects.filter(replaces_id=order.pk).exists()
+        if order.status == Order.Status.CANCELLED and not replaced:
+            # What was asked for, by this click or an earlier one.
+            messages.info(request, f"Order #{order.pk} is cancelled.")
+        else:
+            messages.error(
+                request,
+                f"Order #{order.pk} {services.order_state(order)}; only resting orders can be "
+                "cancelled.",
+            )
     except DomainError as exc:
         messages.error(request, exc.message)
     else:

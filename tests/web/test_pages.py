@@ -343,6 +343,38 @@ def test_a_cancel_sent_back_to_no_page_of_the_site_lands_on_the_dashboard(
     assert order.status == Order.Status.CANCELLED
 
 
+def test_a_cancel_sent_twice_says_the_order_is_cancelled_not_that_it_failed(
+    alice_client, account, btc
+):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.001", leverage=5, price="50000",
+    )  # fmt: skip
+    url = reverse("order-cancel", args=[order.pk])
+    first = alice_client.post(url, follow=True)
+    second = alice_client.post(url, follow=True)
+    assert [str(m) for m in first.context["messages"]] == [f"Order #{order.pk} cancelled."]
+    assert [(m.level_tag, str(m)) for m in second.context["messages"]] == [
+        ("info", f"Order #{order.pk} is cancelled.")
+    ]
+    assert_ledger_invariants()
+
+
+def test_a_cancel_of_an_order_filled_meanwhile_names_the_order(alice_client, account, btc):
+    """The dashboard was left open while the order filled: the refusal says which order."""
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.001", leverage=5, price="59000",
+    )  # fmt: skip
+    set_price(btc, "58900")  # the limit fills
+    order.refresh_from_db()
+    assert order.status == Order.Status.FILLED
+    response = alice_client.post(reverse("order-cancel", args=[order.pk]), follow=True)
+    assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [
+        ("error", f"Order #{order.pk} is filled; only resting orders can be cancelled.")
+    ]
+
+
 def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_client, account, btc):
     ticket = {"instrument": btc.pk, "side": "long", "type": "limit", "quantity": "0.1"}
     alice_client.post(
