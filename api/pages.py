@@ -82,7 +82,9 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 expires_at=form.expires_at(),
             )
         except errors.DomainError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            # The service's expires_at is the form's expires_on: the day the student picked.
+            field = "expires_on" if exc.field == "expires_at" else exc.field
+            form.add_error(field if field in form.fields else None, exc.message)
         else:
             answer = redirect("api-keys")
             answer.set_signed_cookie(

@@ -191,8 +191,17 @@ class JoinForm(forms.Form):
     )
 
 
+class InstrumentChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
+    """The ticket's instrument. One that stopped trading after the ticket was opened is
+    offered only to the ticket that names it, to be refused: its name says so."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        symbol = str(obj.symbol)
+        return symbol if obj.is_tradable else f"{symbol} (not open for trading)"
+
+
 class TradeForm(forms.Form):
-    instrument = forms.ModelChoiceField(queryset=Instrument.objects.none(), empty_label=None)
+    instrument = InstrumentChoiceField(queryset=Instrument.objects.none(), empty_label=None)
     side = forms.ChoiceField(choices=Side.choices, widget=forms.RadioSelect, initial=Side.LONG)
     type = forms.ChoiceField(
         label="Order type", choices=Order.Type.choices, initial=Order.Type.MARKET

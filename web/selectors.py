@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import F, Max, Min, Prefetch, QuerySet, Subquery, Sum
+from django.db.models import F, Max, Min, Prefetch, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import LedgerEntry, LedgerTransaction, TradingAccount, User
 from accounts.money import ZERO, exact_price_text, money_text, plain, price_text
-from liquidation.models import LiquidationEvent, MarginCall, PriceTick
+from liquidation.models import AdlFill, LiquidationEvent, MarginCall, PriceTick
 from positions import margin
 from positions.models import (
     Fill,
@@ -56,8 +56,13 @@ def order_for_user(user: User, order_id: int) -> Order:
     return order
 
 
-def tradable_instruments(account: TradingAccount) -> QuerySet[Instrument]:
-    return Instrument.objects.filter(classroom_id=account.classroom_id, is_tradable=True)
+def ticket_instruments(account: TradingAccount, *, sent: int | None = None) -> QuerySet[Instrument]:
+    """The instruments a trade ticket offers: the tradable ones of the account's classroom,
+    and the one a ticket sent names if it is of that classroom but trading on it stopped
+    after the ticket was opened. The service refuses that one, saying why, and the ticket
+    comes back with it still chosen rather than another one."""
+    offered = Q(is_tradable=True) if sent is None else Q(is_tradable=True) | Q(pk=sent)
+    return Instrument.objects.filter(offered, classroom_id=account.classroom_id)
 
 
 def classroom_instruments(classroom_id: int) -> QuerySet[Instrument]:
@@ -265,6 +270,19 @@ def _close_detail(position: Position, memo: str, fill: Fill | None, currency: st
     )
 
 
+def _adl_detail(position: Position, memo: str, fill: AdlFill | None, currency: str) -> str:
+    """What one auto-deleveraging close did: the part of a profitable position closed at
+    another position's bankruptcy price, and what it realised."""
+    if fill is None:
+        return memo
+    tick = position.instrument.tick_size
+    return (
+        f"{plain(fill.quantity)} of position #{position.pk} at {price_text(fill.price, tick)}, "
+        f"the bankruptcy price of liquidation #{fill.liquidation_id}: realised PnL "
+        f"{money_text(fill.realized_pnl, currency)}"
+    )
+
+
 def position_timeline(
     position: Position,
     movements: list[LedgerEntry],
@@ -278,6 +296,8 @@ def position_timeline(
     # Each close wrote one fill and one ledger transaction, in the same order: the fill gives
     # its numbers, written as the rest of the page writes them (59,662.9, not 59662.9).
     close_fills = iter(_close_fills(position))
+    # The same for each auto-deleveraging close.
+    adl_fills = iter(AdlFill.objects.filter(position_id=position.pk).order_by("created_at", "pk"))
     for entry in movements:
         tx = entry.transaction
         if tx.kind == tx.Kind.LIQUIDATION:
@@ -298,6 +318,10 @@ def position_timeline(
             # what the student gets back, not as the collateral pocket's debit.
             what = _close_detail(position, tx.memo, next(close_fills, None), currency)
             title, detail, amount = "Close", f"{what}; collateral released", -entry.amount
+        elif tx.kind == tx.Kind.ADL:
+            # A close too, made by the engine: the collateral and the profit came back.
+            what = _adl_detail(position, tx.memo, next(adl_fills, None), currency)
+            detail, amount = f"{what}; collateral released", -entry.amount
         events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
     for call in margin_calls:
         events.append(

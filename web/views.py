@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from bisect import bisect_right
 from decimal import ROUND_FLOOR, Decimal
+from itertools import accumulate
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,8 +24,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts.errors import ClientOrderIdReused, ClientRequestIdReused, DomainError
-from accounts.models import Classroom, TradingAccount
+from accounts.errors import (
+    ClientOrderIdReused,
+    ClientRequestIdReused,
+    DomainError,
+    OrderNotCancellable,
+)
+from accounts.models import Classroom, LedgerTransaction, TradingAccount
 from accounts.money import ZERO, currency_places, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
@@ -234,14 +241,23 @@ def _max_leverage(account: TradingAccount, instruments: list[Instrument]) -> int
     return min(account.classroom.max_leverage, max(caps))
 
 
+def _instrument_id(text: str) -> int | None:
+    """An instrument's id as a ticket or a link sends it; anything else (other scripts'
+    digits, thousands of them) is None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _trade_form(request: HttpRequest, account: TradingAccount) -> TradeForm:
-    instruments = selectors.tradable_instruments(account).prefetch_related("tiers")
     data = request.POST if request.method == "POST" else None
+    # The instrument a link (the dashboard's ticker) asks for, and the one a ticket sent.
+    wanted = _instrument_id(request.GET.get("instrument", ""))
+    sent = wanted if data is None else _instrument_id(data.get("instrument", ""))
+    # Offered even if it is not open for trading (named so): the ticket stays on the
+    # instrument the student chose rather than showing another one in its place.
+    instruments = selectors.ticket_instruments(account, sent=sent).prefetch_related("tiers")
     initial: dict[str, Any] = {"leverage": min(10, _max_leverage(account, list(instruments)))}
-    wanted = request.GET.get("instrument", "")
-    # An instrument's id; anything else (other scripts' digits, thousands of them) is ignored.
-    if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18:
-        initial["instrument"] = int(wanted)
+    if wanted is not None:
+        initial["instrument"] = wanted
     return TradeForm(
         data,
         instruments=instruments,
@@ -267,6 +283,15 @@ def _quantity(form: TradeForm) -> Decimal | None:
     return lots * instrument.lot_size
 
 
+def _add_ticket_error(form: TradeForm, error: DomainError) -> None:
+    """A service's refusal of the ticket, next to the field the student can change: the size
+    of a ticket sized by its notional is refused next to the notional they typed, not next
+    to the quantity they left empty."""
+    if error.field == "quantity" and not form.cleaned_data.get("quantity"):
+        error = DomainError(error.message, field="notional")
+    add_domain_error(form, error)
+
+
 def _check_price_grid(data: dict[str, Any]) -> None:
     """Every price typed in must sit on the tick grid."""
     for name in ("price", "stop_price", "take_profit", "stop_loss"):
@@ -288,6 +313,18 @@ def _same_ticket(order: Order, data: dict[str, Any], quantity: Decimal) -> bool:
         and (order.take_profit, order.stop_loss) == (data.get("take_profit"), data.get("stop_loss"))
         and order.extra_collateral == (data.get("extra_collateral") or ZERO)
     )
+
+
+def _outcome_since(order: Order) -> str | None:
+    """What became of a ticket's first order since, if saying "Opened position" or "is
+    resting" again would no longer be true: its position closed, or it left the book."""
+    position = order.position
+    if order.status == Order.Status.FILLED and position is not None and not position.is_open:
+        ended = "liquidated" if position.status == Position.Status.LIQUIDATED else "closed"
+        return f"its order opened position #{position.pk}, which has been {ended} since"
+    if order.status not in (Order.Status.FILLED, Order.Status.RESTING):
+        return f"its order #{order.pk} {services.order_state(order)}"
+    return None
 
 
 @login_required
@@ -319,16 +356,26 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
                     client_order_id=data.get("client_order_id") or "",
                 )
             except DomainError as exc:
-                add_domain_error(form, exc)
+                _add_ticket_error(form, exc)
             else:
                 opened = order.position_id and order.status == Order.Status.FILLED
-                if getattr(order, "repeated", False) and not _same_ticket(order, data, quantity):
+                repeated = getattr(order, "repeated", False)
+                outcome = _outcome_since(order) if repeated else None
+                if repeated and not _same_ticket(order, data, quantity):
                     # The ticket was changed while its first submit was on its way: that one
                     # stands, and this one would need a ticket of its own.
                     messages.error(
                         request,
                         "This ticket was already sent with other values, and that first order "
                         "was carried out; nothing more was done. Check it before trying again.",
+                    )
+                elif outcome is not None:
+                    # Sent again from a page kept by the browser, after the first order's
+                    # position closed or the order left the book: not a new trade.
+                    messages.info(
+                        request,
+                        f"This ticket was already sent, and {outcome}; nothing more was done. "
+                        "Send a new ticket to trade again.",
                     )
                 elif opened:
                     messages.success(request, f"Opened position #{order.position_id}.")
@@ -394,7 +441,7 @@ def trade_preview(request: HttpRequest, account_id: int) -> HttpResponse:
                     stop_loss=data.get("stop_loss"),
                 )
             except DomainError as exc:
-                add_domain_error(form, exc)
+                _add_ticket_error(form, exc)
     elif not any(request.POST.get(name, "").strip() for name in ("quantity", "notional")):
         # The preview also runs as the ticket loads: a size not typed yet is not a mistake.
         form.errors.pop("quantity", None)
@@ -749,6 +796,25 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         """An amount rounded as the page rounds it, so the chart's labels agree with it."""
         return str(shown_rounded(value, digits))
 
+    # The collateral the position held from each of its movements on: a past loss is measured
+    # against what it held then, not against what is left after margin was taken out since.
+    # The liquidation's own movement is left out: from then on the collateral is lost.
+    held_since = [
+        (entry.transaction.created_at, running)
+        for entry, running in zip(
+            movements, accumulate(entry.amount for entry in movements), strict=True
+        )
+        if entry.transaction.kind != LedgerTransaction.Kind.LIQUIDATION
+    ]
+    held_times = [at for at, _ in held_since]
+
+    def held_at(at: Any) -> Decimal:
+        if not held_since:
+            return collateral
+        # Before the first movement (the opening, stamped a moment after the position),
+        # what the position opened with.
+        return held_since[max(bisect_right(held_times, at) - 1, 0)][1]
+
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
     unfenced: dict[int, str] = {}
@@ -762,11 +828,12 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         raw = sign * quantity * (price - position.entry_price)
         mark[second] = str(price)
         liquidated = liquidation is not None and at >= liquidation.created_at
+        held = held_at(at)
         # The ring-fence: the trader's loss stops at the collateral (a gap past the
         # bankruptcy price is the insurance fund's), while the same path without it goes on.
         # Once liquidated, the collateral is lost whatever the mark does next.
-        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -collateral)))
-        if raw < -collateral or liquidated:
+        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -held)))
+        if raw < -held or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
             unfenced[second] = cash(realised + raw)
@@ -827,6 +894,20 @@ def order_cancel(request: HttpRequest, order_id: int) -> HttpResponse:
     order = selectors.order_for_user(request.user, order_id)  # type: ignore[arg-type]
     try:
         services.order_cancel(order_id=order.pk)
+    except OrderNotCancellable:
+        # A second click, or a page left open while the order filled: say which order, and
+        # what became of it.
+        order.refresh_from_db(fields=["status"])
+        replaced = Order.objects.filter(replaces_id=order.pk).exists()
+        if order.status == Order.Status.CANCELLED and not replaced:
+            # What was asked for, by this click or an earlier one.
+            messages.info(request, f"Order #{order.pk} is cancelled.")
+        else:
+            messages.error(
+                request,
+                f"Order #{order.pk} {services.order_state(order)}; only resting orders can be "
+                "cancelled.",
+            )
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
@@ -842,6 +923,16 @@ def _next_or_dashboard(request: HttpRequest, order: Order, target: str) -> str:
     ):
         return target
     return reverse("dashboard", kwargs={"account_id": order.account_id})
+
+
+def _no_longer_resting(request: HttpRequest, order: Order, target: str) -> HttpResponse:
+    """Back where the student came from, saying what became of an order they meant to change."""
+    order.refresh_from_db(fields=["status"])  # it may have ended during this request
+    messages.error(
+        request,
+        f"Order #{order.pk} {services.order_state(order)}; only resting orders can be changed.",
+    )
+    return redirect(target)
 
 
 @login_required
@@ -861,8 +952,10 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
             for name in ("quantity", "price", "stop_price")
             if name in data and data[name] != getattr(order, name)
         }
-        if not changes:
+        if not changes and order.status == Order.Status.RESTING:
             form.add_error(None, "This is the order as it stands: change its quantity or price.")
+        elif not changes:
+            return _no_longer_resting(request, order, target)
         else:
             try:
                 new = services.order_replace(
@@ -880,6 +973,9 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                     "carried out; nothing more was done. Check the order before trying again.",
                 )
                 return redirect(target)
+            except OrderNotCancellable:
+                # Filled or cancelled while the page stood open.
+                return _no_longer_resting(request, order, target)
             except DomainError as exc:
                 add_domain_error(form, exc)
             else:
@@ -895,11 +991,7 @@ def order_change(request: HttpRequest, order_id: int) -> HttpResponse:
                 )
                 return redirect(target)
     elif order.status != Order.Status.RESTING and request.method == "GET":
-        messages.error(
-            request,
-            f"Order #{order.pk} {services.order_state(order)}; only resting orders can be changed.",
-        )
-        return redirect(target)
+        return _no_longer_resting(request, order, target)
     return render(
         request,
         "web/order_change.html",

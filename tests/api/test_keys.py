@@ -74,6 +74,18 @@ def test_keys_page_refuses_bad_input_and_other_peoples_keys(client, account, oth
     assert client.get("/api-keys/").status_code == 302
 
 
+def test_an_expiry_day_already_over_is_refused_next_to_the_day(client, account):
+    client.force_login(account.user)
+    past = client.post("/api-keys/", {"name": "bot", "scope": "read", "expires_on": "2000-01-01"})
+    assert past.status_code == 400
+    content = past.content.decode()
+    error = content.split('id="id_expires_on_error"', 1)[1].split("</span>", 1)[0]
+    assert "The expiry must be in the future." in error
+    assert 'class="form-errors"' not in content  # not above the form, away from the day
+    assert 'name="name" value="bot"' in content  # what was typed stays
+    assert not ApiKey.objects.exists()
+
+
 def test_expiry_date_ends_the_key(client, account):
     from datetime import timedelta
 

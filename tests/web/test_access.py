@@ -130,3 +130,21 @@ def test_a_deactivated_student_is_signed_out_of_every_page_and_trades_nothing(
         assert response["Location"].startswith(reverse("login")), name
     assert LedgerTransaction.objects.count() == written
     assert not Order.objects.filter(account=account).exists()
+
+
+@pytest.mark.parametrize("tradable", [True, False])
+@pytest.mark.parametrize("name", ["trade", "trade-preview"])
+def test_a_ticket_naming_another_classrooms_instrument_is_refused(
+    alice_client, account, btc, name, tradable
+):
+    from tests.factories import make_classroom, make_instrument
+
+    theirs = make_instrument(make_classroom(name="Elsewhere"), is_tradable=tradable)
+    data = {"instrument": theirs.pk, "side": "long", "type": "market", "quantity": "0.01",
+            "leverage": "5"}  # fmt: skip
+    response = alice_client.post(reverse(name, args=[account.pk]), data)
+    content = response.content.decode()
+    assert "Select a valid choice." in content.split('id="id_instrument_error"', 1)[1]
+    assert f'<option value="{theirs.pk}"' not in content  # not offered, not even by name
+    assert not Order.objects.exists()
+    assert not LedgerTransaction.objects.exclude(kind="deposit").exists()

@@ -342,3 +342,49 @@ def test_a_tampered_margin_form_id_is_refused_above_the_form(alice_client, posit
     errors = response.content.decode().split('class="form-errors"', 1)[1].split("</div>")[0]
     assert "client_request_id is at most 64 characters." in errors
     assert money_snapshot() == before
+
+
+def test_a_ticket_sent_again_after_its_position_closed_does_not_say_it_opened_one(
+    alice_client, account, btc
+):
+    """Back on a ticket already sent (the browser keeps the page and its one-time id), the
+    same order again: the first one's position has closed since, so the page says nothing
+    new was opened rather than "Opened position" about a closed one."""
+    from positions.services import position_close
+
+    sent = market_long(btc, ticket(alice_client, account))
+    url = reverse("trade", args=[account.pk])
+    alice_client.post(url, sent, follow=True)
+    position = Position.objects.get(account=account)
+    position_close(position_id=position.pk)
+    before = money_snapshot()
+    again = alice_client.post(url, sent, follow=True)
+    assert money_snapshot() == before
+    assert Order.objects.filter(account=account, reduce_only=False).count() == 1
+    assert shown_messages(again) == [
+        f"This ticket was already sent, and its order opened position #{position.pk}, which "
+        "has been closed since; nothing more was done. Send a new ticket to trade again."
+    ]
+
+
+def test_a_ticket_sent_again_after_its_order_was_cancelled_does_not_say_it_rests(
+    alice_client, account, btc
+):
+    from positions.services import order_cancel
+
+    sent = {
+        "instrument": btc.pk, "side": "long", "type": "limit", "price": "59000",
+        "quantity": "0.1", "leverage": "10", "client_order_id": ticket(alice_client, account),
+    }  # fmt: skip
+    url = reverse("trade", args=[account.pk])
+    alice_client.post(url, sent, follow=True)
+    order = Order.objects.get(account=account)
+    order_cancel(order_id=order.pk)
+    before = money_snapshot()
+    again = alice_client.post(url, sent, follow=True)
+    assert money_snapshot() == before
+    assert Order.objects.filter(account=account).count() == 1
+    assert shown_messages(again) == [
+        f"This ticket was already sent, and its order #{order.pk} is cancelled; nothing more "
+        "was done. Send a new ticket to trade again."
+    ]

@@ -618,3 +618,79 @@ def test_a_password_change_keeps_every_password_out_of_error_reports(client, cla
     reported = reported_post(response.wsgi_request)
     assert set(reported) == {"old_password", "new_password1", "new_password2"}
     assert set(reported.values()) == {SafeExceptionReporterFilter.cleansed_substitute}
+
+
+@pytest.mark.parametrize(
+    ("notional", "min_notional", "message"),
+    [
+        # 1,000,000 of BTC at 20x needs 50,000 of margin, past the 10,000 free.
+        ("1000000", "5", "This needs 50,"),
+        # 0.001 BTC at 60,000 is one lot, worth 60, short of this instrument's minimum 100.
+        ("70", "100", "the minimum is 100.00"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_a_ticket_sized_by_notional_is_refused_next_to_the_notional(
+    alice_client, account, btc, endpoint, notional, min_notional, message
+):
+    """The student typed a notional and left the quantity empty: a refusal of the size the
+    notional came to is shown next to what they typed, not next to the empty quantity."""
+    btc.min_notional = Decimal(min_notional)
+    btc.save()
+    response = alice_client.post(
+        reverse(endpoint, args=[account.pk]),
+        _trade(instrument=btc.pk, quantity="", notional=notional),
+    )
+    content = response.content.decode()
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    notional_error = content.split('id="id_notional_error"', 1)[1].split("</span>", 1)[0]
+    assert message in notional_error
+    quantity_error = content.split('id="id_quantity_error"', 1)[1].split("</span>", 1)[0]
+    assert quantity_error.endswith(">")  # nothing next to the quantity left empty
+    if endpoint == "trade":  # the ticket comes back with what was typed
+        assert f'name="notional" value="{notional}"' in content
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+@pytest.mark.parametrize("endpoint", ["trade", "trade-preview"])
+def test_a_ticket_for_an_instrument_halted_since_it_was_opened_says_so_and_keeps_it(
+    alice_client, account, btc, endpoint
+):
+    """The instructor stopped trading BTCUSDT while the ticket was open: the student is told
+    why, and the ticket comes back with BTCUSDT still chosen, not another instrument that a
+    second click on Place order would trade instead."""
+    from tests.factories import make_instrument
+
+    make_instrument(account.classroom, symbol="AAAUSDT", mark="100")  # listed first
+    btc.is_tradable = False
+    btc.save()
+    response = alice_client.post(reverse(endpoint, args=[account.pk]), _trade(instrument=btc.pk))
+    content = response.content.decode()
+    assert response.status_code == (400 if endpoint == "trade" else 200)
+    error = content.split('id="id_instrument_error"', 1)[1].split("</span>", 1)[0]
+    assert "BTCUSDT is not open for trading." in error
+    if endpoint == "trade":
+        assert re.search(rf'<option value="{btc.pk}" selected>BTCUSDT', content)
+    assert not Order.objects.exists()
+    assert TradingAccount.objects.get(pk=account.pk).balance == Decimal(10000)
+
+
+def test_the_ticket_opened_from_a_halted_instrument_on_the_ticker_keeps_it_chosen(
+    alice_client, account, btc
+):
+    """The dashboard's ticker lists every instrument of the class and links each to the
+    ticket: one not open for trading opens the ticket on itself, named so, and not on another
+    instrument the student did not click."""
+    from tests.factories import make_instrument
+
+    make_instrument(account.classroom, symbol="AAAUSDT", mark="100")  # listed first
+    btc.is_tradable = False
+    btc.save()
+    dashboard = alice_client.get(reverse("dashboard", args=[account.pk])).content.decode()
+    link = f"{reverse('trade', args=[account.pk])}?instrument={btc.pk}"
+    assert f'href="{link}"' in dashboard
+    page = alice_client.get(link).content.decode()
+    assert re.search(
+        rf'<option value="{btc.pk}" selected>BTCUSDT \(not open for trading\)</option>', page
+    )

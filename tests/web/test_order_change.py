@@ -153,3 +153,51 @@ def test_an_order_already_replaced_names_the_order_that_replaced_it(alice_client
     response = alice_client.get(change_url(resting))
     page = alice_client.get(response["Location"]).content.decode()
     assert f"Order #{resting.pk} was replaced by order #{new.pk}; only resting" in page
+
+
+def test_a_price_refused_by_the_orders_stop_loss_names_a_stop_loss_the_page_shows(
+    alice_client, account, btc
+):
+    """The new order keeps the old one's take-profit and stop-loss: the page shows them, so a
+    refusal that names the stop-loss speaks of something the student can see."""
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.1", leverage=10, price="59000", take_profit="65000", stop_loss="58000",
+    )  # fmt: skip
+    page = alice_client.get(change_url(order)).content.decode()
+    assert "at 59,000.0, 10x, take-profit 65,000.0, stop-loss 58,000.0; it holds" in page
+    before = money_snapshot()
+    response = alice_client.post(change_url(order), {"quantity": "0.1", "price": "57000"})
+    assert response.status_code == 400
+    content = response.content.decode()
+    assert "A stop-loss must be below 57,000.0." in content
+    assert "stop-loss 58,000.0; it holds" in content
+    assert 'name="price" value="57000"' in content  # what was typed stays
+    assert money_snapshot() == before
+    assert Order.objects.get(pk=order.pk).status == Order.Status.RESTING
+    assert_ledger_invariants()
+
+
+@pytest.mark.parametrize("price", ["59000", "58000"])  # as it was, and a new price
+def test_a_change_sent_from_a_page_left_open_after_the_order_ended_says_it_ended(
+    alice_client, account, resting, price
+):
+    """The order was cancelled (or filled) while its change page stood open: whatever the
+    form holds, the answer is that the order no longer rests, not that nothing was changed."""
+    dashboard = reverse("dashboard", args=[account.pk])
+    form = alice_client.get(change_url(resting, dashboard)).context["form"]
+    alice_client.post(reverse("order-cancel", args=[resting.pk]), follow=True)
+    before = money_snapshot()
+    data = {
+        "quantity": "0.1",
+        "price": price,
+        "client_order_id": form["client_order_id"].value(),
+        "next": dashboard,
+    }
+    response = alice_client.post(change_url(resting), data, follow=True)
+    assert response.redirect_chain == [(dashboard, 302)]
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Order #{resting.pk} is cancelled; only resting orders can be changed."
+    ]
+    assert money_snapshot() == before
+    assert Order.objects.count() == 1

@@ -343,6 +343,38 @@ def test_a_cancel_sent_back_to_no_page_of_the_site_lands_on_the_dashboard(
     assert order.status == Order.Status.CANCELLED
 
 
+def test_a_cancel_sent_twice_says_the_order_is_cancelled_not_that_it_failed(
+    alice_client, account, btc
+):
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.001", leverage=5, price="50000",
+    )  # fmt: skip
+    url = reverse("order-cancel", args=[order.pk])
+    first = alice_client.post(url, follow=True)
+    second = alice_client.post(url, follow=True)
+    assert [str(m) for m in first.context["messages"]] == [f"Order #{order.pk} cancelled."]
+    assert [(m.level_tag, str(m)) for m in second.context["messages"]] == [
+        ("info", f"Order #{order.pk} is cancelled.")
+    ]
+    assert_ledger_invariants()
+
+
+def test_a_cancel_of_an_order_filled_meanwhile_names_the_order(alice_client, account, btc):
+    """The dashboard was left open while the order filled: the refusal says which order."""
+    order = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", type="limit",
+        quantity="0.001", leverage=5, price="59000",
+    )  # fmt: skip
+    set_price(btc, "58900")  # the limit fills
+    order.refresh_from_db()
+    assert order.status == Order.Status.FILLED
+    response = alice_client.post(reverse("order-cancel", args=[order.pk]), follow=True)
+    assert [(m.level_tag, str(m)) for m in response.context["messages"]] == [
+        ("error", f"Order #{order.pk} is filled; only resting orders can be cancelled.")
+    ]
+
+
 def test_the_dashboard_shows_what_resting_orders_hold_until_cancelled(alice_client, account, btc):
     ticket = {"instrument": btc.pk, "side": "long", "type": "limit", "quantity": "0.1"}
     alice_client.post(
@@ -548,6 +580,45 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
     assert position.realized_pnl == Decimal(-100)
     pnl, _ = chart()
     assert pnl[max(pnl)] == position.realized_pnl
+
+
+def test_the_pnl_chart_measures_a_past_loss_against_the_collateral_held_then(
+    alice_client, position, btc
+):
+    """Long 0.5 at 60,000 with 1,500 of collateral; 3,000 added, the mark dips to 56,000
+    (-2,000, well inside the 4,500 then held), comes back to 62,000, and 2,900 is taken out.
+    The dip is drawn as the -2,000 it was: the ring-fence never cut it, though the 1,600 left
+    now is less than that loss."""
+    from positions.services import position_add_margin, position_remove_margin
+
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def stamp_last_movement(seconds: int) -> None:
+        newest = LedgerTransaction.objects.filter(position_id=position.pk).order_by("-pk")[:1]
+        LedgerTransaction.objects.filter(pk__in=list(newest.values_list("pk", flat=True))).update(
+            created_at=start + timedelta(seconds=seconds)
+        )
+
+    def mark_at(seconds: int, price: str) -> None:
+        at = start + timedelta(seconds=seconds)
+        PriceTick.objects.create(instrument=btc, price=Decimal(price), created_at=at)
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    stamp_last_movement(0)  # the opening
+    position_add_margin(position_id=position.pk, amount="3000")
+    stamp_last_movement(5)
+    mark_at(10, "56000")
+    mark_at(20, "62000")
+    position_remove_margin(position_id=position.pk, amount="2900")
+    stamp_last_movement(25)
+    position.refresh_from_db()
+    assert position.collateral.amount == Decimal(1600)
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    pnl = {p["time"]: Decimal(p["value"]) for p in data["pnl"]}
+    assert pnl[int((start + timedelta(seconds=10)).timestamp())] == Decimal(-2000)
+    assert data["pnl_unfenced"] == []  # no point where the two paths part
+    assert Decimal(data["floor"]) == Decimal(-1600)  # what it can lose from now on
 
 
 @pytest.mark.parametrize(
@@ -940,6 +1011,28 @@ def test_the_liquidation_on_the_timeline_names_the_collateral_as_what_it_lost(
     )
     account.refresh_from_db()
     assert f'<span class="value" data-testid="free-balance">{account.balance:,.2f}' in page
+
+
+def test_auto_deleveraging_on_the_timeline_reads_as_a_close_that_paid_the_student(client):
+    """A profitable position closed in part by auto-deleveraging: its collateral and its
+    profit went to the free balance, so the timeline says so as for a close by hand, not as
+    a loss of the collateral."""
+    classroom = make_classroom(name="No fund", max_leverage=100)
+    btc = make_instrument(classroom)
+    alice, carol = make_student(classroom), make_student(classroom)
+    open_position(alice, btc, "long", "0.05", 50)  # bankrupt at 58,800
+    carol_short = open_position(carol, btc, "short", "0.1", 20)  # collateral 300
+    set_price(btc, "58000")  # a gap past 58,800 that the empty insurance fund cannot pay
+    carol_short.refresh_from_db()
+    assert carol_short.quantity == Decimal("0.05")  # half of it closed at 58,800
+    client.force_login(carol.user)
+    page = client.get(reverse("position", args=[carol_short.pk])).content.decode()
+    adl = page.split("<strong>Auto-deleveraging</strong>", 1)[1].split("</li>", 1)[0]
+    # 0.05 x (60,000 - 58,800) = +60.00 realised; half the collateral, 150.00, released.
+    assert f"0.05 of position #{carol_short.pk} at 58,800.0" in adl
+    assert "realised PnL 60.00" in adl
+    assert adl.endswith('collateral released <span class="flat">+150.00</span>')
+    assert_ledger_invariants()
 
 
 def test_the_take_profit_and_stop_loss_inputs_show_prices_on_the_tick(alice_client, position):
