@@ -15,15 +15,18 @@ The rules, applied by the services (never by views, serializers or templates):
   ``mark - spread/2`` rounded **down**. A stored liquidation price rounds towards the
   mark (a long's **up**, a short's **down**) so the engine's range search can never miss
   a breached position; the exact margin test is re-checked before any liquidation. A
-  stored bankruptcy price rounds half-even. Margin maths in between works on exact
-  values (40 significant digits, ``positions.margin``); only results are rounded here.
+  stored bankruptcy price rounds half-even. An average of fill prices (a position's average
+  exit price) is exact, or rounded half-even to 10 places once (``average_price``). Margin
+  maths in between works on exact values (40 significant digits, ``positions.margin``);
+  only results are rounded here.
 - **Quantities** are kept to 8 places and must be whole multiples of the lot size; they
   are validated, never rounded.
 - **Rates** (fees, maintenance rates, spreads as a share) are kept to 8 places.
 
 What people read (messages, ledger memos, timelines) is rounded for reading only, never
 stored as an amount: money to the currency's places (cents for paper dollars), prices to the
-instrument's tick (``money_text``, ``price_text``; ``memo_money`` for memo texts).
+instrument's tick (``money_text``, ``price_text``; ``memo_money`` for memo texts); an average
+price off the tick with every further place it has (``exact_price_text``).
 
 Rounding never raises for a finite value, however large: quantising happens in a context
 wide enough for any column, and too-large values are refused by the input cleaners (and the
@@ -37,6 +40,7 @@ from decimal import (
     MAX_EMAX,
     MAX_PREC,
     MIN_EMIN,
+    ROUND_05UP,
     ROUND_CEILING,
     ROUND_FLOOR,
     ROUND_HALF_EVEN,
@@ -116,6 +120,19 @@ def price_up(value: Decimal) -> Decimal:
 
 def price_down(value: Decimal) -> Decimal:
     return value.quantize(PRICE_STEP, rounding=ROUND_FLOOR, context=_WIDE)
+
+
+# A quotient worked out to far more digits than any price has, rounded so that rounding it
+# again to PRICE_PLACES gives what rounding the exact quotient once would: ROUND_05UP keeps a
+# last digit of 0 or 5 only where the quotient is exactly that, never for a truncated tail.
+_QUOTIENT = Context(prec=80, rounding=ROUND_05UP)
+
+
+def average_price(total: Decimal, quantity: Decimal) -> Decimal:
+    """A quantity-weighted average price: ``total`` (the sum of quantity x price over some
+    fills) over their ``quantity``. Exact when it has at most the 10 places prices are kept
+    to, else rounded half-even there, once (58,666.666... is 58666.6666666667)."""
+    return price(_QUOTIENT.divide(total, quantity))
 
 
 def to_tick(value: Decimal, tick: Decimal, *, up: bool) -> Decimal:

@@ -594,7 +594,18 @@ class PositionSerializer(Shape):
     exit_price = price_out(
         allow_null=True,
         help_text="The price of the fill that closed the last of it (the mark for a "
-        "liquidation); each part closed before is a fill of its own (/fills/?position=).",
+        "liquidation); each part closed before is a fill of its own (/fills/?position=). Kept "
+        "for compatibility: for a position closed in parts, average_exit_price is the exit its "
+        "PnL comes from. null while it is open.",
+    )
+    average_exit_price = price_out(
+        allow_null=True,
+        help_text="The average price of the fills that closed it so far (closes, a liquidation, "
+        "auto-deleveraging), weighted by their quantity, as exchanges show a close price: "
+        "(opened_quantity - quantity) x (average_exit_price - entry_price) is its price PnL (for "
+        "a long; the other way round for a short). Exact, or rounded half-even to 10 decimal "
+        "places when the average has more, so it may lie off the tick grid. null until a part "
+        "has closed; an open position partly closed has the average of the parts closed.",
     )
     status = serializers.ChoiceField(choices=["open", "closed", "liquidated"], read_only=True)
     opened_at = serializers.DateTimeField(read_only=True)

@@ -11,7 +11,14 @@ from django.db.models.functions import Coalesce, Upper
 from django.utils import timezone
 
 from accounts.models import Classroom, LedgerEntry, TradingAccount
-from accounts.money import MONEY_DIGITS, PRICE_DIGITS, QUANTITY_DIGITS, RATE_DIGITS, plain
+from accounts.money import (
+    MONEY_DIGITS,
+    PRICE_DIGITS,
+    QUANTITY_DIGITS,
+    RATE_DIGITS,
+    average_price,
+    plain,
+)
 from positions import margin
 
 # A symbol is written into URLs (bots read /api/v1/instruments/BTCUSDT/prices/, so a slash
@@ -230,6 +237,23 @@ class Position(models.Model):
     def is_open(self) -> bool:
         return self.status == self.Status.OPEN
 
+    @property
+    def average_exit_price(self) -> Decimal | None:
+        """The quantity-weighted average price of the fills that closed it so far (closes, a
+        liquidation, auto-deleveraging), as exchanges show a position's close price: with the
+        size closed and the entry, it gives the price PnL that ``exit_price``, the last fill's
+        price, cannot once it closed in parts. None until a part has closed.
+
+        Read from ``exit_fills``, which ``positions.selectors.with_exit_fills`` fetches for a
+        whole list of positions in one query; a position read without them has none to read
+        (an AttributeError, rather than a query for each position of a list)."""
+        fills: list[Fill] = self.exit_fills  # type: ignore[attr-defined]
+        quantity = sum((fill.quantity for fill in fills), Decimal(0))
+        if not quantity:
+            return None
+        total = sum((fill.quantity * fill.price for fill in fills), Decimal(0))
+        return average_price(total, quantity)
+
 
 class Collateral(models.Model):
     """The isolated margin a position owns: initial margin plus added minus removed."""
@@ -389,6 +413,10 @@ class Fill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {plain(self.quantity)} @ {plain(self.price)}"
+
+
+# The fills that take quantity out of a position: the ones its average exit price is made of.
+EXIT_FILL_KINDS = (Fill.Kind.CLOSE, Fill.Kind.LIQUIDATION, Fill.Kind.ADL)
 
 
 class TpSlChange(models.Model):

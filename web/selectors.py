@@ -30,6 +30,7 @@ from positions.selectors import (
     free_balance_entries,
     orders_for_user,
     positions_for_user,
+    with_exit_fills,
     with_valuation_data,
 )
 from web import lesson
@@ -139,10 +140,16 @@ def recent_liquidations(account: TradingAccount, limit: int = 5) -> list[Liquida
 
 
 def closed_positions(account: TradingAccount, limit: int = 200) -> list[Position]:
+    """The account's closed and liquidated positions, the latest first, each with its net
+    result and the fills its average exit price is worked out from."""
     return list(
-        with_net_result(
-            with_valuation_data(
-                Position.objects.filter(account_id=account.pk).exclude(status=Position.Status.OPEN)
+        with_exit_fills(
+            with_net_result(
+                with_valuation_data(
+                    Position.objects.filter(account_id=account.pk).exclude(
+                        status=Position.Status.OPEN
+                    )
+                )
             )
         ).order_by("-closed_at", "-id")[:limit]
     )
@@ -361,13 +368,22 @@ def position_timeline(
             )
         )
     elif position.status == Position.Status.CLOSED and position.closed_at:
-        exit_text = "—" if position.exit_price is None else price_text(position.exit_price, tick)
+        # Closed in parts, the last part's price is not the exit the realised PnL comes from;
+        # the average of every part's price is: size x (average - entry).
+        parts = len(position.exit_fills)  # type: ignore[attr-defined]
+        average = position.average_exit_price
+        if average is not None and parts > 1:
+            exit_text = f"Average exit {exact_price_text(average, tick)} over {parts} closes"
+        elif position.exit_price is not None:
+            exit_text = f"Exit at {price_text(position.exit_price, tick)}"
+        else:
+            exit_text = "Exit at —"
         events.append(
             TimelineEvent(
                 position.closed_at,
                 "closed",
                 "Closed",
-                f"Exit at {exit_text}; realised PnL",
+                f"{exit_text}; realised PnL",
                 position.realized_pnl,
                 is_pnl=True,
             )

@@ -555,6 +555,9 @@ def _position_context(request: HttpRequest, position: Position) -> dict[str, Any
             selectors.tpsl_close(position) if position.status == Position.Status.CLOSED else None
         ),
         "lesson": lesson,
+        # The fills that closed it (closes, a liquidation, auto-deleveraging), from which its
+        # average exit price is worked out.
+        "exit_parts": len(position.exit_fills),  # type: ignore[attr-defined]
         "net_result": None if position.is_open else selectors.net_result(position),
         # Of the margin balance left at a liquidation, what the student did not get back.
         "to_insurance": (
@@ -1082,8 +1085,8 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
     writer = csv.writer(response)
     writer.writerow(
         ["position", "instrument", "side", "leverage", "quantity", "entry_price", "exit_price",
-         "status", "realized_pnl", "fees_paid", "net_result", "opened_at", "closed_at",
-         "currency"]
+         "average_exit_price", "status", "realized_pnl", "fees_paid", "net_result", "opened_at",
+         "closed_at", "currency"]
     )  # fmt: skip
     # The net result as the history shows it: after a liquidation, the part of the collateral
     # sent to the insurance fund is in neither the realised PnL nor the fees.
@@ -1091,7 +1094,9 @@ def positions_csv(request: HttpRequest, account_id: int) -> HttpResponse:
         writer.writerow(
             [cell(v) for v in (
                 p.pk, p.instrument.symbol, p.side, p.leverage, p.opened_quantity, p.entry_price,
-                p.exit_price, p.status, p.realized_pnl, p.fees_paid,
+                # exit_price: the last fill's; average_exit_price: every closing fill's,
+                # weighted by quantity, exact to 10 places (the one the PnL comes from).
+                p.exit_price, p.average_exit_price, p.status, p.realized_pnl, p.fees_paid,
                 p.net_result, p.opened_at.isoformat(),  # type: ignore[attr-defined]
                 p.closed_at.isoformat() if p.closed_at else None, account.classroom.currency,
             )]

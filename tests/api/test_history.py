@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from accounts.services import account_adjust
-from positions.models import Fill, Position
+from positions.models import Fill, Instrument, Position
 from positions.services import position_add_margin, position_close, position_open
 from tests.api.conftest import client_for, new_key
 from tests.engine.helpers import set_price
@@ -166,3 +166,85 @@ def test_fills_filter_by_symbol_in_any_letter_case(api, account, btc, classroom)
     too_long = api.get(FILLS, {"symbol": "X" * 100})
     assert too_long.status_code == 400
     assert too_long.json()["error"]["fields"].keys() == {"symbol"}
+
+
+POSITIONS = "/api/v1/positions/"
+
+
+def _close_at(position: Position, price: str, quantity: str | None = None) -> None:
+    Instrument.objects.filter(pk=position.instrument_id).update(mark_price=Decimal(price))
+    position_close(position_id=position.pk, quantity=quantity)
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "closes", "last", "average", "pnl"),
+    [
+        # Entry 60,000: 0.25 closed at 61,000 and 0.25 at 59,000 made nothing.
+        ("long", "0.5", [("61000", "0.25"), ("59000", None)], "59000", "60000", "0"),
+        # A short closed off the tick on average: 0.4 x (60,000 - 59,000.175) = 399.93.
+        ("short", "0.4", [("59000.1", "0.1"), ("59000.2", None)], "59000.2", "59000.175", "399.93"),
+        # (5,900 + 11,700) / 0.3 never ends: half-even at the tenth place.
+        ("short", "0.3", [("59000", "0.1"), ("58500", None)], "58500", "58666.6666666667", "400"),
+    ],
+)
+def test_a_position_closed_in_parts_answers_its_average_exit_next_to_the_last_one(
+    api, account, btc, side, quantity, closes, last, average, pnl
+):
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side=side, quantity=quantity, leverage=20
+    )
+    for price, part in closes:
+        _close_at(position, price, part)
+    answer = api.get(f"{POSITIONS}{position.pk}/").json()
+    assert (answer["exit_price"], answer["average_exit_price"]) == (last, average)
+    assert answer["realized_pnl"] == pnl
+    [listed] = every_page(api, POSITIONS, status="closed")
+    assert listed == answer
+
+
+def test_an_open_position_answers_the_average_exit_of_its_closed_parts(api, account, btc):
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    answer = api.get(f"{POSITIONS}{position.pk}/").json()
+    assert answer["exit_price"] is None and answer["average_exit_price"] is None
+    _close_at(position, "61000", "0.1")
+    _close_at(position, "60500", "0.1")
+    answer = api.get(f"{POSITIONS}{position.pk}/").json()
+    assert answer["exit_price"] is None and answer["average_exit_price"] == "60750"
+    closed = api.post(f"{POSITIONS}{position.pk}/close", {}, format="json").json()
+    # The rest, 0.3, at the mark 60,500: (6,100 + 6,050 + 18,150) / 0.5.
+    assert (closed["exit_price"], closed["average_exit_price"]) == ("60500", "60600")
+
+
+def test_a_liquidation_after_a_partial_close_counts_in_the_average_exit(api, account, btc):
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.1", leverage=20
+    )
+    _close_at(position, "61000", "0.05")
+    set_price(btc, "57100")
+    answer = api.get(f"{POSITIONS}{position.pk}/").json()
+    assert answer["status"] == "liquidated"
+    assert (answer["exit_price"], answer["average_exit_price"]) == ("57100", "59050")
+
+
+def test_position_list_queries_do_not_grow_with_positions_closed_in_parts(db):
+    counts: dict[int, int] = {}
+    for n in (2, 12):
+        classroom = make_classroom(name=f"Parts {n}")
+        btc = make_instrument(classroom)
+        student = make_student(classroom, username=f"parts{n}")
+        for _ in range(n):
+            position = position_open(
+                account_id=student.pk, instrument_id=btc.pk, side="long", quantity="0.02",
+                leverage=10,
+            )  # fmt: skip
+            _close_at(position, "61000", "0.01")
+            _close_at(position, "59000")
+        api = client_for(new_key(student, "read"))
+        api.get("/api/v1/health")  # the key's last_used_at
+        with CaptureQueriesContext(connection) as queries:
+            results = api.get(POSITIONS, {"limit": 200}).json()["results"]
+        assert [p["average_exit_price"] for p in results] == ["60000"] * n
+        counts[n] = len(queries)
+    assert counts[12] == counts[2], counts

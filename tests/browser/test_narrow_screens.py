@@ -154,7 +154,7 @@ CLOSED_COLUMNS = {
     "position": 0,
     "size": 1,
     "entry": 2,
-    "exit": 3,
+    "average-exit": 3,
     "pnl": 4,
     "fees": 5,
     "net-result": 6,

@@ -53,6 +53,25 @@ def test_is_multiple(value, step, expected):
     assert money.is_multiple(value, step) is expected
 
 
+@pytest.mark.parametrize(
+    ("fills", "expected"),
+    [
+        ([("0.25", "61000"), ("0.25", "59000")], D(60000)),
+        ([("0.1", "59000.1"), ("0.3", "59000.2")], D("59000.175")),  # exact, off the tick
+        ([("0.1", "59000"), ("0.2", "58500")], D("58666.6666666667")),  # 58,666.666...
+        ([("0.1", "1.0000000001"), ("0.1", "1")], D("1.0000000000")),  # a tie: to even
+        ([("0.1", "1.0000000003"), ("0.1", "1")], D("1.0000000002")),  # a tie: to even
+        ([("0.003", "42")], D(42)),
+    ],
+)
+def test_an_average_price_is_exact_or_rounded_half_even_at_the_places_prices_are_kept_to(
+    fills, expected
+):
+    total = sum((D(q) * D(p) for q, p in fills), D(0))
+    quantity = sum((D(q) for q, _ in fills), D(0))
+    assert money.average_price(total, quantity) == expected
+
+
 def test_places_counts_written_decimals():
     assert money.places(D("0.010")) == 2
     assert money.places(D("1E+3")) == 0

@@ -479,7 +479,12 @@ def test_position_actions_add_remove_margin_tpsl_and_close(alice_client, account
     assert '<span class="gain">+' in result
     # A closed position no longer refreshes, and shows its exit, not a liquidation price.
     assert 'hx-trigger="every 2s"' not in page.split('id="position-live"', 1)[1].split(">", 1)[0]
-    assert '<span class="label">Exit</span><span class="value">61,000.0</span>' in page
+    # Closed 0.2 at 60,000 and 0.3 at 61,000: the exit its PnL comes from is their average.
+    assert (
+        '<span class="label">Average exit</span>'
+        '<span class="value" data-testid="average-exit">60,600.0</span>'
+        '<small class="muted">over 2 closes, the last at 61,000.0</small>'
+    ) in page
     assert_ledger_invariants()
 
 

@@ -9,7 +9,7 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from accounts.money import currency_places, places, shown, towards_entry
+from accounts.money import currency_places, exact_price_text, places, shown, towards_entry
 from positions.models import Instrument
 
 register = template.Library()
@@ -44,6 +44,17 @@ def price(value: object, instrument: Instrument | Decimal | None = None) -> str:
     if number is None:
         return "—"
     return _fixed(number, price_places(instrument))
+
+
+@register.filter
+def exact_price(value: object, instrument: Instrument | Decimal | None = None) -> str:
+    """A price on the instrument's tick places, with every further place it has (up to the 10
+    prices are kept to): an average exit price off the tick shows as it is, 59,000.175."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    tick = instrument.tick_size if isinstance(instrument, Instrument) else instrument
+    return exact_price_text(number, tick)
 
 
 @register.filter
