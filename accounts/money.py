@@ -26,7 +26,9 @@ The rules, applied by the services (never by views, serializers or templates):
 What people read (messages, ledger memos, timelines) is rounded for reading only, never
 stored as an amount: money to the currency's places (cents for paper dollars), prices to the
 instrument's tick (``money_text``, ``price_text``; ``memo_money`` for memo texts); an average
-price off the tick with every further place it has (``exact_price_text``).
+price off the tick with every further place it has (``exact_price_text``). An amount a student
+chose to move (a margin change) is told with every place it has (``exact_money_text``; in a
+memo ``plain``): a message that rounds 0.001 to "0.00" would say nothing moved.
 
 Rounding never raises for a finite value, however large: quantising happens in a context
 wide enough for any column, and too-large values are refused by the input cleaners (and the
@@ -219,6 +221,14 @@ def money_text(value: Decimal, currency: str | None, *, down: bool = False) -> s
     for a limit the reader may type back ("at most ..."), which must not round above it."""
     digits = currency_places(currency)
     return f"{shown(value, digits, down=down):,.{digits}f}"
+
+
+def exact_money_text(value: Decimal, currency: str | None) -> str:
+    """Money as ``money_text`` writes it, with every further place it has (money is kept to
+    8): an amount a student moved, told as it moved. 0.001 USDT added to a collateral moved
+    0.001, not the "0.00" its cents would say; 1,234.50 stays in cents."""
+    digits = max(currency_places(currency), places(value))
+    return f"{shown(value, digits):,.{digits}f}"
 
 
 def price_text(value: Decimal, tick: Decimal | None) -> str:

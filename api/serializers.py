@@ -336,7 +336,10 @@ class TpslChangeSerializer(RequestSerializer):
 
 
 class MarginChangeSerializer(RequestSerializer):
-    amount = DecimalInput(help_text="Positive adds margin, negative removes it.")
+    amount = DecimalInput(
+        help_text="Positive adds margin, negative removes it; up to 8 decimal places, below the "
+        "currency's cent too (0.001 moves 0.001, and its statement memo says so)."
+    )
     client_request_id = serializers.CharField(
         max_length=64,
         required=False,

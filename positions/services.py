@@ -1238,12 +1238,8 @@ def _margin_change_done(
     )
     if first.position_id == position.pk and moved == collateral_change:
         return True
-    currency = account.classroom.currency
-    done = (
-        f"add {memo_money(moved, currency)} margin to"
-        if moved > 0
-        else f"remove {memo_money(-moved, currency)} margin from"
-    )
+    # The amount as it moved, every place of it, as the memo of that change says.
+    done = f"add {plain(moved)} margin to" if moved > 0 else f"remove {plain(-moved)} margin from"
     raise errors.ClientRequestIdReused(
         f"client_request_id {request_id!r} was first used to {done} position "
         f"#{first.position_id}; send a new client_request_id for another margin change.",
@@ -1286,8 +1282,8 @@ def position_add_margin(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.ADD_MARGIN,
         position_id=position.pk,
-        memo=f"Add {memo_money(value, account.classroom.currency)} margin "
-        f"to position #{position.pk}",
+        # Every place of the amount moved (0.001 is not "0"): the student chose it to the last.
+        memo=f"Add {plain(value)} margin to position #{position.pk}",
         legs=[
             Leg(Pocket.ACCOUNT, -value, account_id=account.pk),
             Leg(Pocket.COLLATERAL, value, account_id=account.pk, position_id=position.pk),
@@ -1414,8 +1410,7 @@ def position_remove_margin(
         classroom_id=account.classroom_id,
         kind=LedgerTransaction.Kind.REMOVE_MARGIN,
         position_id=position.pk,
-        memo=f"Remove {memo_money(value, account.classroom.currency)} margin "
-        f"from position #{position.pk}",
+        memo=f"Remove {plain(value)} margin from position #{position.pk}",
         legs=[
             Leg(Pocket.COLLATERAL, -value, account_id=account.pk, position_id=position.pk),
             Leg(Pocket.ACCOUNT, value, account_id=account.pk),

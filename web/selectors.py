@@ -184,6 +184,8 @@ class TimelineEvent:
     # A gain or a loss (painted green or red); otherwise money only moving between the
     # position's collateral and the free balance, shown plain.
     is_pnl: bool = False
+    # An amount the student chose to move (a margin change): shown with every place it has.
+    exact: bool = False
 
 
 def position_window(position: Position) -> tuple[datetime, datetime]:
@@ -329,7 +331,8 @@ def position_timeline(
             # A close too, made by the engine: the collateral and the profit came back.
             what = _adl_detail(position, tx.memo, next(adl_fills, None), currency)
             detail, amount = f"{what}; collateral released", -entry.amount
-        events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount))
+        exact = tx.kind in (tx.Kind.ADD_MARGIN, tx.Kind.REMOVE_MARGIN)
+        events.append(TimelineEvent(tx.created_at, tx.kind, title, detail, amount, exact=exact))
     for call in margin_calls:
         events.append(
             TimelineEvent(

@@ -31,7 +31,7 @@ from accounts.errors import (
     OrderNotCancellable,
 )
 from accounts.models import Classroom, LedgerTransaction, TradingAccount
-from accounts.money import ZERO, currency_places, plain, towards_entry
+from accounts.money import ZERO, currency_places, exact_money_text, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
 from accounts.spreadsheet import cell
@@ -661,7 +661,8 @@ def position_margin(request: HttpRequest, position_id: int) -> HttpResponse:
             client_request_id=data.get("client_request_id") or "",
         )
         currency = position.account.classroom.currency
-        amount = shown.money(data["amount"], currency)
+        # The amount as it moved, every place of it: 0.001 is not "0.00".
+        amount = exact_money_text(data["amount"], currency)
         lp = changed.liquidation_price
         moved = (
             f"liquidation price now {shown.risk_price(lp, changed)}"

@@ -89,6 +89,20 @@ def test_a_client_request_id_reused_for_another_margin_change_is_a_conflict(api,
     assert_ledger_invariants()
 
 
+def test_a_reused_client_request_id_names_a_first_change_below_a_cent_as_it_moved(
+    api, account, btc
+):
+    position = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = margin_url(position["position"])
+    api.post(url, {"amount": "0.001", "client_request_id": "tiny"}, format="json")
+    response = api.post(url, {"amount": "0.002", "client_request_id": "tiny"}, format="json")
+    assert response.status_code == 409, response.json()
+    assert response.json()["error"]["message"] == (
+        f"client_request_id 'tiny' was first used to add 0.001 margin to position "
+        f"#{position['position']}; send a new client_request_id for another margin change."
+    )
+
+
 def test_a_client_request_id_is_another_accounts_own(api, account, other_account, btc):
     """Ids are the client's own: another student's bot choosing the same one changes its own
     position's margin."""

@@ -329,6 +329,22 @@ def test_absurd_exponents_in_a_margin_amount_are_refused_not_a_server_error(
     }
 
 
+def test_a_margin_change_below_a_cent_moves_it_and_its_statement_memo_says_so(api, account, btc):
+    """0.001 USDT is taken as sent, as on the web page, and its memo names what moved, not
+    "Add 0 margin" (a cent is only how the pages round a balance)."""
+    order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
+    url = f"/api/v1/positions/{order['position']}/margin"
+    added = api.post(url, {"amount": "0.001"}, format="json")
+    assert (added.status_code, added.json()["collateral"]) == (200, "120.001")
+    removed = api.post(url, {"amount": "-0.00000001"}, format="json")
+    assert (removed.status_code, removed.json()["collateral"]) == (200, "120.00099999")
+    statement = api.get("/api/v1/statement/", {"limit": 2}).json()["results"]
+    assert [(e["memo"], e["amount"]) for e in statement] == [
+        (f"Remove 0.00000001 margin from position #{order['position']}", "0.00000001"),
+        (f"Add 0.001 margin to position #{order['position']}", "-0.001"),
+    ]
+
+
 def test_close_part_then_all_and_margin_in_and_out(api, account, btc):
     order = api.post(ORDERS, order_body(account, quantity="0.02"), format="json").json()
     url = f"/api/v1/positions/{order['position']}/"

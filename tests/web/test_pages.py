@@ -984,15 +984,16 @@ def test_history_tells_why_a_resting_order_was_refused_when_it_triggered(
     assert ">cancelled<" in rows[cancelled.pk] and "stop 50,000.0" in rows[cancelled.pk]
 
 
-def test_the_timeline_and_statement_read_amounts_rounded_to_cents_and_ticks(
+def test_the_timeline_and_statement_read_margin_moved_in_full_and_the_rest_in_cents_and_ticks(
     alice_client, account, position, btc
 ):
     url = reverse("position-margin", args=[position.pk])
     alice_client.post(url, {"margin-action": "add", "margin-amount": "500.125"})
     alice_client.post(url, {"margin-action": "remove", "margin-amount": "500.125"})
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
-    assert f"Add 500.12 margin to position #{position.pk}" in history
-    assert f"Remove 500.12 margin from position #{position.pk}" in history
+    # The amount moved, every place of it: not 500.12, which is not what moved.
+    assert f"Add 500.125 margin to position #{position.pk}" in history
+    assert f"Remove 500.125 margin from position #{position.pk}" in history
     set_price(btc, "57260")  # a margin call
     set_price(btc, "57000")  # the liquidation
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
@@ -1118,6 +1119,55 @@ def test_a_margin_change_says_the_amount_and_the_new_liquidation_price(
     assert _message(response) == (
         f"Removed 200.00 from the collateral of position #{position.pk} (now 1,800.00 USDT); "
         "liquidation price now 56,626.6."  # 56,626.506… rounded towards the entry
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown", "written"),
+    [
+        ("0.001", "0.001", "0.001"),
+        ("500.125", "500.125", "500.125"),
+        ("0.00000001", "0.00000001", "0.00000001"),
+        ("1234.5", "1,234.50", "1234.5"),  # in cents where it has no more places
+    ],
+)
+def test_a_margin_change_below_a_cent_says_the_amount_it_moved(
+    alice_client, account, position, amount, shown, written
+):
+    """Money is kept to 8 places: 0.001 USDT moves 0.001, and every message, memo and
+    timeline line about the change says so, instead of "Added 0.00" and "Add 0 margin"."""
+    url = reverse("position-margin", args=[position.pk])
+    response = alice_client.post(
+        url, {"margin-action": "add", "margin-amount": amount}, follow=True
+    )
+    assert _message(response).startswith(
+        f"Added {shown} to the collateral of position #{position.pk} (now "
+    )
+    response = alice_client.post(
+        url, {"margin-action": "remove", "margin-amount": amount}, follow=True
+    )
+    assert _message(response).startswith(
+        f"Removed {shown} from the collateral of position #{position.pk} (now "
+    )
+    memos = list(
+        LedgerTransaction.objects.filter(position_id=position.pk)
+        .exclude(kind="open")
+        .order_by("pk")
+        .values_list("memo", flat=True)
+    )
+    assert memos == [
+        f"Add {written} margin to position #{position.pk}",
+        f"Remove {written} margin from position #{position.pk}",
+    ]
+    history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
+    assert f"Add {written} margin to position #{position.pk}" in history
+    page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
+    timeline = page.split("<h2>Timeline</h2>", 1)[1]
+    assert f'<strong>Margin added</strong> collateral <span class="flat">+{shown}</span>' in (
+        timeline
+    )
+    assert f'<strong>Margin removed</strong> collateral <span class="flat">-{shown}</span>' in (
+        timeline
     )
 
 

@@ -89,6 +89,16 @@ def pnl(value: object, currency: str | None = None) -> str:
 
 
 @register.filter
+def exact_pnl(value: object, currency: str | None = None) -> str:
+    """Like ``pnl``, with every further place the amount has: a margin change of 0.001 USDT
+    is +0.001 on the timeline, not +0.00."""
+    number = _decimal(value)
+    if number is None:
+        return "—"
+    return _fixed(number, max(currency_places(currency), places(number)), signed=True)
+
+
+@register.filter
 def pct(value: object, signed: bool = False) -> str:
     number = _decimal(value)
     if number is None:
