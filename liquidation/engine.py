@@ -159,6 +159,13 @@ def advance_mark(instrument_id: int, slot: datetime, now: datetime) -> tuple[str
         return "ticked", price
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error in one short line for the heartbeat: a database error's DETAIL and HINT, and
+    the rest of a long message, are in the log."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
 def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult) -> None:
     """Liquidate the breached positions in batches, two at a time on PostgreSQL.
 
@@ -188,10 +195,17 @@ def liquidate_breached(instrument: Instrument, mark: Decimal, result: TickResult
             return liquidate_batch(instrument=instrument, mark=mark, rows=batch)
         except SoftTimeLimitExceeded:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception(
                 "A liquidation batch of instrument %s failed; settling its positions one by one",
                 instrument.pk,
+            )
+            # Its positions may all settle alone and leave no error of their own; the tick was
+            # still slowed by a failure that may recur, which instructors should see: one line
+            # per batch (the log has the traceback), whatever its size.
+            result.errors.append(
+                f"liquidation batch of {len(batch)} positions failed and was settled one by one: "
+                f"{_first_line(exc)}"
             )
         # One position the database refuses to settle (or whose settlement raises) must not
         # hold back the others: each goes alone, and only the one that fails again is left

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from accounts.models import ClassroomPocket, LedgerTransaction
 from liquidation import engine, settlement
@@ -94,6 +94,35 @@ def test_an_error_settling_one_position_leaves_it_open_and_the_rest_of_the_tick_
 
     monkeypatch.setattr(settlement, "_settle", settle)
     assert set_price(btc, "55000").liquidated == [poisoned]
+    assert_ledger_invariants()
+
+
+def test_a_failed_batch_whose_positions_all_settle_alone_is_on_the_heartbeat_once(monkeypatch):
+    """Every position of the batch settles on its own, so no position's error is recorded;
+    the batch's failure (what slowed the tick, and what may fail whole the next time) still is,
+    in one line per batch, however many positions it held or lines its error has."""
+    monkeypatch.setattr(engine, "BATCH_SIZE", 2)
+    _, btc, accounts = _market()
+    positions = [open_position(a, btc, "long", "0.01", 50).pk for a in accounts for _ in range(2)]
+    whole = engine.liquidate_batch
+
+    def batches_fail(*, instrument, mark, rows):  # type: ignore[no-untyped-def]
+        if len(rows) > 1:
+            raise DatabaseError("deadlock detected\nDETAIL:  Process 1 waits for ShareLock.")
+        return whole(instrument=instrument, mark=mark, rows=rows)
+
+    monkeypatch.setattr(engine, "liquidate_batch", batches_fail)
+
+    result = set_price(btc, "55000")
+
+    assert sorted(result.liquidated) == sorted(positions)
+    heartbeat = EngineHeartbeat.objects.get(instrument=btc, mark_price=Decimal(55000))
+    assert heartbeat.liquidated == len(positions) and heartbeat.finished_at is not None
+    assert (
+        heartbeat.errors.splitlines()
+        == ["liquidation batch of 2 positions failed and was settled one by one: deadlock detected"]
+        * 3
+    ), heartbeat.errors
     assert_ledger_invariants()
 
 
