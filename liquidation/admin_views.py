@@ -6,6 +6,7 @@ The page polls itself with HTMX; an HTMX request gets only the panel partial.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +26,10 @@ __all__ = ["PermissionDenied", "classroom_monitor", "monitor_snapshot"]
 
 POSITIONS_SHOWN = 50
 EVENTS_SHOWN = 15
+# Ticks whose errors the monitor shows: the newest few of the last ten minutes. A position
+# the engine failed to settle stays open for the next tick, so a failing engine still beats.
+ENGINE_ERRORS_SHOWN = 5
+ENGINE_ERRORS_WINDOW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class MonitorSnapshot:
     adl_fills: list[AdlFill]
     imbalances: list[Imbalance]
     heartbeat_age_seconds: Decimal | None
+    engine_errors: list[EngineHeartbeat]
 
 
 def _distance_key(item: tuple[Position, Valuation]) -> tuple[int, Decimal]:
@@ -141,6 +147,15 @@ def monitor_snapshot(classroom: Classroom) -> MonitorSnapshot:
         heartbeat_age_seconds=None
         if beat is None
         else Decimal(str(round(max((now - beat).total_seconds(), 0.0), 1))),
+        engine_errors=list(
+            EngineHeartbeat.objects.filter(
+                instrument__classroom_id=classroom.pk,
+                started_at__gte=now - ENGINE_ERRORS_WINDOW,
+            )
+            .exclude(errors="")
+            .select_related("instrument")
+            .order_by("-started_at")[:ENGINE_ERRORS_SHOWN]
+        ),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.test import Client
 from django.urls import reverse
 
 from liquidation.admin_views import monitor_snapshot
@@ -112,3 +113,34 @@ def test_the_long_short_table_shows_the_mark_on_the_tick(world, alpha_client):
     table = panel.split('id="monitor-imbalance"', 1)[1].split("</table>", 1)[0]
     row = table.split(f"<td>{btc.symbol}</td>", 1)[1].split("</tr>", 1)[0]
     assert row.startswith(f"<td>{price(btc.mark_price, btc)}</td>")  # 61,234.5 on a 0.1 tick
+
+
+def test_the_engines_recent_errors_are_on_the_monitor_for_this_classroom_only(world, alpha_client):
+    """A position the engine failed to settle stays open for the next tick; the instructor
+    watching the class must see that the engine is failing, not only that it beats."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    alpha_btc = Instrument.objects.get(classroom=world.alpha_class)
+    now = timezone.now()
+    EngineHeartbeat.objects.create(
+        instrument=alpha_btc,
+        started_at=now - timedelta(seconds=3),
+        errors="liquidation of position 41: <deadlock detected>",
+    )
+    EngineHeartbeat.objects.create(
+        instrument=alpha_btc, started_at=now - timedelta(hours=2), errors="old and mended"
+    )
+    url = reverse("admin:accounts_classroom_monitor", args=[world.alpha_class.pk])
+    panel = alpha_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert 'id="monitor-engine-errors"' in panel
+    assert "liquidation of position 41: &lt;deadlock detected&gt;" in panel
+    assert alpha_btc.symbol in panel.split('id="monitor-engine-errors"', 1)[1]
+    assert "old and mended" not in panel
+    bravo_client = Client()
+    bravo_client.force_login(world.bravo)
+    bravo_url = reverse("admin:accounts_classroom_monitor", args=[world.bravo_class.pk])
+    bravo_panel = bravo_client.get(bravo_url, headers={"HX-Request": "true"}).content.decode()
+    assert "deadlock" not in bravo_panel
+    assert 'id="monitor-engine-errors"' not in bravo_panel
