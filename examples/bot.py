@@ -10,9 +10,10 @@ its unrealised PnL reaches +50% or -50% of its collateral.
 
 The bot handles the API's answers the way every client should: ``429`` and ``503`` wait for
 the ``Retry-After`` seconds and try again, a server error, a dropped connection or a timeout
-is retried with the same ``client_order_id`` (so an order is never placed twice, nor a position
-closed twice), and a refusal
-(``{"error": {"code": ...}}``) is printed and the bot carries on.
+is retried with the same ``client_order_id`` (so an order is never placed twice, nor a
+position closed twice), and a refusal (``{"error": {"code": ...}}``) is printed and the bot
+carries on, except a refused key (``401``) or a read-only one (``403``), which do not mend
+themselves: the bot says so and stops.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("set RINGFENCE_API_KEY or pass --key (create one on the API keys page)")
 
     api = Ringfence(args.url, args.key)
-    me = api.call("GET", "/me")
+    try:
+        me = api.call("GET", "/me")
+    except ApiError as exc:
+        return stop(exc)
     if not me["accounts"]:
         print("this user has no trading account: join a classroom first", file=sys.stderr)
         return 1
@@ -176,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trade_once(api, args, account, symbol, held, round_no)
         except ApiError as exc:
+            if exc.status in (401, 403):
+                return stop(exc)  # a refused key or scope does not mend itself
             # A refusal is part of trading: report it and try again next round.
             print(
                 f"  refused ({exc.status} {exc.code}): {exc.message} {exc.fields or ''}", flush=True
@@ -183,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations == 0 or round_no < args.iterations:
             time.sleep(args.interval)
     return 0
+
+
+def stop(exc: ApiError) -> int:
+    """Say why the bot cannot go on (a wrong, revoked or expired key, a read-only key, an
+    API that never answered) and end with a failure status."""
+    print(f"stopping: {exc.status} {exc.code}: {exc.message}", file=sys.stderr)
+    if exc.status in (401, 403):
+        print("create a trade key on the API keys page and pass it as --key", file=sys.stderr)
+    return 1
 
 
 def trade_once(

@@ -309,3 +309,43 @@ def test_example_bot_stops_on_ctrl_c_with_a_word_instead_of_a_traceback(live_ser
     assert bot.returncode == 130, errors
     assert "Traceback" not in errors
     assert "stopped; any open position stays open" in errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_on_a_wrong_key_with_a_word_instead_of_a_traceback(live_server):
+    seed_demo()
+    result = run_bot(live_server.url, "rf_0123456789abcdef_not-a-real-secret", "--iterations", "3")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "not_authenticated" in result.stderr and "This API key is not valid." in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_example_bot_stops_when_its_key_is_revoked_instead_of_retrying_for_ever(live_server):
+    """A refused key does not mend itself: the bot says so and stops, rather than being
+    refused round after round (each refusal spends its address's budget)."""
+    from api.models import ApiKey
+    from api.services import api_key_revoke
+
+    seed_demo()
+    key = create_key("alice")
+    bot = subprocess.Popen(
+        [sys.executable, BOT, "--url", live_server.url, "--interval", "0.2", "--hold", "1000"],
+        env={"RINGFENCE_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        assert bot.stdout is not None
+        for line in bot.stdout:
+            if "round 2" in line:
+                break
+        api_key = ApiKey.objects.get(prefix=key.split("_")[1])
+        api_key_revoke(user_id=api_key.user_id, api_key_id=api_key.pk)
+        _, stderr = bot.communicate(timeout=60)
+    finally:
+        bot.kill()
+    assert bot.returncode == 1, stderr
+    assert "This API key has been revoked." in stderr and "Traceback" not in stderr
