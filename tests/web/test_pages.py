@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.money import price_text
 from accounts.services import account_adjust
-from liquidation.models import LiquidationEvent, PriceTick
+from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import position_valuation
 from positions.services import order_place, position_close, position_open, position_set_tpsl
@@ -478,6 +478,29 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
     assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_a_run_of_margin_calls_is_labelled_once_on_the_chart(alice_client, position, btc):
+    """The mark hovers about the warning level: three margin calls seconds apart print one
+    label over three dots, not three labels over one another; a call long before them on the
+    hour's chart keeps a label of its own."""
+    Position.objects.filter(pk=position.pk).update(opened_at=timezone.now() - timedelta(hours=1))
+    for price in ("57260", "59500", "57260", "59500", "57260", "59500", "57260"):
+        set_price(btc, price)
+    calls = list(MarginCall.objects.filter(position=position).order_by("created_at", "pk"))
+    assert len(calls) == 4
+    MarginCall.objects.filter(pk=calls[0].pk).update(
+        created_at=timezone.now() - timedelta(minutes=50)
+    )
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert [(m["kind"], m["text"]) for m in data["markers"]] == [
+        ("margin_call", "Margin call"),
+        ("margin_call", "3 margin calls"),
+        ("margin_call", ""),
+        ("margin_call", ""),
+    ]
+    times = [m["time"] for m in data["markers"]]
+    assert times == sorted(times)
 
 
 def test_the_pnl_chart_rounds_its_amounts_as_the_page_does(alice_client, account, btc):
