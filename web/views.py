@@ -354,6 +354,7 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
             "classroom": account.classroom,
             "form": form,
             "leverage_caps": json.dumps(caps),
+            "tradable": bool(caps),
         },
         status=400 if form.errors else 200,
     )

@@ -204,6 +204,24 @@ def test_the_ticket_says_what_its_optional_fields_do(alice_client, account, btc)
         assert words in help_text.split("</small>", 1)[0], name
 
 
+@pytest.mark.parametrize("instrument", ["none", "not tradable"])
+def test_a_classroom_with_nothing_to_trade_says_so_instead_of_an_empty_ticket(
+    alice_client, account, classroom, instrument
+):
+    if instrument == "not tradable":
+        btc = make_instrument(classroom)
+        Instrument.objects.filter(pk=btc.pk).update(is_tradable=False)
+    response = alice_client.get(reverse("trade", args=[account.pk]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-testid="nothing-to-trade"' in page
+    assert "None of this classroom's instruments takes orders right now." in page
+    # No empty instrument list, refused before the student did anything.
+    assert 'id="ticket"' not in page
+    assert "Place order" not in page
+    assert "This field is required." not in page
+
+
 def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client, account, btc):
     response = alice_client.post(
         reverse("trade-preview", args=[account.pk]),
