@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from bisect import bisect_right
+from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from itertools import accumulate
 from types import SimpleNamespace
@@ -400,6 +401,7 @@ def trade(request: HttpRequest, account_id: int) -> HttpResponse:
             "classroom": account.classroom,
             "form": form,
             "leverage_caps": json.dumps(caps),
+            "tradable": bool(caps),
         },
         status=400 if form.errors else 200,
     )
@@ -754,6 +756,10 @@ def position_tpsl(request: HttpRequest, position_id: int) -> HttpResponse:
     return _position_action(request, position_id, TpSlForm(request.POST, prefix="tpsl"), act)
 
 
+# One margin-call label per this share of a chart's time span: see ``position_chart``.
+MARKER_LABEL_SHARE = 4
+
+
 def _chart_time(value: Any) -> int:
     return int(value.timestamp())
 
@@ -847,10 +853,28 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
     if position.status == Position.Status.CLOSED and position.closed_at is not None:
         # The path ends where the position did: at its realised PnL.
         pnl[_chart_time(position.closed_at)] = cash(position.realized_pnl)
-    markers = [
-        {"time": _chart_time(c.created_at), "kind": "margin_call", "text": "Margin call"}
-        for c in MarginCall.objects.filter(position_id=position.pk).order_by("created_at")
-    ]
+    # While the mark hovers about the warning level, every crossing is a margin call, seconds
+    # apart: their labels would print over one another into an unreadable smudge. Each call
+    # keeps its dot; one label names a run of them (the calls within a quarter of the chart's
+    # time span of the run's first, about the room a label takes at the chart's width).
+    runs: list[list[datetime]] = []
+    label_room = (end - start) / MARKER_LABEL_SHARE
+    for called_at in (
+        MarginCall.objects.filter(position_id=position.pk)
+        .order_by("created_at", "pk")
+        .values_list("created_at", flat=True)
+    ):
+        if runs and called_at - runs[-1][0] < label_room:
+            runs[-1].append(called_at)
+        else:
+            runs.append([called_at])
+    markers: list[dict[str, object]] = []
+    for run in runs:
+        label = "Margin call" if len(run) == 1 else f"{len(run)} margin calls"
+        markers.append({"time": _chart_time(run[0]), "kind": "margin_call", "text": label})
+        markers.extend(
+            {"time": _chart_time(at), "kind": "margin_call", "text": ""} for at in run[1:]
+        )
     if liquidation is not None:
         markers.append(
             {

@@ -64,6 +64,12 @@
     var url = markEl.dataset.url;
     var markChart, pnlChart, markSeries, pnlSeries, unfencedSeries, markers, lines = [], floorLine = null;
     var latest = null;
+    var following = true;  // the charts show the whole path until the reader moves them
+    [markEl, pnlEl].forEach(function (element) {
+      ["wheel", "pointerdown", "touchstart"].forEach(function (name) {
+        element.addEventListener(name, function () { following = false; }, { passive: true });
+      });
+    });
     function markLevels() {
       if (!latest) return [];
       return [num(latest.lines.entry), num(latest.lines.liquidation), num(latest.lines.bankruptcy)];
@@ -121,8 +127,12 @@
         };
       }));
       // Show the whole path when the page opens and again when the position ends (the
-      // liquidation is the lesson); in between, leave the reader's own zoom alone.
-      if (markEl.dataset.status !== data.status) {
+      // liquidation is the lesson), and keep it whole as new marks come in until the reader
+      // zooms or scrolls a chart: left to itself the chart slides its window along with every
+      // new mark, and a short-lived position's entry and liquidation slid out of view within
+      // seconds of the liquidation, while the page still told of them.
+      if (markEl.dataset.status !== data.status) following = true;
+      if (following) {
         showAll(markChart, data.mark.length);
         showAll(pnlChart, data.pnl.length);
       }

@@ -49,3 +49,53 @@ def test_the_lesson_of_a_liquidation_follows_the_mark_while_the_page_is_open(liv
         page.close()
     assert csp_violations(console) == []
     assert_ledger_invariants()
+
+
+# Counts the swaps of the page's live part, to wait for refreshes without timing them.
+COUNT_SWAPS = """() => {
+  window.liveSwaps = 0;
+  document.addEventListener("htmx:afterSettle", () => { window.liveSwaps += 1; });
+}"""
+
+
+@pytest.mark.parametrize("opened", ["before the liquidation", "after the liquidation"])
+def test_a_liquidated_position_page_refreshes_without_errors_on_the_console(
+    live_server, browser, opened
+):
+    """A liquidated position's page goes on refreshing (its lesson follows the mark), and each
+    refresh hides the forms and resting orders that ended with the position: finding them
+    gone after the first was reported as an error on the console every two seconds."""
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Quiet console class", max_leverage=20)
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "cole")
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    live = f"{live_server.url}/positions/{position.pk}/live/"
+    try:
+        sign_in(page, live_server.url, "cole")
+        if opened == "after the liquidation":
+            set_price(btc, "57000")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        page.evaluate(COUNT_SWAPS)
+        if opened == "before the liquidation":
+            expect(page.get_by_test_id("position-status")).to_have_text("Open")
+            set_price(btc, "57000")
+        expect(page.get_by_test_id("position-status")).to_contain_text("Liquidated at 57,000.0")
+        swaps = page.evaluate("window.liveSwaps")
+        for refresh in (1, 2, 3):
+            with page.expect_response(live):
+                pass
+            page.wait_for_function(f"() => window.liveSwaps >= {swaps + refresh}")
+        expect(page.locator("#position-actions form")).to_have_count(0)
+        expect(page.locator("#position-orders")).to_be_hidden()
+    finally:
+        page.close()
+    assert [m for m in console if "htmx:" in m] == []
+    assert csp_violations(console) == []

@@ -554,3 +554,46 @@ def test_the_dashboard_notice_of_refused_orders_fits_a_phone(live_server, browse
         expect(page.locator("#refused-orders li")).to_have_count(2)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert csp_violations(console) == []
+
+
+# Each stat whose number reaches past its card, with the page's width.
+SPILLED_STATS = """() => ({
+  page: document.documentElement.scrollWidth,
+  spilled: [...document.querySelectorAll(".stat")].filter((stat) => {
+    const card = stat.getBoundingClientRect();
+    return [...stat.querySelectorAll(".value")].some((value) => {
+      const range = document.createRange();
+      range.selectNodeContents(value);
+      const text = range.getBoundingClientRect();
+      return text.right > card.right + 0.5;
+    });
+  }).map((stat) => stat.textContent.trim().replace(/\\s+/g, " ")),
+})"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_amounts_stay_inside_their_cards_on_a_phone(live_server, browser):
+    """A class funded in hundreds of billions: on a phone the collateral (the most the position
+    can lose), the free balance and the equity wrap inside their cards, instead of running into
+    the next card and off the screen, where the end of the number could not be read."""
+    from accounts.services import account_adjust
+
+    classroom = make_classroom(name="Big money class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "max")
+    account_adjust(account_id=account.pk, amount=Decimal("900000000000000"), reason="big class")
+    position = order_place(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="100000000", leverage=10
+    ).position
+    assert position is not None
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "max")
+        for path in (f"/accounts/{account.pk}/", f"/positions/{position.pk}/"):
+            page.goto(f"{live_server.url}{path}")
+            page.wait_for_selector(".stat")
+            assert page.evaluate(SPILLED_STATS) == {"page": PHONE["width"], "spilled": []}, path
+    finally:
+        context.close()

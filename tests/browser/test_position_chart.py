@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from liquidation.models import PriceTick
+from liquidation.models import LiquidationEvent, PriceTick
 from positions.models import Position
 from positions.services import position_close, position_open
 from tests.browser.conftest import make_learner, sign_in
@@ -93,3 +93,58 @@ def test_the_chart_of_a_position_closed_by_hand_stops_asking_for_its_path(live_s
                 assert len(charts) >= 3
     finally:
         page.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_liquidation_stays_in_view_as_the_mark_goes_on_after_it(live_server, browser):
+    """A position of a few seconds, liquidated: while the page stays open the chart goes on
+    drawing the mark after the liquidation, and its entry and liquidation stay in view instead
+    of sliding out to the left with every new mark."""
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Short-lived class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "sol")
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    opened = timezone.now() - timedelta(minutes=2)
+    Position.objects.filter(pk=position.pk).update(opened_at=opened)
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=Decimal(60000 - 300 * n), created_at=opened + second(n))
+        for n in range(1, 5)
+    )
+    set_price(btc, "57000")  # liquidated, five seconds after it opened
+    liquidated = opened + second(5)
+    LiquidationEvent.objects.filter(position=position).update(created_at=liquidated)
+    Position.objects.filter(pk=position.pk).update(closed_at=liquidated)
+    PriceTick.objects.filter(instrument=btc, created_at__gt=liquidated).update(
+        created_at=liquidated
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "sol")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        chart = page.locator("#mark-chart")
+        expect(chart).to_have_attribute("data-points", "6")
+        # The mark goes on falling after the liquidation, a point a second.
+        PriceTick.objects.bulk_create(
+            PriceTick(
+                instrument=btc, price=Decimal(56900 - 10 * n), created_at=liquidated + second(n)
+            )
+            for n in range(1, 21)
+        )
+        expect(chart).to_have_attribute("data-points", "26")
+        # The whole story is still in view: from the entry on, the liquidation with it.
+        page.wait_for_function(
+            "bound => Number(document.getElementById('mark-chart').dataset.visibleFrom) <= bound",
+            arg=opened.timestamp(),
+        )
+    finally:
+        context.close()
+
+
+def second(n: int) -> timedelta:
+    return timedelta(seconds=n)

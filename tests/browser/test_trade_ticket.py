@@ -3,6 +3,7 @@ the field its live preview refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from decimal import Decimal
@@ -166,4 +167,34 @@ def test_the_preview_follows_the_mark_while_the_ticket_is_left_open(ticket):
     expect(page.get_by_test_id("sizing")).to_contain_text("mark 50,000.0")
     expect(page.get_by_test_id("preview-max-loss")).to_have_text("500.00")
     expect(page.get_by_test_id("preview-lp")).to_have_text("45,180.8")
+    assert csp_violations(console) == []
+
+
+def test_typing_while_a_preview_is_on_its_way_puts_no_error_on_the_console(ticket):
+    from playwright.sync_api import Error, Route, expect
+
+    page, console = ticket
+    page.evaluate(
+        "window.previewTriggers = 0; document.getElementById('ticket')"
+        ".addEventListener('htmx:trigger', () => { window.previewTriggers += 1; })"
+    )
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # as on a slow network: no answer yet
+        held.append(route)
+
+    page.route("**/trade/preview/", hold)
+    with page.expect_request("**/trade/preview/"):
+        page.fill("#id_quantity", "0.01")
+    asked = page.evaluate("window.previewTriggers")
+    page.fill("#id_quantity", "0.02")
+    # The ticket asks again while the first preview is still on its way.
+    page.wait_for_function("asked => window.previewTriggers > asked", arg=asked)
+    page.unroute("**/trade/preview/", hold)
+    for route in held:
+        with contextlib.suppress(Error):  # a request the page cut off cannot be answered
+            route.continue_()
+    # The newest quantity is quoted in the end, and nothing was reported as an error.
+    expect(page.get_by_test_id("preview")).to_contain_text("0.020 · notional 1,200.00")
+    assert [m for m in console if "htmx:" in m] == []
     assert csp_violations(console) == []

@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import Classroom, LedgerTransaction, TradingAccount, User
 from accounts.money import price_text
 from accounts.services import account_adjust
-from liquidation.models import LiquidationEvent, PriceTick
+from liquidation.models import LiquidationEvent, MarginCall, PriceTick
 from positions.models import Fill, Instrument, Order, Position
 from positions.selectors import position_valuation
 from positions.services import order_place, position_close, position_open, position_set_tpsl
@@ -202,6 +202,24 @@ def test_the_ticket_says_what_its_optional_fields_do(alice_client, account, btc)
         assert f'aria-describedby="id_{name}_helptext"' in page
         help_text = page.split(f'<small class="help" id="id_{name}_helptext">', 1)[1]
         assert words in help_text.split("</small>", 1)[0], name
+
+
+@pytest.mark.parametrize("instrument", ["none", "not tradable"])
+def test_a_classroom_with_nothing_to_trade_says_so_instead_of_an_empty_ticket(
+    alice_client, account, classroom, instrument
+):
+    if instrument == "not tradable":
+        btc = make_instrument(classroom)
+        Instrument.objects.filter(pk=btc.pk).update(is_tradable=False)
+    response = alice_client.get(reverse("trade", args=[account.pk]))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-testid="nothing-to-trade"' in page
+    assert "None of this classroom's instruments takes orders right now." in page
+    # No empty instrument list, refused before the student did anything.
+    assert 'id="ticket"' not in page
+    assert "Place order" not in page
+    assert "This field is required." not in page
 
 
 def test_the_preview_shows_margin_fee_liquidation_and_maximum_loss(alice_client, account, btc):
@@ -515,6 +533,29 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
     assert times == sorted(set(times))  # one point per second, strictly increasing
+
+
+def test_a_run_of_margin_calls_is_labelled_once_on_the_chart(alice_client, position, btc):
+    """The mark hovers about the warning level: three margin calls seconds apart print one
+    label over three dots, not three labels over one another; a call long before them on the
+    hour's chart keeps a label of its own."""
+    Position.objects.filter(pk=position.pk).update(opened_at=timezone.now() - timedelta(hours=1))
+    for price in ("57260", "59500", "57260", "59500", "57260", "59500", "57260"):
+        set_price(btc, price)
+    calls = list(MarginCall.objects.filter(position=position).order_by("created_at", "pk"))
+    assert len(calls) == 4
+    MarginCall.objects.filter(pk=calls[0].pk).update(
+        created_at=timezone.now() - timedelta(minutes=50)
+    )
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    assert [(m["kind"], m["text"]) for m in data["markers"]] == [
+        ("margin_call", "Margin call"),
+        ("margin_call", "3 margin calls"),
+        ("margin_call", ""),
+        ("margin_call", ""),
+    ]
+    times = [m["time"] for m in data["markers"]]
+    assert times == sorted(times)
 
 
 def test_the_pnl_chart_rounds_its_amounts_as_the_page_does(alice_client, account, btc):
