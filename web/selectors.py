@@ -34,6 +34,7 @@ from positions.selectors import (
     with_valuation_data,
 )
 from web import lesson
+from web.loss_floor import Change, Holdings
 
 
 def account_for_user(user: User, account_id: int) -> TradingAccount:
@@ -232,6 +233,55 @@ def _tpsl_detail(change: TpSlChange, tick: Decimal) -> str:
     if change.reason:
         text += f" — {change.reason}"
     return text[:1].upper() + text[1:]
+
+
+def position_holdings(position: Position, movements: list[LedgerEntry]) -> Holdings:
+    """What the position held, open, realised and as collateral, from each of its events on.
+
+    A close's fill and its ledger transaction are written in one database transaction but
+    stamped a moment apart: the collateral a close releases is counted at its fill's time,
+    with the PnL it realises, so the floor never shows the half-made close in between. The
+    n-th close transaction of the position is its n-th close fill (and so for
+    auto-deleveraging), whether or not it moved any collateral. The liquidation is left
+    out: from then on the position's loss is what the liquidation took.
+    """
+    exit_kinds = (LedgerTransaction.Kind.CLOSE, LedgerTransaction.Kind.ADL)
+    released: dict[int, Decimal] = {}
+    for entry in movements:
+        released[entry.transaction_id] = released.get(entry.transaction_id, ZERO) + entry.amount
+    exits = list(
+        LedgerTransaction.objects.filter(position_id=position.pk, kind__in=exit_kinds)
+        .order_by("created_at", "pk")
+        .values_list("pk", "kind")
+    )
+    fills = list(
+        Fill.objects.filter(position_id=position.pk, kind__in=(Fill.Kind.CLOSE, Fill.Kind.ADL))
+        .order_by("created_at", "pk")
+        .values_list("kind", "created_at", "quantity", "realized_pnl")
+    )
+    changes: list[Change] = []
+    for exit_kind in exit_kinds:
+        txns = [pk for pk, k in exits if k == exit_kind]
+        own = [fill for fill in fills if fill[0] == exit_kind]
+        for txn, (_, at, quantity, realised) in zip(txns, own, strict=False):
+            changes.append(Change(at, quantity, realised, released.get(txn, ZERO)))
+        # A fill without its transaction (none is written so) still realises its PnL.
+        changes.extend(Change(at, q, r) for _, at, q, r in own[len(txns) :])
+    opening = ZERO
+    for entry in movements:
+        kind = entry.transaction.kind
+        if kind == LedgerTransaction.Kind.OPEN:
+            opening += entry.amount
+        elif kind in (LedgerTransaction.Kind.ADD_MARGIN, LedgerTransaction.Kind.REMOVE_MARGIN):
+            changes.append(Change(entry.transaction.created_at, collateral=entry.amount))
+    if not movements and position.is_open:
+        opening = position.collateral.amount
+    return Holdings(
+        opened_at=position.opened_at,
+        quantity=position.opened_quantity,
+        collateral=opening,
+        changes=changes,
+    )
 
 
 def peak_collateral(movements: list[LedgerEntry]) -> Decimal:

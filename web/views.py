@@ -7,7 +7,6 @@ import json
 from bisect import bisect_right
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
-from itertools import accumulate
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +30,7 @@ from accounts.errors import (
     DomainError,
     OrderNotCancellable,
 )
-from accounts.models import Classroom, LedgerTransaction, TradingAccount
+from accounts.models import Classroom, TradingAccount
 from accounts.money import ZERO, currency_places, exact_money_text, plain, towards_entry
 from accounts.money import shown as shown_rounded
 from accounts.services import NO_SUCH_JOIN_CODE, classroom_for_join_code, classroom_join
@@ -775,84 +774,71 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
         # Keep drawing the path after the liquidation: the lesson is how far it went.
         end = max(end, timezone.now())
     ticks = selectors.price_ticks(position.instrument_id, start, end)
-    # A close in part realises its PnL and leaves less open: at each point the PnL is what
-    # was realised so far plus what was still open, marked at that point's price.
-    closes = list(
-        Fill.objects.filter(position_id=position.pk, kind__in=(Fill.Kind.CLOSE, Fill.Kind.ADL))
-        .order_by("created_at", "pk")
-        .values_list("created_at", "quantity", "realized_pnl")
-    )
-    # What the closes before the end realised: the floor of the loss sits that far from the
-    # collateral (the last close of a closed position ends it, it does not move the floor).
-    partial = closes[:-1] if position.status == Position.Status.CLOSED else closes
-    realised_before_end = sum((r for _, _, r in partial), ZERO)
-    quantity, realised, applied = position.opened_quantity, ZERO, 0
-    sign = 1 if position.side == "long" else -1
     # The path starts at the entry and, while open, ends at the current mark, even between ticks.
     path = [(position.opened_at, position.entry_price), *ticks]
     if position.is_open and position.instrument.mark_price is not None:
         path.append((timezone.now(), position.instrument.mark_price))
-    movements = selectors.collateral_movements(position)
-    collateral = (
-        liquidation.collateral_lost
-        if liquidation
-        else position.collateral.amount
-        if position.is_open
-        else selectors.peak_collateral(movements)
-    )
+    # A close in part realises its PnL and leaves less open: at each point the PnL is what
+    # was realised so far plus what was still open, marked at that point's price, and the
+    # floor is what was realised so far minus the collateral held then (see ``Holding``).
+    holdings = selectors.position_holdings(position, selectors.collateral_movements(position))
+    sign = 1 if position.side == "long" else -1
     digits = currency_places(position.account.classroom.currency)
 
     def cash(value: Decimal) -> str:
         """An amount rounded as the page rounds it, so the chart's labels agree with it."""
         return str(shown_rounded(value, digits))
 
-    # The collateral the position held from each of its movements on: a past loss is measured
-    # against what it held then, not against what is left after margin was taken out since.
-    # The liquidation's own movement is left out: from then on the collateral is lost.
-    held_since = [
-        (entry.transaction.created_at, running)
-        for entry, running in zip(
-            movements, accumulate(entry.amount for entry in movements), strict=True
-        )
-        if entry.transaction.kind != LedgerTransaction.Kind.LIQUIDATION
+    # The PnL also has a point at each margin change and close between two marks, priced at
+    # the mark of the moment (the last one published), so the floor steps where it happened.
+    path_times = [at for at, _ in path]
+    on_path = set(path_times)
+    between = [
+        (at, path[bisect_right(path_times, at) - 1][1])
+        for at in holdings.times(path_times[0], max(path_times[-1], end))
+        if at not in on_path
     ]
-    held_times = [at for at, _ in held_since]
-
-    def held_at(at: Any) -> Decimal:
-        if not held_since:
-            return collateral
-        # Before the first movement (the opening, stamped a moment after the position),
-        # what the position opened with.
-        return held_since[max(bisect_right(held_times, at) - 1, 0)][1]
-
     mark: dict[int, str] = {}
     pnl: dict[int, str] = {}
+    floor: dict[int, Decimal] = {}
     unfenced: dict[int, str] = {}
     previous: tuple[int, str] | None = None
-    for at, price in path:
-        while applied < len(closes) and closes[applied][0] <= at:
-            quantity -= closes[applied][1]
-            realised += closes[applied][2]
-            applied += 1
+    for at, price in sorted([*path, *between], key=lambda point: point[0]):
         second = _chart_time(at)
-        raw = sign * quantity * (price - position.entry_price)
-        mark[second] = str(price)
+        if at in on_path:
+            mark[second] = str(price)
+        held = holdings.at(at)
+        raw = sign * held.quantity * (price - position.entry_price)
         liquidated = liquidation is not None and at >= liquidation.created_at
-        held = held_at(at)
-        # The ring-fence: the trader's loss stops at the collateral (a gap past the
-        # bankruptcy price is the insurance fund's), while the same path without it goes on.
-        # Once liquidated, the collateral is lost whatever the mark does next.
-        pnl[second] = cash(realised + (-collateral if liquidated else max(raw, -held)))
-        if raw < -held or liquidated:
+        # The ring-fence: the trader's loss stops at the floor (a gap past the bankruptcy
+        # price is the insurance fund's), while the same path without it goes on. Once
+        # liquidated, what the liquidation took is lost whatever the mark does next.
+        if liquidation is not None and liquidated:
+            floor[second] = held.realised - liquidation.collateral_lost
+            pnl[second] = cash(floor[second])
+        else:
+            floor[second] = held.floor
+            pnl[second] = cash(held.fenced(raw))
+        if held.realised + raw < held.floor or liquidated:
             if not unfenced and previous is not None:
                 unfenced[previous[0]] = previous[1]  # start the line where the paths part
-            unfenced[second] = cash(realised + raw)
-        previous = (second, cash(realised + raw))
+            unfenced[second] = cash(held.realised + raw)
+        previous = (second, cash(held.realised + raw))
     if liquidation is not None:
-        pnl[_chart_time(liquidation.created_at)] = cash(realised_before_end - collateral)
+        second = _chart_time(liquidation.created_at)
+        floor[second] = holdings.at(liquidation.created_at).realised - liquidation.collateral_lost
+        pnl[second] = cash(floor[second])
     if position.status == Position.Status.CLOSED and position.closed_at is not None:
-        # The path ends where the position did: at its realised PnL.
-        pnl[_chart_time(position.closed_at)] = cash(position.realized_pnl)
+        # The path ends where the position did: at its realised PnL, nothing left to lose.
+        second = _chart_time(position.closed_at)
+        floor[second] = position.realized_pnl
+        pnl[second] = cash(position.realized_pnl)
+    # The floor as steps: a point where it moves, and the last one to carry it to the end.
+    steps: list[tuple[int, str]] = []
+    last = max(floor)
+    for second, value in sorted(floor.items()):
+        if not steps or cash(value) != steps[-1][1] or second == last:
+            steps.append((second, cash(value)))
     # While the mark hovers about the warning level, every crossing is a margin call, seconds
     # apart: their labels would print over one another into an unreadable smudge. Each call
     # keeps its dot; one label names a run of them (the calls within a quarter of the chart's
@@ -906,7 +892,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
                 "liquidation": None if lp is None else str(lp),
                 "bankruptcy": str(bp),
             },
-            "floor": cash(realised_before_end - collateral),
+            "floor": [{"time": t, "value": v} for t, v in steps],
             "markers": markers,
             "price_places": price_places(position.instrument),
         }

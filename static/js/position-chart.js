@@ -40,7 +40,7 @@
     chart.timeScale().setVisibleLogicalRange({ from: -pad, to: count - 1 + pad / 4 });
   }
 
-  // Keep the price lines (entry, LP, BP, the loss floor) inside the visible range.
+  // Keep the price lines (entry, LP, BP) and the loss floor inside the visible range.
   function includeLevels(levels) {
     return function (original) {
       var result = original();
@@ -62,7 +62,7 @@
     if (!markEl || !pnlEl || !window.LightweightCharts) return;
     var LC = window.LightweightCharts;
     var url = markEl.dataset.url;
-    var markChart, pnlChart, markSeries, pnlSeries, unfencedSeries, markers, lines = [], floorLine = null;
+    var markChart, pnlChart, markSeries, pnlSeries, unfencedSeries, floorSeries, markers, lines = [];
     var latest = null;
     var following = true;  // the charts show the whole path until the reader moves them
     [markEl, pnlEl].forEach(function (element) {
@@ -74,7 +74,9 @@
       if (!latest) return [];
       return [num(latest.lines.entry), num(latest.lines.liquidation), num(latest.lines.bankruptcy)];
     }
-    function pnlLevels() { return latest ? [0, num(latest.floor)] : []; }
+    function pnlLevels() {
+      return latest ? [0].concat(latest.floor.map(function (p) { return num(p.value); })) : [];
+    }
 
     function draw(data) {
       latest = data;
@@ -95,7 +97,16 @@
           color: "#8a94a6", lineWidth: 1, lineStyle: 2, title: "without the ring-fence",
           lastValueVisible: false, priceLineVisible: false,
         });
+        // The most the position can lose, moment by moment: it steps where margin was added or
+        // taken out and where a close realised PnL and released collateral.
+        floorSeries = pnlChart.addSeries(LC.LineSeries, {
+          color: "#f6465d", lineWidth: 2, lineType: LC.LineType.WithSteps, title: "your maximum loss",
+          priceLineVisible: false, crosshairMarkerVisible: false,
+        });
         markers = LC.createSeriesMarkers(markSeries, []);
+        // The charts as drawn, for a reader's console (and the browser tests) to ask what
+        // they were configured with.
+        window.ringfencePositionChart = { mark: markChart, pnl: pnlChart, floor: floorSeries };
         markChart.timeScale().subscribeVisibleTimeRangeChange(function (range) {
           if (range) markEl.dataset.visibleFrom = String(range.from);  // what the reader sees
         });
@@ -116,10 +127,7 @@
           lines.push(markSeries.createPriceLine({ price: price, color: s[2], lineWidth: 1, lineStyle: 2, axisLabelVisible: true, title: s[1] }));
         }
       });
-      if (floorLine) pnlSeries.removePriceLine(floorLine);
-      floorLine = pnlSeries.createPriceLine({
-        price: num(data.floor), color: "#f6465d", lineWidth: 2, lineStyle: 0, axisLabelVisible: true, title: "your maximum loss",
-      });
+      floorSeries.setData(series(data.floor));
       markers.setMarkers(data.markers.map(function (m) {
         return {
           time: m.time, text: m.text, position: m.kind === "liquidation" ? "belowBar" : "aboveBar", shape: m.kind === "liquidation" ? "arrowUp" : "circle",

@@ -148,3 +148,77 @@ def test_the_liquidation_stays_in_view_as_the_mark_goes_on_after_it(live_server,
 
 def second(n: int) -> timedelta:
     return timedelta(seconds=n)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_loss_floor_is_drawn_as_steps_where_margin_moved_and_a_close_realised(
+    live_server, browser
+):
+    """Long 0.5 at 60,000 with 1,500: 1,000 added at 5 s (floor -2,500), 0.2 closed at
+    59,000 at 15 s (realises -200, releases 1,000: floor -1,700), the rest closed at 61,000 at
+    25 s (+300 realised, +100 in all). The PnL chart draws the floor as a step line through
+    those values, not one level at a number that was never true."""
+    from playwright.sync_api import expect
+
+    from accounts.models import LedgerTransaction
+    from positions.models import Fill, Instrument
+    from positions.services import position_add_margin
+
+    classroom = make_classroom(name="Step class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "stella")
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def stamp(seconds: int) -> None:
+        at = start + second(seconds)
+        newest = LedgerTransaction.objects.filter(position_id=position.pk).latest("pk")
+        LedgerTransaction.objects.filter(pk=newest.pk).update(created_at=at)
+        if newest.kind == LedgerTransaction.Kind.CLOSE:
+            Fill.objects.filter(pk=Fill.objects.filter(position=position).latest("pk").pk).update(
+                created_at=at
+            )
+            Position.objects.filter(pk=position.pk, status="closed").update(closed_at=at)
+
+    def mark_at(seconds: int, price: str) -> None:
+        PriceTick.objects.create(
+            instrument=btc, price=Decimal(price), created_at=start + second(seconds)
+        )
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    stamp(0)
+    position_add_margin(position_id=position.pk, amount="1000")
+    stamp(5)
+    mark_at(10, "59000")
+    position_close(position_id=position.pk, quantity="0.2")
+    stamp(15)
+    mark_at(20, "61000")
+    position_close(position_id=position.pk)
+    stamp(25)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "stella")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        expect(page.locator("#mark-chart")).to_have_attribute("data-ready", "true")
+        drawn = page.evaluate(
+            """() => {
+              const floor = window.ringfencePositionChart.floor;
+              return {
+                steps: floor.options().lineType === LightweightCharts.LineType.WithSteps,
+                title: floor.options().title,
+                values: floor.data().map(p => p.value),
+              };
+            }"""
+        )
+        assert drawn == {
+            "steps": True,
+            "title": "your maximum loss",
+            "values": [-1500, -2500, -1700, 100],
+        }
+    finally:
+        context.close()

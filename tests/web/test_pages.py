@@ -528,7 +528,7 @@ def test_chart_json_has_the_mark_path_lines_markers_and_the_loss_floor(alice_cli
     }
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert '<span class="label">Liquidation price</span><span class="value">57,229.0<' in page
-    assert Decimal(data["floor"]) == Decimal("-1500")
+    assert Decimal(data["floor"][-1]["value"]) == Decimal("-1500")
     assert [m["kind"] for m in data["markers"]] == ["margin_call", "liquidation"]
     assert data["mark"] and all(isinstance(p["value"], str) for p in data["mark"])
     times = [p["time"] for p in data["mark"]]
@@ -565,7 +565,7 @@ def test_the_pnl_chart_rounds_its_amounts_as_the_page_does(alice_client, account
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert 'data-testid="collateral">1,500.02<' in page
     data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
-    assert data["floor"] == "-1500.02"
+    assert {p["value"] for p in data["floor"]} == {"-1500.02"}
     assert all(len(p["value"].partition(".")[2]) == 2 for p in data["pnl"])
 
 
@@ -580,7 +580,9 @@ def test_after_a_liquidation_the_pnl_chart_stays_at_the_lost_collateral(
     assert position.status == "liquidated"
     set_price(btc, "58000")
     data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
-    assert Decimal(data["pnl"][-1]["value"]) == Decimal(-1500) == Decimal(data["floor"])
+    assert (
+        Decimal(data["pnl"][-1]["value"]) == Decimal(-1500) == Decimal(data["floor"][-1]["value"])
+    )
     assert Decimal(data["pnl_unfenced"][-1]["value"]) == Decimal(-1000)
 
 
@@ -605,7 +607,9 @@ def test_the_pnl_chart_of_a_position_closed_in_parts_adds_what_each_close_realis
 
     def chart() -> tuple[dict[int, Decimal], Decimal]:
         data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
-        return {p["time"]: Decimal(p["value"]) for p in data["pnl"]}, Decimal(data["floor"])
+        return {p["time"]: Decimal(p["value"]) for p in data["pnl"]}, Decimal(
+            data["floor"][-1]["value"]
+        )
 
     mark_at(10, "61000")
     close_at(15, "0.2")
@@ -664,7 +668,139 @@ def test_the_pnl_chart_measures_a_past_loss_against_the_collateral_held_then(
     pnl = {p["time"]: Decimal(p["value"]) for p in data["pnl"]}
     assert pnl[int((start + timedelta(seconds=10)).timestamp())] == Decimal(-2000)
     assert data["pnl_unfenced"] == []  # no point where the two paths part
-    assert Decimal(data["floor"]) == Decimal(-1600)  # what it can lose from now on
+    # What it could lose at each moment: 1,500, 4,500 from the top-up on, 1,600 from now on.
+    assert [Decimal(p["value"]) for p in data["floor"]] == [
+        Decimal(-1500),
+        Decimal(-4500),
+        Decimal(-1600),
+        Decimal(-1600),
+    ]
+
+
+def _chart_story(position, btc):
+    """Helpers that stamp a position's events and marks some seconds after its opening."""
+    start = timezone.now() - timedelta(minutes=1)
+    Position.objects.filter(pk=position.pk).update(opened_at=start)
+
+    def second(seconds: int) -> int:
+        return int((start + timedelta(seconds=seconds)).timestamp())
+
+    def stamp(seconds: int) -> None:
+        """The newest ledger transaction of the position, and its fill if it made one."""
+        at = start + timedelta(seconds=seconds)
+        newest = LedgerTransaction.objects.filter(position_id=position.pk).order_by("-pk")[:1]
+        LedgerTransaction.objects.filter(pk__in=list(newest.values_list("pk", flat=True))).update(
+            created_at=at
+        )
+        if newest.get().kind == LedgerTransaction.Kind.CLOSE:
+            fill = Fill.objects.filter(position=position).order_by("-pk")[:1].get()
+            Fill.objects.filter(pk=fill.pk).update(created_at=at)
+            Position.objects.filter(pk=position.pk, status="closed").update(closed_at=at)
+
+    def mark_at(seconds: int, price: str) -> None:
+        PriceTick.objects.create(
+            instrument=btc, price=Decimal(price), created_at=start + timedelta(seconds=seconds)
+        )
+        Instrument.objects.filter(pk=btc.pk).update(mark_price=Decimal(price))
+
+    stamp(0)  # the opening
+    return second, stamp, mark_at
+
+
+def _floor_at(floor: list[dict[str, object]], time: int) -> Decimal:
+    return [Decimal(str(p["value"])) for p in floor if int(str(p["time"])) <= time][-1]
+
+
+def test_the_pnl_chart_floor_steps_with_each_margin_change_and_close(alice_client, position, btc):
+    """Long 0.5 at 60,000 with 1,500 of collateral, worked by hand (the PnL before fees, as
+    the chart and the page's "Realised so far" show it; the floor is what was realised minus
+    the collateral held then):
+
+    - 0 s, opened: nothing realised, 1,500 held: floor -1,500;
+    - 5 s, 1,000 added: 2,500 held: floor -2,500;
+    - 10 s, mark 59,000: PnL 0.5 x -1,000 = -500;
+    - 15 s, 0.2 closed at 59,000: realises -200 and releases 2,500 x 0.2 / 0.5 = 1,000, so
+      1,500 is held for the 0.3 left: floor -200 - 1,500 = -1,700 (the fee of 5.90 comes out
+      of the 1,000 released, not of what stays); PnL -200 + 0.3 x -1,000 = -500;
+    - 20 s, mark 61,000: PnL -200 + 300 = +100;
+    - 25 s, 500 taken out: 1,000 held: floor -1,200;
+    - 30 s, mark 59,500: PnL -200 - 150 = -350;
+    - 35 s, the 0.3 closed at 59,500: realises -150, nothing held: floor and PnL -350.
+
+    The old floor, the last close's realised PnL before it minus the peak collateral
+    (-200 - 2,500 = -2,700), was never true at any moment."""
+    from positions.services import position_add_margin, position_remove_margin
+
+    second, stamp, mark_at = _chart_story(position, btc)
+    position_add_margin(position_id=position.pk, amount="1000")
+    stamp(5)
+    mark_at(10, "59000")
+    position_close(position_id=position.pk, quantity="0.2")
+    stamp(15)
+    mark_at(20, "61000")
+    position_remove_margin(position_id=position.pk, amount="500")
+    stamp(25)
+    mark_at(30, "59500")
+    position_close(position_id=position.pk)
+    stamp(35)
+    position.refresh_from_db()
+    assert position.realized_pnl == Decimal(-350)
+
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    floor = [(p["time"], Decimal(p["value"])) for p in data["floor"]]
+    assert floor == [
+        (second(0), Decimal(-1500)),
+        (second(5), Decimal(-2500)),
+        (second(15), Decimal(-1700)),
+        (second(25), Decimal(-1200)),
+        (second(35), Decimal(-350)),
+    ]
+    pnl = {p["time"]: Decimal(p["value"]) for p in data["pnl"]}
+    assert pnl == {
+        second(0): Decimal(0),
+        second(5): Decimal(0),
+        second(10): Decimal(-500),
+        second(15): Decimal(-500),
+        second(20): Decimal(100),
+        second(25): Decimal(100),
+        second(30): Decimal(-350),
+        second(35): Decimal(-350),
+    }
+    assert all(value >= _floor_at(data["floor"], time) for time, value in pnl.items())
+    assert data["pnl_unfenced"] == []
+
+
+def test_the_fence_of_a_liquidated_pnl_is_the_floor_of_its_moment(alice_client, position, btc):
+    """Long 0.5 at 60,000 with 1,500: 0.2 closed at 61,000 realise +200 and release 600, so
+    900 is held for the 0.3 left: floor 200 - 900 = -700. The mark crashes to 50,000 (the
+    0.3 would be -3,000): the fenced PnL stops at that floor, -700, where the line without
+    the ring-fence (200 - 3,000 = -2,800) parts from it, and the liquidation leaves it
+    there."""
+    second, stamp, mark_at = _chart_story(position, btc)
+    mark_at(5, "61000")
+    position_close(position_id=position.pk, quantity="0.2")
+    stamp(10)
+    set_price(btc, "50000")
+    position.refresh_from_db()
+    assert position.status == "liquidated"
+    assert LiquidationEvent.objects.get(position=position).collateral_lost == Decimal(900)
+
+    data = alice_client.get(reverse("position-chart", args=[position.pk])).json()
+    floor = [(p["time"], Decimal(p["value"])) for p in data["floor"]]
+    assert floor[:3] == [
+        (second(0), Decimal(-1500)),
+        (second(10), Decimal(-700)),
+        (data["pnl"][-1]["time"], Decimal(-700)),
+    ]
+    assert len(floor) == 3
+    crash = next(p["time"] for p in data["mark"] if Decimal(p["value"]) == 50000)
+    pnl = {p["time"]: Decimal(p["value"]) for p in data["pnl"]}
+    assert pnl[second(5)] == Decimal(500)
+    assert pnl[crash] == Decimal(-700) == _floor_at(data["floor"], crash)
+    unfenced = {p["time"]: Decimal(p["value"]) for p in data["pnl_unfenced"]}
+    assert unfenced[crash] == Decimal(-2800)
+    # The line without the ring-fence starts where the two parted: the last point above it.
+    assert min(unfenced) < crash and unfenced[min(unfenced)] == pnl[min(unfenced)]
 
 
 @pytest.mark.parametrize(
