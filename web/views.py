@@ -895,6 +895,7 @@ def position_chart(request: HttpRequest, position_id: int) -> JsonResponse:
             "floor": [{"time": t, "value": v} for t, v in steps],
             "markers": markers,
             "price_places": price_places(position.instrument),
+            "money_places": digits,
         }
     )
 

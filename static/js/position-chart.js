@@ -6,29 +6,53 @@
   function num(value) { return value === null || value === undefined ? null : parseFloat(value); }
   function series(points) { return points.map(function (p) { return { time: p.time, value: num(p.value) }; }); }
 
+  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+
+  // Prices and amounts as the page writes them: thousands separated by commas, a point
+  // before the instrument's tick places (or the currency's), and no "-0.00".
+  function numberFormatter(places) {
+    var format = new Intl.NumberFormat("en-US", {
+      minimumFractionDigits: places, maximumFractionDigits: places, useGrouping: true,
+    });
+    return function (value) {
+      var text = format.format(value);
+      return /^-0(\.0*)?$/.test(text) ? text.slice(1) : text;
+    };
+  }
+
+  // Times arrive as UTC seconds; label them in the reader's time zone, as the page does, on
+  // a 24-hour clock: a tick mark says the hour and minute (HH:MM), the seconds only where
+  // the chart marks a second (TickMarkType.TimeWithSeconds), a day or a month where one begins.
+  function tickMark(time, type) {
+    var d = new Date(time * 1000);
+    switch (type) {
+      case 0: return String(d.getFullYear());  // TickMarkType.Year
+      case 1: return d.toLocaleDateString([], { month: "short" });  // Month
+      case 2: return d.toLocaleDateString([], { month: "short", day: "numeric" });  // DayOfMonth
+      case 4: return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
+      default: return pad2(d.getHours()) + ":" + pad2(d.getMinutes());  // Time
+    }
+  }
+
+  // The crosshair's moment: the day and the time to the second (one point a second).
+  function moment(time) {
+    var d = new Date(time * 1000);
+    return d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + tickMark(time, 4);
+  }
+
   function makeChart(element, places) {
     var LC = window.LightweightCharts;
     var chart = LC.createChart(element, {
       autoSize: true,
       layout: { background: { color: "#161b22" }, textColor: "#c9d1d9", attributionLogo: false },
       grid: { vertLines: { color: "#222a33" }, horzLines: { color: "#222a33" } },
-      // Times arrive as UTC seconds; label them in the reader's time zone, as the page does.
       timeScale: {
         timeVisible: true,
-        secondsVisible: true,
+        secondsVisible: true,  // lets a tick mark on a second ask for its seconds
         minBarSpacing: 0.01,  // one point a second: an hour's path must fit in a card
-        tickMarkFormatter: function (t) {
-          return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-        },
+        tickMarkFormatter: tickMark,
       },
-      localization: {
-        priceFormatter: function (p) { return p.toFixed(places); },
-        timeFormatter: function (t) {
-          return new Date(t * 1000).toLocaleString([], {
-            month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
-          });
-        },
-      },
+      localization: { priceFormatter: numberFormatter(places), timeFormatter: moment },
     });
     return chart;
   }
@@ -82,7 +106,7 @@
       latest = data;
       if (!markChart) {
         markChart = makeChart(markEl, data.price_places);
-        pnlChart = makeChart(pnlEl, 2);
+        pnlChart = makeChart(pnlEl, data.money_places);
         markSeries = markChart.addSeries(LC.LineSeries, {
           color: "#f0b90b", lineWidth: 2, autoscaleInfoProvider: includeLevels(markLevels),
         });

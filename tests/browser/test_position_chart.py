@@ -222,3 +222,59 @@ def test_the_loss_floor_is_drawn_as_steps_where_margin_moved_and_a_close_realise
         }
     finally:
         context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("zone", "hours_minutes"), [("UTC", "14:05"), ("Asia/Kolkata", "19:35")])
+def test_the_chart_axes_read_as_the_page_does(live_server, browser, zone, hours_minutes):
+    """The formatters the charts were made with: prices with thousands separators on the
+    instrument's tick (60,500.0 on a 0.1 tick, as the page writes them), PnL on the
+    currency's cents, and times short, in the reader's zone on a 24-hour clock: HH:MM, the
+    seconds only on a tick mark that asks for them."""
+    from playwright.sync_api import expect
+
+    classroom = make_classroom(name="Axis class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, "axel")
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id=zone)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "axel")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        expect(page.locator("#mark-chart")).to_have_attribute("data-ready", "true")
+        at = 1795701909  # 2026-11-26 14:05:09 UTC
+        labels = page.evaluate(
+            """at => {
+              const charts = window.ringfencePositionChart;
+              const mark = charts.mark.options(), pnl = charts.pnl.options();
+              const T = LightweightCharts.TickMarkType;
+              const tick = t => mark.timeScale.tickMarkFormatter(at, t, "en-US");
+              return {
+                price: [60500, 1234567.26, 0.04].map(mark.localization.priceFormatter),
+                pnl: [-1500, 1234.5, -0.001].map(pnl.localization.priceFormatter),
+                time: tick(T.Time),
+                seconds: tick(T.TimeWithSeconds),
+                day: tick(T.DayOfMonth),
+                month: tick(T.Month),
+                year: tick(T.Year),
+                crosshair: mark.localization.timeFormatter(at),
+              };
+            }""",
+            at,
+        )
+        assert labels == {
+            "price": ["60,500.0", "1,234,567.3", "0.0"],
+            "pnl": ["-1,500.00", "1,234.50", "0.00"],
+            "time": hours_minutes,
+            "seconds": f"{hours_minutes}:09",
+            "day": "Nov 26",
+            "month": "Nov",
+            "year": "2026",
+            "crosshair": f"Nov 26 {hours_minutes}:09",
+        }
+    finally:
+        context.close()
