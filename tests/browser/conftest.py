@@ -33,8 +33,11 @@ def browser(monkeypatch) -> Iterator[object]:
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
     # are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Live parts refresh every 2 s and a loaded machine may need several refreshes to show a
+    # change: an expectation waits as long as the tests' page actions (15 s) before it fails.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
