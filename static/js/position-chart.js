@@ -130,7 +130,11 @@
         markers = LC.createSeriesMarkers(markSeries, []);
         // The charts as drawn, for a reader's console (and the browser tests) to ask what
         // they were configured with.
-        window.ringfencePositionChart = { mark: markChart, pnl: pnlChart, floor: floorSeries };
+        window.ringfencePositionChart = {
+          mark: markChart, pnl: pnlChart, markSeries: markSeries, pnlSeries: pnlSeries,
+          floor: floorSeries, unfenced: unfencedSeries, markers: markers,
+          lines: function () { return lines; },
+        };
         markChart.timeScale().subscribeVisibleTimeRangeChange(function (range) {
           if (range) markEl.dataset.visibleFrom = String(range.from);  // what the reader sees
         });
