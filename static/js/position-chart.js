@@ -57,11 +57,50 @@
     return chart;
   }
 
-  // The whole path, with a margin on the left so a marker near the entry keeps its label.
-  function showAll(chart, count) {
+  // The width of a label as the chart writes it, in its own font.
+  function textWidth(chart, text) {
+    var layout = chart.options().layout;
+    var context = document.createElement("canvas").getContext("2d");
+    context.font = layout.fontSize + "px " + layout.fontFamily;
+    return context.measureText(text).width;
+  }
+
+  // The whole path, with a margin on the left so a marker near the entry keeps its label. On
+  // the right, a marker at logical index `marker` is kept `room` pixels clear of the pane's
+  // edge: a liquidation that is the newest point would otherwise have its label cut off by
+  // the edge and hidden under the price lines' titles, which are drawn at the edge. The margin
+  // shrinks as the mark goes on after it.
+  function showAll(chart, count, marker, room) {
     if (count < 2) { chart.timeScale().fitContent(); return; }
     var pad = Math.max(2, Math.round(count * 0.05));
-    chart.timeScale().setVisibleLogicalRange({ from: -pad, to: count - 1 + pad / 4 });
+    var right = pad / 4;
+    var width = chart.timeScale().width();
+    if (marker !== null && room > 0 && width > 0) {
+      // Keep at least a fifth of the pane for the path on a narrow phone.
+      var share = Math.min(room / width, 0.8);
+      // x(i) is about (i - from + 1/2) / (to - from + 1) of the width.
+      right = Math.max(right, (marker + pad + 0.5) / (1 - share) - (count + pad));
+    }
+    var scale = chart.timeScale();
+    scale.setVisibleLogicalRange({ from: -pad, to: count - 1 + right });
+    // The chart's own coordinates settle what the estimate left: twice is enough.
+    for (var n = 0; marker !== null && room > 0 && width > 0 && n < 2; n += 1) {
+      var x = scale.logicalToCoordinate(marker);
+      var limit = width - Math.min(room, width * 0.8);
+      if (x === null || x <= limit) break;
+      var spacing = width / (count - 1 + right + pad);
+      right += (x - limit) / spacing + 0.5;
+      scale.setVisibleLogicalRange({ from: -pad, to: count - 1 + right });
+    }
+  }
+
+  // The pixels a marker needs between it and the pane's right edge: half its label, and the
+  // widest price-line title drawn there (the title's padding and border take about 16 px).
+  function markerRoom(chart, titles, labels) {
+    var title = 0, label = 0;
+    titles.forEach(function (t) { title = Math.max(title, textWidth(chart, t) + 16); });
+    labels.forEach(function (t) { label = Math.max(label, textWidth(chart, t) / 2); });
+    return title + label + 8;
   }
 
   // Keep the price lines (entry, LP, BP) and the loss floor inside the visible range.
@@ -169,8 +208,20 @@
       // seconds of the liquidation, while the page still told of them.
       if (markEl.dataset.status !== data.status) following = true;
       if (following) {
-        showAll(markChart, data.mark.length);
-        showAll(pnlChart, data.pnl.length);
+        var liquidation = data.markers.filter(function (m) { return m.kind === "liquidation"; })[0];
+        var indexOf = function (points) {
+          if (!liquidation) return null;
+          var i = 0;
+          while (i < points.length - 1 && points[i].time < liquidation.time) i += 1;
+          return i;
+        };
+        var titles = lines.map(function (l) { return l.options().title; });
+        // On the PnL chart the series' titles sit at the right edge, over where the line
+        // without the ring-fence parts from the PnL: the liquidation is kept clear of them too.
+        var room = liquidation ? markerRoom(markChart, titles, [liquidation.text]) : 0;
+        var pnlRoom = liquidation ? markerRoom(pnlChart, ["your maximum loss", "without the ring-fence"], []) : 0;
+        showAll(markChart, data.mark.length, indexOf(data.mark), room);
+        showAll(pnlChart, data.pnl.length, indexOf(data.pnl), pnlRoom);
       }
       markEl.dataset.points = String(data.mark.length);
       markEl.dataset.status = data.status;

@@ -278,3 +278,73 @@ def test_the_chart_axes_read_as_the_page_does(live_server, browser, zone, hours_
         }
     finally:
         context.close()
+
+
+def _liquidated_just_now(username: str, *, width: int = 1280):
+    """A 20x long liquidated five seconds after it opened, the liquidation its newest point."""
+    classroom = make_classroom(name=f"{username} class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, username)
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    opened = timezone.now() - timedelta(seconds=30)
+    Position.objects.filter(pk=position.pk).update(opened_at=opened)
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=Decimal(60000 - 300 * n), created_at=opened + second(n))
+        for n in range(1, 5)
+    )
+    set_price(btc, "57000")
+    liquidated = opened + second(5)
+    LiquidationEvent.objects.filter(position=position).update(created_at=liquidated)
+    Position.objects.filter(pk=position.pk).update(closed_at=liquidated)
+    PriceTick.objects.filter(instrument=btc, created_at__gt=liquidated).update(
+        created_at=liquidated
+    )
+    return position
+
+
+# Where the liquidation marker's label is drawn, by the chart's own coordinates, and where the
+# price lines' titles begin at the pane's right edge (their box is the text and 16 px of padding
+# and border), in the chart's font.
+LIQUIDATION_LABEL = """() => {
+  const charts = window.ringfencePositionChart;
+  const layout = charts.mark.options().layout;
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = `${layout.fontSize}px ${layout.fontFamily}`;
+  const width = (text) => context.measureText(text).width;
+  const marker = charts.markers.markers().find((m) => m.text === "Liquidated");
+  const x = charts.mark.timeScale().timeToCoordinate(marker.time);
+  const pane = charts.mark.timeScale().width();
+  const titles = charts.lines().map((line) => width(line.options().title) + 16);
+  return {
+    left: x - width(marker.text) / 2,
+    right: x + width(marker.text) / 2,
+    pane: pane,
+    titles: pane - Math.max(...titles),
+  };
+}"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_liquidated_label_is_inside_the_chart_and_clear_of_the_price_line_titles(
+    live_server, browser, width
+):
+    """Seconds after a liquidation it is the chart's newest point: its label stays whole inside
+    the pane and left of the entry, liquidation and bankruptcy titles drawn at the right edge."""
+    from playwright.sync_api import expect
+
+    position = _liquidated_just_now("liam")
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "liam")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        expect(page.locator("#mark-chart")).to_have_attribute("data-ready", "true")
+        label = page.evaluate(LIQUIDATION_LABEL)
+        assert label["left"] >= 0, label
+        assert label["right"] <= label["titles"] < label["pane"], label
+    finally:
+        context.close()
