@@ -2,6 +2,7 @@
 (function () {
   "use strict";
   var REFRESH_MS = 2000;
+  var UNFENCED_COLOR = "#58a6ff";
 
   function num(value) { return value === null || value === undefined ? null : parseFloat(value); }
   function series(points) { return points.map(function (p) { return { time: p.time, value: num(p.value) }; }); }
@@ -157,7 +158,9 @@
           bottomFillColor1: "rgba(246,70,93,0.02)", bottomFillColor2: "rgba(246,70,93,0.25)",
         });
         unfencedSeries = pnlChart.addSeries(LC.LineSeries, {
-          color: "#8a94a6", lineWidth: 1, lineStyle: 2, title: "without the ring-fence",
+          // Secondary to the PnL, yet plain to see on the dark chart: a blue of its own,
+          // dashed, 6.8:1 on the chart's background (the entry's grey was lost in the grid).
+          color: UNFENCED_COLOR, lineWidth: 2, lineStyle: LC.LineStyle.Dashed, title: "without the ring-fence",
           lastValueVisible: false, priceLineVisible: false,
         });
         // The most the position can lose, moment by moment: it steps where margin was added or

@@ -348,3 +348,57 @@ def test_the_liquidated_label_is_inside_the_chart_and_clear_of_the_price_line_ti
         assert label["right"] <= label["titles"] < label["pane"], label
     finally:
         context.close()
+
+
+# The line without the ring-fence as the PnL chart was told to draw it, with its colour's
+# contrast against the chart's background, and the colours of everything else on the charts.
+UNFENCED_LINE = """() => {
+  const charts = window.ringfencePositionChart;
+  const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  const luminance = (hex) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    const [r, g, b] = rgb(hex);
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const line = charts.unfenced.options();
+  const background = charts.pnl.options().layout.background.color;
+  const a = luminance(line.color), b = luminance(background);
+  const pnl = charts.pnlSeries.options();
+  return {
+    color: line.color.toLowerCase(),
+    contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05),
+    chroma: Math.max(...rgb(line.color)) - Math.min(...rgb(line.color)),
+    dashed: line.lineStyle !== LightweightCharts.LineStyle.Solid,
+    width: line.lineWidth,
+    title: line.title,
+    others: [
+      pnl.topLineColor, pnl.bottomLineColor, charts.floor.options().color,
+      ...charts.lines().map((l) => l.options().color),
+      charts.pnl.options().grid.horzLines.color,
+    ].map((c) => c.toLowerCase()),
+  };
+}"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_line_without_the_ring_fence_is_plain_to_see_and_reads_as_secondary(
+    live_server, browser
+):
+    from playwright.sync_api import expect
+
+    position = _liquidated_just_now("una")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "una")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        expect(page.locator("#mark-chart")).to_have_attribute("data-ready", "true")
+        line = page.evaluate(UNFENCED_LINE)
+        assert line["contrast"] >= 3, line
+        assert line["chroma"] >= 64, line  # a colour, not another grey like the entry's line
+        assert line["color"] not in line["others"], line
+        assert line["dashed"] and line["width"] >= 2, line
+        assert line["title"] == "without the ring-fence"
+    finally:
+        context.close()
