@@ -402,3 +402,43 @@ def test_the_line_without_the_ring_fence_is_plain_to_see_and_reads_as_secondary(
         assert line["title"] == "without the ring-fence"
     finally:
         context.close()
+
+
+# Each stat card's height, and the height of a card with only its label and its value.
+STAT_HEIGHTS = """() => {
+  const cards = [...document.querySelectorAll("#position-live .stat")];
+  const size = cards[0], style = getComputedStyle(size);
+  const plain = [...size.children].reduce((h, el) => h + el.getBoundingClientRect().height, 0)
+    + parseFloat(style.paddingTop) + parseFloat(style.paddingBottom)
+    + parseFloat(style.borderTopWidth) + parseFloat(style.borderBottomWidth);
+  return {
+    plain: plain,
+    tall: cards.filter((card) => card.getBoundingClientRect().height > plain + 1)
+      .map((card) => card.querySelector(".label").textContent),
+  };
+}"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_cards_of_a_liquidated_position_stay_compact_with_the_net_result_note_below(
+    live_server, browser, width
+):
+    """The net result's note (its PnL and fees) is a sentence: it is read under
+    the cards, and no card of a row grows to its height."""
+    from playwright.sync_api import expect
+
+    position = _liquidated_just_now("nora")
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        sign_in(page, live_server.url, "nora")
+        page.goto(f"{live_server.url}/positions/{position.pk}/")
+        note = page.locator("#position-live").get_by_text("what it did to your free balance")
+        expect(note).to_be_visible()
+        expect(note).to_contain_text("PnL -1,500.00, fees 15.00")
+        heights = page.evaluate(STAT_HEIGHTS)
+        assert heights["tall"] == [], heights
+    finally:
+        context.close()

@@ -872,7 +872,7 @@ def test_liquidated_position_page_tells_the_isolation_lesson(alice_client, accou
     assert 'data-testid="net-result">-1,515.00<' in content
     # Liquidated at the bankruptcy price: nothing was left for the insurance fund, and the
     # note adds up without a part it does not name.
-    assert "what it did to your free balance: PnL -1,500.00, fees 15.00</small>" in content
+    assert "what it did to your free balance: PnL -1,500.00, fees 15.00.</p>" in content
     history = alice_client.get(reverse("history", args=[account.pk])).content.decode()
     assert f'data-testid="net-result-{position.pk}">-1,515.00<' in history
 
@@ -900,11 +900,11 @@ def test_the_net_result_of_a_liquidation_counts_what_went_to_the_insurance_fund(
     assert f'data-testid="net-result-{position.pk}">-30.30<' in history
     page = alice_client.get(reverse("position", args=[position.pk])).content.decode()
     assert 'data-testid="net-result">-30.30<' in page
-    # The note under it names each part, and they add up: -29.00 - 0.87 - 0.43 = -30.30.
+    # The note under the cards names each part, and they add up: -29.00 - 0.87 - 0.43 = -30.30.
     assert (
         "what it did to your free balance: PnL -29.00, fees 0.87 (the liquidation fee 0.57 "
         "included), and 0.43 of collateral left after the loss, which went to the insurance "
-        "fund</small>"
+        "fund.</p>"
     ) in page
 
 
