@@ -95,6 +95,32 @@ def test_the_chart_of_a_position_closed_by_hand_stops_asking_for_its_path(live_s
         page.close()
 
 
+def _liquidated_just_now(username: str, *, opened_ago: timedelta = timedelta(seconds=30)):
+    """A 20x long liquidated five seconds after it opened ``opened_ago``, the liquidation its
+    newest point."""
+    classroom = make_classroom(name=f"{username} class")
+    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
+    account = make_learner(classroom, username)
+    position = position_open(
+        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
+    )
+    opened = timezone.now() - opened_ago
+    Position.objects.filter(pk=position.pk).update(opened_at=opened)
+    PriceTick.objects.bulk_create(
+        PriceTick(instrument=btc, price=Decimal(60000 - 300 * n), created_at=opened + second(n))
+        for n in range(1, 5)
+    )
+    set_price(btc, "57000")
+    liquidated = opened + second(5)
+    LiquidationEvent.objects.filter(position=position).update(created_at=liquidated)
+    Position.objects.filter(pk=position.pk).update(closed_at=liquidated)
+    PriceTick.objects.filter(instrument=btc, created_at__gt=liquidated).update(
+        created_at=liquidated
+    )
+    position.refresh_from_db()
+    return position
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_liquidation_stays_in_view_as_the_mark_goes_on_after_it(live_server, browser):
     """A position of a few seconds, liquidated: while the page stays open the chart goes on
@@ -102,25 +128,9 @@ def test_the_liquidation_stays_in_view_as_the_mark_goes_on_after_it(live_server,
     of sliding out to the left with every new mark."""
     from playwright.sync_api import expect
 
-    classroom = make_classroom(name="Short-lived class")
-    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
-    account = make_learner(classroom, "sol")
-    position = position_open(
-        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
-    )
-    opened = timezone.now() - timedelta(minutes=2)
-    Position.objects.filter(pk=position.pk).update(opened_at=opened)
-    PriceTick.objects.bulk_create(
-        PriceTick(instrument=btc, price=Decimal(60000 - 300 * n), created_at=opened + second(n))
-        for n in range(1, 5)
-    )
-    set_price(btc, "57000")  # liquidated, five seconds after it opened
-    liquidated = opened + second(5)
-    LiquidationEvent.objects.filter(position=position).update(created_at=liquidated)
-    Position.objects.filter(pk=position.pk).update(closed_at=liquidated)
-    PriceTick.objects.filter(instrument=btc, created_at__gt=liquidated).update(
-        created_at=liquidated
-    )
+    position = _liquidated_just_now("sol", opened_ago=timedelta(minutes=2))
+    btc, opened = position.instrument, position.opened_at
+    liquidated = LiquidationEvent.objects.get(position=position).created_at
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -278,30 +288,6 @@ def test_the_chart_axes_read_as_the_page_does(live_server, browser, zone, hours_
         }
     finally:
         context.close()
-
-
-def _liquidated_just_now(username: str, *, width: int = 1280):
-    """A 20x long liquidated five seconds after it opened, the liquidation its newest point."""
-    classroom = make_classroom(name=f"{username} class")
-    btc = make_instrument(classroom, symbol="BTCUSDT", mark="60000")
-    account = make_learner(classroom, username)
-    position = position_open(
-        account_id=account.pk, instrument_id=btc.pk, side="long", quantity="0.5", leverage=20
-    )
-    opened = timezone.now() - timedelta(seconds=30)
-    Position.objects.filter(pk=position.pk).update(opened_at=opened)
-    PriceTick.objects.bulk_create(
-        PriceTick(instrument=btc, price=Decimal(60000 - 300 * n), created_at=opened + second(n))
-        for n in range(1, 5)
-    )
-    set_price(btc, "57000")
-    liquidated = opened + second(5)
-    LiquidationEvent.objects.filter(position=position).update(created_at=liquidated)
-    Position.objects.filter(pk=position.pk).update(closed_at=liquidated)
-    PriceTick.objects.filter(instrument=btc, created_at__gt=liquidated).update(
-        created_at=liquidated
-    )
-    return position
 
 
 # Where the liquidation marker's label is drawn, by the chart's own coordinates, and where the
