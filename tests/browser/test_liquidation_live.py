@@ -3,8 +3,13 @@ chart beside it does."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from django.db.models import F
+
+from liquidation.models import LiquidationEvent, PriceTick
+from positions.models import Position
 from positions.services import position_open
 from tests.browser.conftest import csp_violations, make_learner, sign_in
 from tests.engine.helpers import set_price
@@ -38,6 +43,17 @@ def test_the_lesson_of_a_liquidation_follows_the_mark_while_the_page_is_open(liv
         expect(lesson).to_contain_text("So far the mark has gone no further than 57,000.0")
         # The crash goes on: the chart draws it, and the lesson beside it says so too, rather
         # than still saying the mark went no further.
+        # The chart draws at most a point a second (the engine ticks once a second): the
+        # page may show the liquidation within the second it happened, so the crash's next
+        # mark is made to come a second later, by moving the story so far back.
+        earlier = timedelta(seconds=2)
+        PriceTick.objects.filter(instrument=btc).update(created_at=F("created_at") - earlier)
+        LiquidationEvent.objects.filter(position=position).update(
+            created_at=F("created_at") - earlier
+        )
+        Position.objects.filter(pk=position.pk).update(
+            opened_at=F("opened_at") - earlier, closed_at=F("closed_at") - earlier
+        )
         set_price(btc, "54150")
         expect(page.locator("#mark-chart")).to_have_attribute("data-points", "3")
         expect(lesson).to_contain_text(
