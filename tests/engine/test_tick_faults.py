@@ -4,6 +4,7 @@ nothing else the tick has to do, and the ledger invariants hold afterwards."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
@@ -37,6 +38,34 @@ def _drop_connection(pid: int) -> None:
     """What a database restart or failover does to one backend."""
     with psycopg.connect(database_url(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def _tick_dropped_while_waiting(run: Callable[[], object], *, table: str, row_id: int) -> object:
+    """Run ``run`` (a tick) in a thread of its own while another connection holds a row of
+    ``table``; once the tick waits for that row, PostgreSQL drops the tick's connection. What
+    the tick then returned, or raised."""
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(run())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connections.close_all()
+
+    with psycopg.connect(database_url()) as holder:
+        holder.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [row_id])
+        ticker = threading.Thread(target=target)
+        ticker.start()
+        pids = wait_until(_waiting_pids, timeout=30, message=f"the tick waiting for {table}")
+        _drop_connection(pids[0])
+        wait_until(lambda: pids[0] not in _waiting_pids(), timeout=30, message="the backend ending")
+        holder.rollback()
+    ticker.join(timeout=60)
+    assert not ticker.is_alive()
+    [result] = outcome
+    return result
 
 
 def _market():
@@ -174,28 +203,10 @@ def test_a_connection_dropped_inside_a_settlement_rolls_it_back_and_the_tick_set
     safe = open_position(bob, btc, "long", "0.1", 10).pk
     stop_loss = open_position(bob, btc, "long", "0.01", 10, stop_loss="59000").pk
     fund = ClassroomPocket.objects.get(classroom=classroom, kind="insurance")
-    outcome: list[object] = []
 
-    def run_tick() -> None:
-        try:
-            outcome.append(set_price(btc, "58700"))
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            connections.close_all()
-
-    with psycopg.connect(database_url()) as holder:
-        holder.execute("SELECT 1 FROM accounts_classroompocket WHERE id = %s FOR UPDATE", [fund.pk])
-        ticker = threading.Thread(target=run_tick)
-        ticker.start()
-        pids = wait_until(_waiting_pids, timeout=30, message="the batch waiting for the fund")
-        _drop_connection(pids[0])
-        wait_until(lambda: pids[0] not in _waiting_pids(), timeout=30, message="the backend ending")
-        holder.rollback()
-    ticker.join(timeout=60)
-    assert not ticker.is_alive()
-
-    [result] = outcome
+    result = _tick_dropped_while_waiting(
+        lambda: set_price(btc, "58700"), table="accounts_classroompocket", row_id=fund.pk
+    )
     assert isinstance(result, engine.TickResult), result
     assert sorted(result.liquidated) == sorted([gapped, breached])
     assert Position.objects.get(pk=safe).status == "open"
@@ -246,28 +257,10 @@ def test_a_connection_dropped_while_filling_one_order_leaves_it_resting_and_fill
     )
     take_profit = open_position(carol, btc, "short", "0.01", 10, take_profit="59500")
     before = money_snapshot()
-    outcome: list[object] = []
 
-    def run_tick() -> None:
-        try:
-            outcome.append(set_price(btc, "59000"))
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            connections.close_all()
-
-    with psycopg.connect(database_url()) as holder:
-        holder.execute("SELECT 1 FROM accounts_tradingaccount WHERE id = %s FOR UPDATE", [alice.pk])
-        ticker = threading.Thread(target=run_tick)
-        ticker.start()
-        pids = wait_until(_waiting_pids, timeout=30, message="the fill waiting for the account")
-        _drop_connection(pids[0])
-        wait_until(lambda: pids[0] not in _waiting_pids(), timeout=30, message="the backend ending")
-        holder.rollback()
-    ticker.join(timeout=60)
-    assert not ticker.is_alive()
-
-    [result] = outcome
+    result = _tick_dropped_while_waiting(
+        lambda: set_price(btc, "59000"), table="accounts_tradingaccount", row_id=alice.pk
+    )
     assert isinstance(result, engine.TickResult), result
     assert any(f"order {stuck.pk}" in e for e in result.errors), result.errors
     assert Order.objects.get(pk=stuck.pk).status == "resting"
@@ -417,27 +410,10 @@ def test_a_connection_dropped_in_the_price_step_moves_nothing_and_the_next_tick_
     _, btc, (alice, _, _) = _market()
     breached = open_position(alice, btc, "long", "0.01", 50)
     scenario_start(instrument_id=btc.pk, kind=Scenario.Kind.SET_PRICE, target_price="55000")
-    outcome: list[object] = []
 
-    def run_tick() -> None:
-        try:
-            outcome.append(tick(btc))
-        except BaseException as exc:
-            outcome.append(exc)
-        finally:
-            connections.close_all()
-
-    with psycopg.connect(database_url()) as holder:
-        holder.execute("SELECT 1 FROM positions_instrument WHERE id = %s FOR UPDATE", [btc.pk])
-        ticker = threading.Thread(target=run_tick)
-        ticker.start()
-        pids = wait_until(_waiting_pids, timeout=30, message="the price step waiting")
-        _drop_connection(pids[0])
-        ticker.join(timeout=60)
-        holder.rollback()
-    assert not ticker.is_alive()
-
-    [error] = outcome
+    error = _tick_dropped_while_waiting(
+        lambda: tick(btc), table="positions_instrument", row_id=btc.pk
+    )
     assert isinstance(error, OperationalError), error
     assert Instrument.objects.get(pk=btc.pk).mark_price == Decimal(60000)
     assert not PriceTick.objects.filter(instrument=btc).exists()
